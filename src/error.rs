@@ -1,0 +1,104 @@
+//! The crate's error type.
+//!
+//! Every fallible operation returns [`Result<T>`](crate::Result), whose error is the
+//! [`Error`] enum below. Each variant's message says what happened and, where it helps,
+//! what to do about it.
+
+use std::io;
+
+/// Errors returned by shmq.
+///
+/// The enum is `#[non_exhaustive]`: match the variants you handle and keep a `_` arm.
+///
+/// ```
+/// use shmq::{Error, RawQueue};
+/// # let name = format!("doc-err-{}", std::process::id());
+/// let q = RawQueue::create(&name, 4096)?;
+/// let mut buf = Vec::new();
+/// match q.try_get_into(&mut buf) {
+///     Err(Error::Empty) => println!("nothing queued yet"),
+///     Ok(n) => println!("got {n} bytes"),
+///     Err(e) => return Err(e),
+/// }
+/// # Ok::<(), shmq::Error>(())
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The queue had no room for the message and the call was not allowed to wait.
+    #[error("queue is full: no room for the message now (use put/put_timeout to wait for space)")]
+    Full,
+    /// The queue held no message and the call was not allowed to wait.
+    #[error("queue is empty (use get/get_timeout to wait for a message)")]
+    Empty,
+    /// The deadline passed before the operation could complete.
+    #[error("timed out waiting for the queue")]
+    Timeout,
+    /// The queue was closed: puts fail, gets fail once the remaining messages are drained.
+    #[error("queue is closed")]
+    Closed,
+    /// The message can never fit in this queue's ring, however empty it is.
+    #[error("message of {size} bytes is larger than this queue can ever hold (at most {max} bytes per message; create the queue with a larger capacity)")]
+    TooLarge {
+        /// Encoded size of the rejected message in bytes.
+        size: usize,
+        /// Largest message this queue accepts, in bytes.
+        max: usize,
+    },
+    /// No segment exists under that name or path.
+    #[error("no shmq queue named {0:?} exists (create it first, or check the name)")]
+    NotFound(String),
+    /// A segment with that name or path exists already.
+    #[error("a queue named {name:?} exists already{}", if *.stale { " and its creator is dead (stale): remove it with shmq::remove, `shmq rm`, or create with Options::replace_stale(true)" } else { " (open it instead, or pick another name)" })]
+    AlreadyExists {
+        /// The name or path that exists.
+        name: String,
+        /// `true` when the creator process recorded in the header is no longer alive.
+        stale: bool,
+    },
+    /// The name breaks the naming rules (see [`crate::segment::validate_name`]).
+    #[error("invalid queue name {name:?}: {reason}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A capacity or other argument outside the supported range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The object exists but is not a shmq segment of this layout version, or was created
+    /// for a different message codec or type.
+    #[error("incompatible segment {name:?}: {reason}")]
+    Incompatible {
+        /// The name or path that was opened.
+        name: String,
+        /// What did not match.
+        reason: String,
+    },
+    /// The segment's contents break an invariant (a bug, a hostile writer, or memory
+    /// corruption). The queue cannot be used safely any more; remove and recreate it.
+    #[error("corrupt queue: {0} (remove and recreate the queue)")]
+    Corrupt(String),
+    /// Serializing or deserializing a message failed.
+    #[error("codec error: {0}")]
+    Codec(String),
+    /// An operating-system call failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// `Result<T, shmq::Error>`.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// Wrap the current `errno` with a short context string.
+    pub(crate) fn last_os(context: &str) -> Error {
+        let e = io::Error::last_os_error();
+        Error::Io(io::Error::new(e.kind(), format!("{context}: {e}")))
+    }
+
+    pub(crate) fn corrupt(what: impl Into<String>) -> Error {
+        Error::Corrupt(what.into())
+    }
+}

@@ -1,0 +1,764 @@
+//! The byte ring: variable-length framed records in the segment, two-lock MPMC.
+//!
+//! # Layout
+//! `head` and `tail` (in the header) are monotonically increasing byte positions; the byte
+//! at position `p` lives at ring offset `p % capacity`. `tail - head` bytes are in use.
+//! A record is an 8-byte frame header (`len: u32`, `tag: u32`, little endian, read as one
+//! `u64`) followed by `len` payload bytes, padded to a multiple of 8. Records never straddle
+//! the end of the ring: a record that would is preceded by a [`SKIP`] frame covering the
+//! rest of the ring. The largest record is the whole ring, so the largest message is
+//! `capacity - 8` bytes.
+//!
+//! # Protocol
+//! * Producers serialise on the producer lock. A producer writes the payload and the frame
+//!   header into free space (which no consumer reads), then publishes with **one**
+//!   release-store of `tail`. A producer killed mid-copy leaves no visible record.
+//! * Consumers serialise on the consumer lock. A consumer validates and copies the record
+//!   at `head`, then releases it with one release-store of `head`. A consumer killed
+//!   mid-copy leaves the record in place for the next consumer.
+//! * Producers and consumers never wait for each other's lock. Each side bumps a sequence
+//!   word and wakes sleepers only when the waiter count says someone sleeps.
+//! * Message counters are repaired after a crash with a write-ahead pair
+//!   (`pending_tail`, `pending_count`) stored before the publishing store.
+//!
+//! Everything read from the segment (positions, frame headers) is untrusted: it is read
+//! once into a local, validated, and only then used; a violation is [`Error::Corrupt`].
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::segment::{self, Header, Segment};
+use crate::sync::{self, Acquired, RobustLock};
+
+/// Frame tag of a message record.
+pub const MSG: u32 = 0x5153_4D31;
+/// Frame tag of a skip record (padding up to the end of the ring).
+pub const SKIP: u32 = 0x5153_4B50;
+/// Frame header size in bytes.
+pub const FRAME: u64 = 8;
+
+/// Default spin time before a blocked producer or consumer sleeps in the kernel.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
+
+#[inline]
+fn align8(n: u64) -> u64 {
+    (n + 7) & !7
+}
+
+/// How a call may wait.
+#[derive(Clone, Copy, Debug)]
+pub enum Block {
+    /// Do not wait for space or messages (`try_*`).
+    No,
+    /// Wait until the deadline (`None`: for ever).
+    Until(Option<Instant>),
+}
+
+impl Block {
+    /// Block until `timeout` from now.
+    pub fn timeout(d: Duration) -> Block {
+        Block::Until(Instant::now().checked_add(d))
+    }
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Block::No => None,
+            Block::Until(d) => d,
+        }
+    }
+}
+
+/// Heap memory laid out like a segment, for in-process rings (tests and fuzzing).
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+enum Backing {
+    Segment(Segment),
+    Heap(Box<[Page]>),
+}
+
+/// A ring over a mapped segment (or heap memory shaped like one).
+pub struct Ring {
+    backing: Backing,
+    hdr: *const Header,
+    data: *mut u8,
+    cap: u64,
+    spin: Duration,
+}
+
+// SAFETY: `hdr` and `data` point into `backing`, which the Ring owns and which lives as long
+// as it; shared memory is only accessed through atomics and raw-pointer copies.
+unsafe impl Send for Ring {}
+// SAFETY: all methods take `&self`; mutual exclusion on the ring's bytes is provided by the
+// process-shared locks in the header, which also exclude threads of one process.
+unsafe impl Sync for Ring {}
+
+/// A snapshot of a queue's state and counters, read from its header.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    /// Ring capacity in bytes.
+    pub capacity: u64,
+    /// Bytes in use (records, padding and frame headers).
+    pub used_bytes: u64,
+    /// Messages queued now.
+    pub len: u64,
+    /// Messages put, ever.
+    pub puts: u64,
+    /// Messages got, ever.
+    pub gets: u64,
+    /// Payload bytes put, ever.
+    pub put_bytes: u64,
+    /// Payload bytes got, ever.
+    pub get_bytes: u64,
+    /// Times a producer found the queue full.
+    pub full_events: u64,
+    /// Times a consumer found the queue empty.
+    pub empty_events: u64,
+    /// Producers sleeping now.
+    pub producers_waiting: u32,
+    /// Consumers sleeping now.
+    pub consumers_waiting: u32,
+    /// Whether the queue is closed.
+    pub closed: bool,
+    /// TID holding the producer lock (0: free).
+    pub producer_lock_holder: u32,
+    /// TID holding the consumer lock (0: free).
+    pub consumer_lock_holder: u32,
+    /// Creator's pid.
+    pub creator_pid: u32,
+    /// Whether the creator is still running.
+    pub creator_alive: bool,
+    /// Creation time (seconds since the Unix epoch).
+    pub created_unix: u64,
+    /// Codec id (see [`segment::codec_id`]).
+    pub codec: u32,
+    /// Message type name recorded by the creator.
+    pub type_name: String,
+}
+
+impl Ring {
+    /// A ring over a created or opened segment.
+    pub fn new(seg: Segment) -> Ring {
+        let hdr = seg.header() as *const Header;
+        let (data, cap) = seg.ring();
+        Ring {
+            backing: Backing::Segment(seg),
+            hdr,
+            data,
+            cap,
+            spin: DEFAULT_SPIN,
+        }
+    }
+
+    /// A fresh ring of `capacity` bytes in process-private heap memory (for tests, models
+    /// and fuzzing): same header, framing and code paths as a shared segment.
+    pub fn in_memory(capacity: usize) -> Result<Ring> {
+        let cap = segment::normalize_capacity(capacity)?;
+        let mut bytes = vec![0u8; (segment::RING_OFFSET + cap) as usize];
+        let h = init_header_bytes(cap);
+        bytes[..h.len()].copy_from_slice(&h);
+        Self::from_bytes(&bytes)
+    }
+
+    /// A ring over a copy of `bytes` taken as a whole segment image, validated the way
+    /// [`Segment::open`] validates a mapped one. Any content is accepted as input: the
+    /// result is an error or a ring whose operations return errors, never a crash.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Ring> {
+        let pages = bytes.len().div_ceil(4096).max(1);
+        let mut mem: Box<[Page]> = (0..pages).map(|_| Page([0; 4096])).collect();
+        // SAFETY: `mem` is `pages * 4096 >= bytes.len()` bytes, freshly allocated and
+        // exclusively ours; the regions do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), mem.as_mut_ptr() as *mut u8, bytes.len());
+        }
+        let total = (pages * 4096) as u64;
+        let base = mem.as_mut_ptr() as *mut u8;
+        let bad = |r: &str| Error::Incompatible {
+            name: "<memory>".into(),
+            reason: r.into(),
+        };
+        if (bytes.len() as u64) < segment::RING_OFFSET {
+            return Err(bad("shorter than the header"));
+        }
+        // SAFETY: base is 4096-aligned and at least RING_OFFSET bytes; Header is all atomics.
+        let h = unsafe { &*(base as *const Header) };
+        if h.id.init.load(Ordering::Relaxed) != segment::INIT_DONE
+            || h.id.magic.load(Ordering::Relaxed) != segment::MAGIC
+            || h.id.version.load(Ordering::Relaxed) != segment::VERSION
+            || h.id.header_size.load(Ordering::Relaxed) as usize != std::mem::size_of::<Header>()
+            || h.id.ring_offset.load(Ordering::Relaxed) != segment::RING_OFFSET
+        {
+            return Err(bad("bad header identity"));
+        }
+        let cap = h.id.capacity.load(Ordering::Relaxed);
+        if !(segment::MIN_CAPACITY..=segment::MAX_CAPACITY).contains(&cap)
+            || cap % 64 != 0
+            || segment::RING_OFFSET + cap > bytes.len() as u64
+        {
+            return Err(bad("bad capacity"));
+        }
+        debug_assert!(segment::RING_OFFSET + cap <= total);
+        Ok(Ring {
+            hdr: base as *const Header,
+            // SAFETY: RING_OFFSET < total (checked above).
+            data: unsafe { base.add(segment::RING_OFFSET as usize) },
+            cap,
+            backing: Backing::Heap(mem),
+            spin: DEFAULT_SPIN,
+        })
+    }
+
+    /// A copy of the whole segment image of an in-memory ring (header and ring bytes).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let len = (segment::RING_OFFSET + self.cap) as usize;
+        let mut v = vec![0u8; len];
+        // SAFETY: the backing holds at least `len` bytes starting at `hdr` (validated at
+        // construction); copying raw bytes out creates no reference to shared memory.
+        unsafe { std::ptr::copy_nonoverlapping(self.hdr as *const u8, v.as_mut_ptr(), len) };
+        v
+    }
+
+    /// Set how long a blocked call spins before sleeping in the kernel.
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+    }
+
+    /// The underlying segment, if any.
+    pub fn segment(&self) -> Option<&Segment> {
+        match &self.backing {
+            Backing::Segment(s) => Some(s),
+            Backing::Heap(_) => None,
+        }
+    }
+
+    /// Mutable access to the underlying segment (to change drop behaviour).
+    pub fn segment_mut(&mut self) -> Option<&mut Segment> {
+        match &mut self.backing {
+            Backing::Segment(s) => Some(s),
+            Backing::Heap(_) => None,
+        }
+    }
+
+    #[inline]
+    fn h(&self) -> &Header {
+        // SAFETY: `hdr` points at the validated header inside `backing`, which we own; the
+        // header is all atomics.
+        unsafe { &*self.hdr }
+    }
+
+    /// Ring capacity in bytes.
+    pub fn capacity(&self) -> u64 {
+        self.cap
+    }
+
+    /// Largest message payload this ring accepts.
+    pub fn max_message(&self) -> usize {
+        (self.cap - FRAME) as usize
+    }
+
+    /// Read `head` and `tail` and check the invariants between them.
+    #[inline]
+    fn positions(&self, head: u64, tail: u64) -> Result<u64> {
+        let used = tail.wrapping_sub(head);
+        if used > self.cap || head % 8 != 0 || tail % 8 != 0 {
+            return Err(Error::corrupt(format!(
+                "ring positions out of range (head {head}, tail {tail}, capacity {})",
+                self.cap
+            )));
+        }
+        Ok(used)
+    }
+
+    #[inline]
+    fn write_frame(&self, off: u64, len: u32, tag: u32) {
+        let word = (len as u64) | ((tag as u64) << 32);
+        // SAFETY: callers pass `off` with off % 8 == 0 and off + 8 <= cap, so the 8 bytes are
+        // inside the ring and aligned; this region is free space owned by the producer lock.
+        unsafe { std::ptr::write_volatile(self.data.add(off as usize) as *mut u64, word.to_le()) }
+    }
+
+    #[inline]
+    fn read_frame(&self, off: u64) -> (u32, u32) {
+        // SAFETY: callers pass off % 8 == 0 and off < cap (cap % 8 == 0), so off + 8 <= cap;
+        // the volatile read takes one snapshot that is validated before use.
+        let word = u64::from_le(unsafe {
+            std::ptr::read_volatile(self.data.add(off as usize) as *const u64)
+        });
+        (word as u32, (word >> 32) as u32)
+    }
+
+    fn lock<'a>(&self, word: &'a AtomicU32, deadline: Option<Instant>) -> Result<(sync::LockGuard<'a>, Acquired)> {
+        RobustLock::new(word).lock(deadline)
+    }
+
+    /// After taking over the producer lock from a dead holder: validate and repair.
+    fn repair_producer(&self) -> Result<()> {
+        let p = &self.h().prod;
+        let tail = p.tail.load(Ordering::Acquire);
+        let head = self.h().cons.head.load(Ordering::Acquire);
+        self.positions(head, tail)?;
+        if p.pending_tail.load(Ordering::Relaxed) == tail {
+            p.put_count
+                .store(p.pending_count.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// After taking over the consumer lock from a dead holder: validate and repair.
+    fn repair_consumer(&self) -> Result<()> {
+        let c = &self.h().cons;
+        let head = c.head.load(Ordering::Acquire);
+        let tail = self.h().prod.tail.load(Ordering::Acquire);
+        self.positions(head, tail)?;
+        if c.pending_head.load(Ordering::Relaxed) == head {
+            c.get_count
+                .store(c.pending_count.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn publish_tail(&self, tail: u64, count: u64, bytes: u64) {
+        let p = &self.h().prod;
+        p.pending_tail.store(tail, Ordering::Relaxed);
+        p.pending_count.store(count, Ordering::Relaxed);
+        p.tail.store(tail, Ordering::Release);
+        p.put_count.store(count, Ordering::Relaxed);
+        p.put_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    fn publish_head(&self, head: u64, count: u64, bytes: u64) {
+        let c = &self.h().cons;
+        c.pending_head.store(head, Ordering::Relaxed);
+        c.pending_count.store(count, Ordering::Relaxed);
+        c.head.store(head, Ordering::Release);
+        c.get_count.store(count, Ordering::Relaxed);
+        c.get_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether the queue is closed.
+    pub fn is_closed(&self) -> bool {
+        self.h().shared.closed.load(Ordering::Acquire) != 0
+    }
+
+    /// Put up to `n` messages. `size(i)` gives message `i`'s exact payload length;
+    /// `write(i, dst, len)` writes exactly that payload to `dst` (valid for `len` bytes of
+    /// writes) and returns the number of bytes written (at most `len`).
+    ///
+    /// Returns how many messages were published. With [`Block::No`] that may be fewer than
+    /// `n` (zero gives [`Error::Full`]); otherwise it is `n` or an error (messages before the
+    /// error were published).
+    pub fn put_batch(
+        &self,
+        n: usize,
+        block: Block,
+        mut size: impl FnMut(usize) -> Result<usize>,
+        mut write: impl FnMut(usize, *mut u8, usize) -> Result<usize>,
+    ) -> Result<usize> {
+        let h = self.h();
+        let deadline = block.deadline();
+        let mut done = 0usize;
+        let mut cur_len: Option<usize> = None;
+        while done < n {
+            if self.is_closed() {
+                return Err(Error::Closed);
+            }
+            let (guard, how) = self.lock(&h.prod.lock, deadline)?;
+            if let Acquired::Recovered(_) = how {
+                self.repair_producer()?;
+            }
+            let mut tail = h.prod.tail.load(Ordering::Relaxed);
+            let mut count = h.prod.put_count.load(Ordering::Relaxed);
+            let mut bytes = h.prod.put_bytes.load(Ordering::Relaxed);
+            let start_tail = tail;
+            let start_done = done;
+            let mut result: Result<()> = Ok(());
+            let mut need = 0u64;
+            while done < n {
+                if h.shared.closed.load(Ordering::Acquire) != 0 {
+                    result = Err(Error::Closed);
+                    break;
+                }
+                let len = match cur_len {
+                    Some(l) => l,
+                    None => match size(done) {
+                        Ok(l) => *cur_len.insert(l),
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    },
+                };
+                let rec = align8(FRAME + len as u64);
+                if rec > self.cap || len > u32::MAX as usize {
+                    result = Err(Error::TooLarge {
+                        size: len,
+                        max: self.max_message(),
+                    });
+                    break;
+                }
+                let head = h.cons.head.load(Ordering::Acquire);
+                let used = match self.positions(head, tail) {
+                    Ok(u) => u,
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                };
+                let free = self.cap - used;
+                let off = tail % self.cap;
+                let to_end = self.cap - off;
+                if rec > to_end {
+                    if to_end <= free {
+                        self.write_frame(off, (to_end - FRAME) as u32, SKIP);
+                        tail += to_end;
+                        continue;
+                    }
+                    need = to_end;
+                    break;
+                }
+                if rec > free {
+                    need = rec;
+                    break;
+                }
+                // SAFETY: off + rec <= cap, so [off + 8, off + 8 + len) is inside the ring and
+                // in free space that only the producer-lock holder writes.
+                let dst = unsafe { self.data.add((off + FRAME) as usize) };
+                let written = match write(done, dst, len) {
+                    Ok(w) if w <= len => w,
+                    Ok(w) => {
+                        result = Err(Error::Codec(format!(
+                            "encoder wrote {w} bytes into a {len}-byte slot"
+                        )));
+                        break;
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                };
+                self.write_frame(off, written as u32, MSG);
+                tail += align8(FRAME + written as u64);
+                count += 1;
+                bytes += written as u64;
+                done += 1;
+                cur_len = None;
+            }
+            if tail != start_tail {
+                self.publish_tail(tail, count, bytes);
+            }
+            drop(guard);
+            if done > start_done {
+                let wake = if done - start_done == 1 { 1 } else { i32::MAX };
+                sync::notify(&h.prod.data_seq, &h.shared.consumers_waiting, wake);
+            }
+            result?;
+            if done == n {
+                break;
+            }
+            // No room for message `done`.
+            h.shared.full_events.fetch_add(1, Ordering::Relaxed);
+            if let Block::No = block {
+                return if done > 0 { Ok(done) } else { Err(Error::Full) };
+            }
+            sync::wait_until(
+                &h.cons.space_seq,
+                &h.shared.producers_waiting,
+                self.spin,
+                deadline,
+                || {
+                    let head = h.cons.head.load(Ordering::Acquire);
+                    let tail = h.prod.tail.load(Ordering::Acquire);
+                    self.cap.saturating_sub(tail.wrapping_sub(head)) >= need
+                        || h.shared.closed.load(Ordering::Acquire) != 0
+                },
+            )
+            .map_err(|e| if done > 0 { Error::Timeout } else { e })?;
+        }
+        Ok(done)
+    }
+
+    /// Get up to `max` messages (at least one unless an error is returned): `read(src, len)`
+    /// is called once per message, in order, with `src` valid for `len` bytes of reads,
+    /// while the consumer lock is held. It must only copy the bytes out.
+    pub fn get_batch(
+        &self,
+        max: usize,
+        block: Block,
+        mut read: impl FnMut(*const u8, usize),
+    ) -> Result<usize> {
+        let h = self.h();
+        let deadline = block.deadline();
+        if max == 0 {
+            return Ok(0);
+        }
+        loop {
+            let (guard, how) = self.lock(&h.cons.lock, deadline)?;
+            if let Acquired::Recovered(_) = how {
+                self.repair_consumer()?;
+            }
+            let start_head = h.cons.head.load(Ordering::Relaxed);
+            let mut head = start_head;
+            let mut count = h.cons.get_count.load(Ordering::Relaxed);
+            let mut bytes = h.cons.get_bytes.load(Ordering::Relaxed);
+            let mut got = 0usize;
+            let mut result: Result<()> = Ok(());
+            let mut tail = h.prod.tail.load(Ordering::Acquire);
+            while got < max {
+                if head == tail {
+                    break;
+                }
+                if let Err(e) = self.positions(head, tail) {
+                    result = Err(e);
+                    break;
+                }
+                let off = head % self.cap;
+                let (len, tag) = self.read_frame(off);
+                let len = len as u64;
+                match tag {
+                    SKIP if off + FRAME + len == self.cap && head + (self.cap - off) <= tail => {
+                        head += self.cap - off;
+                    }
+                    MSG if align8(FRAME + len) <= self.cap - off
+                        && head + align8(FRAME + len) <= tail =>
+                    {
+                        // SAFETY: the record lies inside the ring (checked above) and inside the
+                        // published region, which producers do not write while we hold the
+                        // consumer lock and have not released it.
+                        let src = unsafe { self.data.add((off + FRAME) as usize) };
+                        read(src, len as usize);
+                        head += align8(FRAME + len);
+                        count += 1;
+                        bytes += len;
+                        got += 1;
+                    }
+                    _ => {
+                        result = Err(Error::corrupt(format!(
+                            "bad frame at position {head} (tag {tag:#x}, length {len}, tail {tail})"
+                        )));
+                        break;
+                    }
+                }
+                if head == tail {
+                    tail = h.prod.tail.load(Ordering::Acquire);
+                }
+            }
+            if head != start_head {
+                self.publish_head(head, count, bytes);
+            }
+            drop(guard);
+            if head != start_head {
+                sync::notify(&h.cons.space_seq, &h.shared.producers_waiting, i32::MAX);
+            }
+            result?;
+            if got > 0 {
+                return Ok(got);
+            }
+            // Empty. Closed and still empty after seeing the flag means drained.
+            if h.shared.closed.load(Ordering::Acquire) != 0
+                && h.prod.tail.load(Ordering::Acquire) == head
+            {
+                return Err(Error::Closed);
+            }
+            h.shared.empty_events.fetch_add(1, Ordering::Relaxed);
+            if let Block::No = block {
+                return Err(Error::Empty);
+            }
+            sync::wait_until(
+                &h.prod.data_seq,
+                &h.shared.consumers_waiting,
+                self.spin,
+                deadline,
+                || {
+                    h.prod.tail.load(Ordering::Acquire) != h.cons.head.load(Ordering::Relaxed)
+                        || h.shared.closed.load(Ordering::Acquire) != 0
+                },
+            )?;
+        }
+    }
+
+    /// Close the queue: later puts fail with [`Error::Closed`]; gets drain what is left, then
+    /// fail with `Closed`; every sleeper wakes.
+    pub fn close(&self) {
+        let h = self.h();
+        // Take the producer lock so no put publishes after close returns (bounded, so that a
+        // hostile lock word cannot make close hang).
+        let guard = self.lock(&h.prod.lock, Some(Instant::now() + Duration::from_secs(1)));
+        h.shared.closed.store(1, Ordering::SeqCst);
+        drop(guard);
+        sync::notify_all(&h.prod.data_seq);
+        sync::notify_all(&h.cons.space_seq);
+    }
+
+    /// Messages queued now.
+    pub fn len(&self) -> usize {
+        let h = self.h();
+        let gets = h.cons.get_count.load(Ordering::Acquire);
+        let puts = h.prod.put_count.load(Ordering::Acquire);
+        puts.saturating_sub(gets) as usize
+    }
+
+    /// Whether no message is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A snapshot of the header's state and counters.
+    pub fn stats(&self) -> Stats {
+        let h = self.h();
+        let head = h.cons.head.load(Ordering::Acquire);
+        let tail = h.prod.tail.load(Ordering::Acquire);
+        let pid = h.id.creator_pid.load(Ordering::Relaxed);
+        Stats {
+            capacity: self.cap,
+            used_bytes: tail.wrapping_sub(head).min(self.cap),
+            len: self.len() as u64,
+            puts: h.prod.put_count.load(Ordering::Relaxed),
+            gets: h.cons.get_count.load(Ordering::Relaxed),
+            put_bytes: h.prod.put_bytes.load(Ordering::Relaxed),
+            get_bytes: h.cons.get_bytes.load(Ordering::Relaxed),
+            full_events: h.shared.full_events.load(Ordering::Relaxed),
+            empty_events: h.shared.empty_events.load(Ordering::Relaxed),
+            producers_waiting: h.shared.producers_waiting.load(Ordering::Relaxed),
+            consumers_waiting: h.shared.consumers_waiting.load(Ordering::Relaxed),
+            closed: h.shared.closed.load(Ordering::Relaxed) != 0,
+            producer_lock_holder: h.prod.lock.load(Ordering::Relaxed) & sync::TID_MASK,
+            consumer_lock_holder: h.cons.lock.load(Ordering::Relaxed) & sync::TID_MASK,
+            creator_pid: pid,
+            creator_alive: sync::process_alive(pid, h.id.creator_start.load(Ordering::Relaxed)),
+            created_unix: h.id.created_unix.load(Ordering::Relaxed),
+            codec: h.id.codec.load(Ordering::Relaxed),
+            type_name: h.type_name(),
+        }
+    }
+
+    /// The header (for the CLI and tests).
+    pub fn header(&self) -> &Header {
+        self.h()
+    }
+}
+
+/// Header bytes of a freshly initialised segment with a ring of `cap` bytes.
+fn init_header_bytes(cap: u64) -> Vec<u8> {
+    let mut b = vec![0u8; std::mem::size_of::<Header>()];
+    b[0..8].copy_from_slice(&segment::MAGIC.to_le_bytes());
+    b[8..12].copy_from_slice(&segment::VERSION.to_le_bytes());
+    b[12..16].copy_from_slice(&(std::mem::size_of::<Header>() as u32).to_le_bytes());
+    b[16..24].copy_from_slice(&segment::RING_OFFSET.to_le_bytes());
+    b[24..32].copy_from_slice(&cap.to_le_bytes());
+    b[36..40].copy_from_slice(&segment::INIT_DONE.to_le_bytes());
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    fn put(r: &Ring, msg: &[u8], block: Block) -> Result<usize> {
+        r.put_batch(1, block, |_| Ok(msg.len()), |_, dst, len| {
+            // SAFETY: dst is valid for len bytes per put_batch's contract.
+            unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst, len) };
+            Ok(len)
+        })
+    }
+
+    fn get(r: &Ring, block: Block) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        r.get_batch(1, block, |src, len| {
+            out.resize(len, 0);
+            // SAFETY: src valid for len bytes per get_batch's contract.
+            unsafe { std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), len) };
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn header_offsets_match_struct() {
+        let r = Ring::in_memory(256).unwrap();
+        assert_eq!(r.capacity(), 256);
+        assert_eq!(r.header().id.init.load(Ordering::Relaxed), segment::INIT_DONE);
+    }
+
+    #[test]
+    fn model_check_wraparound_sizes() {
+        let r = Ring::in_memory(256).unwrap();
+        let mut model = VecDeque::new();
+        let mut seed = 12345u64;
+        for step in 0..20_000u32 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let len = (seed >> 33) as usize % 120;
+            if (seed >> 20) % 2 == 0 {
+                let msg: Vec<u8> = (0..len).map(|i| (i as u32 + step) as u8).collect();
+                match put(&r, &msg, Block::No) {
+                    Ok(1) => model.push_back(msg),
+                    Err(Error::Full) => {}
+                    other => panic!("{other:?}"),
+                }
+            } else {
+                match get(&r, Block::No) {
+                    Ok(m) => assert_eq!(Some(m), model.pop_front()),
+                    Err(Error::Empty) => assert!(model.is_empty()),
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(r.len(), model.len());
+        }
+    }
+
+    #[test]
+    fn whole_ring_message_fits_after_skip_is_consumed() {
+        let r = Ring::in_memory(256).unwrap();
+        put(&r, &[1; 100], Block::No).unwrap();
+        get(&r, Block::No).unwrap();
+        // A message of capacity - 8 bytes needs the whole ring: the skip is published first.
+        let big = vec![7u8; 248];
+        assert!(matches!(put(&r, &big, Block::No), Err(Error::Full)));
+        // A consumer consumes the skip (and finds nothing).
+        assert!(matches!(get(&r, Block::No), Err(Error::Empty)));
+        put(&r, &big, Block::No).unwrap();
+        assert_eq!(get(&r, Block::No).unwrap(), big);
+        assert!(matches!(
+            put(&r, &[0; 249], Block::No),
+            Err(Error::TooLarge { size: 249, max: 248 })
+        ));
+    }
+
+    #[test]
+    fn corrupt_positions_and_frames_are_errors() {
+        let r = Ring::in_memory(256).unwrap();
+        put(&r, b"hello", Block::No).unwrap();
+        let mut img = r.to_bytes();
+        // Corrupt the frame tag.
+        img[segment::RING_OFFSET as usize + 4] ^= 0xff;
+        let bad = Ring::from_bytes(&img).unwrap();
+        assert!(matches!(get(&bad, Block::No), Err(Error::Corrupt(_))));
+        // Tail far beyond head.
+        let r2 = Ring::in_memory(256).unwrap();
+        r2.header().prod.tail.store(1 << 40, Ordering::Relaxed);
+        assert!(matches!(get(&r2, Block::No), Err(Error::Corrupt(_))));
+        assert!(matches!(put(&r2, b"x", Block::No), Err(Error::Corrupt(_))));
+    }
+
+    #[test]
+    fn close_drains_then_fails() {
+        let r = Ring::in_memory(256).unwrap();
+        put(&r, b"a", Block::No).unwrap();
+        r.close();
+        assert!(matches!(put(&r, b"b", Block::No), Err(Error::Closed)));
+        assert_eq!(get(&r, Block::No).unwrap(), b"a");
+        assert!(matches!(get(&r, Block::Until(None)), Err(Error::Closed)));
+    }
+
+    #[test]
+    fn crash_repair_restores_counts() {
+        let r = Ring::in_memory(256).unwrap();
+        put(&r, b"abc", Block::No).unwrap();
+        let h = r.header();
+        // Simulate a producer that died after publishing tail but before updating put_count,
+        // while holding the lock (a TID that cannot exist).
+        h.prod.put_count.store(0, Ordering::Relaxed);
+        h.prod.lock.store(4_194_305, Ordering::Relaxed);
+        put(&r, b"def", Block::timeout(Duration::from_secs(5))).unwrap();
+        assert_eq!(r.len(), 2);
+    }
+}
