@@ -74,7 +74,8 @@ struct Page([u8; 4096]);
 
 enum Backing {
     Segment(Segment),
-    Heap(Box<[Page]>),
+    /// Owns the memory `hdr` and `data` point into.
+    Heap(#[allow(dead_code)] Box<[Page]>),
 }
 
 /// A ring over a mapped segment (or heap memory shaped like one).
@@ -287,7 +288,11 @@ impl Ring {
         (word as u32, (word >> 32) as u32)
     }
 
-    fn lock<'a>(&self, word: &'a AtomicU32, deadline: Option<Instant>) -> Result<(sync::LockGuard<'a>, Acquired)> {
+    fn lock<'a>(
+        &self,
+        word: &'a AtomicU32,
+        deadline: Option<Instant>,
+    ) -> Result<(sync::LockGuard<'a>, Acquired)> {
         RobustLock::new(word).lock(deadline)
     }
 
@@ -655,11 +660,16 @@ mod tests {
     use std::collections::VecDeque;
 
     fn put(r: &Ring, msg: &[u8], block: Block) -> Result<usize> {
-        r.put_batch(1, block, |_| Ok(msg.len()), |_, dst, len| {
-            // SAFETY: dst is valid for len bytes per put_batch's contract.
-            unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst, len) };
-            Ok(len)
-        })
+        r.put_batch(
+            1,
+            block,
+            |_| Ok(msg.len()),
+            |_, dst, len| {
+                // SAFETY: dst is valid for len bytes per put_batch's contract.
+                unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst, len) };
+                Ok(len)
+            },
+        )
     }
 
     fn get(r: &Ring, block: Block) -> Result<Vec<u8>> {
@@ -676,7 +686,10 @@ mod tests {
     fn header_offsets_match_struct() {
         let r = Ring::in_memory(256).unwrap();
         assert_eq!(r.capacity(), 256);
-        assert_eq!(r.header().id.init.load(Ordering::Relaxed), segment::INIT_DONE);
+        assert_eq!(
+            r.header().id.init.load(Ordering::Relaxed),
+            segment::INIT_DONE
+        );
     }
 
     #[test]
@@ -685,7 +698,9 @@ mod tests {
         let mut model = VecDeque::new();
         let mut seed = 12345u64;
         for step in 0..20_000u32 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let len = (seed >> 33) as usize % 120;
             if (seed >> 20) % 2 == 0 {
                 let msg: Vec<u8> = (0..len).map(|i| (i as u32 + step) as u8).collect();
@@ -719,7 +734,10 @@ mod tests {
         assert_eq!(get(&r, Block::No).unwrap(), big);
         assert!(matches!(
             put(&r, &[0; 249], Block::No),
-            Err(Error::TooLarge { size: 249, max: 248 })
+            Err(Error::TooLarge {
+                size: 249,
+                max: 248
+            })
         ));
     }
 

@@ -291,7 +291,8 @@ unsafe impl Sync for Segment {}
 
 fn shm_open(name: &CString, flags: i32, mode: u32) -> std::io::Result<File> {
     // SAFETY: `name` is a valid NUL-terminated string; shm_open returns a new fd or -1.
-    let fd = unsafe { libc::shm_open(name.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::mode_t) };
+    let fd =
+        unsafe { libc::shm_open(name.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::mode_t) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -334,7 +335,9 @@ fn remove_location(loc: &Location) -> Result<()> {
 fn open_file(loc: &Location, create: bool, mode: u32) -> std::io::Result<File> {
     match loc {
         Location::Name(n) => {
-            let obj = object_name(n).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+            let obj = object_name(n).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+            })?;
             let flags = if create {
                 libc::O_RDWR | libc::O_CREAT | libc::O_EXCL
             } else {
@@ -530,10 +533,7 @@ impl Segment {
         }
         let ro = h.id.ring_offset.load(Ordering::Relaxed);
         let cap = h.id.capacity.load(Ordering::Relaxed);
-        if ro != RING_OFFSET
-            || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&cap)
-            || cap % 64 != 0
-        {
+        if ro != RING_OFFSET || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&cap) || cap % 64 != 0 {
             return Err(incompatible(format!(
                 "bad geometry (ring offset {ro}, capacity {cap})"
             )));
@@ -545,9 +545,7 @@ impl Segment {
             )));
         }
         drop(map);
-        let map = MmapOptions::new()
-            .len((ro + cap) as usize)
-            .map_raw(&file)?;
+        let map = MmapOptions::new().len((ro + cap) as usize).map_raw(&file)?;
         Ok(Segment {
             map,
             location: loc,
@@ -623,6 +621,37 @@ pub fn list_names() -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Pids of the processes that have the named queue's object mapped now (from
+/// `/proc/<pid>/maps`; processes of other users may be invisible without privileges).
+pub fn mapped_by(name: &str) -> Vec<u32> {
+    let path = shm_path(name);
+    let Some(path) = path.to_str() else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+            if maps
+                .lines()
+                .any(|l| l.split_whitespace().nth(5) == Some(path))
+            {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,7 +660,10 @@ mod tests {
     fn name_rules() {
         assert!(validate_name("ok_name-1.2").is_ok());
         for bad in ["", ".hidden", "a/b", "sp ace", "é", &"x".repeat(201)] {
-            assert!(matches!(validate_name(bad), Err(Error::InvalidName { .. })), "{bad:?}");
+            assert!(
+                matches!(validate_name(bad), Err(Error::InvalidName { .. })),
+                "{bad:?}"
+            );
         }
         assert!(validate_name(&"x".repeat(200)).is_ok());
     }

@@ -448,7 +448,8 @@ mod tests {
         let (g, _) = RobustLock::new(&word).lock(None).unwrap();
         std::thread::scope(|s| {
             s.spawn(|| {
-                let r = RobustLock::new(&word).lock(Some(Instant::now() + Duration::from_millis(30)));
+                let r =
+                    RobustLock::new(&word).lock(Some(Instant::now() + Duration::from_millis(30)));
                 assert!(matches!(r, Err(Error::Timeout)));
             });
         });

@@ -1,0 +1,3 @@
+//! Child processes that attach to queues by name (spawn, join, pools, joinable queues).
+//!
+//! Being built; see issue 3.

@@ -1,0 +1,1326 @@
+//! The typed API: [`RawQueue`] (bytes), [`Queue<T>`] (serde, postcard) and [`PodQueue<T>`]
+//! (`bytemuck::Pod`, copied without serialisation), all over the same [`Ring`].
+//!
+//! A `Queue<T>`, a `PodQueue<T>` and a `RawQueue` opened on the same name are the same ring:
+//! the typed queues are the raw queue plus a [`Codec`]. The creator records its codec, the
+//! message type's name and (for `Pod`) the item size in the header; a typed `open` that does
+//! not match gets [`Error::Incompatible`]. A `RawQueue` may open anything.
+//!
+//! Handles are `Send + Sync + Clone` (clones share one mapping). A handle serialises (serde)
+//! as its [`Location`] and deserialises by opening it, so a queue passed to a child process
+//! as an argument attaches there by name — like Python pickling a `multiprocessing.Queue`.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ring::{Block, Ring, Stats, DEFAULT_SPIN};
+use crate::segment::{self, codec_id, CreateOptions, Location, Segment};
+
+/// Default ring capacity used by [`Options::new`]: 1 MiB.
+pub const DEFAULT_CAPACITY: usize = 1 << 20;
+
+/// Settings for creating or opening a queue.
+///
+/// ```
+/// use shmq::{Options, RawQueue};
+/// # let name = format!("doc-opts-{}", std::process::id());
+/// let opts = Options::new().capacity(1 << 16).mode(0o660).keep_on_drop(false);
+/// let q = RawQueue::create_with(name.as_str(), &opts)?;
+/// assert_eq!(q.capacity(), 1 << 16);
+/// # Ok::<(), shmq::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Options {
+    capacity: usize,
+    mode: u32,
+    replace_stale: bool,
+    keep_on_drop: bool,
+    spin: Duration,
+    check_type: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            capacity: DEFAULT_CAPACITY,
+            mode: 0o600,
+            replace_stale: false,
+            keep_on_drop: false,
+            spin: DEFAULT_SPIN,
+            check_type: true,
+        }
+    }
+}
+
+impl Options {
+    /// Defaults: 1 MiB ring, mode 0600, fail on an existing name, remove the name when the
+    /// creating handle drops, 20 µs spin before sleeping, check the message type on open.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// Ring capacity in bytes (rounded up to a multiple of 64; 64 B ..= 1 TiB). The largest
+    /// message is `capacity - 8` bytes. Only used by `create`.
+    pub fn capacity(mut self, bytes: usize) -> Options {
+        self.capacity = bytes;
+        self
+    }
+
+    /// Permission bits of a created segment (default `0o600`: only the owner's user may
+    /// open it). Use e.g. `0o660` to let the owner's group attach. Not narrowed by umask.
+    pub fn mode(mut self, mode: u32) -> Options {
+        self.mode = mode;
+        self
+    }
+
+    /// When `create` finds a segment of that name whose creator process is dead (a stale
+    /// segment left by a crash), remove it and create afresh instead of failing with
+    /// [`Error::AlreadyExists`]. A segment whose creator is alive is never replaced.
+    pub fn replace_stale(mut self, yes: bool) -> Options {
+        self.replace_stale = yes;
+        self
+    }
+
+    /// Keep the name after the creating handle (and all its clones) drop, so that the
+    /// queue outlives its creator. Remove it later with [`remove`] or `shmq rm`.
+    pub fn keep_on_drop(mut self, yes: bool) -> Options {
+        self.keep_on_drop = yes;
+        self
+    }
+
+    /// How long a blocked `put`/`get` spins before sleeping in the kernel (default 20 µs).
+    /// Spinning cuts wake-up latency when producer and consumer run on different CPUs;
+    /// `Duration::ZERO` sleeps at once.
+    pub fn spin(mut self, spin: Duration) -> Options {
+        self.spin = spin;
+        self
+    }
+
+    /// Whether a typed `open` compares the message type name recorded by the creator with
+    /// its own (default `true`). Turn off to share a queue between programs whose
+    /// identical message types live in differently named modules.
+    pub fn check_type(mut self, yes: bool) -> Options {
+        self.check_type = yes;
+        self
+    }
+}
+
+impl From<&str> for Location {
+    fn from(name: &str) -> Location {
+        Location::Name(name.to_string())
+    }
+}
+
+impl From<String> for Location {
+    fn from(name: String) -> Location {
+        Location::Name(name)
+    }
+}
+
+impl From<&Path> for Location {
+    fn from(path: &Path) -> Location {
+        Location::Path(path.to_path_buf())
+    }
+}
+
+impl From<std::path::PathBuf> for Location {
+    fn from(path: std::path::PathBuf) -> Location {
+        Location::Path(path)
+    }
+}
+
+struct Inner {
+    ring: Ring,
+    name: String,
+}
+
+/// A queue of byte messages. See the [module docs](self).
+///
+/// ```
+/// use shmq::RawQueue;
+/// # let name = format!("doc-raw-{}", std::process::id());
+/// let q = RawQueue::create(&name, 4096)?;
+/// q.put(b"frame 1")?;
+/// let mut buf = Vec::new();
+/// let n = q.get_into(&mut buf)?;
+/// assert_eq!(&buf[..n], b"frame 1");
+/// # Ok::<(), shmq::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct RawQueue {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RawQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawQueue")
+            .field("name", &self.inner.name)
+            .field("capacity", &self.capacity())
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// Header record of the creating handle: codec, item size and type name.
+struct Kind {
+    codec: u32,
+    item_size: u32,
+    type_name: &'static str,
+}
+
+const RAW_KIND: Kind = Kind {
+    codec: codec_id::RAW,
+    item_size: 0,
+    type_name: "",
+};
+
+impl RawQueue {
+    /// Create a new queue named `name` with a ring of `capacity` bytes.
+    ///
+    /// Fails with [`Error::AlreadyExists`] if the name is taken, [`Error::InvalidName`] for
+    /// a name outside the rules of [`segment::validate_name`], and
+    /// [`Error::InvalidArgument`] for a capacity outside 64 B ..= 1 TiB. The name is
+    /// removed when this handle and its clones drop (see [`Options::keep_on_drop`]).
+    ///
+    /// ```
+    /// # let name = format!("doc-rawc-{}", std::process::id());
+    /// let q = shmq::RawQueue::create(&name, 1 << 20)?;
+    /// assert!(matches!(shmq::RawQueue::create(&name, 1 << 20), Err(shmq::Error::AlreadyExists { .. })));
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn create(name: &str, capacity: usize) -> Result<RawQueue> {
+        Self::create_with(name, &Options::new().capacity(capacity))
+    }
+
+    /// Attach to an existing queue by name ([`Error::NotFound`] if there is none).
+    ///
+    /// ```
+    /// # let name = format!("doc-rawo-{}", std::process::id());
+    /// # let _q = shmq::RawQueue::create(&name, 4096)?;
+    /// let q = shmq::RawQueue::open(&name)?;
+    /// assert!(matches!(shmq::RawQueue::open("no-such-queue-xyz"), Err(shmq::Error::NotFound(_))));
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn open(name: &str) -> Result<RawQueue> {
+        Self::open_with(name, &Options::new())
+    }
+
+    /// Create a persistent queue in a file at `path` (e.g. on a disk or a tmpfs of your
+    /// choice) instead of the shared-memory namespace.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("q.shmq");
+    /// let q = shmq::RawQueue::create_at(&path, 4096)?;
+    /// q.put(b"kept in a file")?;
+    /// let other = shmq::RawQueue::open_at(&path)?;
+    /// assert_eq!(other.len(), 1);
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn create_at(path: impl AsRef<Path>, capacity: usize) -> Result<RawQueue> {
+        Self::create_with(path.as_ref(), &Options::new().capacity(capacity))
+    }
+
+    /// Attach to a file-backed queue at `path`.
+    pub fn open_at(path: impl AsRef<Path>) -> Result<RawQueue> {
+        Self::open_with(path.as_ref(), &Options::new())
+    }
+
+    /// Create with explicit [`Options`], by name (`&str`) or at a path (`&Path`).
+    ///
+    /// ```
+    /// # let name = format!("doc-rawcw-{}", std::process::id());
+    /// let q = shmq::RawQueue::create_with(name.as_str(), &shmq::Options::new().capacity(8192))?;
+    /// assert_eq!(q.max_message(), 8192 - 8);
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn create_with(loc: impl Into<Location>, opts: &Options) -> Result<RawQueue> {
+        Self::create_kind(loc.into(), opts, &RAW_KIND)
+    }
+
+    /// Open with explicit [`Options`] (only `spin` applies), by name or at a path.
+    ///
+    /// ```
+    /// # let name = format!("doc-rawow-{}", std::process::id());
+    /// # let _q = shmq::RawQueue::create(&name, 4096)?;
+    /// use std::time::Duration;
+    /// let q = shmq::RawQueue::open_with(name.as_str(), &shmq::Options::new().spin(Duration::ZERO))?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn open_with(loc: impl Into<Location>, opts: &Options) -> Result<RawQueue> {
+        Self::open_kind(loc.into(), opts, None)
+    }
+
+    fn create_kind(loc: Location, opts: &Options, kind: &Kind) -> Result<RawQueue> {
+        let copts = CreateOptions {
+            mode: opts.mode,
+            replace_stale: opts.replace_stale,
+            codec: kind.codec,
+            item_size: kind.item_size,
+            type_name: kind.type_name.to_string(),
+        };
+        let mut seg = Segment::create(loc, opts.capacity, &copts)?;
+        seg.set_remove_on_drop(!opts.keep_on_drop);
+        Ok(Self::from_segment(seg, opts))
+    }
+
+    fn open_kind(loc: Location, opts: &Options, kind: Option<&Kind>) -> Result<RawQueue> {
+        let seg = Segment::open(loc)?;
+        if let Some(kind) = kind {
+            check_kind(&seg, kind, opts.check_type)?;
+        }
+        Ok(Self::from_segment(seg, opts))
+    }
+
+    fn from_segment(seg: Segment, opts: &Options) -> RawQueue {
+        let name = seg.location().display_name();
+        let mut ring = Ring::new(seg);
+        ring.set_spin(opts.spin);
+        RawQueue {
+            inner: Arc::new(Inner { ring, name }),
+        }
+    }
+
+    #[inline]
+    fn ring(&self) -> &Ring {
+        &self.inner.ring
+    }
+
+    fn put_block(&self, msg: &[u8], block: Block) -> Result<()> {
+        self.ring().put_batch(
+            1,
+            block,
+            |_| Ok(msg.len()),
+            |_, dst, len| {
+                // SAFETY: put_batch guarantees `dst` is valid for `len` (= msg.len()) bytes of
+                // writes in free ring space, which no other process reads or writes now.
+                unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst, len) };
+                Ok(len)
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Append `msg`, waiting while the queue is full.
+    ///
+    /// Errors: [`Error::TooLarge`] at once if `msg` can never fit, [`Error::Closed`] if the
+    /// queue is (or gets) closed while waiting.
+    pub fn put(&self, msg: &[u8]) -> Result<()> {
+        self.put_block(msg, Block::Until(None))
+    }
+
+    /// Append `msg` if there is room now, else [`Error::Full`].
+    pub fn try_put(&self, msg: &[u8]) -> Result<()> {
+        self.put_block(msg, Block::No)
+    }
+
+    /// Append `msg`, waiting at most `timeout` for room ([`Error::Timeout`]).
+    pub fn put_timeout(&self, msg: &[u8], timeout: Duration) -> Result<()> {
+        self.put_block(msg, Block::timeout(timeout))
+    }
+
+    fn put_many_block<B: AsRef<[u8]>>(&self, msgs: &[B], block: Block) -> Result<usize> {
+        if msgs.is_empty() {
+            return Ok(0);
+        }
+        self.ring().put_batch(
+            msgs.len(),
+            block,
+            |i| Ok(msgs[i].as_ref().len()),
+            |i, dst, len| {
+                let m = msgs[i].as_ref();
+                debug_assert_eq!(m.len(), len);
+                // SAFETY: dst is valid for `len` = m.len() bytes of writes (put_batch contract).
+                unsafe { std::ptr::copy_nonoverlapping(m.as_ptr(), dst, len) };
+                Ok(len)
+            },
+        )
+    }
+
+    /// Append every message of `msgs` in order, taking the producer lock once per run of
+    /// messages that fit; waits for room as needed.
+    ///
+    /// ```
+    /// # let name = format!("doc-rawpm-{}", std::process::id());
+    /// let q = shmq::RawQueue::create(&name, 4096)?;
+    /// q.put_many(&[b"a".as_slice(), b"bc", b"def"])?;
+    /// assert_eq!(q.len(), 3);
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn put_many<B: AsRef<[u8]>>(&self, msgs: &[B]) -> Result<()> {
+        self.put_many_block(msgs, Block::Until(None)).map(|_| ())
+    }
+
+    /// Append as many of `msgs` (from the front) as fit now; returns how many. `Err(Full)`
+    /// if not even the first fits.
+    pub fn try_put_many<B: AsRef<[u8]>>(&self, msgs: &[B]) -> Result<usize> {
+        self.put_many_block(msgs, Block::No)
+    }
+
+    fn get_block(&self, buf: &mut Vec<u8>, block: Block) -> Result<usize> {
+        self.ring().get_batch(1, block, |src, len| {
+            buf.clear();
+            buf.reserve(len);
+            // SAFETY: get_batch guarantees `src` is valid for `len` bytes of reads; `buf` has
+            // capacity for `len` bytes and the regions cannot overlap (one is shared memory).
+            unsafe {
+                std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), len);
+                buf.set_len(len);
+            }
+        })?;
+        Ok(buf.len())
+    }
+
+    /// Take the oldest message into `buf` (replacing its contents; no allocation once `buf`
+    /// is large enough) and return its length, waiting while the queue is empty.
+    ///
+    /// Errors: [`Error::Closed`] once the queue is closed and drained.
+    pub fn get_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
+        self.get_block(buf, Block::Until(None))
+    }
+
+    /// Like [`get_into`](Self::get_into) but [`Error::Empty`] instead of waiting.
+    pub fn try_get_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
+        self.get_block(buf, Block::No)
+    }
+
+    /// Like [`get_into`](Self::get_into) but [`Error::Timeout`] after `timeout`.
+    pub fn get_into_timeout(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize> {
+        self.get_block(buf, Block::timeout(timeout))
+    }
+
+    /// Take the oldest message as a new `Vec` (waits while empty). Prefer
+    /// [`get_into`](Self::get_into) in loops: it reuses its buffer.
+    ///
+    /// ```
+    /// # let name = format!("doc-rawgv-{}", std::process::id());
+    /// let q = shmq::RawQueue::create(&name, 4096)?;
+    /// q.put(b"x")?;
+    /// assert_eq!(q.get_vec()?, b"x");
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn get_vec(&self) -> Result<Vec<u8>> {
+        let mut v = Vec::new();
+        self.get_into(&mut v)?;
+        Ok(v)
+    }
+
+    fn get_many_block(&self, out: &mut Batch, max: usize, block: Block) -> Result<usize> {
+        out.clear();
+        self.ring().get_batch(max, block, |src, len| {
+            let start = out.bytes.len();
+            out.bytes.reserve(len);
+            // SAFETY: `src` is valid for `len` bytes of reads (get_batch contract); the
+            // destination has `len` bytes of spare capacity after `start`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(src, out.bytes.as_mut_ptr().add(start), len);
+                out.bytes.set_len(start + len);
+            }
+            out.ends.push(start + len);
+        })
+    }
+
+    /// Take up to `max` messages at once into `out` (cleared first), taking the consumer
+    /// lock once; waits while the queue is empty and returns how many were taken (≥ 1).
+    ///
+    /// ```
+    /// # let name = format!("doc-rawgm-{}", std::process::id());
+    /// let q = shmq::RawQueue::create(&name, 4096)?;
+    /// q.put_many(&[b"a".as_slice(), b"bc"])?;
+    /// let mut batch = shmq::queue::Batch::new();
+    /// assert_eq!(q.get_many_into(&mut batch, 10)?, 2);
+    /// assert_eq!(batch.iter().collect::<Vec<_>>(), vec![b"a".as_slice(), b"bc"]);
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn get_many_into(&self, out: &mut Batch, max: usize) -> Result<usize> {
+        self.get_many_block(out, max, Block::Until(None))
+    }
+
+    /// Like [`get_many_into`](Self::get_many_into) but [`Error::Empty`] instead of waiting.
+    pub fn try_get_many_into(&self, out: &mut Batch, max: usize) -> Result<usize> {
+        self.get_many_block(out, max, Block::No)
+    }
+
+    /// Like [`get_many_into`](Self::get_many_into) but [`Error::Timeout`] after `timeout`.
+    pub fn get_many_into_timeout(
+        &self,
+        out: &mut Batch,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<usize> {
+        self.get_many_block(out, max, Block::timeout(timeout))
+    }
+
+    /// Messages queued now.
+    pub fn len(&self) -> usize {
+        self.ring().len()
+    }
+
+    /// Whether no message is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.ring().is_empty()
+    }
+
+    /// Close the queue, from any process: later puts fail with [`Error::Closed`], gets
+    /// drain what is left and then fail with `Closed`, and every blocked `put`/`get` in
+    /// every process wakes up.
+    ///
+    /// ```
+    /// # let name = format!("doc-rawcl-{}", std::process::id());
+    /// let q = shmq::RawQueue::create(&name, 4096)?;
+    /// q.put(b"last")?;
+    /// q.close();
+    /// assert!(q.is_closed());
+    /// assert!(matches!(q.put(b"more"), Err(shmq::Error::Closed)));
+    /// assert_eq!(q.get_vec()?, b"last");
+    /// assert!(matches!(q.get_vec(), Err(shmq::Error::Closed)));
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn close(&self) {
+        self.ring().close()
+    }
+
+    /// Whether the queue has been closed.
+    pub fn is_closed(&self) -> bool {
+        self.ring().is_closed()
+    }
+
+    /// The queue's name (or, for a file-backed queue, its path).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Where the queue lives.
+    pub fn location(&self) -> &Location {
+        self.ring()
+            .segment()
+            .expect("a queue is always backed by a segment")
+            .location()
+    }
+
+    /// Ring capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.ring().capacity() as usize
+    }
+
+    /// Largest message, in encoded bytes, this queue accepts (`capacity - 8`).
+    pub fn max_message(&self) -> usize {
+        self.ring().max_message()
+    }
+
+    /// A snapshot of the queue's state and lifetime counters.
+    ///
+    /// ```
+    /// # let name = format!("doc-rawst-{}", std::process::id());
+    /// let q = shmq::RawQueue::create(&name, 4096)?;
+    /// q.put(b"abc")?;
+    /// let s = q.stats();
+    /// assert_eq!((s.len, s.puts, s.put_bytes), (1, 1, 3));
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.ring().stats()
+    }
+}
+
+/// Messages taken by [`RawQueue::get_many_into`]: one buffer of concatenated payloads plus
+/// their end offsets, reused across calls so that batches allocate nothing in steady state.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// Number of messages.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether the batch holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Message `i`, if any.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.bytes[start..end])
+    }
+
+    /// The messages in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        (0..self.len()).filter_map(move |i| self.get(i))
+    }
+
+    /// Remove every message (keeping the allocation).
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+}
+
+fn check_kind(seg: &Segment, want: &Kind, check_type: bool) -> Result<()> {
+    let h = seg.header();
+    let name = seg.location().display_name();
+    let codec = h.id.codec.load(Ordering::Relaxed);
+    if codec == codec_id::RAW {
+        return Ok(());
+    }
+    let bad = |reason: String| Error::Incompatible {
+        name: name.clone(),
+        reason,
+    };
+    if codec != want.codec {
+        return Err(bad(format!(
+            "created for codec {} ({}), opened with codec {} ({})",
+            codec,
+            codec_name(codec),
+            want.codec,
+            codec_name(want.codec)
+        )));
+    }
+    let item = h.id.item_size.load(Ordering::Relaxed);
+    if item != want.item_size {
+        return Err(bad(format!(
+            "created for {item}-byte items, opened for {}-byte items",
+            want.item_size
+        )));
+    }
+    if check_type {
+        let theirs = h.type_name();
+        let ours = truncate_type_name(want.type_name);
+        if !theirs.is_empty() && theirs != ours {
+            return Err(bad(format!(
+                "created for message type {theirs}, opened as {ours} (Options::check_type(false) skips this check)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn truncate_type_name(s: &str) -> &str {
+    let mut end = s.len().min(64);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Human name of a codec id.
+pub fn codec_name(id: u32) -> &'static str {
+    match id {
+        codec_id::RAW => "raw bytes",
+        codec_id::POSTCARD => "postcard",
+        codec_id::POD => "pod",
+        _ => "unknown",
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Codecs
+
+/// A writable window of ring memory handed to [`Codec::encode`]. Writes go through raw
+/// pointer copies (no `&mut` to shared memory is ever formed) and are bounds-checked.
+pub struct Slot<'a> {
+    ptr: *mut u8,
+    len: usize,
+    pos: usize,
+    _ring: PhantomData<&'a ()>,
+}
+
+impl Slot<'_> {
+    /// Append `bytes`; [`Error::Codec`] if they do not fit in the slot.
+    #[inline]
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        if bytes.len() > self.len - self.pos {
+            return Err(Error::Codec(format!(
+                "encoder wrote past its {}-byte slot",
+                self.len
+            )));
+        }
+        // SAFETY: `ptr` is valid for `len` bytes of writes (Slot's construction contract) and
+        // `pos + bytes.len() <= len`; `bytes` is process-local, so they do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(self.pos), bytes.len())
+        };
+        self.pos += bytes.len();
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> usize {
+        self.pos
+    }
+}
+
+impl postcard::ser_flavors::Flavor for &mut Slot<'_> {
+    type Output = usize;
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.write(data)
+            .map_err(|_| postcard::Error::SerializeBufferFull)
+    }
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.write(&[data])
+            .map_err(|_| postcard::Error::SerializeBufferFull)
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.pos)
+    }
+}
+
+/// How a typed queue turns messages into bytes and back.
+///
+/// shmq ships [`Postcard`] (serde, the default) and [`Pod`] (plain old data). A codec
+/// encodes straight into ring memory through a [`Slot`].
+pub trait Codec<T>: Send + Sync + 'static {
+    /// Id recorded in the header (see [`segment::codec_id`]).
+    const ID: u32;
+    /// Fixed item size recorded in the header (0: variable).
+    const ITEM_SIZE: u32 = 0;
+    /// Exact encoded length of `msg`.
+    fn encoded_len(msg: &T) -> Result<usize>;
+    /// Write exactly `encoded_len(msg)` bytes into `out`.
+    fn encode(msg: &T, out: &mut Slot<'_>) -> Result<()>;
+    /// Decode one message from its bytes.
+    fn decode(bytes: &[u8]) -> Result<T>;
+}
+
+/// The default codec: [postcard](https://docs.rs/postcard), a compact serde format.
+///
+/// For byte payloads, wrap them in `serde_bytes` (`#[serde(with = "serde_bytes")]` on a
+/// `Vec<u8>` field, or `serde_bytes::ByteBuf`): a plain `Vec<u8>` goes through serde one
+/// element at a time and is about 20× slower.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Postcard;
+
+impl<T: Serialize + DeserializeOwned> Codec<T> for Postcard {
+    const ID: u32 = codec_id::POSTCARD;
+
+    fn encoded_len(msg: &T) -> Result<usize> {
+        postcard::serialize_with_flavor::<T, postcard::ser_flavors::Size, usize>(
+            msg,
+            Default::default(),
+        )
+        .map_err(|e| Error::Codec(e.to_string()))
+    }
+
+    fn encode(msg: &T, out: &mut Slot<'_>) -> Result<()> {
+        postcard::serialize_with_flavor(msg, out)
+            .map(|_| ())
+            .map_err(|e| Error::Codec(e.to_string()))
+    }
+
+    fn decode(bytes: &[u8]) -> Result<T> {
+        postcard::from_bytes(bytes).map_err(|e| {
+            Error::Codec(format!(
+                "cannot decode a {}-byte message as {}: {e}",
+                bytes.len(),
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+}
+
+/// The plain-old-data codec: a `bytemuck::Pod` value is copied byte for byte, with no
+/// serialisation. Both ends must agree on the type (same layout, same endianness); the
+/// item size is checked on `open`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Pod;
+
+impl<T: bytemuck::Pod + Send + Sync> Codec<T> for Pod {
+    const ID: u32 = codec_id::POD;
+    const ITEM_SIZE: u32 = std::mem::size_of::<T>() as u32;
+
+    #[inline]
+    fn encoded_len(_msg: &T) -> Result<usize> {
+        Ok(std::mem::size_of::<T>())
+    }
+
+    #[inline]
+    fn encode(msg: &T, out: &mut Slot<'_>) -> Result<()> {
+        out.write(bytemuck::bytes_of(msg))
+    }
+
+    #[inline]
+    fn decode(bytes: &[u8]) -> Result<T> {
+        bytemuck::try_pod_read_unaligned(bytes).map_err(|_| {
+            Error::Codec(format!(
+                "a {}-byte message is not a {} ({} bytes)",
+                bytes.len(),
+                std::any::type_name::<T>(),
+                std::mem::size_of::<T>()
+            ))
+        })
+    }
+}
+
+thread_local! {
+    /// Per-thread buffer that messages are copied into under the consumer lock and decoded
+    /// from after it is released (so decoding never holds up other consumers).
+    static SCRATCH: RefCell<(Vec<u8>, Vec<usize>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Largest scratch buffer kept per thread between calls.
+const SCRATCH_KEEP: usize = 16 << 20;
+
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>, &mut Vec<usize>) -> R) -> R {
+    // Take the buffers out so that a re-entrant call (a Deserialize impl that uses a queue)
+    // gets fresh ones instead of a RefCell panic.
+    let (mut bytes, mut ends) = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    bytes.clear();
+    ends.clear();
+    let r = f(&mut bytes, &mut ends);
+    if bytes.capacity() <= SCRATCH_KEEP {
+        SCRATCH.with(|s| *s.borrow_mut() = (bytes, ends));
+    }
+    r
+}
+
+/// A typed queue: a [`RawQueue`] plus a [`Codec`]. Use the aliases [`Queue<T>`] (serde)
+/// and [`PodQueue<T>`] (plain old data).
+pub struct TypedQueue<T, C> {
+    raw: RawQueue,
+    _t: PhantomData<fn(T) -> (T, C)>,
+}
+
+/// A queue of serde messages, encoded with postcard. See [`TypedQueue`] for the methods.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use shmq::Queue;
+///
+/// #[derive(Serialize, Deserialize, Debug, PartialEq)]
+/// struct Job { id: u64, url: String }
+///
+/// # let name = format!("doc-queue-{}", std::process::id());
+/// let q: Queue<Job> = Queue::create(&name, 1 << 20)?;
+/// q.put(&Job { id: 1, url: "https://example.com".into() })?;
+/// assert_eq!(q.get()?.id, 1);
+/// assert!(matches!(q.try_get(), Err(shmq::Error::Empty)));
+/// # Ok::<(), shmq::Error>(())
+/// ```
+pub type Queue<T> = TypedQueue<T, Postcard>;
+
+/// A queue of `bytemuck::Pod` values, copied without serialisation.
+///
+/// ```
+/// # let name = format!("doc-pod-{}", std::process::id());
+/// let q: shmq::PodQueue<[u64; 4]> = shmq::PodQueue::create(&name, 4096)?;
+/// q.put(&[1, 2, 3, 4])?;
+/// assert_eq!(q.get()?, [1, 2, 3, 4]);
+/// # Ok::<(), shmq::Error>(())
+/// ```
+pub type PodQueue<T> = TypedQueue<T, Pod>;
+
+impl<T, C> Clone for TypedQueue<T, C> {
+    fn clone(&self) -> Self {
+        TypedQueue {
+            raw: self.raw.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T, C> fmt::Debug for TypedQueue<T, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.raw.name())
+            .field("type", &std::any::type_name::<T>())
+            .field("len", &self.raw.len())
+            .finish()
+    }
+}
+
+impl<T, C: Codec<T>> TypedQueue<T, C> {
+    fn kind() -> Kind {
+        Kind {
+            codec: C::ID,
+            item_size: C::ITEM_SIZE,
+            type_name: truncate_type_name(std::any::type_name::<T>()),
+        }
+    }
+
+    /// Create a new queue named `name` with a ring of `capacity` bytes (see
+    /// [`RawQueue::create`] for the errors). The message type is recorded in the header.
+    pub fn create(name: &str, capacity: usize) -> Result<Self> {
+        Self::create_with(name, &Options::new().capacity(capacity))
+    }
+
+    /// Attach to an existing queue by name. [`Error::Incompatible`] if it was created for
+    /// another codec or message type.
+    ///
+    /// ```
+    /// # let name = format!("doc-qopen-{}", std::process::id());
+    /// let q: shmq::Queue<u32> = shmq::Queue::create(&name, 4096)?;
+    /// let same: shmq::Queue<u32> = shmq::Queue::open(&name)?;
+    /// let wrong: shmq::Result<shmq::Queue<String>> = shmq::Queue::open(&name);
+    /// assert!(matches!(wrong, Err(shmq::Error::Incompatible { .. })));
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn open(name: &str) -> Result<Self> {
+        Self::open_with(name, &Options::new())
+    }
+
+    /// Create a file-backed queue at `path`.
+    pub fn create_at(path: impl AsRef<Path>, capacity: usize) -> Result<Self> {
+        Self::create_with(path.as_ref(), &Options::new().capacity(capacity))
+    }
+
+    /// Attach to a file-backed queue at `path`.
+    pub fn open_at(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path.as_ref(), &Options::new())
+    }
+
+    /// Create with explicit [`Options`], by name (`&str`) or at a path (`&Path`).
+    pub fn create_with(loc: impl Into<Location>, opts: &Options) -> Result<Self> {
+        Ok(Self::from_raw_unchecked(RawQueue::create_kind(
+            loc.into(),
+            opts,
+            &Self::kind(),
+        )?))
+    }
+
+    /// Open with explicit [`Options`].
+    pub fn open_with(loc: impl Into<Location>, opts: &Options) -> Result<Self> {
+        Ok(Self::from_raw_unchecked(RawQueue::open_kind(
+            loc.into(),
+            opts,
+            Some(&Self::kind()),
+        )?))
+    }
+
+    fn from_raw_unchecked(raw: RawQueue) -> Self {
+        TypedQueue {
+            raw,
+            _t: PhantomData,
+        }
+    }
+
+    /// The byte queue underneath (same ring).
+    pub fn raw(&self) -> &RawQueue {
+        &self.raw
+    }
+
+    fn put_block(&self, msg: &T, block: Block) -> Result<()> {
+        let len = C::encoded_len(msg)?;
+        self.raw.ring().put_batch(
+            1,
+            block,
+            |_| Ok(len),
+            |_, dst, len| {
+                let mut slot = Slot {
+                    ptr: dst,
+                    len,
+                    pos: 0,
+                    _ring: PhantomData,
+                };
+                C::encode(msg, &mut slot)?;
+                Ok(slot.pos)
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Append `msg`, waiting while the queue is full. [`Error::TooLarge`] at once if its
+    /// encoding can never fit; [`Error::Closed`] if the queue is closed.
+    pub fn put(&self, msg: &T) -> Result<()> {
+        self.put_block(msg, Block::Until(None))
+    }
+
+    /// Append `msg` if there is room now, else [`Error::Full`].
+    pub fn try_put(&self, msg: &T) -> Result<()> {
+        self.put_block(msg, Block::No)
+    }
+
+    /// Append `msg`, waiting at most `timeout` for room ([`Error::Timeout`]).
+    pub fn put_timeout(&self, msg: &T, timeout: Duration) -> Result<()> {
+        self.put_block(msg, Block::timeout(timeout))
+    }
+
+    fn put_many_block(&self, msgs: &[T], block: Block) -> Result<usize> {
+        if msgs.is_empty() {
+            return Ok(0);
+        }
+        self.raw.ring().put_batch(
+            msgs.len(),
+            block,
+            |i| C::encoded_len(&msgs[i]),
+            |i, dst, len| {
+                let mut slot = Slot {
+                    ptr: dst,
+                    len,
+                    pos: 0,
+                    _ring: PhantomData,
+                };
+                C::encode(&msgs[i], &mut slot)?;
+                Ok(slot.pos)
+            },
+        )
+    }
+
+    /// Append all of `msgs` in order, taking the producer lock once per run that fits.
+    ///
+    /// ```
+    /// # let name = format!("doc-qpm-{}", std::process::id());
+    /// let q: shmq::Queue<u64> = shmq::Queue::create(&name, 4096)?;
+    /// q.put_many(&[1, 2, 3])?;
+    /// assert_eq!(q.try_get_many(10)?, vec![1, 2, 3]);
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn put_many(&self, msgs: &[T]) -> Result<()> {
+        self.put_many_block(msgs, Block::Until(None)).map(|_| ())
+    }
+
+    /// Append as many of `msgs` as fit now; returns how many (`Err(Full)` if none).
+    pub fn try_put_many(&self, msgs: &[T]) -> Result<usize> {
+        self.put_many_block(msgs, Block::No)
+    }
+
+    fn get_block(&self, block: Block) -> Result<T> {
+        with_scratch(|buf, _| {
+            self.raw.get_block(buf, block)?;
+            C::decode(buf)
+        })
+    }
+
+    /// Take the oldest message, waiting while the queue is empty. [`Error::Closed`] once the
+    /// queue is closed and drained; [`Error::Codec`] if the bytes do not decode (the
+    /// undecodable message is consumed).
+    pub fn get(&self) -> Result<T> {
+        self.get_block(Block::Until(None))
+    }
+
+    /// Take the oldest message, or [`Error::Empty`].
+    pub fn try_get(&self) -> Result<T> {
+        self.get_block(Block::No)
+    }
+
+    /// Take the oldest message, waiting at most `timeout` ([`Error::Timeout`]).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_block(Block::timeout(timeout))
+    }
+
+    fn get_many_block(&self, max: usize, block: Block, out: &mut Vec<T>) -> Result<usize> {
+        with_scratch(|bytes, ends| {
+            self.raw.ring().get_batch(max, block, |src, len| {
+                let start = bytes.len();
+                bytes.reserve(len);
+                // SAFETY: `src` is valid for `len` bytes of reads (get_batch contract); the
+                // destination has `len` bytes of spare capacity after `start`.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(src, bytes.as_mut_ptr().add(start), len);
+                    bytes.set_len(start + len);
+                }
+                ends.push(start + len);
+            })?;
+            out.reserve(ends.len());
+            let mut start = 0;
+            for &end in ends.iter() {
+                out.push(C::decode(&bytes[start..end])?);
+                start = end;
+            }
+            Ok(ends.len())
+        })
+    }
+
+    /// Take up to `max` messages at once (one lock round trip), waiting while empty.
+    pub fn get_many(&self, max: usize) -> Result<Vec<T>> {
+        let mut v = Vec::new();
+        self.get_many_block(max, Block::Until(None), &mut v)?;
+        Ok(v)
+    }
+
+    /// Take up to `max` messages that are queued now, or [`Error::Empty`].
+    pub fn try_get_many(&self, max: usize) -> Result<Vec<T>> {
+        let mut v = Vec::new();
+        self.get_many_block(max, Block::No, &mut v)?;
+        Ok(v)
+    }
+
+    /// Take up to `max` messages, waiting at most `timeout` for the first.
+    pub fn get_many_timeout(&self, max: usize, timeout: Duration) -> Result<Vec<T>> {
+        let mut v = Vec::new();
+        self.get_many_block(max, Block::timeout(timeout), &mut v)?;
+        Ok(v)
+    }
+
+    /// Append up to `max` messages to `out` (no allocation once `out` has room), waiting
+    /// while empty; returns how many.
+    pub fn get_many_into(&self, out: &mut Vec<T>, max: usize) -> Result<usize> {
+        self.get_many_block(max, Block::Until(None), out)
+    }
+
+    /// Everything queued now (possibly nothing), without waiting.
+    ///
+    /// ```
+    /// # let name = format!("doc-qdrain-{}", std::process::id());
+    /// let q: shmq::Queue<u8> = shmq::Queue::create(&name, 4096)?;
+    /// assert!(q.drain()?.is_empty());
+    /// q.put(&1)?;
+    /// assert_eq!(q.drain()?, vec![1]);
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn drain(&self) -> Result<Vec<T>> {
+        match self.try_get_many(usize::MAX) {
+            Err(Error::Empty) | Err(Error::Closed) => Ok(Vec::new()),
+            r => r,
+        }
+    }
+
+    /// A blocking iterator of messages that ends when the queue is closed and drained.
+    /// Other errors are yielded as `Err` items.
+    ///
+    /// ```
+    /// # let name = format!("doc-qiter-{}", std::process::id());
+    /// let q: shmq::Queue<u8> = shmq::Queue::create(&name, 4096)?;
+    /// q.put_many(&[1, 2])?;
+    /// q.close();
+    /// let all: Vec<u8> = q.iter().collect::<shmq::Result<_>>()?;
+    /// assert_eq!(all, vec![1, 2]);
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = Result<T>> + '_ {
+        std::iter::from_fn(move || match self.get() {
+            Err(Error::Closed) => None,
+            r => Some(r),
+        })
+    }
+
+    /// Messages queued now.
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Whether no message is queued now.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// Close the queue (see [`RawQueue::close`]).
+    pub fn close(&self) {
+        self.raw.close()
+    }
+
+    /// Whether the queue has been closed.
+    pub fn is_closed(&self) -> bool {
+        self.raw.is_closed()
+    }
+
+    /// The queue's name (or path).
+    pub fn name(&self) -> &str {
+        self.raw.name()
+    }
+
+    /// Ring capacity in bytes.
+    pub fn capacity(&self) -> usize {
+        self.raw.capacity()
+    }
+
+    /// A snapshot of the queue's state and counters.
+    pub fn stats(&self) -> Stats {
+        self.raw.stats()
+    }
+}
+
+impl Serialize for RawQueue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.location().serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RawQueue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let loc = Location::deserialize(d)?;
+        RawQueue::open_with(loc, &Options::new()).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<T, C> Serialize for TypedQueue<T, C> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.raw.serialize(s)
+    }
+}
+
+impl<'de, T, C: Codec<T>> serde::Deserialize<'de> for TypedQueue<T, C> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let loc = Location::deserialize(d)?;
+        Self::open_with(loc, &Options::new()).map_err(serde::de::Error::custom)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Names on the machine
+
+/// Remove the named queue's segment. Processes attached to it keep working; new `open`s
+/// fail with [`Error::NotFound`].
+///
+/// ```
+/// # let name = format!("doc-rm-{}", std::process::id());
+/// let q = shmq::RawQueue::create_with(name.as_str(), &shmq::Options::new().keep_on_drop(true))?;
+/// drop(q);
+/// shmq::remove(&name)?;
+/// assert!(matches!(shmq::remove(&name), Err(shmq::Error::NotFound(_))));
+/// # Ok::<(), shmq::Error>(())
+/// ```
+pub fn remove(name: &str) -> Result<()> {
+    segment::remove(name)
+}
+
+/// One shmq segment found by [`list`].
+#[derive(Clone, Debug)]
+pub struct QueueInfo {
+    /// Queue name.
+    pub name: String,
+    /// Size of the object in bytes.
+    pub size: u64,
+    /// State and counters, or why they could not be read (e.g. another user's segment,
+    /// or an incompatible one).
+    pub stats: std::result::Result<Stats, String>,
+}
+
+impl QueueInfo {
+    /// Stale: its creator is dead (or it never finished initialising).
+    pub fn is_stale(&self) -> bool {
+        match &self.stats {
+            Ok(s) => !s.creator_alive,
+            Err(_) => false,
+        }
+    }
+}
+
+/// Every shmq segment in `/dev/shm`, sorted by name.
+///
+/// ```
+/// # let name = format!("doc-ls-{}", std::process::id());
+/// let _q = shmq::RawQueue::create(&name, 4096)?;
+/// assert!(shmq::list()?.iter().any(|i| i.name == name));
+/// # Ok::<(), shmq::Error>(())
+/// ```
+pub fn list() -> Result<Vec<QueueInfo>> {
+    let mut out = Vec::new();
+    for name in segment::list_names()? {
+        let size = std::fs::metadata(segment::shm_path(&name))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let stats = match Segment::open(Location::Name(name.clone())) {
+            Ok(seg) => Ok(Ring::new(seg).stats()),
+            Err(Error::NotFound(_)) => continue,
+            Err(e) => Err(e.to_string()),
+        };
+        out.push(QueueInfo { name, size, stats });
+    }
+    Ok(out)
+}
+
+/// Remove every stale segment (creator dead) that no running process has mapped; returns
+/// the names removed.
+pub fn remove_stale() -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for info in list()? {
+        if info.is_stale() && segment::mapped_by(&info.name).is_empty() {
+            match remove(&info.name) {
+                Ok(()) => removed.push(info.name),
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uniq(tag: &str) -> String {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        format!(
+            "unit-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    #[test]
+    fn typed_roundtrip_and_type_check() {
+        let n = uniq("typed");
+        let q: Queue<(String, u32)> = Queue::create(&n, 4096).unwrap();
+        q.put(&("a".into(), 1)).unwrap();
+        let o: Queue<(String, u32)> = Queue::open(&n).unwrap();
+        assert_eq!(o.get().unwrap(), ("a".to_string(), 1));
+        assert!(matches!(
+            PodQueue::<u64>::open(&n),
+            Err(Error::Incompatible { .. })
+        ));
+        let lax: Queue<Vec<u8>> =
+            Queue::open_with(n.as_str(), &Options::new().check_type(false)).unwrap();
+        assert_eq!(lax.len(), 0);
+    }
+
+    #[test]
+    fn pod_size_checked() {
+        let n = uniq("pod");
+        let _q: PodQueue<u64> = PodQueue::create(&n, 4096).unwrap();
+        let r = TypedQueue::<u32, Pod>::open_with(n.as_str(), &Options::new().check_type(false));
+        assert!(matches!(r, Err(Error::Incompatible { .. })));
+    }
+
+    #[test]
+    fn too_large_is_immediate() {
+        let n = uniq("big");
+        let q = RawQueue::create(&n, 128).unwrap();
+        let e = q.put(&[0u8; 121]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::TooLarge {
+                    size: 121,
+                    max: 120
+                }
+            ),
+            "{e}"
+        );
+        q.put(&[0u8; 120]).unwrap();
+    }
+
+    #[test]
+    fn handle_serializes_as_location() {
+        let n = uniq("ser");
+        let q: Queue<u8> = Queue::create(&n, 4096).unwrap();
+        let bytes = postcard::to_allocvec(&q).unwrap();
+        let q2: Queue<u8> = postcard::from_bytes(&bytes).unwrap();
+        q.put(&9).unwrap();
+        assert_eq!(q2.get().unwrap(), 9);
+    }
+
+    #[test]
+    fn codec_error_on_garbage() {
+        let n = uniq("garbage");
+        let q: Queue<String> = Queue::create(&n, 4096).unwrap();
+        q.raw().put(&[0xff, 0xff, 0xff]).unwrap();
+        assert!(matches!(q.get(), Err(Error::Codec(_))));
+        q.put(&"fine".to_string()).unwrap();
+        assert_eq!(q.get().unwrap(), "fine");
+    }
+}
