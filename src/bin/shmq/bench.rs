@@ -386,12 +386,11 @@ fn latency(a: &BenchArgs, p: &Progress) -> CliResult<Latency> {
         let t = Instant::now();
         round_trip(&mut buf)?;
         rtts.push(t.elapsed().as_nanos() as u64);
-        if rtts.len() % 256 == 0 {
+        if rtts.len().is_multiple_of(256) {
             p.tick(started);
         }
     }
     ping.close();
-    drop(round_trip);
     peer.join()?;
     rtts.sort_unstable();
     let pct = |q: f64| rtts[((rtts.len() - 1) as f64 * q).round() as usize];

@@ -1,0 +1,459 @@
+//! The `shmq` command run as a separate process against live queues.
+//!
+//! Every test uses its own queue names (with this process's pid) and removes what it
+//! creates, so tests can run in parallel with each other and with other suites.
+#![cfg(feature = "cli")]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use shmq::{Options, RawQueue};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shmq");
+
+fn uniq(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "cli-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Removes the named segment when dropped (whether or not it still exists).
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = shmq::remove(&self.0);
+    }
+}
+
+fn run_with(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shmq");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().expect("wait for shmq")
+}
+
+fn run(args: &[&str]) -> Output {
+    run_with(args, b"")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn ok(args: &[&str]) -> String {
+    let o = run(args);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "shmq {args:?} failed: {}",
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+#[track_caller]
+fn fails(args: &[&str], code: i32) -> String {
+    let o = run(args);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "shmq {args:?}: stdout {:?} stderr {:?}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stderr(&o)
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+#[test]
+fn help_and_exit_codes() {
+    let help = ok(&["--help"]);
+    for cmd in [
+        "ls", "stat", "watch", "create", "put", "get", "close", "rm", "bench",
+    ] {
+        assert!(help.contains(cmd), "{cmd} missing from --help:\n{help}");
+    }
+    assert!(help.contains("Exit status"));
+    assert!(!help.contains("__bench-peer"), "hidden command shown");
+    ok(&["get", "--help"]);
+    ok(&["--version"]);
+
+    // Usage errors: 2.
+    fails(&["no-such-command"], 2);
+    fails(&["get"], 2);
+    let e = fails(&["stat", "a/b"], 2);
+    assert!(e.contains("invalid queue name"), "{e}");
+    fails(&["put", "x", "--chunk", "4"], 2); // --chunk needs --raw
+    fails(&["rm"], 2);
+    fails(&["watch", "x", "--interval", "soon"], 2);
+
+    // Errors: 1, with a hint.
+    let missing = uniq("missing");
+    let e = fails(&["stat", &missing], 1);
+    assert!(e.contains("shmq: error:") && e.contains("shmq ls"), "{e}");
+    fails(&["get", &missing], 1);
+    fails(&["rm", &missing], 1);
+}
+
+#[test]
+fn ls_and_stat_show_a_program_queue() {
+    let name = uniq("ls");
+    let q = RawQueue::create(&name, 1 << 16).unwrap();
+    q.put_many(&[b"one".as_slice(), b"two", b"three"]).unwrap();
+    let pid = std::process::id().to_string();
+
+    let table = ok(&["ls"]);
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))
+        .unwrap_or_else(|| panic!("{name} not listed:\n{table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert!(cells.contains(&"64"), "capacity: {row}");
+    assert!(cells.contains(&pid.as_str()), "creator pid: {row}");
+    assert!(cells.contains(&"yes"), "creator alive: {row}");
+    assert!(table.starts_with("NAME"), "{table}");
+
+    let all = json(&ok(&["ls", "--json"]));
+    let me = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name.as_str())
+        .expect("listed in JSON");
+    assert_eq!(me["len"], 3);
+    assert_eq!(me["capacity"], 1 << 16);
+    assert_eq!(me["creator_alive"], true);
+    assert_eq!(me["stale"], false);
+    assert!(me["attached"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!(std::process::id())));
+
+    let mut buf = Vec::new();
+    q.get_into(&mut buf).unwrap();
+    let s = json(&ok(&["stat", &name, "--json"]));
+    assert_eq!(s["name"], name.as_str());
+    assert_eq!(s["puts"], 3);
+    assert_eq!(s["gets"], 1);
+    assert_eq!(s["put_bytes"], 11);
+    assert_eq!(s["get_bytes"], 3);
+    assert_eq!(s["len"], 2);
+    assert_eq!(s["closed"], false);
+    assert_eq!(s["codec_name"], "raw");
+    assert_eq!(s["max_message"], (1 << 16) - 8);
+    assert_eq!(s["creator_pid"], std::process::id());
+
+    let text = ok(&["stat", &name]);
+    assert!(text.contains("2 queued"), "{text}");
+    assert!(text.contains(&format!("pid {pid} (alive)")), "{text}");
+
+    // A typed queue shows its codec and message type.
+    let typed = uniq("typed");
+    let _t: shmq::Queue<(u32, String)> = shmq::Queue::create(&typed, 4096).unwrap();
+    let s = json(&ok(&["stat", &typed, "--json"]));
+    assert_eq!(s["codec_name"], "postcard");
+    assert!(s["type_name"].as_str().unwrap().contains("String"), "{s}");
+}
+
+#[test]
+fn put_and_get_lines_and_bytes() {
+    let name = uniq("putget");
+    let q = RawQueue::create(&name, 1 << 16).unwrap();
+
+    ok(&["put", &name, "alpha", "beta"]);
+    let o = run_with(&["put", &name], b"gamma\n\ndelta");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(q.len(), 5);
+    assert_eq!(ok(&["get", &name, "--count", "3"]), "alpha\nbeta\ngamma\n");
+    // Without --count/--follow: what is queued now, then exit.
+    assert_eq!(ok(&["get", &name]), "\ndelta\n");
+    assert_eq!(ok(&["get", &name]), "");
+
+    // --count limits what put reads.
+    let o = run_with(&["put", &name, "-n", "2"], b"1\n2\n3\n");
+    assert!(o.status.success());
+    assert_eq!(q.len(), 2);
+    assert_eq!(ok(&["get", &name, "-0"]), "1\u{0}2\u{0}");
+
+    // NUL-separated records keep their newlines.
+    let o = run_with(&["put", &name, "-0"], b"a\nb\0c");
+    assert!(o.status.success());
+    let mut buf = Vec::new();
+    q.get_into(&mut buf).unwrap();
+    assert_eq!(buf, b"a\nb");
+    q.get_into(&mut buf).unwrap();
+    assert_eq!(buf, b"c");
+
+    // Raw bytes: all of stdin as one message, or in chunks.
+    let bin: Vec<u8> = (0..=255u8).collect();
+    let o = run_with(&["put", &name, "--raw"], &bin);
+    assert!(o.status.success(), "{}", stderr(&o));
+    q.get_into(&mut buf).unwrap();
+    assert_eq!(buf, bin);
+    let o = run_with(&["put", &name, "--raw", "--chunk", "100"], &bin);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(q.len(), 3);
+    let o = run(&["get", &name, "--raw"]);
+    assert!(o.status.success());
+    assert_eq!(o.stdout, bin);
+    assert!(q.is_empty());
+
+    // Messages put by a program come out of `shmq get`, and vice versa.
+    q.put(b"from the program").unwrap();
+    assert_eq!(ok(&["get", &name, "-n", "1"]), "from the program\n");
+}
+
+#[test]
+fn get_waits_and_times_out() {
+    let name = uniq("timeout");
+    let q = RawQueue::create(&name, 4096).unwrap();
+    let e = fails(&["get", &name, "-n", "1", "--timeout", "200ms"], 1);
+    assert!(e.contains("timed out") && e.contains("0 of 1"), "{e}");
+
+    // A waiting `get -n 2` receives messages put after it started.
+    let child = Command::new(BIN)
+        .args(["get", &name, "-n", "2", "--timeout", "60s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    q.put(b"late-1").unwrap();
+    q.put(b"late-2").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "late-1\nlate-2\n");
+
+    // Closed before the count is reached: error, after printing what there was.
+    q.put(b"last").unwrap();
+    q.close();
+    let o = run(&["get", &name, "-n", "5"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "last\n");
+    assert!(stderr(&o).contains("closed"), "{}", stderr(&o));
+}
+
+#[test]
+fn get_follow_ends_when_the_queue_is_closed() {
+    let name = uniq("follow");
+    let q = RawQueue::create(&name, 4096).unwrap();
+    let child = Command::new(BIN)
+        .args(["get", &name, "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for i in 0..50 {
+        q.put(format!("m{i}").as_bytes()).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    q.close();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want: String = (0..50).map(|i| format!("m{i}\n")).collect();
+    assert_eq!(stdout(&o), want);
+
+    // --follow with --timeout ends quietly when nothing arrives.
+    let name2 = uniq("follow-idle");
+    let _q2 = RawQueue::create(&name2, 4096).unwrap();
+    assert_eq!(ok(&["get", &name2, "--follow", "--timeout", "200ms"]), "");
+}
+
+#[test]
+fn put_reports_full_closed_and_too_large() {
+    let name = uniq("full");
+    let q = RawQueue::create(&name, 64).unwrap();
+    q.put(&[7u8; 56]).unwrap();
+    let e = fails(&["put", &name, "--timeout", "200ms", "x"], 1);
+    assert!(e.contains("stayed full") && e.contains("consumer"), "{e}");
+
+    let o = run_with(&["put", &name, "--raw"], &[0u8; 100]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--chunk"), "{}", stderr(&o));
+
+    ok(&["close", &name]);
+    assert!(q.is_closed());
+    let e = fails(&["put", &name, "y"], 1);
+    assert!(e.contains("closed"), "{e}");
+
+    // put --close closes after the last message.
+    let name2 = uniq("putclose");
+    let q2 = RawQueue::create(&name2, 4096).unwrap();
+    ok(&["put", &name2, "--close", "bye"]);
+    assert!(q2.is_closed());
+    assert_eq!(q2.get_vec().unwrap(), b"bye");
+}
+
+#[test]
+fn create_keeps_the_queue_and_rm_removes_it() {
+    let name = uniq("create");
+    let _cleanup = Cleanup(name.clone());
+    let out = ok(&["create", &name, "--capacity", "64K"]);
+    assert!(out.contains(&name), "{out}");
+
+    // It outlived the command; a program can use it.
+    let q = RawQueue::open(&name).unwrap();
+    assert_eq!(q.capacity(), 64 << 10);
+    q.put(b"kept").unwrap();
+
+    let e = fails(&["create", &name], 1);
+    assert!(e.contains("exists already"), "{e}");
+
+    // The creator (the `create` command) is dead, but we have it mapped: not stale.
+    let s = json(&ok(&["stat", &name, "--json"]));
+    assert_eq!(s["creator_alive"], false);
+    assert_eq!(s["stale"], false);
+    let o = run(&["rm", "--stale", &name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("kept"), "{}", stderr(&o));
+    assert!(RawQueue::open(&name).is_ok());
+
+    // Unmapped now: stale. --dry-run only reports.
+    drop(q);
+    let out = ok(&["rm", "--stale", "--dry-run", &name]);
+    assert!(out.contains("would remove"), "{out}");
+    assert!(RawQueue::open(&name).is_ok());
+    let out = ok(&["rm", "--stale", &name]);
+    assert!(out.contains(&format!("removed {name}")), "{out}");
+    assert!(matches!(
+        RawQueue::open(&name),
+        Err(shmq::Error::NotFound(_))
+    ));
+
+    // A dry run over the whole machine changes nothing and succeeds.
+    ok(&["rm", "--stale", "--dry-run"]);
+}
+
+#[test]
+fn rm_by_name_leaves_attached_processes_working() {
+    let a = uniq("rm-a");
+    let b = uniq("rm-b");
+    let opts = Options::new().keep_on_drop(true);
+    let qa = RawQueue::create_with(a.as_str(), &opts).unwrap();
+    let _qb = RawQueue::create_with(b.as_str(), &opts).unwrap();
+    let _cleanup = (Cleanup(a.clone()), Cleanup(b.clone()));
+
+    let o = run(&["rm", &a, &b]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), format!("removed {a}\nremoved {b}\n"));
+    assert!(stderr(&o).contains("still mapped"), "{}", stderr(&o));
+    qa.put(b"still works").unwrap();
+    assert_eq!(qa.get_vec().unwrap(), b"still works");
+    assert!(!ok(&["ls"]).contains(&a));
+
+    // One missing name among several: the others are removed, exit 1.
+    let c = uniq("rm-c");
+    let _qc = RawQueue::create_with(c.as_str(), &opts).unwrap();
+    let _cleanup_c = Cleanup(c.clone());
+    let o = run(&["rm", &a, &c]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), format!("removed {c}\n"));
+}
+
+#[test]
+fn watch_prints_rates() {
+    let name = uniq("watch");
+    let q = RawQueue::create(&name, 1 << 16).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeder = {
+        let (q, stop) = (q.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                q.put(&[1u8; 100]).unwrap();
+                q.get_into(&mut buf).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let out = ok(&["watch", &name, "--interval", "300ms", "--count", "3"]);
+    stop.store(true, Ordering::Relaxed);
+    feeder.join().unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[0].contains("PUT/s") && lines[0].contains("OUT/s"),
+        "{out}"
+    );
+    // Messages flowed during the watch: some sample shows a non-zero put rate.
+    assert!(
+        lines[1..]
+            .iter()
+            .any(|l| l.split_whitespace().nth(1) != Some("0")),
+        "{out}"
+    );
+    assert!(lines[1..].iter().all(|l| l.ends_with("open")), "{out}");
+
+    // Without --count, the watch ends by itself when the queue is removed.
+    let mut child = Command::new(BIN)
+        .args(["watch", &name, "--interval", "100ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(q); // the creating handle removes the name
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("watch did not end after its queue was removed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("was removed"), "{}", stderr(&o));
+
+    // Watching a queue that does not exist is an error.
+    fails(&["watch", &name, "--count", "1"], 1);
+}
+
+#[test]
+fn bench_runs_in_two_processes() {
+    let o = run(&["bench", "--duration", "300ms", "--sizes", "64,1K", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = json(&stdout(&o));
+    let t = r["throughput"].as_array().unwrap();
+    assert_eq!(t.len(), 2);
+    assert!(t[0]["messages"].as_u64().unwrap() > 0, "{r}");
+    assert!(t[1]["bytes_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["latency"]["round_trips"].as_u64().unwrap() > 0, "{r}");
+
+    let o = run(&[
+        "bench",
+        "--duration",
+        "200ms",
+        "--sizes",
+        "64",
+        "--no-latency",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("THROUGHPUT") && out.contains("MSG/S"), "{out}");
+    assert!(!out.contains("LATENCY"), "{out}");
+
+    // A message that cannot fit the ring is a clear error.
+    let o = run(&["bench", "--sizes", "2M", "--no-latency"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--capacity"), "{}", stderr(&o));
+}
