@@ -1204,7 +1204,7 @@ impl QueueInfo {
     pub fn is_stale(&self) -> bool {
         match &self.stats {
             Ok(s) => !s.creator_alive,
-            Err(_) => false,
+            Err(_) => segment::is_abandoned(&self.name),
         }
     }
 }

@@ -588,6 +588,11 @@ impl Ring {
         // Take the producer lock so no put publishes after close returns (bounded, so that a
         // hostile lock word cannot make close hang).
         let guard = self.lock(&h.prod.lock, Some(Instant::now() + Duration::from_secs(1)));
+        if let Ok((_, Acquired::Recovered(_))) = &guard {
+            // Taken over from a dead producer: repair its counters like a put would (a
+            // corrupt state is reported by the next put/get, not here).
+            let _ = self.repair_producer();
+        }
         h.shared.closed.store(1, Ordering::SeqCst);
         drop(guard);
         sync::notify_all(&h.prod.data_seq);

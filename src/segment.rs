@@ -457,10 +457,15 @@ impl Segment {
     }
 
     fn existing_is_stale(loc: &Location) -> bool {
+        // An object whose creator died before publishing the header is stale too (checked
+        // first: `open` would wait for it to be initialised).
+        if let Location::Name(n) = loc {
+            if is_abandoned(n) {
+                return true;
+            }
+        }
         match Self::open(loc.clone()) {
             Ok(seg) => !seg.creator_alive(),
-            // An object that never finished initialising and whose size is zero is stale too.
-            Err(Error::Incompatible { .. }) => false,
             Err(_) => false,
         }
     }
@@ -602,6 +607,33 @@ impl Drop for Segment {
 /// Path of a named queue's object in `/dev/shm` (Linux).
 pub fn shm_path(name: &str) -> PathBuf {
     Path::new("/dev/shm").join(format!("{PREFIX}{name}"))
+}
+
+/// Whether the named object was abandoned while being created: its header was never
+/// published (`init` is not [`INIT_DONE`], or it is shorter than the header), it was last
+/// modified more than twice [`INIT_WAIT`] ago (so no creator can still be at work on it), and
+/// no process has it mapped. Such an object counts as stale.
+pub fn is_abandoned(name: &str) -> bool {
+    use std::io::Read;
+    let path = shm_path(name);
+    let Ok(meta) = std::fs::metadata(&path) else {
+        return false;
+    };
+    let old = meta
+        .modified()
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|age| age > 2 * INIT_WAIT);
+    if !old {
+        return false;
+    }
+    let init_offset = std::mem::offset_of!(Identity, init);
+    let mut head = vec![0u8; init_offset + 4];
+    let initialised = File::open(&path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && head[init_offset..] == INIT_DONE.to_le_bytes();
+    !initialised && mapped_by(name).is_empty()
 }
 
 /// Names of every shmq segment in `/dev/shm` (whatever their state).

@@ -274,7 +274,11 @@ impl<'a> RobustLock<'a> {
                 }
             }
             // Check the holder's liveness once it has held the lock for a slice.
+            // Also check once when the caller's deadline has passed: a short timeout must not
+            // make a dead holder look alive (it would time out for ever without recovering).
+            let expired = matches!(remaining(deadline), Some(r) if r.is_zero());
             let check_now = owner_dead
+                || expired
                 || match stuck_since {
                     Some((o, t)) if o == owner => t.elapsed() >= LIVENESS_SLICE,
                     _ => {
