@@ -86,6 +86,10 @@ pub enum Error {
     /// An operating-system call failed.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
+    /// A child process or pool task failed: it panicked, exited with a non-zero code, was
+    /// killed by a signal, or could not be started (see [`crate::process::ProcessError`]).
+    #[error("{0}")]
+    Process(crate::process::ProcessError),
 }
 
 /// `Result<T, shmq::Error>`.

@@ -1,0 +1,907 @@
+//! Run Rust functions in child processes that attach to queues by name — the counterpart
+//! of Python's `multiprocessing.Process`, `Pool` and `JoinableQueue`.
+//!
+//! ```no_run
+//! use shmq::{process, Queue};
+//!
+//! fn main() -> shmq::Result<()> {
+//!     process::init(); // FIRST line of main: in a child, this runs the function and exits
+//!
+//!     let q: Queue<(String, String)> = Queue::create("seed-demo", 1 << 16)?;
+//!     let child = process::spawn((q.clone(), "zsq".to_string()), |(q, who)| {
+//!         q.put(&("multiprocess queue test".to_string(), who)).unwrap();
+//!         std::process::id()
+//!     })?;
+//!     println!("{:?}", q.get()?);
+//!     let child_pid: u32 = child.join()?; // the function's return value
+//!     println!("child {child_pid} done");
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # How it works
+//! [`spawn`] re-executes the current executable (`/proc/self/exe`) with an environment
+//! variable that tells [`init`] "you are a child". The function is identified by its
+//! address relative to a known symbol of the same binary (stable across a re-exec even with
+//! ASLR); its arguments are serialised with serde (postcard) and sent over a pipe; the
+//! return value, or the panic message, comes back over a second pipe. A [`Queue`] or
+//! [`RawQueue`] among the arguments travels as its name and the child attaches on arrival.
+//!
+//! The function must be a `fn` item or a **non-capturing** closure (checked at compile
+//! time: its type must be zero-sized). Pass everything it needs as the `args` value.
+//!
+//! # ⚠ The rule: call [`init`] first in `main`
+//! A child is a fresh run of the same program. **Everything `main` does before
+//! [`init`] runs again in every child** — parsing arguments, opening files, printing a
+//! banner, creating a queue (which then fails with `AlreadyExists` in the child). [`init`]
+//! never returns in a child: it runs the function and exits, so code after it runs only in
+//! the parent. Therefore make `shmq::process::init()` the first statement of `main`. Static
+//! initialisers (`LazyLock`, `thread_local!`) are per process and simply run again when
+//! first used in the child; that is normally what you want.
+//!
+//! [`spawn`] refuses to start a child when [`init`] has not been called in this process
+//! ([`ProcessError::NotInitialized`]), so forgetting it is an error, not a silent
+//! double run of your program — except in `cargo test` binaries, see below.
+//!
+//! # In `cargo test`
+//! Integration tests have no `main` of their own. Put [`enable_test_support!()`](crate::enable_test_support)
+//! at the top level of the test file: it adds a test named `shmq_process_test_support`.
+//! In a test binary (one that cargo placed in a `deps` directory) a child is started as
+//! `<test binary> shmq_process_test_support --nocapture --test-threads=1 -q`, so the
+//! harness runs only that helper test, which calls [`init`] and runs the function. No other
+//! test runs in the child. Without the macro the child runs no test at all and `join`
+//! reports [`ProcessError::NoResult`] with a hint.
+//!
+//! # Children and their parent
+//! * Every child is reaped: [`Child::join`] waits for it, and dropping an unjoined
+//!   [`Child`] hands it to a small background thread that waits for it (no zombies).
+//! * By default a child is killed (SIGKILL) when its parent process dies (Linux
+//!   `PR_SET_PDEATHSIG`); [`Builder::die_with_parent`] turns that off. Children are forked
+//!   from one long-lived helper thread, so the signal follows the parent *process*, not
+//!   the thread that happened to call [`spawn`].
+//! * stdin, stdout and stderr are inherited.
+//!
+//! # External programs
+//! [`Command`] starts any program and hands it queue names in its environment
+//! (`SHMQ_QUEUE_<KEY>=<name>`); the program attaches with [`queue_from_env`] (or by
+//! reading the variable itself).
+//!
+//! # Pools and joinable queues
+//! [`Pool`] keeps N worker processes and runs `map`/`imap`/`apply` tasks on them; a worker
+//! that crashes fails its task with [`ProcessError::WorkerDied`] and is replaced.
+//! [`JoinableQueue`] adds `task_done` / `join` across processes.
+//!
+//! [`Queue`]: crate::Queue
+//! [`RawQueue`]: crate::RawQueue
+
+mod child;
+mod joinable;
+mod pool;
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, OnceLock};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+pub use child::Child;
+pub use joinable::JoinableQueue;
+pub use pool::{AsyncResult, Imap, Pool, PoolBuilder};
+
+/// Environment variable that marks a child started by [`spawn`]: `<in fd>:<out fd>:<stdout fd>`.
+const ENV_CHILD: &str = "SHMQ_PROCESS_CHILD";
+/// Prefix of the variables [`Command::queue`] sets.
+pub const ENV_QUEUE_PREFIX: &str = "SHMQ_QUEUE_";
+/// Name of the helper test that [`enable_test_support!`](crate::enable_test_support) adds.
+pub const TEST_SUPPORT_NAME: &str = "shmq_process_test_support";
+
+static INIT_CALLED: AtomicBool = AtomicBool::new(false);
+
+/// Why a child process (or a pool task) failed. Returned inside [`Error::Process`].
+///
+/// ```
+/// use shmq::process::ProcessError;
+/// let e = ProcessError::Exited { pid: 42, code: 3 };
+/// assert_eq!(e.to_string(), "child process 42 exited with code 3");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProcessError {
+    /// The function panicked in the child.
+    #[error("child process {pid} panicked: {message}")]
+    Panicked {
+        /// Child's process id.
+        pid: u32,
+        /// The panic payload (`&str` or `String`), or a placeholder for other payloads.
+        message: String,
+    },
+    /// The child exited with a non-zero code without returning a result (e.g. it called
+    /// `std::process::exit(code)`).
+    #[error("child process {pid} exited with code {code}")]
+    Exited {
+        /// Child's process id.
+        pid: u32,
+        /// Exit code.
+        code: i32,
+    },
+    /// The child was killed by a signal.
+    #[error("child process {pid} was killed by signal {signal} ({})", signal_name(*.signal))]
+    Signaled {
+        /// Child's process id.
+        pid: u32,
+        /// Signal number.
+        signal: i32,
+    },
+    /// The child exited with code 0 but never sent a result back.
+    #[error("child process {pid} exited without returning a result{hint}")]
+    NoResult {
+        /// Child's process id.
+        pid: u32,
+        /// Likely cause.
+        hint: String,
+    },
+    /// The child started but could not run the function (e.g. an argument queue could not
+    /// be opened, or the return value could not be serialised).
+    #[error("child process {pid} could not run the function: {message}")]
+    Failed {
+        /// Child's process id.
+        pid: u32,
+        /// What went wrong in the child.
+        message: String,
+    },
+    /// A [`Pool`] worker died (crashed, was killed, or exited) while it held this task.
+    #[error("pool worker process {pid} died while running task {task}: {cause}")]
+    WorkerDied {
+        /// The dead worker's process id.
+        pid: u32,
+        /// The task's sequence number within the pool.
+        task: u64,
+        /// How it died, e.g. "killed by signal 9 (SIGKILL)".
+        cause: String,
+    },
+    /// [`spawn`] was called but [`init`] was never called in this process.
+    #[error("shmq::process::init() was not called: make it the first statement of main() (in integration tests, add shmq::enable_test_support!() at the top level of the test file)")]
+    NotInitialized,
+    /// The child's result was already taken by an earlier `join_timeout`.
+    #[error("child process {pid} was already joined")]
+    AlreadyJoined {
+        /// Child's process id.
+        pid: u32,
+    },
+}
+
+impl From<ProcessError> for Error {
+    fn from(e: ProcessError) -> Error {
+        Error::Process(e)
+    }
+}
+
+/// Conventional name of a signal number ("SIGKILL"), or "unknown signal".
+///
+/// ```
+/// assert_eq!(shmq::process::signal_name(9), "SIGKILL");
+/// ```
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        _ => "unknown signal",
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Identifying the function
+
+/// What a child sends back: tag byte then payload.
+pub(crate) enum Outcome {
+    /// postcard bytes of the return value.
+    Ok(Vec<u8>),
+    /// Panic message.
+    Panic(String),
+    /// The function could not be run (argument decoding, result encoding, ...).
+    Error(String),
+}
+
+impl Outcome {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Outcome::Ok(b) => {
+                out.push(0);
+                out.extend_from_slice(b);
+            }
+            Outcome::Panic(m) => {
+                out.push(1);
+                out.extend_from_slice(m.as_bytes());
+            }
+            Outcome::Error(m) => {
+                out.push(2);
+                out.extend_from_slice(m.as_bytes());
+            }
+        }
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Option<Outcome> {
+        let (&tag, rest) = b.split_first()?;
+        Some(match tag {
+            0 => Outcome::Ok(rest.to_vec()),
+            1 => Outcome::Panic(String::from_utf8_lossy(rest).into_owned()),
+            2 => Outcome::Error(String::from_utf8_lossy(rest).into_owned()),
+            _ => return None,
+        })
+    }
+
+    /// Turn a received outcome into the caller's value or error.
+    pub(crate) fn into_result<R: DeserializeOwned>(self, pid: u32) -> Result<R> {
+        match self {
+            Outcome::Ok(b) => postcard::from_bytes(&b).map_err(|e| {
+                Error::Codec(format!("decoding the return value of child {pid}: {e}"))
+            }),
+            Outcome::Panic(message) => Err(ProcessError::Panicked { pid, message }.into()),
+            Outcome::Error(message) => Err(ProcessError::Failed { pid, message }.into()),
+        }
+    }
+}
+
+/// The monomorphised trampoline a child calls: decode args, call `F`, encode the result.
+type Entry = fn(&[u8]) -> Outcome;
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_string()
+    }
+}
+
+fn entry<F, A, R>(args: &[u8]) -> Outcome
+where
+    F: Fn(A) -> R + Copy,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let a: A = match postcard::from_bytes(args) {
+        Ok(a) => a,
+        Err(e) => {
+            return Outcome::Error(format!(
+                "decoding the arguments ({}) failed: {e}",
+                std::any::type_name::<A>()
+            ))
+        }
+    };
+    assert_zero_sized::<F>();
+    // SAFETY: `F` is zero-sized (asserted at compile time by `assert_zero_sized`), so a
+    // value of it has no bytes that could be invalid, and it is `Copy` (no drop glue, no
+    // ownership to duplicate). The parent held a value of this exact type (it called
+    // `entry_offset::<F, A, R>` with one), so the type is inhabited: it is a `fn` item or a
+    // non-capturing closure, whose every value is the same.
+    let f: F = unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() };
+    match panic::catch_unwind(AssertUnwindSafe(move || f(a))) {
+        Ok(r) => match postcard::to_allocvec(&r) {
+            Ok(b) => Outcome::Ok(b),
+            Err(e) => Outcome::Error(format!(
+                "encoding the return value ({}) failed: {e}",
+                std::any::type_name::<R>()
+            )),
+        },
+        Err(p) => Outcome::Panic(panic_message(&*p)),
+    }
+}
+
+const fn assert_zero_sized<F>() {
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "shmq::process needs a fn item or a non-capturing closure: pass captured values through the `args` argument instead"
+        )
+    }
+}
+
+/// Base symbol that offsets are taken from.
+fn base_addr() -> usize {
+    init as fn() as usize
+}
+
+/// A second symbol: parent and child compare its offset to check they run the same binary.
+fn check_offset() -> i64 {
+    (run_child as fn(&OsStr) -> i32 as usize).wrapping_sub(base_addr()) as i64
+}
+
+/// Offset of the trampoline for `F` from the base symbol.
+pub(crate) fn entry_offset<F, A, R>() -> i64
+where
+    F: Fn(A) -> R + Copy,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    assert_zero_sized::<F>();
+    (entry::<F, A, R> as Entry as usize).wrapping_sub(base_addr()) as i64
+}
+
+/// The trampoline at `offset` (in the same binary as the process that computed it).
+///
+/// # Safety
+/// `offset` must have been produced by [`entry_offset`] in a process running this very
+/// executable (the bootstrap's check offset vouches for that).
+pub(crate) unsafe fn entry_at(offset: i64) -> Entry {
+    let addr = base_addr().wrapping_add(offset as usize);
+    // SAFETY: per the contract, `addr` is the address of an `entry::<F, A, R>` function in
+    // this binary, whose type is `Entry`; fn pointers and usize have the same size.
+    unsafe { std::mem::transmute::<usize, Entry>(addr) }
+}
+
+// ---------------------------------------------------------------------------------------
+// The child side
+
+/// Dispatch point for child processes. **Call it first thing in `main`.**
+///
+/// In the parent (no child marker in the environment) it only records that it was called
+/// and returns at once. In a child started by [`spawn`] it runs the function, sends its
+/// return value (or panic message) to the parent and exits the process — it never returns.
+/// Everything before this call runs again in every child; see the
+/// [module docs](self#-the-rule-call-init-first-in-main).
+///
+/// ```
+/// fn main() {
+///     shmq::process::init();
+///     // ... the program; children never get here
+/// }
+/// # main();
+/// ```
+pub fn init() {
+    INIT_CALLED.store(true, Ordering::SeqCst);
+    let Some(spec) = std::env::var_os(ENV_CHILD) else {
+        return;
+    };
+    // Grandchildren started with a plain std::process::Command must not inherit the marker.
+    std::env::remove_var(ENV_CHILD);
+    let code = run_child(&spec);
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    std::process::exit(code);
+}
+
+/// Whether this process is a child started by [`spawn`] (before [`init`] consumed the
+/// marker). Useful in a test binary to skip expensive set-up.
+///
+/// ```
+/// assert!(!shmq::process::is_child());
+/// ```
+pub fn is_child() -> bool {
+    std::env::var_os(ENV_CHILD).is_some()
+}
+
+fn parse_fd(s: Option<&str>) -> Option<RawFd> {
+    s?.parse::<RawFd>().ok()
+}
+
+fn set_cloexec(fd: RawFd) {
+    // SAFETY: fcntl on an fd number has no memory-safety preconditions; errors are ignored
+    // (a bad fd just fails).
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
+    }
+}
+
+fn run_child(spec: &OsStr) -> i32 {
+    let spec = spec.to_string_lossy();
+    let mut parts = spec.split(':');
+    let (Some(in_fd), Some(out_fd), Some(stdout_fd)) = (
+        parse_fd(parts.next()),
+        parse_fd(parts.next()),
+        parse_fd(parts.next()),
+    ) else {
+        eprintln!("shmq::process: malformed {ENV_CHILD}={spec:?}");
+        return 2;
+    };
+    for fd in [in_fd, out_fd, stdout_fd] {
+        if fd >= 0 {
+            set_cloexec(fd);
+        }
+    }
+    if stdout_fd >= 0 {
+        // SAFETY: dup2/close on fds the parent handed us; fd 1 is replaced atomically.
+        unsafe {
+            libc::dup2(stdout_fd, 1);
+            libc::close(stdout_fd);
+        }
+    }
+    // SAFETY: the parent passed these two pipe ends to this process alone, and nothing
+    // else in this process owns them.
+    let (mut input, mut output) = unsafe {
+        (
+            std::fs::File::from_raw_fd(in_fd),
+            std::fs::File::from_raw_fd(out_fd),
+        )
+    };
+    let mut boot = Vec::new();
+    if let Err(e) = input.read_to_end(&mut boot) {
+        eprintln!("shmq::process: reading the bootstrap from the parent failed: {e}");
+        return 2;
+    }
+    drop(input);
+    let outcome = match decode_bootstrap(&boot) {
+        Err(msg) => Outcome::Error(msg),
+        Ok((offset, args)) => {
+            // SAFETY: decode_bootstrap checked that the parent runs this same binary (equal
+            // check offsets), and the offset came from `entry_offset` there.
+            let f = unsafe { entry_at(offset) };
+            f(args)
+        }
+    };
+    let code = match outcome {
+        Outcome::Ok(_) => 0,
+        Outcome::Panic(_) => 101,
+        Outcome::Error(_) => 1,
+    };
+    let mut buf = Vec::new();
+    outcome.encode(&mut buf);
+    let _ = output.write_all(&buf);
+    code
+}
+
+const BOOT_MAGIC: u32 = 0x5348_5031; // "SHP1"
+
+fn encode_bootstrap(offset: i64, args: &[u8]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(20 + args.len());
+    b.extend_from_slice(&BOOT_MAGIC.to_le_bytes());
+    b.extend_from_slice(&check_offset().to_le_bytes());
+    b.extend_from_slice(&offset.to_le_bytes());
+    b.extend_from_slice(args);
+    b
+}
+
+fn decode_bootstrap(b: &[u8]) -> std::result::Result<(i64, &[u8]), String> {
+    if b.len() < 20 || b[..4] != BOOT_MAGIC.to_le_bytes() {
+        return Err("the parent did not send a valid bootstrap message".into());
+    }
+    let check = i64::from_le_bytes(b[4..12].try_into().unwrap());
+    if check != check_offset() {
+        return Err("the parent runs a different executable than this child (was the binary rebuilt or replaced?)".into());
+    }
+    let offset = i64::from_le_bytes(b[12..20].try_into().unwrap());
+    Ok((offset, &b[20..]))
+}
+
+// ---------------------------------------------------------------------------------------
+// The parent side
+
+/// A job for the spawner thread.
+type SpawnJob = (
+    std::process::Command,
+    mpsc::SyncSender<io::Result<std::process::Child>>,
+);
+
+/// Fork every child from one long-lived thread, so that `PR_SET_PDEATHSIG` (which fires
+/// when the *thread* that forked exits) follows the lifetime of the whole process.
+fn spawn_from_spawner_thread(cmd: std::process::Command) -> io::Result<std::process::Child> {
+    static SPAWNER: OnceLock<mpsc::Sender<SpawnJob>> = OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("shmq-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("starting the shmq spawner thread");
+        tx
+    });
+    let (rtx, rrx) = mpsc::sync_channel(1);
+    tx.send((cmd, rtx))
+        .map_err(|_| io::Error::other("shmq spawner thread is gone"))?;
+    rrx.recv()
+        .map_err(|_| io::Error::other("shmq spawner thread is gone"))?
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid 2-element array for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::last_os("pipe2"));
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Whether this process is a cargo test (or bench) binary: cargo puts those in `deps/`.
+fn in_cargo_test_binary() -> bool {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.ends_with("deps")))
+        .unwrap_or(false)
+}
+
+/// Prepare the `pre_exec` hook: optionally die with the parent, and let `keep` fds
+/// survive the exec.
+fn install_pre_exec(cmd: &mut std::process::Command, die_with_parent: bool, keep: Vec<RawFd>) {
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+    // system calls (prctl, getppid, fcntl, _exit) on plain integers; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if die_with_parent {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+            }
+            for &fd in &keep {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Options for starting a child process; [`spawn`] uses the defaults.
+///
+/// ```
+/// # shmq::process::init();
+/// let child = shmq::process::Builder::new()
+///     .die_with_parent(true)
+///     .env("GREETING", "hi")
+///     .spawn((), |()| std::env::var("GREETING").unwrap());
+/// # let _ = child; // spawning needs `init()` in main or enable_test_support! in tests
+/// ```
+#[derive(Clone, Debug)]
+pub struct Builder {
+    die_with_parent: bool,
+    envs: Vec<(OsString, OsString)>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            die_with_parent: true,
+            envs: Vec::new(),
+        }
+    }
+}
+
+impl Builder {
+    /// Defaults: the child dies with its parent; the parent's environment is inherited.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Kill the child (SIGKILL, Linux `PR_SET_PDEATHSIG`) when this process dies
+    /// (default `true`). With `false` the child outlives its parent.
+    pub fn die_with_parent(mut self, yes: bool) -> Builder {
+        self.die_with_parent = yes;
+        self
+    }
+
+    /// Set an environment variable in the child.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Builder {
+        self.envs
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Run `f(args)` in a new child process; see [`spawn`].
+    pub fn spawn<F, A, R>(&self, args: A, f: F) -> Result<Child<R>>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let _ = f;
+        let offset = entry_offset::<F, A, R>();
+        let args = postcard::to_allocvec(&args)
+            .map_err(|e| Error::Codec(format!("encoding the child's arguments: {e}")))?;
+        self.spawn_entry(offset, &args)
+    }
+
+    fn spawn_entry<R>(&self, offset: i64, args: &[u8]) -> Result<Child<R>> {
+        let test_mode = !INIT_CALLED.load(Ordering::SeqCst) && in_cargo_test_binary();
+        if !INIT_CALLED.load(Ordering::SeqCst) && !test_mode {
+            return Err(ProcessError::NotInitialized.into());
+        }
+        let (in_r, in_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        let mut keep = vec![in_r.as_raw_fd(), out_w.as_raw_fd()];
+        // In a test binary the harness prints "running 1 test" on stdout: send that to
+        // /dev/null and hand the child the real stdout on a spare fd instead.
+        let saved_stdout = if test_mode {
+            cmd.args([TEST_SUPPORT_NAME, "--nocapture", "--test-threads=1", "-q"]);
+            cmd.stdout(std::process::Stdio::null());
+            // SAFETY: F_DUPFD_CLOEXEC on fd 1 creates a new fd owned by us (or fails).
+            let fd = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
+            if fd < 0 {
+                return Err(Error::last_os("dup(stdout)"));
+            }
+            // SAFETY: `fd` was just created and nothing else owns it.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            keep.push(fd.as_raw_fd());
+            Some(fd)
+        } else {
+            if let Some(arg0) = std::env::args_os().next() {
+                cmd.arg0(arg0);
+            }
+            None
+        };
+        cmd.env(
+            ENV_CHILD,
+            format!(
+                "{}:{}:{}",
+                in_r.as_raw_fd(),
+                out_w.as_raw_fd(),
+                saved_stdout.as_ref().map_or(-1, |f| f.as_raw_fd())
+            ),
+        );
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        install_pre_exec(&mut cmd, self.die_with_parent, keep);
+        let proc_ = spawn_from_spawner_thread(cmd)?;
+        drop((in_r, out_w, saved_stdout));
+        let mut input = std::fs::File::from(in_w);
+        let boot = encode_bootstrap(offset, args);
+        let mut child = Child::new(proc_, Some(std::fs::File::from(out_r)), test_mode);
+        if let Err(e) = input.write_all(&boot) {
+            // The child died before reading its arguments; join reports how it died.
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                let _ = child.kill();
+                return Err(e.into());
+            }
+        }
+        drop(input);
+        Ok(child)
+    }
+}
+
+/// Run `f(args)` in a new child process and return its handle.
+///
+/// `f` must be a `fn` item or a non-capturing closure (a compile-time check); `args` is any
+/// serde value — queues inside it re-attach by name in the child. `join` returns what `f`
+/// returns. Needs [`init`] at the top of `main` (or
+/// [`enable_test_support!`](crate::enable_test_support) in a test file).
+///
+/// ```
+/// # shmq::process::init();
+/// # fn run() -> shmq::Result<()> {
+/// let child = shmq::process::spawn((6u32, 7u32), |(a, b)| a * b)?;
+/// assert_eq!(child.join()?, 42);
+/// # Ok(()) }
+/// # let _ = run; // see tests/process.rs for this running under cargo test
+/// ```
+pub fn spawn<F, A, R>(args: A, f: F) -> Result<Child<R>>
+where
+    F: Fn(A) -> R + Copy + Send + 'static,
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    Builder::new().spawn(args, f)
+}
+
+// ---------------------------------------------------------------------------------------
+// External commands
+
+/// Start an external program that gets queue names in its environment.
+///
+/// Each [`queue`](Command::queue) call sets `SHMQ_QUEUE_<KEY>=<queue name>`; the program
+/// attaches with [`queue_from_env`] (Rust) or by reading the variable and opening the queue.
+/// The child dies with its parent unless [`die_with_parent(false)`](Command::die_with_parent).
+/// `join` on the returned [`Child<()>`](Child) succeeds when the program exits with code 0.
+///
+/// ```
+/// # fn run() -> shmq::Result<()> {
+/// # let name = format!("doc-cmd-{}", std::process::id());
+/// let q: shmq::Queue<String> = shmq::Queue::create(&name, 4096)?;
+/// let child = shmq::process::Command::new("sh")
+///     .args(["-c", "test -n \"$SHMQ_QUEUE_JOBS\""])
+///     .queue("JOBS", q.name())
+///     .spawn()?;
+/// child.join()?;
+/// # Ok(()) }
+/// # run().unwrap();
+/// ```
+#[derive(Debug)]
+pub struct Command {
+    inner: std::process::Command,
+    die_with_parent: bool,
+}
+
+impl Command {
+    /// A command running `program` (looked up in `PATH` like `std::process::Command`).
+    pub fn new(program: impl AsRef<OsStr>) -> Command {
+        Command {
+            inner: std::process::Command::new(program),
+            die_with_parent: true,
+        }
+    }
+
+    /// Add an argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Command {
+        self.inner.arg(arg);
+        self
+    }
+
+    /// Add arguments.
+    pub fn args<I, S>(mut self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.inner.args(args);
+        self
+    }
+
+    /// Set an environment variable.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Command {
+        self.inner.env(key, value);
+        self
+    }
+
+    /// Hand the program a queue: sets `SHMQ_QUEUE_<KEY>` to `name` (a queue name, or the
+    /// path of a file-backed queue as returned by `name()`).
+    pub fn queue(mut self, key: &str, name: &str) -> Command {
+        self.inner.env(format!("{ENV_QUEUE_PREFIX}{key}"), name);
+        self
+    }
+
+    /// Kill the program when this process dies (default `true`).
+    pub fn die_with_parent(mut self, yes: bool) -> Command {
+        self.die_with_parent = yes;
+        self
+    }
+
+    /// The underlying `std::process::Command`, for stdio, working directory and the rest.
+    pub fn as_std_mut(&mut self) -> &mut std::process::Command {
+        &mut self.inner
+    }
+
+    /// Start the program.
+    pub fn spawn(self) -> Result<Child<()>> {
+        let mut cmd = self.inner;
+        install_pre_exec(&mut cmd, self.die_with_parent, Vec::new());
+        let proc_ = spawn_from_spawner_thread(cmd)?;
+        Ok(Child::new(proc_, None, false))
+    }
+}
+
+fn env_location(key: &str) -> Result<crate::Location> {
+    let var = format!("{ENV_QUEUE_PREFIX}{key}");
+    let v = std::env::var(&var).map_err(|_| {
+        Error::NotFound(format!(
+            "${var} (no queue was handed to this process under {key:?})"
+        ))
+    })?;
+    Ok(if v.contains('/') {
+        crate::Location::Path(v.into())
+    } else {
+        crate::Location::Name(v)
+    })
+}
+
+/// In a program started by [`Command`], open the typed queue handed over as `key`.
+///
+/// ```
+/// # let name = format!("doc-env-{}", std::process::id());
+/// # let q: shmq::Queue<u8> = shmq::Queue::create(&name, 4096)?;
+/// # std::env::set_var("SHMQ_QUEUE_JOBS", &name);
+/// let jobs: shmq::Queue<u8> = shmq::process::queue_from_env("JOBS")?;
+/// # Ok::<(), shmq::Error>(())
+/// ```
+pub fn queue_from_env<T>(key: &str) -> Result<crate::Queue<T>>
+where
+    T: Serialize + DeserializeOwned,
+{
+    crate::Queue::open_with(env_location(key)?, &crate::Options::new())
+}
+
+/// In a program started by [`Command`], open the byte queue handed over as `key`.
+///
+/// ```
+/// # let name = format!("doc-envr-{}", std::process::id());
+/// # let q = shmq::RawQueue::create(&name, 4096)?;
+/// # std::env::set_var("SHMQ_QUEUE_FRAMES", &name);
+/// let frames = shmq::process::raw_queue_from_env("FRAMES")?;
+/// # Ok::<(), shmq::Error>(())
+/// ```
+pub fn raw_queue_from_env(key: &str) -> Result<crate::RawQueue> {
+    crate::RawQueue::open_with(env_location(key)?, &crate::Options::new())
+}
+
+/// Make [`spawn`] and [`Pool`] work inside this test binary (`tests/*.rs`, or a
+/// `#[cfg(test)]` module). Invoke once at the top level of the test file.
+///
+/// It adds a test named `shmq_process_test_support`; children re-run the test binary with
+/// that test as the only filter, and the test calls [`init`](crate::process::init). In the
+/// parent the helper test does nothing and passes.
+///
+/// ```ignore
+/// // tests/workers.rs
+/// shmq::enable_test_support!();
+///
+/// #[test]
+/// fn square_in_a_child() {
+///     let c = shmq::process::spawn(7u64, |x| x * x).unwrap();
+///     assert_eq!(c.join().unwrap(), 49);
+/// }
+/// ```
+#[macro_export]
+macro_rules! enable_test_support {
+    () => {
+        #[test]
+        fn shmq_process_test_support() {
+            $crate::process::init();
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::enable_test_support!();
+
+    #[test]
+    fn bootstrap_roundtrip() {
+        let off = 1234;
+        let b = encode_bootstrap(off, b"xyz");
+        let (o, a) = decode_bootstrap(&b).unwrap();
+        assert_eq!((o, a), (off, &b"xyz"[..]));
+        assert!(decode_bootstrap(&b[..10]).is_err());
+    }
+
+    #[test]
+    fn entry_runs_in_process() {
+        fn double(x: u32) -> u32 {
+            x * 2
+        }
+        let off = {
+            fn off_of<F: Fn(u32) -> u32 + Copy>(_: F) -> i64 {
+                entry_offset::<F, u32, u32>()
+            }
+            off_of(double)
+        };
+        // SAFETY: the offset comes from entry_offset in this same process.
+        let f = unsafe { entry_at(off) };
+        let args = postcard::to_allocvec(&21u32).unwrap();
+        match f(&args) {
+            Outcome::Ok(b) => assert_eq!(postcard::from_bytes::<u32>(&b).unwrap(), 42),
+            _ => panic!("unexpected outcome"),
+        }
+    }
+
+    #[test]
+    fn spawn_in_unit_test() {
+        let c = spawn(5u8, |x| x + 1).unwrap();
+        assert_eq!(c.join().unwrap(), 6u8);
+    }
+}
