@@ -32,7 +32,7 @@ for t in "${targets[@]}"; do
     echo "== fuzz $t for ${secs}s (log: fuzz/$log)"
     set +e
     cargo fuzz run -O "$t" "target/corpus/$t" "corpus/$t" -- \
-        -max_total_time="$secs" -max_len="$maxlen" -timeout=10 -rss_limit_mb=2048 \
+        -max_total_time="$secs" -max_len="$maxlen" -timeout=60 -rss_limit_mb=2048 \
         -print_final_stats=1 >"$log" 2>&1
     rc=$?
     set -e

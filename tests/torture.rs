@@ -1,0 +1,454 @@
+//! kill -9 torture: producer and consumer processes are SIGKILLed at random moments (half
+//! of the kills aimed at a process while it holds the producer or consumer lock) and
+//! replaced, round after round. After each kill the survivors must make progress on both
+//! sides; at the end every message is accounted for.
+//!
+//! * `SHMQ_TORTURE_ROUNDS` — number of kills (default 300: one to two minutes on a busy 2-core
+//!   machine). Use 1000+ for the long run:
+//!   `SHMQ_TORTURE_ROUNDS=1000 cargo test --release --test torture -- --nocapture`.
+//! * `SHMQ_TORTURE_SEED` — RNG seed (default: time based; printed).
+//!
+//! Counted (all must be 0): deadlocks (no progress on a side for 10 s after a kill, or
+//! children that do not finish after close), torn messages, duplicates, out-of-order
+//! messages per producer, and messages whose `put` returned `Ok` but were never delivered
+//! — except those attributable to a consumer killed between taking a message and logging
+//! it (at most one per consumer kill; counted separately).
+//!
+//! Children re-execute this test binary (`--exact torture_child`) with
+//! `SHMQ_TORTURE_ROLE=producer|consumer:<queue>:<id>:<log path>`. Producers append
+//! `(id, seq)` records to their log after each `put` returns `Ok`; consumers append what
+//! they received (and a torn-message marker when validation fails). Plain `write(2)` to a
+//! file survives SIGKILL of the writer, so no fsync is needed.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shmq::{Error, Options, RawQueue};
+
+const ROLE: &str = "SHMQ_TORTURE_ROLE";
+/// Log record: `[id: u32][kind: u32][seq: u64]`.
+const REC: usize = 16;
+const KIND_OK: u32 = 0;
+const KIND_TORN: u32 = 1;
+const CAPACITY: usize = 4096;
+/// No progress for this long after a kill counts as a deadlock.
+const STUCK: Duration = Duration::from_secs(10);
+
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+/// Message for (producer id, seq): `id u32 | seq u64 | body | checksum u64`, variable size
+/// so that records wrap around the 4 KiB ring at every offset.
+fn message(id: u32, seq: u64) -> Vec<u8> {
+    let h = mix(((id as u64) << 40) ^ seq);
+    let body = (h % 700) as usize;
+    let mut m = Vec::with_capacity(12 + body + 8);
+    m.extend_from_slice(&id.to_le_bytes());
+    m.extend_from_slice(&seq.to_le_bytes());
+    m.extend((0..body).map(|i| (h >> (i % 8 * 8)) as u8 ^ i as u8));
+    let sum = m.iter().fold(h, |a, &b| mix(a ^ b as u64));
+    m.extend_from_slice(&sum.to_le_bytes());
+    m
+}
+
+/// `Some((id, seq))` if `m` is exactly a message this test produces.
+fn check(m: &[u8]) -> Option<(u32, u64)> {
+    if m.len() < 20 {
+        return None;
+    }
+    let id = u32::from_le_bytes(m[0..4].try_into().unwrap());
+    let seq = u64::from_le_bytes(m[4..12].try_into().unwrap());
+    (message(id, seq) == m).then_some((id, seq))
+}
+
+fn append(log: &mut File, id: u32, kind: u32, seq: u64) {
+    let mut r = [0u8; REC];
+    r[0..4].copy_from_slice(&id.to_le_bytes());
+    r[4..8].copy_from_slice(&kind.to_le_bytes());
+    r[8..16].copy_from_slice(&seq.to_le_bytes());
+    log.write_all(&r).expect("log write");
+}
+
+fn read_log(path: &std::path::Path) -> Vec<(u32, u32, u64)> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    // A kill can never split a 16-byte write(2) to a regular file, but be lenient.
+    bytes
+        .chunks_exact(REC)
+        .map(|r| {
+            (
+                u32::from_le_bytes(r[0..4].try_into().unwrap()),
+                u32::from_le_bytes(r[4..8].try_into().unwrap()),
+                u64::from_le_bytes(r[8..16].try_into().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// Child entry point (does nothing in a normal run).
+#[test]
+fn torture_child() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    // Die with the parent, so a failed run leaves no orphans.
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let parts: Vec<&str> = role.splitn(4, ':').collect();
+    let (what, name, id, log) = (parts[0], parts[1], parts[2], parts[3]);
+    let id: u32 = id.parse().unwrap();
+    let mut log = File::options().create(true).append(true).open(log).unwrap();
+    let q = RawQueue::open(name).unwrap();
+    match what {
+        "producer" => {
+            let mut seq = 0u64;
+            let mut rng = mix(id as u64);
+            loop {
+                rng = mix(rng);
+                // Mostly single puts, sometimes a batch (published under one lock hold).
+                let n = if rng % 4 == 0 { 1 + (rng >> 8) % 4 } else { 1 };
+                let msgs: Vec<Vec<u8>> = (seq..seq + n).map(|s| message(id, s)).collect();
+                let r = if n == 1 {
+                    q.put_timeout(&msgs[0], Duration::from_millis(200))
+                } else {
+                    q.put_many(&msgs)
+                };
+                match r {
+                    Ok(()) => {
+                        for s in seq..seq + n {
+                            append(&mut log, id, KIND_OK, s);
+                        }
+                        seq += n;
+                    }
+                    Err(Error::Timeout) => {}
+                    Err(Error::Closed) => return,
+                    Err(e) => panic!("producer {id}: {e}"),
+                }
+            }
+        }
+        "consumer" => {
+            let mut buf = Vec::new();
+            loop {
+                match q.get_into_timeout(&mut buf, Duration::from_millis(200)) {
+                    Ok(_) => match check(&buf) {
+                        Some((pid, seq)) => append(&mut log, pid, KIND_OK, seq),
+                        None => append(&mut log, u32::MAX, KIND_TORN, buf.len() as u64),
+                    },
+                    Err(Error::Timeout) => {}
+                    Err(Error::Closed) => return,
+                    Err(e) => panic!("consumer {id}: {e}"),
+                }
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+struct Proc {
+    child: Child,
+    producer: bool,
+}
+
+fn spawn(name: &str, producer: bool, id: u32, dir: &std::path::Path) -> Proc {
+    let kind = if producer { "producer" } else { "consumer" };
+    let log = dir.join(format!("{kind}-{id}.log"));
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["torture_child", "--exact", "--nocapture", "-q"])
+        .env(ROLE, format!("{kind}:{name}:{id}:{}", log.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    Proc { child, producer }
+}
+
+/// Wait (bounded) until process `pid` is in the stopped state.
+fn wait_stopped(pid: u32) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            let state = stat.rsplit_once(") ").map(|(_, r)| r.as_bytes()[0]);
+            if matches!(state, Some(b'T') | Some(b't') | Some(b'Z')) {
+                return;
+            }
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// One line per child: pid, state and kernel wait channel (for stall reports).
+fn describe(procs: &[Proc]) -> String {
+    procs
+        .iter()
+        .map(|p| {
+            let pid = p.child.id();
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(") ")
+                        .map(|(_, r)| r.chars().next().unwrap_or('?'))
+                })
+                .unwrap_or('-');
+            let mut wchans = Vec::new();
+            if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+                for t in tasks.flatten() {
+                    let tid = t.file_name().to_string_lossy().into_owned();
+                    let w = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan"))
+                        .unwrap_or_default();
+                    wchans.push(format!("{tid}:{w}"));
+                }
+            }
+            let kind = if p.producer { "producer" } else { "consumer" };
+            format!("  {kind} pid {pid} state {state} tasks {wchans:?}\n")
+        })
+        .collect()
+}
+
+fn is_thread_of(pid: u32, tid: u32) -> bool {
+    tid != 0 && std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
+}
+
+#[derive(Default, Debug)]
+struct Counts {
+    rounds: u64,
+    producer_kills: u64,
+    consumer_kills: u64,
+    kills_holding_lock: u64,
+    deadlocks: u64,
+    child_failures: u64,
+    slow_recoveries_over_1s: u64,
+    max_recovery_ms: u128,
+    torn: u64,
+    duplicates: u64,
+    out_of_order: u64,
+    put_ok: u64,
+    delivered: u64,
+    lost: u64,
+    lost_to_killed_consumers: u64,
+    delivered_without_put_ok: u64,
+}
+
+#[test]
+fn torture_kill9_producers_and_consumers() {
+    let rounds: u64 = std::env::var("SHMQ_TORTURE_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let seed: u64 = std::env::var("SHMQ_TORTURE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("torture: {rounds} rounds, SHMQ_TORTURE_SEED={seed}");
+    let mut rng = mix(seed);
+    let mut next = move || {
+        rng = mix(rng.wrapping_add(0x9e37_79b9_7f4a_7c15));
+        rng
+    };
+    let name = format!("torture-{}", std::process::id());
+    let q = RawQueue::create_with(name.as_str(), &Options::new().capacity(CAPACITY)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut next_id = 0u32;
+    let mut procs: Vec<Proc> = Vec::new();
+    for producer in [true, true, false, false] {
+        procs.push(spawn(&name, producer, next_id, dir.path()));
+        next_id += 1;
+    }
+    let mut c = Counts::default();
+    // Let everyone attach and start.
+    let t = Instant::now();
+    while (q.stats().puts < 10 || q.stats().gets < 10) && t.elapsed() < STUCK {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for _ in 0..rounds {
+        c.rounds += 1;
+        let victim = (next() % procs.len() as u64) as usize;
+        let producer = procs[victim].producer;
+        let pid = procs[victim].child.id();
+        // Half of the kills are aimed at a victim that holds its side's lock: stop it with
+        // SIGSTOP, look at the lock word, and kill it if it is the holder (else let it run
+        // on a little and try again, a bounded number of times).
+        let aim = next() % 2 == 0;
+        let mut holder = 0;
+        if aim {
+            for _ in 0..300 {
+                // SAFETY: plain kill(2) on our own child's pid.
+                unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+                wait_stopped(pid);
+                let s = q.stats();
+                let h = if producer {
+                    s.producer_lock_holder
+                } else {
+                    s.consumer_lock_holder
+                };
+                if is_thread_of(pid, h) {
+                    holder = h;
+                    break;
+                }
+                // SAFETY: as above.
+                unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+                std::thread::sleep(Duration::from_micros(next() % 500));
+            }
+        } else {
+            std::thread::sleep(Duration::from_micros(next() % 20_000));
+        }
+        let before = q.stats();
+        procs[victim].child.kill().unwrap();
+        procs[victim].child.wait().unwrap();
+        if producer {
+            c.producer_kills += 1;
+        } else {
+            c.consumer_kills += 1;
+        }
+        let after = q.stats();
+        let word = if producer {
+            after.producer_lock_holder
+        } else {
+            after.consumer_lock_holder
+        };
+        if holder != 0 && word == holder {
+            c.kills_holding_lock += 1;
+        }
+        // The survivors must make progress on both sides (a few messages each way).
+        let t = Instant::now();
+        loop {
+            let s = q.stats();
+            if s.puts >= before.puts + 3 && s.gets >= before.gets + 3 {
+                break;
+            }
+            if t.elapsed() > STUCK {
+                c.deadlocks += 1;
+                eprintln!(
+                    "round {}: no progress for {STUCK:?} after killing {} {pid} (lock holder {holder}): {s:?}\n{}",
+                    c.rounds,
+                    if producer { "producer" } else { "consumer" },
+                    describe(&procs),
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let took = t.elapsed();
+        c.max_recovery_ms = c.max_recovery_ms.max(took.as_millis());
+        if took > Duration::from_secs(1) {
+            c.slow_recoveries_over_1s += 1;
+        }
+        procs[victim] = spawn(&name, producer, next_id, dir.path());
+        next_id += 1;
+        // A child must only ever die by our hand.
+        for p in &mut procs {
+            if let Some(st) = p.child.try_wait().unwrap() {
+                c.child_failures += 1;
+                eprintln!(
+                    "round {}: child {} exited on its own: {st}",
+                    c.rounds,
+                    p.child.id()
+                );
+                let producer = p.producer;
+                *p = spawn(&name, producer, next_id, dir.path());
+                next_id += 1;
+            }
+        }
+        if c.deadlocks > 3 {
+            break;
+        }
+    }
+    // Wind down: close, let consumers drain, every child must exit on its own.
+    std::thread::sleep(Duration::from_millis(50));
+    q.close();
+    let t = Instant::now();
+    for p in &mut procs {
+        loop {
+            match p.child.try_wait().unwrap() {
+                Some(st) => {
+                    assert!(st.success(), "child exited with {st}");
+                    break;
+                }
+                None if t.elapsed() > Duration::from_secs(30) => {
+                    c.deadlocks += 1;
+                    let _ = p.child.kill();
+                    let _ = p.child.wait();
+                    break;
+                }
+                None => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+    // Whatever the consumers left (nothing, normally) counts as delivered too.
+    let mut leftovers = Vec::new();
+    let mut buf = Vec::new();
+    while let Ok(_) = q.try_get_into(&mut buf) {
+        leftovers.push(check(&buf));
+    }
+
+    // Accounting.
+    let mut put_ok: HashSet<(u32, u64)> = HashSet::new();
+    let mut got: HashMap<(u32, u64), u32> = HashMap::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let fname = path.file_name().unwrap().to_string_lossy().into_owned();
+        let recs = read_log(&path);
+        if fname.starts_with("producer") {
+            put_ok.extend(recs.iter().map(|&(id, _, seq)| (id, seq)));
+        } else {
+            let mut last: HashMap<u32, u64> = HashMap::new();
+            for (id, kind, seq) in recs {
+                if kind == KIND_TORN {
+                    c.torn += 1;
+                    continue;
+                }
+                *got.entry((id, seq)).or_default() += 1;
+                if let Some(&prev) = last.get(&id) {
+                    if seq <= prev {
+                        c.out_of_order += 1;
+                    }
+                }
+                last.insert(id, seq);
+            }
+        }
+    }
+    for m in leftovers {
+        match m {
+            Some(k) => *got.entry(k).or_default() += 1,
+            None => c.torn += 1,
+        }
+    }
+    c.put_ok = put_ok.len() as u64;
+    c.delivered = got.len() as u64;
+    c.duplicates = got
+        .values()
+        .filter(|&&n| n > 1)
+        .map(|&n| n as u64 - 1)
+        .sum();
+    c.delivered_without_put_ok = got.keys().filter(|k| !put_ok.contains(k)).count() as u64;
+    let missing = put_ok.iter().filter(|k| !got.contains_key(k)).count() as u64;
+    // A consumer killed after taking a message and before logging it loses at most that
+    // one message.
+    c.lost_to_killed_consumers = missing.min(c.consumer_kills);
+    c.lost = missing - c.lost_to_killed_consumers;
+    let s = q.stats();
+    eprintln!("torture result: {c:#?}");
+    eprintln!(
+        "queue counters: puts {} gets {} len {} (closed {})",
+        s.puts, s.gets, s.len, s.closed
+    );
+    assert!(c.put_ok > 0 && c.delivered > 0, "nothing flowed: {c:?}");
+    assert_eq!(c.deadlocks, 0, "deadlocks: {c:?}");
+    assert_eq!(c.child_failures, 0, "children failed: {c:?}");
+    assert_eq!(c.torn, 0, "torn messages: {c:?}");
+    assert_eq!(c.duplicates, 0, "duplicates: {c:?}");
+    assert_eq!(c.out_of_order, 0, "FIFO violations: {c:?}");
+    assert_eq!(c.lost, 0, "lost messages: {c:?}");
+    assert_eq!(s.len, 0, "queue not drained: {s:?}");
+}
