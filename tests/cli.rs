@@ -457,3 +457,68 @@ fn bench_runs_in_two_processes() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--capacity"), "{}", stderr(&o));
 }
+
+/// Objects that never finished initialising (a creator killed between `shm_open` and
+/// publishing the header) are listed at once, explained, and removable.
+#[test]
+fn uninitialised_segments_are_reported_not_waited_for() {
+    use std::mem::offset_of;
+    use std::os::unix::fs::FileExt;
+
+    let empty = uniq("uninit-empty");
+    let half = uniq("uninit-half");
+    let _cleanup = (Cleanup(empty.clone()), Cleanup(half.clone()));
+    std::fs::write(shmq::segment::shm_path(&empty), b"").unwrap();
+    // A header with a creator pid but no `init` word, from a process that is now dead.
+    let dead = {
+        let mut c = Command::new("true").spawn().unwrap();
+        c.wait().unwrap();
+        c.id()
+    };
+    let f = std::fs::File::create(shmq::segment::shm_path(&half)).unwrap();
+    f.set_len(8192).unwrap();
+    let off =
+        offset_of!(shmq::segment::Header, id) + offset_of!(shmq::segment::Identity, creator_pid);
+    f.write_at(&dead.to_ne_bytes(), off as u64).unwrap();
+    drop(f);
+
+    let started = std::time::Instant::now();
+    let o = run(&["ls"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("{empty}: never initialised")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{half}: never initialised: creator pid {dead} died"
+        )),
+        "{err}"
+    );
+    // `Segment::open` would wait 2 s for each; ls must not (generous bound for a busy box).
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    let e = fails(&["stat", &half], 1);
+    assert!(
+        e.contains("never initialised") && e.contains("shmq rm"),
+        "{e}"
+    );
+
+    // The one whose creator is known dead is stale; the young one without a pid is not.
+    let o = run(&["rm", "--stale", &half, &empty]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("removed {half}")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains(&format!("kept {empty}")),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!shmq::segment::shm_path(&half).exists());
+    ok(&["rm", &empty]);
+    assert!(!shmq::segment::shm_path(&empty).exists());
+}

@@ -18,6 +18,8 @@ use shmq::{Error, Options, RawQueue, Stats};
 
 #[path = "shmq/bench.rs"]
 mod bench;
+#[path = "shmq/scan.rs"]
+mod scan;
 #[path = "shmq/util.rs"]
 mod util;
 
@@ -296,29 +298,27 @@ struct LsJson<'a> {
     attached: Vec<u32>,
     stale: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
+    error: Option<String>,
     #[serde(flatten)]
     stats: Option<&'a Stats>,
 }
 
 fn cmd_ls(a: LsArgs) -> CliResult<()> {
-    let infos = shmq::list()
+    let infos = scan::scan()
         .map_err(|e| CliError::from(e).hint("shmq lists /dev/shm; is it mounted and readable?"))?;
-    let attached: Vec<Vec<u32>> = infos.iter().map(|i| segment::mapped_by(&i.name)).collect();
     let out = io::stdout();
     let mut out = out.lock();
     if a.json {
         let rows: Vec<LsJson> = infos
             .iter()
-            .zip(&attached)
-            .map(|(i, pids)| LsJson {
+            .map(|i| LsJson {
                 name: &i.name,
                 object: segment::shm_path(&i.name).display().to_string(),
                 size: i.size,
-                attached: pids.clone(),
-                stale: i.is_stale() && pids.is_empty(),
-                error: i.stats.as_ref().err().map(|s| s.as_str()),
-                stats: i.stats.as_ref().ok(),
+                attached: i.attached.clone(),
+                stale: i.is_stale(),
+                error: i.problem(),
+                stats: i.stats(),
             })
             .collect();
         serde_json::to_writer_pretty(&mut out, &rows).map_err(io::Error::from)?;
@@ -337,9 +337,12 @@ fn cmd_ls(a: LsArgs) -> CliResult<()> {
     ];
     let mut rows: Vec<Vec<String>> = Vec::new();
     let mut notes = Vec::new();
-    for (i, pids) in infos.iter().zip(&attached) {
-        match &i.stats {
-            Ok(s) => rows.push(vec![
+    let mut stale = 0;
+    for i in &infos {
+        let procs = i.attached.len().to_string();
+        stale += usize::from(i.is_stale());
+        match (i.stats(), i.problem()) {
+            (Some(s), _) => rows.push(vec![
                 i.name.clone(),
                 bytes(s.capacity),
                 format!(
@@ -353,14 +356,25 @@ fn cmd_ls(a: LsArgs) -> CliResult<()> {
                 yes_no(s.closed).into(),
                 s.creator_pid.to_string(),
                 yes_no(s.creator_alive).into(),
-                pids.len().to_string(),
+                procs,
             ]),
-            Err(e) => {
+            (None, problem) => {
                 let mut r = vec![i.name.clone()];
-                r.extend(std::iter::repeat_n("?".to_string(), header.len() - 2));
-                r.push(pids.len().to_string());
+                r.extend(std::iter::repeat_n("?".to_string(), 6));
+                match &i.state {
+                    scan::State::Uninit {
+                        creator: Some(pid),
+                        creator_alive,
+                        ..
+                    } => {
+                        r.push(pid.to_string());
+                        r.push(yes_no(*creator_alive).into());
+                    }
+                    _ => r.extend(["?".to_string(), "?".to_string()]),
+                }
+                r.push(procs);
                 rows.push(r);
-                notes.push(format!("{}: {e}", i.name));
+                notes.push(format!("{}: {}", i.name, problem.unwrap_or_default()));
             }
         }
     }
@@ -401,6 +415,11 @@ fn cmd_ls(a: LsArgs) -> CliResult<()> {
     for n in notes {
         eprintln!("note: {n}");
     }
+    if stale > 0 {
+        eprintln!(
+            "note: {stale} stale (creator dead, no process attached); remove them with `shmq rm --stale`"
+        );
+    }
     Ok(())
 }
 
@@ -422,6 +441,21 @@ struct StatJson<'a> {
 }
 
 fn cmd_stat(a: StatArgs) -> CliResult<()> {
+    if !segment::shm_path(&a.name).exists() {
+        return Err(shmq::Error::NotFound(a.name.clone()).into());
+    }
+    let entry = scan::inspect(&a.name, Vec::new());
+    if let (None, Some(problem)) = (entry.stats(), entry.problem()) {
+        let e = CliError::new(format!("cannot read queue {:?}: {problem}", a.name));
+        return Err(if matches!(entry.state, scan::State::Uninit { .. }) {
+            e.hint(format!(
+                "if its creator crashed, remove it with `shmq rm {}` or `shmq rm --stale`",
+                a.name
+            ))
+        } else {
+            e
+        });
+    }
     let snap = snapshot(&a.name)?;
     let s = &snap.stats;
     let stale = !s.creator_alive && snap.attached.is_empty();
@@ -732,46 +766,53 @@ fn note_attached(name: &str, attached: &[u32]) {
 }
 
 fn rm_stale(a: &RmArgs) -> CliResult<()> {
-    let infos = shmq::list()?;
-    for want in &a.names {
-        if !infos.iter().any(|i| &i.name == want) {
-            return Err(
-                CliError::new(format!("no shmq queue named {want:?} exists"))
-                    .hint("run `shmq ls` to see the queues on this machine"),
-            );
+    let infos = if a.names.is_empty() {
+        scan::scan()?
+    } else {
+        let mut v = Vec::new();
+        for name in &a.names {
+            if !segment::shm_path(name).exists() {
+                return Err(shmq::Error::NotFound(name.clone()).into());
+            }
+            v.push(scan::inspect(name, segment::mapped_by(name)));
         }
-    }
+        v
+    };
     let mut removed = 0;
     for info in infos {
-        if !a.names.is_empty() && !a.names.contains(&info.name) {
-            continue;
-        }
-        let pids = segment::mapped_by(&info.name);
-        let creator = match &info.stats {
-            Ok(s) => s.creator_pid,
-            Err(_) => 0,
-        };
-        if !info.is_stale() || !pids.is_empty() {
+        let creator = info
+            .creator()
+            .map_or("unknown".to_string(), |p| format!("pid {p}"));
+        if !info.is_stale() {
             if !a.names.is_empty() {
-                let why = if !pids.is_empty() {
-                    format!("mapped by {} process(es)", pids.len())
-                } else if info.stats.is_err() {
-                    "its header cannot be read".to_string()
+                let why = if !info.attached.is_empty() {
+                    format!("mapped by {} process(es)", info.attached.len())
+                } else if let Some(p) = info.problem() {
+                    p
                 } else {
-                    format!("its creator pid {creator} is alive")
+                    format!("its creator {creator} is alive")
                 };
                 eprintln!("kept {}: not stale ({why})", info.name);
             }
             continue;
         }
+        let why = match info.problem() {
+            Some(p) => p,
+            None => format!("creator {creator} is dead"),
+        };
         if a.dry_run {
-            println!("would remove {} (creator pid {creator} is dead)", info.name);
+            println!("would remove {} ({why})", info.name);
             removed += 1;
+            continue;
+        }
+        // Narrow the window between the scan and the unlink: someone may have attached.
+        if !segment::mapped_by(&info.name).is_empty() {
+            eprintln!("kept {}: a process attached to it just now", info.name);
             continue;
         }
         match shmq::remove(&info.name) {
             Ok(()) => {
-                println!("removed {} (creator pid {creator} is dead)", info.name);
+                println!("removed {} ({why})", info.name);
                 removed += 1;
             }
             Err(Error::NotFound(_)) => {}
