@@ -97,12 +97,20 @@ pub use pool::{AsyncResult, Imap, Pool, PoolBuilder};
 
 /// Environment variable that marks a child started by [`spawn`]: `<in fd>:<out fd>:<stdout fd>`.
 const ENV_CHILD: &str = "SHMQ_PROCESS_CHILD";
+/// Set in children started through the test harness, so that their own children are too.
+const ENV_VIA_TEST: &str = "SHMQ_PROCESS_VIA_TEST";
+/// Nesting depth of shmq child processes (guards against runaway recursive spawning).
+const ENV_DEPTH: &str = "SHMQ_PROCESS_DEPTH";
+const MAX_DEPTH: u32 = 32;
 /// Prefix of the variables [`Command::queue`] sets.
 pub const ENV_QUEUE_PREFIX: &str = "SHMQ_QUEUE_";
 /// Name of the helper test that [`enable_test_support!`](crate::enable_test_support) adds.
 pub const TEST_SUPPORT_NAME: &str = "shmq_process_test_support";
 
 static INIT_CALLED: AtomicBool = AtomicBool::new(false);
+/// Set when the helper test of [`enable_test_support!`](crate::enable_test_support) ran in
+/// this process: children must then be started through the test harness too.
+static TEST_SUPPORT: AtomicBool = AtomicBool::new(false);
 
 /// Why a child process (or a pool task) failed. Returned inside [`Error::Process`].
 ///
@@ -371,6 +379,18 @@ pub(crate) unsafe fn entry_at(offset: i64) -> Entry {
 /// ```
 pub fn init() {
     INIT_CALLED.store(true, Ordering::SeqCst);
+    dispatch_child();
+}
+
+/// Called by the helper test that [`enable_test_support!`](crate::enable_test_support)
+/// adds; not for direct use.
+#[doc(hidden)]
+pub fn __test_support_init() {
+    TEST_SUPPORT.store(true, Ordering::SeqCst);
+    dispatch_child();
+}
+
+fn dispatch_child() {
     let Some(spec) = std::env::var_os(ENV_CHILD) else {
         return;
     };
@@ -626,8 +646,25 @@ impl Builder {
     }
 
     fn spawn_entry<R>(&self, offset: i64, args: &[u8]) -> Result<Child<R>> {
-        let test_mode = !INIT_CALLED.load(Ordering::SeqCst) && in_cargo_test_binary();
-        if !INIT_CALLED.load(Ordering::SeqCst) && !test_mode {
+        // Test mode when the test-support helper ran here (we are a child of a test binary,
+        // or a test binary whose helper test already ran), or when no init() was called
+        // in a cargo test binary. Never re-exec a test binary without the helper filter:
+        // that would run the whole test suite in the child.
+        let init_called = INIT_CALLED.load(Ordering::SeqCst);
+        let test_mode = TEST_SUPPORT.load(Ordering::SeqCst)
+            || std::env::var_os(ENV_VIA_TEST).is_some()
+            || (!init_called && in_cargo_test_binary());
+        // A runaway recursion of spawns (e.g. a child that spawns itself) stops here.
+        let depth: u32 = std::env::var(ENV_DEPTH)
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0);
+        if depth >= MAX_DEPTH {
+            return Err(Error::InvalidArgument(format!(
+                "refusing to spawn: already {depth} levels of nested shmq child processes"
+            )));
+        }
+        if !init_called && !test_mode {
             return Err(ProcessError::NotInitialized.into());
         }
         let (in_r, in_w) = pipe()?;
@@ -654,6 +691,10 @@ impl Builder {
             }
             None
         };
+        cmd.env(ENV_DEPTH, (depth + 1).to_string());
+        if test_mode {
+            cmd.env(ENV_VIA_TEST, "1");
+        }
         cmd.env(
             ENV_CHILD,
             format!(
@@ -859,7 +900,7 @@ macro_rules! enable_test_support {
     () => {
         #[test]
         fn shmq_process_test_support() {
-            $crate::process::init();
+            $crate::process::__test_support_init();
         }
     };
 }
