@@ -217,6 +217,20 @@ fn put_and_get_lines_and_bytes() {
     assert_eq!(o.stdout, bin);
     assert!(q.is_empty());
 
+    // --hex round-trips binary messages, e.g. a typed queue's encoded values.
+    let typed = uniq("hex");
+    let t: shmq::Queue<(u32, String)> = shmq::Queue::create(&typed, 4096).unwrap();
+    t.put(&(7, "seven\n".to_string())).unwrap();
+    let line = ok(&["get", &typed, "--hex", "-n", "1"]);
+    assert!(line.ends_with('\n') && line.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+    ok(&["put", &typed, "--hex", line.trim()]);
+    let o = run_with(&["put", &typed, "--hex"], line.as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(t.get().unwrap(), (7, "seven\n".to_string()));
+    assert_eq!(t.get().unwrap(), (7, "seven\n".to_string()));
+    let e = fails(&["put", &typed, "--hex", "xyz"], 1);
+    assert!(e.contains("not hex"), "{e}");
+
     // Messages put by a program come out of `shmq get`, and vice versa.
     q.put(b"from the program").unwrap();
     assert_eq!(ok(&["get", &name, "-n", "1"]), "from the program\n");

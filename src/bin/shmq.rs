@@ -76,6 +76,11 @@ enum Cmd {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Columns: CAPACITY of the ring; USED bytes (records and framing); MSGS queued; PUT-WAIT / \
+GET-WAIT producers / consumers asleep because the queue is full / empty; CLOSED; CREATOR \
+pid and whether it is ALIVE; PROCS that have the queue mapped now. Objects whose header \
+cannot be read show `?` and a note on stderr explaining why.")]
 struct LsArgs {
     /// Print a JSON array instead of a table (sizes in bytes, all counters).
     #[arg(long)]
@@ -146,6 +151,9 @@ struct PutArgs {
     /// Records on stdin end with NUL instead of newline.
     #[arg(short = '0', long)]
     null: bool,
+    /// Each line (or argument) is a message in hex, as `shmq get --hex` prints it.
+    #[arg(long, conflicts_with_all = ["raw", "null"])]
+    hex: bool,
     /// Put at most this many messages, then stop.
     #[arg(short = 'n', long)]
     count: Option<u64>,
@@ -183,6 +191,9 @@ struct GetArgs {
     /// End each message with NUL instead of newline.
     #[arg(short = '0', long)]
     null: bool,
+    /// Print each message as one line of hex (for binary or typed messages).
+    #[arg(long, conflicts_with_all = ["raw", "null"])]
+    hex: bool,
 }
 
 #[derive(Args, Debug)]
@@ -195,8 +206,10 @@ struct CloseArgs {
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Removing a name does not disturb processes that have the queue open: they keep working, \
-but nobody can open it by name any more. A queue is stale when the process that created \
-it is dead and no process has it mapped (e.g. left behind by a crash).")]
+but nobody can open it by name any more. A queue is stale when no process has it mapped \
+and the process that created it is dead (e.g. left behind by a crash; queues made by \
+`shmq create` too), or when it never finished initialising and its creator is dead (with no \
+creator recorded: once it is a minute old).")]
 struct RmArgs {
     /// Queue names to remove (with --stale: only consider these).
     #[arg(value_parser = parse_name, required_unless_present = "stale")]
@@ -861,12 +874,22 @@ fn cmd_put(a: PutArgs) -> CliResult<()> {
             e => e.into(),
         })
     };
+    let hex = |text: &[u8], n: u64| -> CliResult<Vec<u8>> {
+        util::from_hex(text).map_err(|e| {
+            CliError::new(format!("message {} is not hex: {e}", n + 1))
+                .hint("--hex expects what `shmq get --hex` prints, e.g. 0a1bff")
+        })
+    };
     if !a.messages.is_empty() {
         for m in &a.messages {
             if n >= limit {
                 break;
             }
-            put(m.as_bytes(), n)?;
+            if a.hex {
+                put(&hex(m.as_bytes(), n)?, n)?;
+            } else {
+                put(m.as_bytes(), n)?;
+            }
             n += 1;
         }
     } else if a.raw {
@@ -906,7 +929,11 @@ fn cmd_put(a: PutArgs) -> CliResult<()> {
             if line.last() == Some(&delim) {
                 line.pop();
             }
-            put(&line, n)?;
+            if a.hex {
+                put(&hex(&line, n)?, n)?;
+            } else {
+                put(&line, n)?;
+            }
             n += 1;
         }
     }
@@ -953,6 +980,7 @@ fn cmd_get(a: GetArgs) -> CliResult<()> {
         }
     };
     let mut buf = Vec::new();
+    let mut hexbuf = Vec::new();
     let mut got = 0u64;
     loop {
         if a.count.is_some_and(|c| got >= c) {
@@ -971,7 +999,12 @@ fn cmd_get(a: GetArgs) -> CliResult<()> {
         match r {
             Ok(_) => {
                 got += 1;
-                out.write_all(&buf).map_err(pipe_err)?;
+                if a.hex {
+                    util::to_hex(&buf, &mut hexbuf);
+                    out.write_all(&hexbuf).map_err(pipe_err)?;
+                } else {
+                    out.write_all(&buf).map_err(pipe_err)?;
+                }
                 if let Some(d) = delim {
                     out.write_all(&[d]).map_err(pipe_err)?;
                 }

@@ -264,6 +264,39 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Lowercase hex of `bytes` into `out` (replacing its contents).
+pub fn to_hex(bytes: &[u8], out: &mut Vec<u8>) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    out.clear();
+    out.reserve(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 15)]);
+    }
+}
+
+/// Bytes from hex text; ASCII whitespace is ignored.
+pub fn from_hex(text: &[u8]) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = text
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    if digits.len() % 2 != 0 {
+        return Err(format!("odd number of hex digits ({})", digits.len()));
+    }
+    let val = |d: u8| -> Result<u8, String> {
+        (d as char)
+            .to_digit(16)
+            .map(|v| v as u8)
+            .ok_or_else(|| format!("{:?} is not a hex digit", d as char))
+    };
+    digits
+        .chunks(2)
+        .map(|p| Ok(val(p[0])? << 4 | val(p[1])?))
+        .collect()
+}
+
 /// Name of a codec id recorded in the header.
 pub fn codec_name(id: u32) -> &'static str {
     match id {
@@ -293,6 +326,12 @@ mod tests {
         assert_eq!(parse_name("shmq.jobs"), Ok("shmq.jobs".into()));
         assert_eq!(parse_name("jobs"), Ok("jobs".into()));
         assert!(parse_name("a/b").is_err());
+        let mut h = Vec::new();
+        to_hex(&[0x00, 0x1f, 0xab, 0xff], &mut h);
+        assert_eq!(h, b"001fabff");
+        assert_eq!(from_hex(b"00 1f AB ff"), Ok(vec![0x00, 0x1f, 0xab, 0xff]));
+        assert!(from_hex(b"abc").is_err());
+        assert!(from_hex(b"zz").is_err());
     }
 
     #[test]
