@@ -97,6 +97,8 @@ struct Latency {
 #[derive(Serialize)]
 struct Report {
     cpus: usize,
+    /// 1-minute load average when the run started (Linux), to judge noisy numbers.
+    load_average: Option<f64>,
     capacity: u64,
     duration_secs: f64,
     throughput: Vec<Throughput>,
@@ -142,6 +144,9 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
     };
     let mut report = Report {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        load_average: std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok()),
         capacity: a.capacity,
         duration_secs: a.duration.as_secs_f64(),
         throughput: Vec::new(),
@@ -174,8 +179,10 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
 
 fn print_report(r: &Report) {
     println!(
-        "shmq bench: producer and consumer in separate processes, {} CPUs, ring {}, {} per case",
+        "shmq bench: producer and consumer in separate processes, {} CPUs{}, ring {}, {} per case",
         r.cpus,
+        r.load_average
+            .map_or(String::new(), |l| format!(" (load average {l:.2})")),
         util::bytes(r.capacity),
         util::latency(Duration::from_secs_f64(r.duration_secs))
     );
