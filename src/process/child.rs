@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 /// dropped without being joined is still reaped, by a background thread (no zombies).
 ///
 /// ```
+/// # shmq::process::init();
 /// # fn run() -> shmq::Result<()> {
 /// use std::time::Duration;
 /// let mut child = shmq::process::spawn(100u64, |ms| {
@@ -30,7 +31,7 @@ use crate::error::{Error, Result};
 /// assert!(matches!(child.join_timeout(Duration::from_millis(1)), Err(shmq::Error::Timeout)));
 /// assert_eq!(child.join_timeout(Duration::from_secs(60))?, "done");
 /// # Ok(()) }
-/// # let _ = run; // needs init(); exercised in tests/process.rs
+/// # run().unwrap();
 /// ```
 pub struct Child<R> {
     pid: u32,

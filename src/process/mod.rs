@@ -1,13 +1,14 @@
 //! Run Rust functions in child processes that attach to queues by name — the counterpart
 //! of Python's `multiprocessing.Process`, `Pool` and `JoinableQueue`.
 //!
-//! ```no_run
+//! ```
 //! use shmq::{process, Queue};
 //!
 //! fn main() -> shmq::Result<()> {
 //!     process::init(); // FIRST line of main: in a child, this runs the function and exits
 //!
-//!     let q: Queue<(String, String)> = Queue::create("seed-demo", 1 << 16)?;
+//!     let name = format!("seed-demo-{}", std::process::id());
+//!     let q: Queue<(String, String)> = Queue::create(&name, 1 << 16)?;
 //!     let child = process::spawn((q.clone(), "zsq".to_string()), |(q, who)| {
 //!         q.put(&("multiprocess queue test".to_string(), who)).unwrap();
 //!         std::process::id()
@@ -375,7 +376,6 @@ pub(crate) unsafe fn entry_at(offset: i64) -> Entry {
 ///     shmq::process::init();
 ///     // ... the program; children never get here
 /// }
-/// # main();
 /// ```
 pub fn init() {
     INIT_CALLED.store(true, Ordering::SeqCst);
@@ -593,8 +593,9 @@ fn install_pre_exec(cmd: &mut std::process::Command, die_with_parent: bool, keep
 /// let child = shmq::process::Builder::new()
 ///     .die_with_parent(true)
 ///     .env("GREETING", "hi")
-///     .spawn((), |()| std::env::var("GREETING").unwrap());
-/// # let _ = child; // spawning needs `init()` in main or enable_test_support! in tests
+///     .spawn((), |()| std::env::var("GREETING").unwrap())?;
+/// assert_eq!(child.join()?, "hi");
+/// # Ok::<(), shmq::Error>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Builder {
@@ -738,7 +739,7 @@ impl Builder {
 /// let child = shmq::process::spawn((6u32, 7u32), |(a, b)| a * b)?;
 /// assert_eq!(child.join()?, 42);
 /// # Ok(()) }
-/// # let _ = run; // see tests/process.rs for this running under cargo test
+/// # run().unwrap();
 /// ```
 pub fn spawn<F, A, R>(args: A, f: F) -> Result<Child<R>>
 where
@@ -885,7 +886,7 @@ pub fn raw_queue_from_env(key: &str) -> Result<crate::RawQueue> {
 /// that test as the only filter, and the test calls [`init`](crate::process::init). In the
 /// parent the helper test does nothing and passes.
 ///
-/// ```ignore
+/// ```
 /// // tests/workers.rs
 /// shmq::enable_test_support!();
 ///

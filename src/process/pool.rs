@@ -108,10 +108,10 @@ enum Cmd {
 /// Options for a [`Pool`].
 ///
 /// ```
-/// # fn run() -> shmq::Result<()> {
-/// let pool = shmq::process::Pool::builder(4).capacity(1 << 22).prefetch(2).build()?;
-/// # Ok(()) }
-/// # let _ = run; // needs init(); see tests/process.rs
+/// # shmq::process::init();
+/// let pool = shmq::process::Pool::builder(2).capacity(1 << 22).prefetch(2).build()?;
+/// assert_eq!(pool.workers(), 2);
+/// # Ok::<(), shmq::Error>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct PoolBuilder {
@@ -162,16 +162,17 @@ impl PoolBuilder {
 /// already handed to them, then stops them.
 ///
 /// ```
+/// # shmq::process::init();
 /// # fn run() -> shmq::Result<()> {
-/// let pool = shmq::process::Pool::new(4)?;
+/// let pool = shmq::process::Pool::new(2)?;
 /// let squares = pool.map(|x: u64| x * x, 0..10)?;
 /// assert_eq!(squares, (0..10).map(|x| x * x).collect::<Vec<_>>());
 /// let total: u64 = pool.apply(|v: Vec<u64>| v.iter().sum(), squares)?;
 /// for r in pool.imap(|s: String| s.len(), ["a", "bb"].map(String::from)) {
 ///     println!("{}", r?);
 /// }
-/// # let _ = total; Ok(()) }
-/// # let _ = run; // needs init() in main; see examples/pool.rs and tests/process.rs
+/// # assert_eq!(total, 285); Ok(()) }
+/// # run().unwrap();
 /// ```
 pub struct Pool {
     tx: mpsc::Sender<Cmd>,
@@ -403,10 +404,11 @@ fn recv_reply<R: DeserializeOwned>(
 /// The pending result of [`Pool::apply_async`].
 ///
 /// ```
-/// # fn run(pool: &shmq::process::Pool) -> shmq::Result<()> {
+/// # shmq::process::init();
+/// let pool = shmq::process::Pool::new(1)?;
 /// let r = pool.apply_async(|n: u32| n + 1, 41)?;
 /// assert_eq!(r.get()?, 42);
-/// # Ok(()) }
+/// # Ok::<(), shmq::Error>(())
 /// ```
 pub struct AsyncResult<R> {
     rx: mpsc::Receiver<Reply>,
@@ -647,8 +649,17 @@ impl Dispatcher {
             for t in unread.into_iter().rev() {
                 self.backlog.push_front(t);
             }
-            // What is left was being run when it died.
-            for id in std::mem::take(&mut self.workers[i].assigned) {
+            // What is left was being run when it died. Replace the worker first, so
+            // that a caller who sees the failure also sees the new worker in `pids()`.
+            let lost = std::mem::take(&mut self.workers[i].assigned);
+            match self.start_worker() {
+                Ok(w) => {
+                    self.workers[i] = w;
+                    self.publish_pids();
+                }
+                Err(e) => self.fatal = Some(format!("restarting a dead pool worker failed: {e}")),
+            }
+            for id in lost {
                 if let Some(p) = self.pending.remove(&id) {
                     let _ = p.reply.send(Err(ProcessError::WorkerDied {
                         pid,
@@ -658,14 +669,9 @@ impl Dispatcher {
                     .into()));
                 }
             }
-            match self.start_worker() {
-                Ok(w) => self.workers[i] = w,
-                Err(e) => {
-                    self.fatal = Some(format!("restarting a dead pool worker failed: {e}"));
-                    return;
-                }
+            if self.fatal.is_some() {
+                return;
             }
-            self.publish_pids();
         }
     }
 
