@@ -16,15 +16,11 @@ fn main() -> shmq::Result<()> {
     process::init();
 
     // (a) a child that prints its parent's pid and its own.
-    let child = process::spawn("zsq".to_string(), |name: String| {
+    let child = process::spawn((), |()| {
         std::thread::sleep(Duration::from_millis(200));
         // SAFETY: getppid has no preconditions and cannot fail.
         let ppid = unsafe { libc::getppid() };
-        println!(
-            "my multiprocessing test {} {} (hello {name})",
-            ppid,
-            std::process::id()
-        );
+        println!("my multiprocessing test {} {}", ppid, std::process::id());
     })?;
     println!(
         "parent {} started child {}",
