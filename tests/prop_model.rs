@@ -70,9 +70,12 @@ fn parse(m: &[u8]) -> (u32, u64) {
 
 const SHORT: Duration = Duration::from_millis(20);
 
-/// Run `ops` as thread `t` against `q`. Returns the seqs whose put returned Ok (in order)
-/// and the messages received (in order).
-fn run(q: &RawQueue, t: u32, ops: &[Op]) -> (Vec<u64>, Vec<(u32, u64)>) {
+/// What one thread saw: the seqs whose put returned Ok, and the (producer, seq) of every
+/// message it received, both in order.
+type Outcome = (Vec<u64>, Vec<(u32, u64)>);
+
+/// Run `ops` as thread `t` against `q`.
+fn run(q: &RawQueue, t: u32, ops: &[Op]) -> Outcome {
     let mut seq = 0u64;
     let mut ok = Vec::new();
     let mut got = Vec::new();
@@ -240,7 +243,7 @@ proptest! {
             Op::PutMany(ls) | Op::TryPutMany(ls) => Op::TryPutMany(ls.into_iter().map(fit).collect()),
             o => o,
         }).collect()).collect();
-        let results: Vec<(Vec<u64>, Vec<(u32, u64)>)> = std::thread::scope(|s| {
+        let results: Vec<Outcome> = std::thread::scope(|s| {
             let hs: Vec<_> = per_thread.iter().enumerate().map(|(t, ops)| {
                 let q = q.clone();
                 s.spawn(move || run(&q, t as u32, ops))

@@ -388,7 +388,7 @@ fn torture_kill9_producers_and_consumers() {
     // Whatever the consumers left (nothing, normally) counts as delivered too.
     let mut leftovers = Vec::new();
     let mut buf = Vec::new();
-    while let Ok(_) = q.try_get_into(&mut buf) {
+    while q.try_get_into(&mut buf).is_ok() {
         leftovers.push(check(&buf));
     }
 
