@@ -872,6 +872,8 @@ fn bench_memcpy(c: &mut Criterion, cx: &mut Ctx) {
     g.finish();
 }
 
+// With an 8-byte payload `P` is `u64`, whose `clone` clippy would rather see as a copy.
+#[allow(clippy::clone_on_copy)]
 fn bench_crossbeam_tput(
     g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
     size: usize,
@@ -1155,6 +1157,40 @@ fn python(cx: &mut Ctx) {
     }
 }
 
+/// `SHMQ_BENCH_PROFILE="<tput|echo> <row> <size> <count> [same]"`: move `count` messages
+/// (or round trips) once, without criterion, and print the rate. For `perf stat` and
+/// `valgrind --tool=callgrind --trace-children=yes` (instruction counts per message).
+fn profile(spec: &str) {
+    let p: Vec<&str> = spec.split_whitespace().collect();
+    let (kind, row, size, n) = (p[0], p[1], p[2].parse().unwrap(), p[3].parse().unwrap());
+    let place = if p.get(4) == Some(&"same") {
+        Place::Same
+    } else {
+        Place::Diff
+    };
+    pin(Some(0));
+    let pending = parent_link(row, size);
+    let mut peer = Peer::spawn(&format!("{kind} {} {}", place.peer_cpu(), pending.spec));
+    let (mut send, mut recv) = (pending.finish)();
+    assert_eq!(peer.ack(), b'r');
+    peer.go(n);
+    let t = Instant::now();
+    if kind == "tput" {
+        send(n);
+    } else {
+        for _ in 0..n {
+            send(1);
+            recv(1);
+        }
+    }
+    assert_eq!(peer.ack(), b'k');
+    let e = t.elapsed();
+    println!(
+        "{kind} {row} {size} B x {n}: {:.1} ns per message",
+        e.as_nanos() as f64 / n as f64
+    );
+}
+
 fn sh(cmd: &str) -> String {
     Command::new("sh")
         .arg("-c")
@@ -1167,6 +1203,10 @@ fn sh(cmd: &str) -> String {
 fn main() {
     if let Ok(spec) = std::env::var("SHMQ_BENCH_CHILD") {
         child_main(&spec);
+        return;
+    }
+    if let Ok(spec) = std::env::var("SHMQ_BENCH_PROFILE") {
+        profile(&spec);
         return;
     }
     let args: Vec<String> = std::env::args().skip(1).collect();

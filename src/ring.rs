@@ -24,7 +24,7 @@
 //! Everything read from the segment (positions, frame headers) is untrusted: it is read
 //! once into a local, validated, and only then used; a violation is [`Error::Corrupt`].
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -37,6 +37,10 @@ pub const MSG: u32 = 0x5153_4D31;
 pub const SKIP: u32 = 0x5153_4B50;
 /// Frame header size in bytes.
 pub const FRAME: u64 = 8;
+
+/// Value of the cached positions before a first read of the shared ones (so that a fresh
+/// handle validates the shared positions on its first put and get).
+const UNSET: u64 = u64::MAX;
 
 /// Default spin time before a blocked producer or consumer sleeps in the kernel.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
@@ -85,6 +89,13 @@ pub struct Ring {
     data: *mut u8,
     cap: u64,
     spin: Duration,
+    /// Process-local hint: a `head` value this process has seen (a lower bound of the real
+    /// one, since positions only grow). Producers compute free space from it and re-read
+    /// the shared `head` (a cache line the consumers write) only when it shows too little.
+    cached_head: AtomicU64,
+    /// Process-local hint: a `tail` value this process has seen (a lower bound). Consumers
+    /// take records up to it without touching the producers' cache line.
+    cached_tail: AtomicU64,
 }
 
 // SAFETY: `hdr` and `data` point into `backing`, which the Ring owns and which lives as long
@@ -111,9 +122,12 @@ pub struct Stats {
     pub put_bytes: u64,
     /// Payload bytes got, ever.
     pub get_bytes: u64,
-    /// Times a producer found the queue full.
+    /// Times a producer found the queue full and returned `Full` or had to sleep (finding
+    /// it full within the spin phase is not counted: that keeps this shared counter off
+    /// the fast path).
     pub full_events: u64,
-    /// Times a consumer found the queue empty.
+    /// Times a consumer found the queue empty and returned `Empty` or had to sleep (not
+    /// counted within the spin phase, like `full_events`).
     pub empty_events: u64,
     /// Producers sleeping now.
     pub producers_waiting: u32,
@@ -148,6 +162,8 @@ impl Ring {
             data,
             cap,
             spin: DEFAULT_SPIN,
+            cached_head: AtomicU64::new(UNSET),
+            cached_tail: AtomicU64::new(UNSET),
         }
     }
 
@@ -206,6 +222,8 @@ impl Ring {
             cap,
             backing: Backing::Heap(mem),
             spin: DEFAULT_SPIN,
+            cached_head: AtomicU64::new(UNSET),
+            cached_tail: AtomicU64::new(UNSET),
         })
     }
 
@@ -261,7 +279,7 @@ impl Ring {
     #[inline]
     fn positions(&self, head: u64, tail: u64) -> Result<u64> {
         let used = tail.wrapping_sub(head);
-        if used > self.cap || head % 8 != 0 || tail % 8 != 0 {
+        if used > self.cap || !head.is_multiple_of(8) || !tail.is_multiple_of(8) {
             return Err(Error::corrupt(format!(
                 "ring positions out of range (head {head}, tail {tail}, capacity {})",
                 self.cap
@@ -286,6 +304,53 @@ impl Ring {
             std::ptr::read_volatile(self.data.add(off as usize) as *const u64)
         });
         (word as u32, (word >> 32) as u32)
+    }
+
+    /// Ring offset of position `pos`: a mask for power-of-two capacities (the common
+    /// case), which spares a 64-bit division on every put and get.
+    #[inline]
+    fn offset(&self, pos: u64) -> u64 {
+        if self.cap.is_power_of_two() {
+            pos & (self.cap - 1)
+        } else {
+            pos % self.cap
+        }
+    }
+
+    /// Free bytes for a producer at `tail`. Uses the cached head when that already shows
+    /// `want` free bytes; otherwise reads (and validates) the shared head and caches it.
+    #[inline]
+    fn free_space(&self, tail: u64, want: u64) -> Result<u64> {
+        // Acquire pairs with the Release store below, which follows an Acquire load of the
+        // shared head: the consumer's reads of the freed bytes happen before our writes.
+        let cached = self.cached_head.load(Ordering::Acquire);
+        let used = tail.wrapping_sub(cached);
+        if cached != UNSET
+            && used <= self.cap
+            && self.cap - used >= want
+            && (cached | tail).is_multiple_of(8)
+        {
+            return Ok(self.cap - used);
+        }
+        let head = self.h().cons.head.load(Ordering::Acquire);
+        let used = self.positions(head, tail)?;
+        self.cached_head.store(head, Ordering::Release);
+        Ok(self.cap - used)
+    }
+
+    /// A `tail` for a consumer at `head`: the cached one when it shows published records
+    /// after `head` (it may lag behind other processes' consumers: then it is ignored),
+    /// else the shared one, which is cached.
+    #[inline]
+    fn published_tail(&self, head: u64) -> u64 {
+        let cached = self.cached_tail.load(Ordering::Acquire);
+        let ahead = cached.wrapping_sub(head);
+        if cached != UNSET && ahead != 0 && ahead <= self.cap {
+            return cached;
+        }
+        let tail = self.h().prod.tail.load(Ordering::Acquire);
+        self.cached_tail.store(tail, Ordering::Release);
+        tail
     }
 
     fn lock<'a>(
@@ -401,17 +466,15 @@ impl Ring {
                     });
                     break;
                 }
-                let head = h.cons.head.load(Ordering::Acquire);
-                let used = match self.positions(head, tail) {
-                    Ok(u) => u,
+                let off = self.offset(tail);
+                let to_end = self.cap - off;
+                let free = match self.free_space(tail, rec.min(to_end)) {
+                    Ok(f) => f,
                     Err(e) => {
                         result = Err(e);
                         break;
                     }
                 };
-                let free = self.cap - used;
-                let off = tail % self.cap;
-                let to_end = self.cap - off;
                 if rec > to_end {
                     if to_end <= free {
                         self.write_frame(off, (to_end - FRAME) as u32, SKIP);
@@ -461,13 +524,14 @@ impl Ring {
                 break;
             }
             // No room for message `done`.
-            h.shared.full_events.fetch_add(1, Ordering::Relaxed);
             if let Block::No = block {
+                h.shared.full_events.fetch_add(1, Ordering::Relaxed);
                 return if done > 0 { Ok(done) } else { Err(Error::Full) };
             }
-            sync::wait_until(
+            sync::wait_until_counting(
                 &h.cons.space_seq,
                 &h.shared.producers_waiting,
+                Some(&h.shared.full_events),
                 self.spin,
                 deadline,
                 || {
@@ -507,7 +571,7 @@ impl Ring {
             let mut bytes = h.cons.get_bytes.load(Ordering::Relaxed);
             let mut got = 0usize;
             let mut result: Result<()> = Ok(());
-            let mut tail = h.prod.tail.load(Ordering::Acquire);
+            let mut tail = self.published_tail(head);
             while got < max {
                 if head == tail {
                     break;
@@ -516,7 +580,7 @@ impl Ring {
                     result = Err(e);
                     break;
                 }
-                let off = head % self.cap;
+                let off = self.offset(head);
                 let (len, tag) = self.read_frame(off);
                 let len = len as u64;
                 match tag {
@@ -544,7 +608,7 @@ impl Ring {
                     }
                 }
                 if head == tail {
-                    tail = h.prod.tail.load(Ordering::Acquire);
+                    tail = self.published_tail(head);
                 }
             }
             if head != start_head {
@@ -564,13 +628,14 @@ impl Ring {
             {
                 return Err(Error::Closed);
             }
-            h.shared.empty_events.fetch_add(1, Ordering::Relaxed);
             if let Block::No = block {
+                h.shared.empty_events.fetch_add(1, Ordering::Relaxed);
                 return Err(Error::Empty);
             }
-            sync::wait_until(
+            sync::wait_until_counting(
                 &h.prod.data_seq,
                 &h.shared.consumers_waiting,
+                Some(&h.shared.empty_events),
                 self.spin,
                 deadline,
                 || {
@@ -707,7 +772,7 @@ mod tests {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let len = (seed >> 33) as usize % 120;
-            if (seed >> 20) % 2 == 0 {
+            if (seed >> 20).is_multiple_of(2) {
                 let msg: Vec<u8> = (0..len).map(|i| (i as u32 + step) as u8).collect();
                 match put(&r, &msg, Block::No) {
                     Ok(1) => model.push_back(msg),
