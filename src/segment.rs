@@ -424,7 +424,13 @@ impl Segment {
             let e = std::io::Error::from_raw_os_error(r);
             return Err(cleanup(Error::Io(std::io::Error::new(
                 e.kind(),
-                format!("reserving {size} bytes for the queue failed ({e}); free space in /dev/shm or use a smaller capacity"),
+                format!(
+                    "reserving {size} bytes for the queue failed ({e}); free space in {} or use a smaller capacity",
+                    match &loc {
+                        Location::Name(_) => "/dev/shm".to_string(),
+                        Location::Path(p) => format!("the file system of {}", p.display()),
+                    }
+                ),
             ))));
         }
         let map = MmapOptions::new()

@@ -288,6 +288,7 @@ fn file_backed_queue_on_a_full_tmpfs_is_an_error_not_sigbus() {
         "{e:?}"
     );
     assert!(!path.exists(), "the half-made file is removed");
+    assert!(e.to_string().contains("file system of"), "{e}");
     // What fits works, and is fully usable (no SIGBUS on touching every page).
     let q = RawQueue::create_at(&path, 64 << 10).unwrap();
     let big = vec![7u8; q.max_message()];
