@@ -536,3 +536,42 @@ fn uninitialised_segments_are_reported_not_waited_for() {
     ok(&["rm", &empty]);
     assert!(!shmq::segment::shm_path(&empty).exists());
 }
+
+/// A reader that goes away (`shmq ls | head -1`) is not an error, and does not stop `rm`
+/// halfway.
+#[test]
+fn closed_stdout_is_quiet_and_rm_still_finishes() {
+    let names: Vec<String> = (0..3).map(|i| uniq(&format!("pipe{i}"))).collect();
+    let _cleanup: Vec<Cleanup> = names.iter().map(|n| Cleanup(n.clone())).collect();
+    let opts = Options::new().keep_on_drop(true);
+    for n in &names {
+        drop(RawQueue::create_with(n.as_str(), &opts).unwrap());
+    }
+    let closed_stdout = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        writer
+    };
+    for args in [vec!["ls"], vec!["ls", "--json"], vec!["stat", &names[0]]] {
+        let o = Command::new(BIN)
+            .args(&args)
+            .stdout(closed_stdout())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("error"), "{args:?}: {}", stderr(&o));
+    }
+    let mut args = vec!["rm"];
+    args.extend(names.iter().map(|s| s.as_str()));
+    let o = Command::new(BIN)
+        .args(&args)
+        .stdout(closed_stdout())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for n in &names {
+        assert!(!shmq::segment::shm_path(n).exists(), "{n} left behind");
+    }
+}

@@ -16,12 +16,13 @@ use shmq::ring::Ring;
 use shmq::segment::{self, Location, Segment};
 use shmq::{Error, Options, RawQueue, Stats};
 
+#[macro_use]
+#[path = "shmq/util.rs"]
+mod util;
 #[path = "shmq/bench.rs"]
 mod bench;
 #[path = "shmq/scan.rs"]
 mod scan;
-#[path = "shmq/util.rs"]
-mod util;
 
 use util::{bytes, count, parse_duration, parse_mode, parse_name, parse_size, CliError, CliResult};
 
@@ -238,6 +239,8 @@ fn main() -> ExitCode {
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our stdout went away (`shmq ls | head -1`): nothing to report.
+        Err(e) if e.broken_pipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shmq: error: {}", e.msg);
             if let Some(h) = e.hint {
@@ -712,7 +715,7 @@ fn cmd_create(a: CreateArgs) -> CliResult<()> {
         }
         c
     })?;
-    println!(
+    outln!(
         "created queue {} ({}, largest message {} bytes) at {}; remove it with `shmq rm {}`",
         q.name(),
         bytes(q.capacity() as u64),
@@ -737,7 +740,7 @@ fn cmd_rm(a: RmArgs) -> CliResult<()> {
     if let [name] = a.names.as_slice() {
         let attached = segment::mapped_by(name);
         shmq::remove(name)?;
-        println!("removed {name}");
+        say!("removed {name}");
         note_attached(name, &attached);
         return Ok(());
     }
@@ -746,7 +749,7 @@ fn cmd_rm(a: RmArgs) -> CliResult<()> {
         let attached = segment::mapped_by(name);
         match shmq::remove(name) {
             Ok(()) => {
-                println!("removed {name}");
+                say!("removed {name}");
                 note_attached(name, &attached);
             }
             Err(e) => {
@@ -814,7 +817,7 @@ fn rm_stale(a: &RmArgs) -> CliResult<()> {
             None => format!("creator {creator} is dead"),
         };
         if a.dry_run {
-            println!("would remove {} ({why})", info.name);
+            say!("would remove {} ({why})", info.name);
             removed += 1;
             continue;
         }
@@ -825,7 +828,7 @@ fn rm_stale(a: &RmArgs) -> CliResult<()> {
         }
         match shmq::remove(&info.name) {
             Ok(()) => {
-                println!("removed {} ({why})", info.name);
+                say!("removed {} ({why})", info.name);
                 removed += 1;
             }
             Err(Error::NotFound(_)) => {}

@@ -167,18 +167,18 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
     }
     p.bar.finish_and_clear();
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).map_err(std::io::Error::from)?
         );
     } else {
-        print_report(&report);
+        print_report(&report)?;
     }
     Ok(())
 }
 
-fn print_report(r: &Report) {
-    println!(
+fn print_report(r: &Report) -> CliResult<()> {
+    outln!(
         "shmq bench: producer and consumer in separate processes, {} CPUs{}, ring {}, {} per case",
         r.cpus,
         r.load_average
@@ -187,13 +187,16 @@ fn print_report(r: &Report) {
         util::latency(Duration::from_secs_f64(r.duration_secs))
     );
     if !r.throughput.is_empty() {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "{:<12} {:>14} {:>12} {:>14}",
-            "THROUGHPUT", "MESSAGES", "MSG/S", "BYTES/S"
+            "THROUGHPUT",
+            "MESSAGES",
+            "MSG/S",
+            "BYTES/S"
         );
         for t in &r.throughput {
-            println!(
+            outln!(
                 "{:<12} {:>14} {:>12} {:>14}",
                 util::bytes(t.size),
                 util::thousands(t.messages),
@@ -204,12 +207,17 @@ fn print_report(r: &Report) {
     }
     if let Some(l) = &r.latency {
         let d = Duration::from_nanos;
-        println!();
-        println!(
+        outln!();
+        outln!(
             "{:<12} {:>14} {:>12} {:>12} {:>12} {:>12}",
-            "LATENCY", "ROUND TRIPS", "RTT P50", "RTT P99", "RTT P99.9", "RTT MAX"
+            "LATENCY",
+            "ROUND TRIPS",
+            "RTT P50",
+            "RTT P99",
+            "RTT P99.9",
+            "RTT MAX"
         );
-        println!(
+        outln!(
             "{:<12} {:>14} {:>12} {:>12} {:>12} {:>12}",
             format!("{} ping", util::bytes(l.size)),
             util::thousands(l.round_trips),
@@ -218,8 +226,9 @@ fn print_report(r: &Report) {
             util::latency(d(l.rtt_p999_ns)),
             util::latency(d(l.rtt_max_ns))
         );
-        println!("(one-way latency is about half the round trip)");
+        outln!("(one-way latency is about half the round trip)");
     }
+    Ok(())
 }
 
 fn bench_name(tag: &str) -> String {

@@ -3,11 +3,31 @@
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// `println!` that returns a [`CliError`] (from the enclosing function, with `?`) instead of
+/// panicking when stdout is a closed pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err($crate::util::CliError::from)?
+    }};
+}
+
+/// `println!` that ignores a closed stdout: for reports of work that must go on regardless
+/// (`shmq rm a b c | head -1` still removes all three).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// An error to print on stderr (`shmq: error: ...`, then an optional `hint:` line), exit 1.
 #[derive(Debug)]
 pub struct CliError {
     pub msg: String,
     pub hint: Option<String>,
+    /// Writing to stdout failed because its reader closed it: exit quietly.
+    pub broken_pipe: bool,
 }
 
 pub type CliResult<T> = Result<T, CliError>;
@@ -17,6 +37,7 @@ impl CliError {
         CliError {
             msg: msg.into(),
             hint: None,
+            broken_pipe: false,
         }
     }
 
@@ -53,13 +74,16 @@ impl From<shmq::Error> for CliError {
         CliError {
             msg: e.to_string(),
             hint,
+            broken_pipe: false,
         }
     }
 }
 
 impl From<std::io::Error> for CliError {
     fn from(e: std::io::Error) -> CliError {
-        CliError::new(format!("I/O error: {e}"))
+        let mut c = CliError::new(format!("I/O error: {e}"));
+        c.broken_pipe = e.kind() == std::io::ErrorKind::BrokenPipe;
+        c
     }
 }
 
