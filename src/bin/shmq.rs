@@ -259,6 +259,7 @@ struct Snapshot {
     name: String,
     size: u64,
     item_size: u32,
+    max_message: usize,
     stats: Stats,
     attached: Vec<u32>,
 }
@@ -270,6 +271,7 @@ fn open_ring(name: &str) -> CliResult<Ring> {
 fn snapshot(name: &str) -> CliResult<Snapshot> {
     let ring = open_ring(name)?;
     let item_size = ring.header().id.item_size.load(Ordering::Relaxed);
+    let max_message = ring.max_message();
     let stats = ring.stats();
     drop(ring);
     Ok(Snapshot {
@@ -278,6 +280,7 @@ fn snapshot(name: &str) -> CliResult<Snapshot> {
             .map(|m| m.len())
             .unwrap_or(0),
         item_size,
+        max_message,
         stats,
         attached: segment::mapped_by(name),
     })
@@ -449,7 +452,7 @@ struct StatJson<'a> {
     size: u64,
     codec_name: &'static str,
     item_size: u32,
-    max_message: u64,
+    max_message: usize,
     attached: &'a [u32],
     stale: bool,
     #[serde(flatten)]
@@ -484,7 +487,7 @@ fn cmd_stat(a: StatArgs) -> CliResult<()> {
             size: snap.size,
             codec_name: util::codec_name(s.codec),
             item_size: snap.item_size,
-            max_message: s.capacity.saturating_sub(shmq::ring::FRAME),
+            max_message: snap.max_message,
             attached: &snap.attached,
             stale,
             stats: s,
@@ -533,7 +536,7 @@ fn cmd_stat(a: StatArgs) -> CliResult<()> {
                 "{} ({} bytes); largest message {} bytes",
                 bytes(s.capacity),
                 s.capacity,
-                s.capacity.saturating_sub(shmq::ring::FRAME)
+                snap.max_message
             ),
         ),
         (
