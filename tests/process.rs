@@ -64,21 +64,18 @@ fn queue_argument_attaches_by_name() {
 }
 
 #[test]
-fn missing_queue_is_a_clear_error() {
+fn missing_queue_argument_is_a_clear_error() {
     let name = uniq("gone");
     let q: Queue<u8> = Queue::create(&name, 4096).unwrap();
-    let bytes_of_q = q.clone();
-    drop(q);
-    drop(bytes_of_q); // the name is removed before the child attaches
-    let q2: Queue<u8> = Queue::create(&uniq("other"), 4096).unwrap();
-    let _ = q2;
-    // Re-create a handle that serialises to the removed name via a raw location.
-    let c = process::spawn(name.clone(), |n: String| {
-        Queue::<u8>::open(&n).map(|_| ()).map_err(|e| e.to_string())
-    })
-    .unwrap();
-    let r = c.join().unwrap();
-    assert!(r.unwrap_err().contains("no shmq queue named"));
+    shmq::remove(&name).unwrap(); // the handle still serialises as `name`
+    let c = process::spawn(q.clone(), |q: Queue<u8>| q.len()).unwrap();
+    match c.join() {
+        Err(Error::Process(ProcessError::Failed { message, .. })) => {
+            assert!(message.contains("decoding the arguments"), "{message}");
+            assert!(message.contains("must still exist"), "{message}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
 }
 
 #[test]

@@ -294,7 +294,9 @@ where
         Ok(a) => a,
         Err(e) => {
             return Outcome::Error(format!(
-                "decoding the arguments ({}) failed: {e}",
+                "decoding the arguments ({}) failed: {e} (if they contain queues: each must \
+                 still exist when the child starts, so keep the creating handle alive until \
+                 the child has attached)",
                 std::any::type_name::<A>()
             ))
         }
