@@ -13,7 +13,12 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("process");
     g.sample_size(20);
     g.bench_function("spawn+join", |b| {
-        b.iter(|| process::spawn(7u32, |x: u32| x + 1).unwrap().join().unwrap())
+        b.iter(|| {
+            process::spawn(7u32, |x: u32| x + 1)
+                .unwrap()
+                .join()
+                .unwrap()
+        })
     });
     let pool = Pool::new(2).unwrap();
     g.bench_function("pool apply", |b| {
