@@ -528,6 +528,12 @@ impl Ring {
                 h.shared.full_events.fetch_add(1, Ordering::Relaxed);
                 return if done > 0 { Ok(done) } else { Err(Error::Full) };
             }
+            // Hysteresis: while spinning, wait for a quarter of the ring (or `need`, if more)
+            // rather than for just `need`, so that a producer that outruns its consumers
+            // writes runs of messages instead of trading one cache line with them per
+            // message. After half the spin time (so always before sleeping) `need` suffices.
+            let plenty = (self.cap / 4).max(need);
+            let hysteresis_until = Instant::now() + self.spin / 2;
             sync::wait_until_counting(
                 &h.cons.space_seq,
                 &h.shared.producers_waiting,
@@ -537,7 +543,8 @@ impl Ring {
                 || {
                     let head = h.cons.head.load(Ordering::Acquire);
                     let tail = h.prod.tail.load(Ordering::Acquire);
-                    self.cap.saturating_sub(tail.wrapping_sub(head)) >= need
+                    let free = self.cap.saturating_sub(tail.wrapping_sub(head));
+                    (free >= need && (free >= plenty || Instant::now() >= hysteresis_until))
                         || h.shared.closed.load(Ordering::Acquire) != 0
                 },
             )

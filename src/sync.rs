@@ -369,12 +369,17 @@ pub fn wait_until_counting(
     if !spin.is_zero() {
         let start = Instant::now();
         loop {
-            // About 0.5 µs of polling (a `pause` is 10-20 ns on current x86)...
-            for _ in 0..32 {
+            // About 0.5 µs of polling (a `pause` is 10-20 ns on current x86), checking every
+            // four pauses: checking reads the other side's cache line, and checking more
+            // often only steals it from the writer more often (measured: 8 B throughput
+            // between two CPUs ~110 -> ~95 ns per message, round trips unchanged)...
+            for _ in 0..8 {
                 if ready() {
                     return Ok(());
                 }
-                std::hint::spin_loop();
+                for _ in 0..4 {
+                    std::hint::spin_loop();
+                }
             }
             // ...then let a peer on the same CPU run: it is the one we wait for, and with
             // both pinned to one CPU every µs spent polling delays it. With nothing else
