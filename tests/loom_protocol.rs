@@ -30,7 +30,8 @@ use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
-/// Ring capacity in records (1: producers block on full, consumers on empty).
+/// Ring capacity in records used by the scenarios (1: producers block on full, consumers
+/// on empty).
 const CAP: u64 = 1;
 
 /// A futex word: the value lives in an atomic; waiters park on a condvar whose mutex plays
@@ -69,6 +70,7 @@ impl Futex {
 }
 
 struct Ring {
+    cap: u64,
     prod_lock: Mutex<()>,
     cons_lock: Mutex<()>,
     tail: AtomicU64,
@@ -96,6 +98,7 @@ fn checksum(p: u64, s: u64) -> u64 {
 impl Ring {
     fn new(broken_wait: bool) -> Self {
         Ring {
+            cap: CAP,
             prod_lock: Mutex::new(()),
             cons_lock: Mutex::new(()),
             tail: AtomicU64::new(0),
@@ -156,9 +159,9 @@ impl Ring {
             }
             let tail = self.tail.load(Relaxed);
             let head = self.head.load(Acquire);
-            if tail - head < CAP {
+            if tail - head < self.cap {
                 // Copy the payload into free space, then publish with one release store.
-                self.slots[(tail % CAP) as usize].with_mut(|v| {
+                self.slots[(tail % self.cap) as usize].with_mut(|v| {
                     // SAFETY: loom checks this access for races (that is the test).
                     unsafe { *v = (p, s, checksum(p, s)) }
                 });
@@ -171,7 +174,7 @@ impl Ring {
             self.wait_until(&self.space_seq, &self.producers_waiting, || {
                 let head = self.head.load(Acquire);
                 let tail = self.tail.load(Acquire);
-                CAP - (tail - head) >= 1 || self.closed.load(Acquire) != 0
+                self.cap - (tail - head) >= 1 || self.closed.load(Acquire) != 0
             });
         }
     }
@@ -183,7 +186,7 @@ impl Ring {
             let head = self.head.load(Relaxed);
             let tail = self.tail.load(Acquire);
             if head != tail {
-                let (p, s, c) = self.slots[(head % CAP) as usize].with(|v| {
+                let (p, s, c) = self.slots[(head % self.cap) as usize].with(|v| {
                     // SAFETY: loom checks this access for races (a torn read would race).
                     unsafe { *v }
                 });
