@@ -255,8 +255,24 @@ fn typed_ends<P: Payload>(tx: Queue<P>, rx: Queue<P>, size: usize) -> Ends {
     )
 }
 
+/// A zeroed `Box<P>` allocated directly on the heap (`Box::new(P::zeroed())` would build
+/// the up-to-1 MiB value on the stack first).
+fn zeroed_box<P: bytemuck::Pod>() -> Box<P> {
+    let layout = std::alloc::Layout::new::<P>();
+    assert!(layout.size() > 0);
+    // SAFETY: the layout has a non-zero size; all-zero bytes are a valid `P` (Pod), and the
+    // pointer comes from the global allocator with `P`'s layout, as Box::from_raw requires.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout) as *mut P;
+        if p.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Box::from_raw(p)
+    }
+}
+
 fn pod_ends<P: bytemuck::Pod + Send + Sync>(tx: PodQueue<P>, rx: PodQueue<P>) -> Ends {
-    let msg: Box<P> = Box::new(P::zeroed());
+    let msg: Box<P> = zeroed_box();
     (
         Box::new(move |n| {
             for _ in 0..n {
@@ -1202,7 +1218,14 @@ fn sh(cmd: &str) -> String {
 
 fn main() {
     if let Ok(spec) = std::env::var("SHMQ_BENCH_CHILD") {
-        child_main(&spec);
+        // A big stack: `PodQueue::get` returns up to 1 MiB by value, and unoptimised
+        // builds (`cargo test --all-targets`) keep several copies of it on the stack.
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(move || child_main(&spec))
+            .unwrap()
+            .join()
+            .unwrap();
         return;
     }
     if let Ok(spec) = std::env::var("SHMQ_BENCH_PROFILE") {
