@@ -10,7 +10,12 @@ use shmq::process::{self, Pool};
 
 /// Count the primes in `lo..hi` (deliberately naive: CPU work for the workers).
 fn count_primes((lo, hi): (u64, u64)) -> (u64, u64, u32) {
-    let is_prime = |n: u64| n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0);
+    let is_prime = |n: u64| {
+        n >= 2
+            && (2..)
+                .take_while(|d| d * d <= n)
+                .all(|d| !n.is_multiple_of(d))
+    };
     let count = (lo..hi).filter(|&n| is_prime(n)).count() as u32;
     (lo, hi, count)
 }

@@ -374,10 +374,10 @@ pub(crate) unsafe fn entry_at(offset: i64) -> Entry {
 /// [module docs](self#-the-rule-call-init-first-in-main).
 ///
 /// ```
-/// fn main() {
-///     shmq::process::init();
-///     // ... the program; children never get here
-/// }
+/// // fn main() {
+/// shmq::process::init(); // the first statement
+/// // ... the program; children never get here
+/// // }
 /// ```
 pub fn init() {
     INIT_CALLED.store(true, Ordering::SeqCst);
@@ -881,14 +881,16 @@ pub fn raw_queue_from_env(key: &str) -> Result<crate::RawQueue> {
     crate::RawQueue::open_with(env_location(key)?, &crate::Options::new())
 }
 
-/// Make [`spawn`] and [`Pool`] work inside this test binary (`tests/*.rs`, or a
+/// Make [`spawn`](crate::process::spawn) and [`Pool`](crate::process::Pool) work inside this test binary (`tests/*.rs`, or a
 /// `#[cfg(test)]` module). Invoke once at the top level of the test file.
 ///
 /// It adds a test named `shmq_process_test_support`; children re-run the test binary with
 /// that test as the only filter, and the test calls [`init`](crate::process::init). In the
 /// parent the helper test does nothing and passes.
 ///
-/// ```
+/// A test file then uses the helpers like any program would:
+///
+/// ```text
 /// // tests/workers.rs
 /// shmq::enable_test_support!();
 ///
@@ -897,6 +899,12 @@ pub fn raw_queue_from_env(key: &str) -> Result<crate::RawQueue> {
 ///     let c = shmq::process::spawn(7u64, |x| x * x).unwrap();
 ///     assert_eq!(c.join().unwrap(), 49);
 /// }
+/// ```
+///
+/// The invocation itself (here in a doctest, where it adds nothing that runs):
+///
+/// ```
+/// shmq::enable_test_support!();
 /// ```
 #[macro_export]
 macro_rules! enable_test_support {
