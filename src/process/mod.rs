@@ -559,6 +559,19 @@ fn in_cargo_test_binary() -> bool {
         .unwrap_or(false)
 }
 
+/// How to start a child: `Ok(true)` through the test harness, `Ok(false)` as a plain
+/// re-execution, or `NotInitialized` when neither is safe (a normal binary that never
+/// called `init()` would run its whole `main` again in the child).
+fn launch_mode(init_called: bool, test_support: bool, cargo_test_binary: bool) -> Result<bool> {
+    if test_support || (!init_called && cargo_test_binary) {
+        Ok(true)
+    } else if init_called {
+        Ok(false)
+    } else {
+        Err(ProcessError::NotInitialized.into())
+    }
+}
+
 /// Prepare the `pre_exec` hook: optionally die with the parent, and let `keep` fds
 /// survive the exec.
 fn install_pre_exec(cmd: &mut std::process::Command, die_with_parent: bool, keep: Vec<RawFd>) {
@@ -653,10 +666,11 @@ impl Builder {
         // or a test binary whose helper test already ran), or when no init() was called
         // in a cargo test binary. Never re-exec a test binary without the helper filter:
         // that would run the whole test suite in the child.
-        let init_called = INIT_CALLED.load(Ordering::SeqCst);
-        let test_mode = TEST_SUPPORT.load(Ordering::SeqCst)
-            || std::env::var_os(ENV_VIA_TEST).is_some()
-            || (!init_called && in_cargo_test_binary());
+        let test_mode = launch_mode(
+            INIT_CALLED.load(Ordering::SeqCst),
+            TEST_SUPPORT.load(Ordering::SeqCst) || std::env::var_os(ENV_VIA_TEST).is_some(),
+            in_cargo_test_binary(),
+        )?;
         // A runaway recursion of spawns (e.g. a child that spawns itself) stops here.
         let depth: u32 = std::env::var(ENV_DEPTH)
             .ok()
@@ -666,9 +680,6 @@ impl Builder {
             return Err(Error::InvalidArgument(format!(
                 "refusing to spawn: already {depth} levels of nested shmq child processes"
             )));
-        }
-        if !init_called && !test_mode {
-            return Err(ProcessError::NotInitialized.into());
         }
         let (in_r, in_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
@@ -949,6 +960,23 @@ mod tests {
             Outcome::Ok(b) => assert_eq!(postcard::from_bytes::<u32>(&b).unwrap(), 42),
             _ => panic!("unexpected outcome"),
         }
+    }
+
+    #[test]
+    fn launch_mode_rules() {
+        // A binary that called init(): plain re-exec.
+        assert!(!launch_mode(true, false, false).unwrap());
+        // A bench with its own main in deps/ that called init(): plain too.
+        assert!(!launch_mode(true, false, true).unwrap());
+        // A test binary (helper ran, or no init in deps/): through the harness.
+        assert!(launch_mode(false, true, true).unwrap());
+        assert!(launch_mode(true, true, true).unwrap());
+        assert!(launch_mode(false, false, true).unwrap());
+        // A normal binary that forgot init(): refuse rather than re-run main.
+        assert!(matches!(
+            launch_mode(false, false, false),
+            Err(Error::Process(ProcessError::NotInitialized))
+        ));
     }
 
     #[test]

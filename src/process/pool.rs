@@ -237,6 +237,7 @@ impl Pool {
             prefetch: b.prefetch,
             pids: Arc::new(Mutex::new(Vec::new())),
             fatal: None,
+            startup_failures: 0,
         };
         for _ in 0..b.workers {
             let w = d.start_worker()?;
@@ -465,6 +466,8 @@ struct Worker {
     tasks: RawQueue,
     /// Tasks handed to this worker, oldest first.
     assigned: VecDeque<u64>,
+    /// Whether it was ever handed a task (a worker that dies before that failed to start).
+    used: bool,
 }
 
 struct Pending {
@@ -487,6 +490,8 @@ struct Dispatcher {
     pids: Arc<Mutex<Vec<u32>>>,
     /// Set when workers can no longer be started: every task fails with it.
     fatal: Option<String>,
+    /// Workers in a row that died before being handed any task.
+    startup_failures: u32,
 }
 
 const CHECK_EVERY: Duration = Duration::from_millis(50);
@@ -503,6 +508,7 @@ impl Dispatcher {
             child,
             tasks,
             assigned: VecDeque::new(),
+            used: false,
         })
     }
 
@@ -603,6 +609,7 @@ impl Dispatcher {
                 Ok(()) => {
                     let task = self.backlog.pop_front().expect("front exists");
                     self.workers[i].assigned.push_back(task.id);
+                    self.workers[i].used = true;
                     self.pending.insert(
                         task.id,
                         Pending {
@@ -652,7 +659,22 @@ impl Dispatcher {
             // What is left was being run when it died. Replace the worker first, so
             // that a caller who sees the failure also sees the new worker in `pids()`.
             let lost = std::mem::take(&mut self.workers[i].assigned);
-            match self.start_worker() {
+            if self.workers[i].used {
+                self.startup_failures = 0;
+            } else {
+                self.startup_failures += 1;
+            }
+            let restart = if self.startup_failures >= 3 {
+                Err(Error::InvalidArgument(format!(
+                    "{} workers in a row died before running anything (the last {cause}); \
+                     is shmq::process::init() the first statement of main (or \
+                     shmq::enable_test_support!() present in the test file)?",
+                    self.startup_failures
+                )))
+            } else {
+                self.start_worker()
+            };
+            match restart {
                 Ok(w) => {
                     self.workers[i] = w;
                     self.publish_pids();
