@@ -43,3 +43,8 @@ pub use queue::{
 };
 pub use ring::Stats;
 pub use segment::Location;
+
+/// The README's examples, compiled and run as doc tests so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
