@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo run --release --example pool`
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use shmq::process::{self, Pool};
 
@@ -85,6 +85,5 @@ fn main() -> shmq::Result<()> {
         "spawn + join of a trivial function: {:.2} ms each (mean of {n})",
         per.as_secs_f64() * 1e3
     );
-    let _ = Duration::ZERO;
     Ok(())
 }
