@@ -418,3 +418,19 @@ fn joinable_queue_in_spawned_children() {
     assert!(c.join().unwrap());
     assert_eq!(jq.unfinished(), 0);
 }
+
+/// Spawns itself until the nesting limit refuses; returns the deepest level reached.
+fn dig(level: u32) -> u32 {
+    match process::spawn(level + 1, dig) {
+        Ok(child) => child.join().unwrap(),
+        Err(e) => {
+            assert!(e.to_string().contains("nested"), "{e}");
+            level
+        }
+    }
+}
+
+#[test]
+fn runaway_recursion_is_bounded() {
+    assert_eq!(dig(0), 8);
+}

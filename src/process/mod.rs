@@ -117,7 +117,7 @@ const ENV_CHILD: &str = "SHMQ_PROCESS_CHILD";
 const ENV_VIA_TEST: &str = "SHMQ_PROCESS_VIA_TEST";
 /// Nesting depth of shmq child processes (guards against runaway recursive spawning).
 const ENV_DEPTH: &str = "SHMQ_PROCESS_DEPTH";
-const MAX_DEPTH: u32 = 32;
+const MAX_DEPTH: u32 = 8;
 /// Prefix of the variables [`Command::queue`] sets.
 pub const ENV_QUEUE_PREFIX: &str = "SHMQ_QUEUE_";
 /// Name of the helper test that [`enable_test_support!`](crate::enable_test_support) adds.
