@@ -11,7 +11,9 @@
 //! * the payload bytes — `loom::cell::UnsafeCell`s, so that any read of a record that is
 //!   not ordered after its writes (a torn read) is reported by loom as a data race;
 //! * `tail` published with one release store after the payload is written, `head` with one
-//!   release store after it is copied out, read with acquire on the other side;
+//!   release store after it is copied out, read with acquire on the other side — through
+//!   the process-local cached head / tail hints (`Ring::free_space`, `published_tail`),
+//!   shared by the threads of a process;
 //! * `sync::wait_until` (spin phase omitted): load `seq`, register in the waiter count,
 //!   SeqCst fence, re-check `ready`, `FUTEX_WAIT(seq, seq0)`, deregister;
 //! * `sync::notify`: SeqCst fence, and only if the waiter count is non-zero, bump `seq` and
@@ -33,6 +35,8 @@ use loom::thread;
 /// Ring capacity in records used by the scenarios (1: producers block on full, consumers
 /// on empty).
 const CAP: u64 = 1;
+/// `ring::UNSET`: a cached position not read yet.
+const UNSET: u64 = u64::MAX;
 
 /// A futex word: the value lives in an atomic; waiters park on a condvar whose mutex plays
 /// the kernel's futex hash-bucket lock.
@@ -78,6 +82,11 @@ struct Ring {
     /// Record payload: (producer, seq, checksum), written and read non-atomically.
     slots: Vec<UnsafeCell<(u64, u64, u64)>>,
     closed: AtomicU32,
+    /// Process-local hints (`Ring::cached_head` / `cached_tail`): a head / tail value some
+    /// thread of this process has seen, shared by all its threads. Every thread of the
+    /// model is in the same process, the case where the hint crosses threads.
+    cached_head: AtomicU64,
+    cached_tail: AtomicU64,
     data_seq: Futex,
     space_seq: Futex,
     consumers_waiting: AtomicU32,
@@ -105,6 +114,8 @@ impl Ring {
             head: AtomicU64::new(0),
             slots: (0..CAP).map(|_| UnsafeCell::new((0, 0, 0))).collect(),
             closed: AtomicU32::new(0),
+            cached_head: AtomicU64::new(UNSET),
+            cached_tail: AtomicU64::new(UNSET),
             data_seq: Futex::new(),
             space_seq: Futex::new(),
             consumers_waiting: AtomicU32::new(0),
@@ -147,6 +158,32 @@ impl Ring {
         }
     }
 
+    /// `Ring::free_space`: the cached head when it already shows `want` free records,
+    /// else the shared head (acquire), which is cached (release).
+    fn free_space(&self, tail: u64, want: u64) -> u64 {
+        let cached = self.cached_head.load(Acquire);
+        let used = tail.wrapping_sub(cached);
+        if cached != UNSET && used <= self.cap && self.cap - used >= want {
+            return self.cap - used;
+        }
+        let head = self.head.load(Acquire);
+        self.cached_head.store(head, Release);
+        self.cap - (tail - head)
+    }
+
+    /// `Ring::published_tail`: the cached tail when it shows records after `head`, else
+    /// the shared tail (acquire), which is cached (release).
+    fn published_tail(&self, head: u64) -> u64 {
+        let cached = self.cached_tail.load(Acquire);
+        let ahead = cached.wrapping_sub(head);
+        if cached != UNSET && ahead != 0 && ahead <= self.cap {
+            return cached;
+        }
+        let tail = self.tail.load(Acquire);
+        self.cached_tail.store(tail, Release);
+        tail
+    }
+
     /// `Ring::put_batch` for one record.
     fn put(&self, p: u64, s: u64) -> Result<(), Err> {
         loop {
@@ -158,8 +195,7 @@ impl Ring {
                 return Err(Err::Closed);
             }
             let tail = self.tail.load(Relaxed);
-            let head = self.head.load(Acquire);
-            if tail - head < self.cap {
+            if self.free_space(tail, 1) >= 1 {
                 // Copy the payload into free space, then publish with one release store.
                 self.slots[(tail % self.cap) as usize].with_mut(|v| {
                     // SAFETY: loom checks this access for races (that is the test).
@@ -184,7 +220,7 @@ impl Ring {
         loop {
             let guard = self.cons_lock.lock().unwrap();
             let head = self.head.load(Relaxed);
-            let tail = self.tail.load(Acquire);
+            let tail = self.published_tail(head);
             if head != tail {
                 let (p, s, c) = self.slots[(head % self.cap) as usize].with(|v| {
                     // SAFETY: loom checks this access for races (a torn read would race).
