@@ -50,7 +50,9 @@ fn hardening_child() {
 }
 
 fn run_child(role: &str, name: &str) {
-    let st = Command::new(std::env::current_exe().unwrap())
+    // /proc/self/exe, not current_exe(): it still works when cargo rebuilds the binary
+    // (replacing the file) while the test runs.
+    let st = Command::new("/proc/self/exe")
         .args(["hardening_child", "--exact", "--nocapture", "-q"])
         .env(ROLE, format!("{role}:{name}"))
         .status()

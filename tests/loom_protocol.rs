@@ -349,7 +349,7 @@ fn close_wakes_every_sleeper() {
 /// (this test binary, `broken_wait_order_model`) that must fail with loom's deadlock report.
 #[test]
 fn broken_wait_order_is_caught() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
+    let out = std::process::Command::new("/proc/self/exe")
         .args([
             "broken_wait_order_model",
             "--exact",

@@ -14,7 +14,7 @@
 //! — except those attributable to a consumer killed between taking a message and logging
 //! it (at most one per consumer kill; counted separately).
 //!
-//! Children re-execute this test binary (`--exact torture_child`) with
+//! Children re-execute this test binary (`/proc/self/exe --exact torture_child`) with
 //! `SHMQ_TORTURE_ROLE=producer|consumer:<queue>:<id>:<log path>`. Producers append
 //! `(id, seq)` records to their log after each `put` returns `Ok`; consumers append what
 //! they received (and a torn-message marker when validation fails). Plain `write(2)` to a
@@ -159,7 +159,9 @@ struct Proc {
 fn spawn(name: &str, producer: bool, id: u32, dir: &std::path::Path) -> Proc {
     let kind = if producer { "producer" } else { "consumer" };
     let log = dir.join(format!("{kind}-{id}.log"));
-    let child = Command::new(std::env::current_exe().unwrap())
+    // /proc/self/exe, not current_exe(): it still works when cargo rebuilds the binary
+    // (replacing the file) while the test runs.
+    let child = Command::new("/proc/self/exe")
         .args(["torture_child", "--exact", "--nocapture", "-q"])
         .env(ROLE, format!("{kind}:{name}:{id}:{}", log.display()))
         .stdin(Stdio::null())
