@@ -209,7 +209,7 @@ impl Ring {
         }
         let cap = h.id.capacity.load(Ordering::Relaxed);
         if !(segment::MIN_CAPACITY..=segment::MAX_CAPACITY).contains(&cap)
-            || cap % 64 != 0
+            || !cap.is_multiple_of(64)
             || segment::RING_OFFSET + cap > bytes.len() as u64
         {
             return Err(bad("bad capacity"));

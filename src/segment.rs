@@ -165,7 +165,7 @@ pub struct Header {
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= RING_OFFSET as usize);
-const _: () = assert!(std::mem::size_of::<Header>() % 64 == 0);
+const _: () = assert!(std::mem::size_of::<Header>().is_multiple_of(64));
 
 impl Header {
     /// Store `name` into the type-name words.
@@ -544,7 +544,7 @@ impl Segment {
         }
         let ro = h.id.ring_offset.load(Ordering::Relaxed);
         let cap = h.id.capacity.load(Ordering::Relaxed);
-        if ro != RING_OFFSET || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&cap) || cap % 64 != 0 {
+        if ro != RING_OFFSET || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&cap) || !cap.is_multiple_of(64) {
             return Err(incompatible(format!(
                 "bad geometry (ring offset {ro}, capacity {cap})"
             )));
