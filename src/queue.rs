@@ -91,7 +91,9 @@ impl Options {
     }
 
     /// Keep the name after the creating handle (and all its clones) drop, so that the
-    /// queue outlives its creator. Remove it later with [`remove`] or `shmq rm`.
+    /// queue outlives its creator. Remove it later with [`remove`] or `shmq rm`. Such a
+    /// queue is recorded as persistent: its creator's death does not make it stale, so
+    /// [`remove_stale`] and `shmq rm --stale` leave it alone.
     pub fn keep_on_drop(mut self, yes: bool) -> Options {
         self.keep_on_drop = yes;
         self
@@ -267,6 +269,7 @@ impl RawQueue {
             codec: kind.codec,
             item_size: kind.item_size,
             type_name: kind.type_name.to_string(),
+            persistent: opts.keep_on_drop,
         };
         let mut seg = Segment::create(loc, opts.capacity, &copts)?;
         seg.set_remove_on_drop(!opts.keep_on_drop);
@@ -1200,10 +1203,11 @@ pub struct QueueInfo {
 }
 
 impl QueueInfo {
-    /// Stale: its creator is dead (or it never finished initialising).
+    /// Stale: its creator is dead and it was not created to outlive it (see
+    /// [`Options::keep_on_drop`]), or it never finished initialising.
     pub fn is_stale(&self) -> bool {
         match &self.stats {
-            Ok(s) => !s.creator_alive,
+            Ok(s) => !s.creator_alive && !s.persistent,
             Err(_) => segment::is_abandoned(&self.name),
         }
     }

@@ -143,6 +143,8 @@ pub struct Stats {
     pub creator_pid: u32,
     /// Whether the creator is still running.
     pub creator_alive: bool,
+    /// Created to outlive its creator (`Options::keep_on_drop(true)`): never stale.
+    pub persistent: bool,
     /// Creation time (seconds since the Unix epoch).
     pub created_unix: u64,
     /// Codec id (see [`segment::codec_id`]).
@@ -707,6 +709,7 @@ impl Ring {
             consumer_lock_holder: h.cons.lock.load(Ordering::Relaxed) & sync::TID_MASK,
             creator_pid: pid,
             creator_alive: sync::process_alive(pid, h.id.creator_start.load(Ordering::Relaxed)),
+            persistent: h.shared.flags.load(Ordering::Relaxed) & segment::FLAG_PERSISTENT != 0,
             created_unix: h.id.created_unix.load(Ordering::Relaxed),
             codec: h.id.codec.load(Ordering::Relaxed),
             type_name: h.type_name(),

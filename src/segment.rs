@@ -92,6 +92,10 @@ pub struct TypeName {
     pub bytes: [AtomicU64; 8],
 }
 
+/// [`Shared::flags`] bit: the queue was created to outlive its creator
+/// (`Options::keep_on_drop(true)`, `shmq create`), so a dead creator does not make it stale.
+pub const FLAG_PERSISTENT: u32 = 1;
+
 /// Words shared by both sides.
 #[repr(C, align(64))]
 pub struct Shared {
@@ -101,8 +105,8 @@ pub struct Shared {
     pub consumers_waiting: AtomicU32,
     /// Producers currently sleeping on `space_seq`.
     pub producers_waiting: AtomicU32,
-    /// Reserved.
-    pub _reserved: AtomicU32,
+    /// Flags set by the creator before `init` ([`FLAG_PERSISTENT`]).
+    pub flags: AtomicU32,
     /// Number of times a producer found the queue full.
     pub full_events: AtomicU64,
     /// Number of times a consumer found the queue empty.
@@ -261,6 +265,8 @@ pub struct CreateOptions {
     pub item_size: u32,
     /// Type name to record.
     pub type_name: String,
+    /// Record that the segment is meant to outlive its creator ([`FLAG_PERSISTENT`]).
+    pub persistent: bool,
 }
 
 impl Default for CreateOptions {
@@ -271,6 +277,7 @@ impl Default for CreateOptions {
             codec: codec_id::RAW,
             item_size: 0,
             type_name: String::new(),
+            persistent: false,
         }
     }
 }
@@ -457,6 +464,8 @@ impl Segment {
         h.id.codec.store(opts.codec, Ordering::Relaxed);
         h.id.item_size.store(opts.item_size, Ordering::Relaxed);
         h.set_type_name(&opts.type_name);
+        let flags = if opts.persistent { FLAG_PERSISTENT } else { 0 };
+        h.shared.flags.store(flags, Ordering::Relaxed);
         // Everything else is zero from ftruncate. Publish.
         h.id.init.store(INIT_DONE, Ordering::Release);
         Ok(seg)
@@ -471,7 +480,7 @@ impl Segment {
             }
         }
         match Self::open(loc.clone()) {
-            Ok(seg) => !seg.creator_alive(),
+            Ok(seg) => seg.is_stale(),
             Err(_) => false,
         }
     }
@@ -544,7 +553,10 @@ impl Segment {
         }
         let ro = h.id.ring_offset.load(Ordering::Relaxed);
         let cap = h.id.capacity.load(Ordering::Relaxed);
-        if ro != RING_OFFSET || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&cap) || !cap.is_multiple_of(64) {
+        if ro != RING_OFFSET
+            || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&cap)
+            || !cap.is_multiple_of(64)
+        {
             return Err(incompatible(format!(
                 "bad geometry (ring offset {ro}, capacity {cap})"
             )));
@@ -590,6 +602,16 @@ impl Segment {
     /// Whether dropping this handle removes the name.
     pub fn set_remove_on_drop(&mut self, yes: bool) {
         self.remove_on_drop = yes;
+    }
+
+    /// Whether the segment was created to outlive its creator ([`FLAG_PERSISTENT`]).
+    pub fn is_persistent(&self) -> bool {
+        self.header().shared.flags.load(Ordering::Relaxed) & FLAG_PERSISTENT != 0
+    }
+
+    /// Stale: the creator is dead and the segment was not created to outlive it.
+    pub fn is_stale(&self) -> bool {
+        !self.is_persistent() && !self.creator_alive()
     }
 
     /// Whether the creator process recorded in the header is still running.

@@ -341,12 +341,18 @@ fn create_keeps_the_queue_and_rm_removes_it() {
     assert!(stderr(&o).contains("kept"), "{}", stderr(&o));
     assert!(RawQueue::open(&name).is_ok());
 
-    // Unmapped now: stale. --dry-run only reports.
+    // Unmapped now, but created to outlive its creator (persistent): still not stale.
     drop(q);
+    let s = json(&ok(&["stat", &name, "--json"]));
+    assert_eq!(s["persistent"], true);
+    assert_eq!(s["stale"], false);
     let out = ok(&["rm", "--stale", "--dry-run", &name]);
-    assert!(out.contains("would remove"), "{out}");
+    assert!(!out.contains("would remove"), "{out}");
+    let o = run(&["rm", "--stale", &name]);
+    assert!(o.status.success(), "{}", stderr(&o));
     assert!(RawQueue::open(&name).is_ok());
-    let out = ok(&["rm", "--stale", &name]);
+    // Removed by name.
+    let out = ok(&["rm", &name]);
     assert!(out.contains(&format!("removed {name}")), "{out}");
     assert!(matches!(
         RawQueue::open(&name),

@@ -121,6 +121,11 @@ fn child_entry() {
                 }
             }
         }
+        // create_keep:<queue> — creates a queue that outlives this process.
+        "create_keep" => {
+            let opts = shmq::Options::new().capacity(4096).keep_on_drop(true);
+            RawQueue::create_with(args[0].as_str(), &opts).unwrap();
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -439,4 +444,28 @@ fn creator_drop_removes_the_name_but_attached_processes_keep_working() {
     assert!(matches!(RawQueue::open(&name), Err(Error::NotFound(_))));
     other.put(b"still here").unwrap();
     assert_eq!(other.get_vec().unwrap(), b"still here");
+}
+
+#[test]
+fn a_persistent_queue_is_not_stale_after_its_creator_exits() {
+    // The creator is a child process that exits at once; keep_on_drop marks it persistent.
+    let name = uniq("persist");
+    let mut child = spawn_role(ENTRY, "create_keep", &[name.clone()]);
+    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
+    let q = RawQueue::open(&name).unwrap();
+    let st = q.stats();
+    assert!(!st.creator_alive && st.persistent);
+    drop(q);
+    let info = shmq::list()
+        .unwrap()
+        .into_iter()
+        .find(|i| i.name == name)
+        .unwrap();
+    assert!(!info.is_stale());
+    assert!(!shmq::remove_stale().unwrap().contains(&name));
+    assert!(matches!(
+        RawQueue::create_with(name.as_str(), &shmq::Options::new().replace_stale(true)),
+        Err(Error::AlreadyExists { stale: false, .. })
+    ));
+    shmq::remove(&name).unwrap();
 }

@@ -113,9 +113,9 @@ struct WatchArgs {
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
-The queue keeps its name after this command exits (Options::keep_on_drop). Its recorded \
-creator is this short-lived command, so `shmq ls` shows the creator as dead, and \
-`shmq rm --stale` treats it as stale (removes it) whenever no process has it mapped.")]
+The queue keeps its name after this command exits (Options::keep_on_drop) and is recorded as \
+persistent: its recorded creator is this short-lived command, so `shmq ls` shows the creator \
+as dead, but `shmq rm --stale` leaves it alone. Remove it with `shmq rm NAME`.")]
 struct CreateArgs {
     /// Queue name: ASCII letters, digits, '_', '-' and '.', not starting with '.'.
     #[arg(value_parser = parse_name)]
@@ -209,7 +209,7 @@ struct CloseArgs {
 Removing a name does not disturb processes that have the queue open: they keep working, \
 but nobody can open it by name any more. A queue is stale when no process has it mapped \
 and the process that created it is dead (e.g. left behind by a crash; queues made by \
-`shmq create` too), or when it never finished initialising and its creator is dead (with no \
+`shmq create` or with keep_on_drop are persistent and never stale), or when it never finished initialising and its creator is dead (with no \
 creator recorded: once it is a minute old).")]
 struct RmArgs {
     /// Queue names to remove (with --stale: only consider these).
@@ -477,7 +477,7 @@ fn cmd_stat(a: StatArgs) -> CliResult<()> {
     }
     let snap = snapshot(&a.name)?;
     let s = &snap.stats;
-    let stale = !s.creator_alive && snap.attached.is_empty();
+    let stale = !s.creator_alive && !s.persistent && snap.attached.is_empty();
     let out = io::stdout();
     let mut out = out.lock();
     if a.json {

@@ -47,7 +47,8 @@ pub enum State {
 }
 
 impl Entry {
-    /// Stale: its creator is dead and no process has it mapped. An object that never
+    /// Stale: its creator is dead, it was not created to outlive it (persistent), and no
+    /// process has it mapped. An object that never
     /// finished initialising and records no creator is stale once it is
     /// [`UNINIT_GRACE_SECS`] old. Unreadable objects are never stale (not ours to judge).
     pub fn is_stale(&self) -> bool {
@@ -55,7 +56,7 @@ impl Entry {
             return false;
         }
         match &self.state {
-            State::Ready(s) => !s.creator_alive,
+            State::Ready(s) => !s.creator_alive && !s.persistent,
             State::Uninit {
                 creator,
                 creator_alive,
