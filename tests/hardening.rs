@@ -23,6 +23,14 @@ fn uniq(tag: &str) -> String {
     )
 }
 
+/// Serialises the tests that make stale segments with the one that calls the global
+/// `remove_stale()` (which would otherwise remove another test's stale segment mid-test).
+static STALE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn stale_lock() -> std::sync::MutexGuard<'static, ()> {
+    STALE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Removes the named segment when dropped (tests clean up even when they fail).
 struct Cleanup(String);
 impl Drop for Cleanup {
@@ -89,6 +97,7 @@ fn mode_of(path: &std::path::Path) -> u32 {
 
 #[test]
 fn create_over_a_dead_creators_segment_is_stale_with_cleanup_hint() {
+    let _serial = stale_lock();
     let name = uniq("stale");
     let _c = Cleanup(name.clone());
     run_child("create-and-exit", &name);
@@ -131,6 +140,7 @@ fn create_over_a_live_creators_segment_is_not_stale_and_never_replaced() {
 
 #[test]
 fn replace_stale_replaces_a_dead_creators_segment() {
+    let _serial = stale_lock();
     let name = uniq("replace");
     let _c = Cleanup(name.clone());
     run_child("create-and-exit", &name);
@@ -149,6 +159,7 @@ fn replace_stale_replaces_a_dead_creators_segment() {
 
 #[test]
 fn remove_stale_removes_only_stale_unused_segments() {
+    let _serial = stale_lock();
     let stale = uniq("rs-stale");
     let stale_mapped = uniq("rs-mapped");
     let live = uniq("rs-live");
@@ -178,6 +189,7 @@ fn remove_stale_removes_only_stale_unused_segments() {
 
 #[test]
 fn segment_abandoned_during_creation_is_stale() {
+    let _serial = stale_lock();
     // A creator killed between shm_open and publishing the header leaves a zero-length (or
     // uninitialised) object that nobody maps.
     let name = uniq("abandoned");
