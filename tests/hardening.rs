@@ -47,11 +47,18 @@ fn hardening_child() {
     };
     let (what, name) = role.split_once(':').expect("role:name");
     match what {
-        // Create a queue that outlives us, put one message, exit: a stale segment.
+        // Create a queue, put one message, and die without dropping the handle (as a
+        // crash would): a stale segment.
         "create-and-exit" => {
+            let q = RawQueue::create(name, 4096).unwrap();
+            q.put(b"left behind").unwrap();
+            std::process::exit(0);
+        }
+        // Create a persistent queue (keep_on_drop) and exit normally: not stale.
+        "create-persistent" => {
             let q = RawQueue::create_with(name, &Options::new().capacity(4096).keep_on_drop(true))
                 .unwrap();
-            q.put(b"left behind").unwrap();
+            q.put(b"kept").unwrap();
         }
         other => panic!("unknown role {other}"),
     }
@@ -116,6 +123,23 @@ fn create_over_a_dead_creators_segment_is_stale_with_cleanup_hint() {
     let q = RawQueue::open(&name).unwrap();
     assert!(!q.stats().creator_alive);
     assert_eq!(q.get_vec().unwrap(), b"left behind");
+}
+
+#[test]
+fn persistent_segment_of_a_dead_creator_is_not_stale() {
+    let _serial = stale_lock();
+    let name = uniq("persist");
+    let _c = Cleanup(name.clone());
+    run_child("create-persistent", &name);
+    let e = RawQueue::create(&name, 4096).unwrap_err();
+    assert!(
+        matches!(e, Error::AlreadyExists { stale: false, .. }),
+        "{e:?}"
+    );
+    let e = RawQueue::create_with(name.as_str(), &Options::new().replace_stale(true)).unwrap_err();
+    assert!(matches!(e, Error::AlreadyExists { .. }), "{e:?}");
+    assert!(!shmq::remove_stale().unwrap().contains(&name));
+    assert_eq!(RawQueue::open(&name).unwrap().get_vec().unwrap(), b"kept");
 }
 
 #[test]
