@@ -270,7 +270,9 @@ def main():
                 if xs:
                     shm = row.startswith("shmq")
                     style = "-" if shm else ("--" if row.startswith("memcpy") else ":")
-                    ax.plot(xs, ys, style, marker="o", label=row, linewidth=2 if shm else 1)
+                    color = plt.get_cmap("tab20")(rows_all.index(row) % 20)
+                    ax.plot(xs, ys, style, marker="o", label=row, color=color,
+                            linewidth=2.5 if shm else 1.2)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xticks(SIZES, [fmt_size(s) for s in SIZES])
