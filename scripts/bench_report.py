@@ -256,7 +256,12 @@ def main():
         w(f"- **{k}**: {v}")
     w("")
 
-    png = os.path.join(ROOT, "benches", "throughput.png")
+    # The committed report's plot lives in benches/; any other report gets its own.
+    if os.path.abspath(out) == os.path.join(ROOT, "BENCHMARKS.md"):
+        png, link = os.path.join(ROOT, "benches", "throughput.png"), "benches/throughput.png"
+    else:
+        png = os.path.splitext(out)[0] + ".png"
+        link = os.path.basename(png)
     if plt is not None:
         fig, axes = plt.subplots(1, 2, figsize=(14, 6), sharey=True)
         for ax, place in zip(axes, ["diff", "same"]):
@@ -285,7 +290,7 @@ def main():
         fig.tight_layout()
         fig.savefig(png, dpi=90)
         w("## Plot\n")
-        w("![throughput against payload size](benches/throughput.png)\n")
+        w(f"![throughput against payload size]({link})\n")
     with open(out, "w") as f:
         f.write("\n".join(lines))
     print(f"wrote {out}" + (f" and {png}" if plt is not None else ""))
