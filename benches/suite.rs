@@ -657,6 +657,11 @@ fn send_u64(v: u64) {
 
 /// Entry point of a peer process. Spec: `<kind> <cpu> <row> <size> <key>`.
 fn child_main(spec: &str) {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process: a peer blocked in
+    // some transport's receive must not outlive an interrupted suite.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
     let parts: Vec<&str> = spec.split(' ').collect();
     let (kind, cpu) = (parts[0], parts[1]);
     if let Ok(c) = cpu.parse::<usize>() {
