@@ -321,7 +321,9 @@ impl RawQueue {
         self.put_block(msg, Block::Until(None))
     }
 
-    /// Append `msg` if there is room now, else [`Error::Full`].
+    /// Append `msg` if there is room now, else [`Error::Full`] (also when another live
+    /// process has held the producer lock for [`TRY_LOCK_WAIT`](crate::ring::TRY_LOCK_WAIT),
+    /// e.g. because it is stopped).
     pub fn try_put(&self, msg: &[u8]) -> Result<()> {
         self.put_block(msg, Block::No)
     }
@@ -391,7 +393,9 @@ impl RawQueue {
         self.get_block(buf, Block::Until(None))
     }
 
-    /// Like [`get_into`](Self::get_into) but [`Error::Empty`] instead of waiting.
+    /// Like [`get_into`](Self::get_into) but [`Error::Empty`] instead of waiting (also when
+    /// another live process has held the consumer lock for
+    /// [`TRY_LOCK_WAIT`](crate::ring::TRY_LOCK_WAIT)).
     pub fn try_get_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
         self.get_block(buf, Block::No)
     }
@@ -951,7 +955,9 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
         self.put_block(msg, Block::Until(None))
     }
 
-    /// Append `msg` if there is room now, else [`Error::Full`].
+    /// Append `msg` if there is room now, else [`Error::Full`] (also when another live
+    /// process has held the producer lock for [`TRY_LOCK_WAIT`](crate::ring::TRY_LOCK_WAIT),
+    /// e.g. because it is stopped).
     pub fn try_put(&self, msg: &T) -> Result<()> {
         self.put_block(msg, Block::No)
     }
@@ -1014,7 +1020,8 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
         self.get_block(Block::Until(None))
     }
 
-    /// Take the oldest message, or [`Error::Empty`].
+    /// Take the oldest message, or [`Error::Empty`] (also when the consumer lock stays busy
+    /// for [`TRY_LOCK_WAIT`](crate::ring::TRY_LOCK_WAIT)).
     pub fn try_get(&self) -> Result<T> {
         self.get_block(Block::No)
     }

@@ -50,6 +50,10 @@ fn align8(n: u64) -> u64 {
     (n + 7) & !7
 }
 
+/// Longest a `try_*` call waits for a lock held by another live thread before it gives up
+/// with `Full`/`Empty` (as Python's `Queue.get(block=False)` does when its lock is busy).
+pub const TRY_LOCK_WAIT: Duration = Duration::from_millis(50);
+
 /// How a call may wait.
 #[derive(Clone, Copy, Debug)]
 pub enum Block {
@@ -64,9 +68,12 @@ impl Block {
     pub fn timeout(d: Duration) -> Block {
         Block::Until(Instant::now().checked_add(d))
     }
+    /// Deadline for taking the lock. A `try_*` call waits for the lock only briefly
+    /// ([`TRY_LOCK_WAIT`]): long enough for a holder mid-copy and for taking over from a
+    /// dead one, not for a holder that is stopped (SIGSTOP) or hostile.
     fn deadline(self) -> Option<Instant> {
         match self {
-            Block::No => None,
+            Block::No => Instant::now().checked_add(TRY_LOCK_WAIT),
             Block::Until(d) => d,
         }
     }
@@ -434,7 +441,13 @@ impl Ring {
             if self.is_closed() {
                 return Err(Error::Closed);
             }
-            let (guard, how) = self.lock(&h.prod.lock, deadline)?;
+            let (guard, how) = match self.lock(&h.prod.lock, deadline) {
+                Ok(g) => g,
+                Err(Error::Timeout) if matches!(block, Block::No) => {
+                    return if done > 0 { Ok(done) } else { Err(Error::Full) };
+                }
+                Err(e) => return Err(e),
+            };
             if let Acquired::Recovered(_) = how {
                 self.repair_producer()?;
             }
@@ -570,7 +583,11 @@ impl Ring {
             return Ok(0);
         }
         loop {
-            let (guard, how) = self.lock(&h.cons.lock, deadline)?;
+            let (guard, how) = match self.lock(&h.cons.lock, deadline) {
+                Ok(g) => g,
+                Err(Error::Timeout) if matches!(block, Block::No) => return Err(Error::Empty),
+                Err(e) => return Err(e),
+            };
             if let Acquired::Recovered(_) = how {
                 self.repair_consumer()?;
             }
@@ -835,6 +852,32 @@ mod tests {
         r2.header().prod.tail.store(1 << 40, Ordering::Relaxed);
         assert!(matches!(get(&r2, Block::No), Err(Error::Corrupt(_))));
         assert!(matches!(put(&r2, b"x", Block::No), Err(Error::Corrupt(_))));
+    }
+
+    #[test]
+    fn try_calls_do_not_wait_for_a_live_lock_holder() {
+        let r = Ring::in_memory(256).unwrap();
+        put(&r, b"x", Block::No).unwrap();
+        // Another live thread of this process holds both locks (as a stopped process would).
+        let h = r.header();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            tid_tx.send(crate::sync::current_tid()).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        h.prod.lock.store(tid, Ordering::Relaxed);
+        h.cons.lock.store(tid, Ordering::Relaxed);
+        let t = Instant::now();
+        assert!(matches!(put(&r, b"y", Block::No), Err(Error::Full)));
+        assert!(matches!(get(&r, Block::No), Err(Error::Empty)));
+        assert!(t.elapsed() < Duration::from_secs(5));
+        h.prod.lock.store(0, Ordering::Relaxed);
+        h.cons.lock.store(0, Ordering::Relaxed);
+        assert_eq!(get(&r, Block::No).unwrap(), b"x");
+        done_tx.send(()).unwrap();
+        holder.join().unwrap();
     }
 
     #[test]

@@ -139,7 +139,7 @@ fn mpmc_three_producers_three_consumers_exactly_once_fifo() {
     // A small ring so that producers block on full and wrap around many times.
     let q: Queue<Msg> = Queue::create(&name, 16 * 1024).unwrap();
     let mut consumers: Vec<_> = (0..CONSUMERS)
-        .map(|_| spawn_role(ENTRY, "consumer", &[name.clone()]))
+        .map(|_| spawn_role(ENTRY, "consumer", std::slice::from_ref(&name)))
         .collect();
     let mut producers: Vec<_> = (0..PRODUCERS)
         .map(|id| {
@@ -244,7 +244,7 @@ fn try_and_timeout_behaviour() {
 fn close_wakes_a_getter_blocked_in_another_process() {
     let name = uniq("close");
     let q = RawQueue::create(&name, 4096).unwrap();
-    let mut child = spawn_role(ENTRY, "blocked_get", &[name.clone()]);
+    let mut child = spawn_role(ENTRY, "blocked_get", std::slice::from_ref(&name));
     assert!(
         eventually(Duration::from_secs(30), || q.stats().consumers_waiting == 1),
         "child never blocked"
@@ -316,7 +316,7 @@ fn sigkill_of_a_busy_producer_leaves_no_torn_message() {
     let q: Queue<Msg> = Queue::create(&name, 64 * 1024).unwrap();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     for round in 0..8 {
-        let mut child = spawn_role(ENTRY, "spam", &[name.clone()]);
+        let mut child = spawn_role(ENTRY, "spam", std::slice::from_ref(&name));
         let line = lines(child.stdout.as_mut().unwrap()).next();
         assert_eq!(line.as_deref(), Some("started"));
         // Let it run for 0..20 ms, draining meanwhile so it keeps copying.
@@ -450,7 +450,7 @@ fn creator_drop_removes_the_name_but_attached_processes_keep_working() {
 fn a_persistent_queue_is_not_stale_after_its_creator_exits() {
     // The creator is a child process that exits at once; keep_on_drop marks it persistent.
     let name = uniq("persist");
-    let mut child = spawn_role(ENTRY, "create_keep", &[name.clone()]);
+    let mut child = spawn_role(ENTRY, "create_keep", std::slice::from_ref(&name));
     assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
     let q = RawQueue::open(&name).unwrap();
     let st = q.stats();

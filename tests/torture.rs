@@ -113,7 +113,11 @@ fn torture_child() {
             loop {
                 rng = mix(rng);
                 // Mostly single puts, sometimes a batch (published under one lock hold).
-                let n = if rng.is_multiple_of(4) { 1 + (rng >> 8) % 4 } else { 1 };
+                let n = if rng.is_multiple_of(4) {
+                    1 + (rng >> 8) % 4
+                } else {
+                    1
+                };
                 let msgs: Vec<Vec<u8>> = (seq..seq + n).map(|s| message(id, s)).collect();
                 let r = if n == 1 {
                     q.put_timeout(&msgs[0], Duration::from_millis(200))
