@@ -1,0 +1,1 @@
+//! Empty: the model lives in ../tests/loom_protocol.rs (see Cargo.toml).
