@@ -39,7 +39,7 @@ pub mod sync;
 pub use error::{Error, Result};
 pub use queue::{
     list, remove, remove_stale, Codec, Options, Pod, PodQueue, Postcard, Queue, QueueInfo,
-    RawQueue, TypedQueue,
+    QueueState, RawQueue, TypedQueue,
 };
 pub use ring::Stats;
 pub use segment::Location;

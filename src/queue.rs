@@ -1197,30 +1197,165 @@ pub fn remove(name: &str) -> Result<()> {
     segment::remove(name)
 }
 
-/// One shmq segment found by [`list`].
+/// What [`list`] and [`inspect`] found in one `/dev/shm/shmq.*` object.
+#[derive(Clone, Debug)]
+pub enum QueueState {
+    /// A readable shmq queue, with its state and counters.
+    Ready(Box<Stats>),
+    /// The header was never published: its creator is still initialising it, or died
+    /// doing so.
+    Uninit {
+        /// Creator pid recorded in the header, if it got that far.
+        creator: Option<u32>,
+        /// Whether that creator is still running.
+        creator_alive: bool,
+    },
+    /// Not readable as a queue: another user's, a foreign object, another layout version…
+    Unreadable(String),
+}
+
+/// One shmq segment found by [`list`] or [`inspect`].
 #[derive(Clone, Debug)]
 pub struct QueueInfo {
     /// Queue name.
     pub name: String,
     /// Size of the object in bytes.
     pub size: u64,
-    /// State and counters, or why they could not be read (e.g. another user's segment,
-    /// or an incompatible one).
-    pub stats: std::result::Result<Stats, String>,
+    /// Time since the object was last modified.
+    pub age: Duration,
+    /// Pids that have it mapped now.
+    pub attached: Vec<u32>,
+    /// Header state.
+    pub state: QueueState,
 }
 
 impl QueueInfo {
-    /// Stale: its creator is dead and it was not created to outlive it (see
-    /// [`Options::keep_on_drop`]), or it never finished initialising.
+    /// The queue's state and counters, if its header is readable.
+    pub fn stats(&self) -> Option<&Stats> {
+        match &self.state {
+            QueueState::Ready(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The creator pid recorded in the header, if any.
+    pub fn creator(&self) -> Option<u32> {
+        match &self.state {
+            QueueState::Ready(s) => Some(s.creator_pid),
+            QueueState::Uninit { creator, .. } => *creator,
+            QueueState::Unreadable(_) => None,
+        }
+    }
+
+    /// Stale: no process has it mapped, and either its creator is dead and it was not
+    /// created to outlive it (see [`Options::keep_on_drop`]), or it was abandoned while
+    /// being created ([`segment::Peek::is_abandoned`]). Unreadable objects are never stale.
     pub fn is_stale(&self) -> bool {
-        match &self.stats {
-            Ok(s) => !s.creator_alive && !s.persistent,
-            Err(_) => segment::is_abandoned(&self.name),
+        if !self.attached.is_empty() {
+            return false;
+        }
+        match &self.state {
+            QueueState::Ready(s) => !s.creator_alive && !s.persistent,
+            QueueState::Uninit {
+                creator,
+                creator_alive,
+            } => match creator {
+                Some(_) => !creator_alive,
+                None => self.age > segment::UNINIT_GRACE,
+            },
+            QueueState::Unreadable(_) => false,
+        }
+    }
+
+    /// Why the header could not be read, in words (`None` for a readable queue).
+    pub fn problem(&self) -> Option<String> {
+        match &self.state {
+            QueueState::Ready(_) => None,
+            QueueState::Uninit {
+                creator: Some(pid),
+                creator_alive: true,
+            } => Some(format!("being created by pid {pid} (not initialised yet)")),
+            QueueState::Uninit {
+                creator: Some(pid), ..
+            } => Some(format!(
+                "never initialised: creator pid {pid} died while creating it"
+            )),
+            QueueState::Uninit { creator: None, .. } => Some(format!(
+                "never initialised, no creator recorded ({} s old{})",
+                self.age.as_secs(),
+                if self.age > segment::UNINIT_GRACE {
+                    ""
+                } else {
+                    "; stale once older than 30 s"
+                }
+            )),
+            QueueState::Unreadable(e) => Some(e.clone()),
         }
     }
 }
 
-/// Every shmq segment in `/dev/shm`, sorted by name.
+fn inspect_with(name: &str, attached: Vec<u32>) -> Result<QueueInfo> {
+    let (state, size, age) = match segment::peek(name) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NotFound(name.to_string()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => (
+            QueueState::Unreadable(format!(
+                "permission denied (another user's queue? run as its owner or root): {e}"
+            )),
+            0,
+            Duration::ZERO,
+        ),
+        Err(e) => (QueueState::Unreadable(e.to_string()), 0, Duration::ZERO),
+        Ok(p) if !p.initialised => (
+            QueueState::Uninit {
+                creator: p.creator_pid,
+                creator_alive: p.creator_pid.is_some_and(crate::sync::tid_alive),
+            },
+            p.size,
+            p.age,
+        ),
+        // Initialised: opening does not wait.
+        Ok(p) => match Segment::open(Location::Name(name.to_string())) {
+            Ok(seg) => (
+                QueueState::Ready(Box::new(Ring::new(seg).stats())),
+                p.size,
+                p.age,
+            ),
+            Err(Error::NotFound(n)) => return Err(Error::NotFound(n)),
+            Err(e) => (QueueState::Unreadable(e.to_string()), p.size, p.age),
+        },
+    };
+    Ok(QueueInfo {
+        name: name.to_string(),
+        size,
+        age,
+        attached,
+        state,
+    })
+}
+
+/// Look at one named queue without waiting for a creator still at work on it
+/// ([`Error::NotFound`] if there is none).
+///
+/// ```
+/// # let name = format!("doc-inspect-{}", std::process::id());
+/// let q = shmq::RawQueue::create(&name, 4096)?;
+/// q.put(b"x")?;
+/// let info = shmq::queue::inspect(&name)?;
+/// assert_eq!(info.stats().unwrap().len, 1);
+/// assert!(info.attached.contains(&std::process::id()));
+/// assert!(!info.is_stale());
+/// # Ok::<(), shmq::Error>(())
+/// ```
+pub fn inspect(name: &str) -> Result<QueueInfo> {
+    segment::validate_name(name)?;
+    inspect_with(name, segment::mapped_by(name))
+}
+
+/// Every shmq segment in `/dev/shm`, sorted by name. Fast even on a machine littered with
+/// crashed programs' segments: headers are peeked with `pread` (no waiting for creators)
+/// and the process maps are read once.
 ///
 /// ```
 /// # let name = format!("doc-ls-{}", std::process::id());
@@ -1229,26 +1364,30 @@ impl QueueInfo {
 /// # Ok::<(), shmq::Error>(())
 /// ```
 pub fn list() -> Result<Vec<QueueInfo>> {
+    let mut attached = segment::mapped_all();
     let mut out = Vec::new();
     for name in segment::list_names()? {
-        let size = std::fs::metadata(segment::shm_path(&name))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        let stats = match Segment::open(Location::Name(name.clone())) {
-            Ok(seg) => Ok(Ring::new(seg).stats()),
-            Err(Error::NotFound(_)) => continue,
-            Err(e) => Err(e.to_string()),
-        };
-        out.push(QueueInfo { name, size, stats });
+        let pids = attached.remove(&name).unwrap_or_default();
+        match inspect_with(&name, pids) {
+            Ok(info) => out.push(info),
+            Err(Error::NotFound(_)) => {} // removed meanwhile
+            Err(e) => return Err(e),
+        }
     }
     Ok(out)
 }
 
-/// Remove every stale segment (creator dead) that no running process has mapped; returns
-/// the names removed.
+/// Remove every stale segment ([`QueueInfo::is_stale`]); returns the names removed.
+///
+/// ```
+/// let removed = shmq::remove_stale()?;
+/// println!("removed {} stale queues", removed.len());
+/// # Ok::<(), shmq::Error>(())
+/// ```
 pub fn remove_stale() -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for info in list()? {
+        // Re-check the mappings right before removing: a process may have attached since.
         if info.is_stale() && segment::mapped_by(&info.name).is_empty() {
             match remove(&info.name) {
                 Ok(()) => removed.push(info.name),

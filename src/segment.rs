@@ -637,31 +637,67 @@ pub fn shm_path(name: &str) -> PathBuf {
     Path::new("/dev/shm").join(format!("{PREFIX}{name}"))
 }
 
-/// Whether the named object was abandoned while being created: its header was never
-/// published (`init` is not [`INIT_DONE`], or it is shorter than the header), it was last
-/// modified more than twice [`INIT_WAIT`] ago (so no creator can still be at work on it), and
+/// How old an uninitialised object that records no creator pid must be before it counts as
+/// abandoned (its creator may still be between `shm_open` and writing its pid, e.g. while
+/// `posix_fallocate` reserves a large ring).
+pub const UNINIT_GRACE: Duration = Duration::from_secs(30);
+
+/// A quick look at a named object without mapping it or waiting for its creator.
+#[derive(Clone, Debug)]
+pub struct Peek {
+    /// The header was published (`init` is [`INIT_DONE`]).
+    pub initialised: bool,
+    /// Creator pid recorded in the header, if any.
+    pub creator_pid: Option<u32>,
+    /// Size of the object in bytes.
+    pub size: u64,
+    /// Time since the object was last modified (its creation, for a header never published).
+    pub age: Duration,
+}
+
+/// Read a named object's `init` word and creator pid with `pread` (no mapping, so no
+/// reference into shared memory, and no waiting for a creator still at work).
+pub fn peek(name: &str) -> std::io::Result<Peek> {
+    use std::os::unix::fs::FileExt;
+    let path = shm_path(name);
+    let file = File::open(&path)?;
+    let meta = file.metadata()?;
+    let read_u32 = |off: usize| -> std::io::Result<Option<u32>> {
+        let mut buf = [0u8; 4];
+        Ok((file.read_at(&mut buf, off as u64)? == 4).then(|| u32::from_ne_bytes(buf)))
+    };
+    let base = std::mem::offset_of!(Header, id);
+    let init = read_u32(base + std::mem::offset_of!(Identity, init))?;
+    let pid = read_u32(base + std::mem::offset_of!(Identity, creator_pid))?.filter(|&p| p != 0);
+    Ok(Peek {
+        initialised: init == Some(INIT_DONE),
+        creator_pid: pid,
+        size: meta.len(),
+        age: meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .unwrap_or_default(),
+    })
+}
+
+impl Peek {
+    /// Abandoned while being created: never initialised, and its recorded creator is dead
+    /// (or, with none recorded, it is older than [`UNINIT_GRACE`]). The caller checks
+    /// separately that no process maps it.
+    pub fn is_abandoned(&self) -> bool {
+        !self.initialised
+            && match self.creator_pid {
+                Some(pid) => !sync::tid_alive(pid),
+                None => self.age > UNINIT_GRACE,
+            }
+    }
+}
+
+/// Whether the named object was abandoned while being created ([`Peek::is_abandoned`]) and
 /// no process has it mapped. Such an object counts as stale.
 pub fn is_abandoned(name: &str) -> bool {
-    use std::io::Read;
-    let path = shm_path(name);
-    let Ok(meta) = std::fs::metadata(&path) else {
-        return false;
-    };
-    let old = meta
-        .modified()
-        .ok()
-        .and_then(|m| m.elapsed().ok())
-        .is_some_and(|age| age > 2 * INIT_WAIT);
-    if !old {
-        return false;
-    }
-    let init_offset = std::mem::offset_of!(Identity, init);
-    let mut head = vec![0u8; init_offset + 4];
-    let initialised = File::open(&path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok()
-        && head[init_offset..] == INIT_DONE.to_le_bytes();
-    !initialised && mapped_by(name).is_empty()
+    peek(name).is_ok_and(|p| p.is_abandoned()) && mapped_by(name).is_empty()
 }
 
 /// Names of every shmq segment in `/dev/shm` (whatever their state).
@@ -679,6 +715,39 @@ pub fn list_names() -> Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+/// For every shmq object mapped by some process: the pids mapping it, from one pass over
+/// `/proc/*/maps` (processes of other users may be invisible without privileges).
+pub fn mapped_all() -> std::collections::HashMap<String, Vec<u32>> {
+    let mut out: std::collections::HashMap<String, Vec<u32>> = Default::default();
+    let prefix = format!("/dev/shm/{PREFIX}");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            continue;
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for line in maps.lines() {
+            let path = line.split_whitespace().nth(5);
+            if let Some(name) = path.and_then(|p| p.strip_prefix(prefix.as_str())) {
+                if !seen.contains(&name) {
+                    seen.push(name);
+                    out.entry(name.to_string()).or_default().push(pid);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Pids of the processes that have the named queue's object mapped now (from

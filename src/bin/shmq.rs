@@ -21,8 +21,6 @@ use shmq::{Error, Options, RawQueue, Stats};
 mod util;
 #[path = "shmq/bench.rs"]
 mod bench;
-#[path = "shmq/scan.rs"]
-mod scan;
 
 use util::{bytes, count, parse_duration, parse_mode, parse_name, parse_size, CliError, CliResult};
 
@@ -323,7 +321,7 @@ struct LsJson<'a> {
 }
 
 fn cmd_ls(a: LsArgs) -> CliResult<()> {
-    let infos = scan::scan()
+    let infos = shmq::list()
         .map_err(|e| CliError::from(e).hint("shmq lists /dev/shm; is it mounted and readable?"))?;
     let out = io::stdout();
     let mut out = out.lock();
@@ -381,7 +379,7 @@ fn cmd_ls(a: LsArgs) -> CliResult<()> {
                 let mut r = vec![i.name.clone()];
                 r.extend(std::iter::repeat_n("?".to_string(), 6));
                 match &i.state {
-                    scan::State::Uninit {
+                    shmq::QueueState::Uninit {
                         creator: Some(pid),
                         creator_alive,
                         ..
@@ -463,10 +461,10 @@ fn cmd_stat(a: StatArgs) -> CliResult<()> {
     if !segment::shm_path(&a.name).exists() {
         return Err(shmq::Error::NotFound(a.name.clone()).into());
     }
-    let entry = scan::inspect(&a.name, Vec::new());
+    let entry = shmq::queue::inspect(&a.name)?;
     if let (None, Some(problem)) = (entry.stats(), entry.problem()) {
         let e = CliError::new(format!("cannot read queue {:?}: {problem}", a.name));
-        return Err(if matches!(entry.state, scan::State::Uninit { .. }) {
+        return Err(if matches!(entry.state, shmq::QueueState::Uninit { .. }) {
             e.hint(format!(
                 "if its creator crashed, remove it with `shmq rm {}` or `shmq rm --stale`",
                 a.name
@@ -786,14 +784,14 @@ fn note_attached(name: &str, attached: &[u32]) {
 
 fn rm_stale(a: &RmArgs) -> CliResult<()> {
     let infos = if a.names.is_empty() {
-        scan::scan()?
+        shmq::list()?
     } else {
         let mut v = Vec::new();
         for name in &a.names {
             if !segment::shm_path(name).exists() {
                 return Err(shmq::Error::NotFound(name.clone()).into());
             }
-            v.push(scan::inspect(name, segment::mapped_by(name)));
+            v.push(shmq::queue::inspect(name)?);
         }
         v
     };
