@@ -1307,6 +1307,11 @@ fn inspect_with(name: &str, attached: Vec<u32>) -> Result<QueueInfo> {
             Duration::ZERO,
         ),
         Err(e) => (QueueState::Unreadable(e.to_string()), 0, Duration::ZERO),
+        Ok(p) if p.foreign => (
+            QueueState::Unreadable("not a shmq segment (bad magic)".into()),
+            p.size,
+            p.age,
+        ),
         Ok(p) if !p.initialised => (
             QueueState::Uninit {
                 creator: p.creator_pid,

@@ -647,6 +647,8 @@ pub const UNINIT_GRACE: Duration = Duration::from_secs(30);
 pub struct Peek {
     /// The header was published (`init` is [`INIT_DONE`]).
     pub initialised: bool,
+    /// Not a shmq segment: the magic word is neither [`MAGIC`] nor still zero.
+    pub foreign: bool,
     /// Creator pid recorded in the header, if any.
     pub creator_pid: Option<u32>,
     /// Size of the object in bytes.
@@ -667,11 +669,22 @@ pub fn peek(name: &str) -> std::io::Result<Peek> {
         Ok((file.read_at(&mut buf, off as u64)? == 4).then(|| u32::from_ne_bytes(buf)))
     };
     let base = std::mem::offset_of!(Header, id);
+    let mut magic = [0u8; 8];
+    let magic = match file.read_at(
+        &mut magic,
+        (base + std::mem::offset_of!(Identity, magic)) as u64,
+    )? {
+        8 => u64::from_ne_bytes(magic),
+        _ => 0,
+    };
     let init = read_u32(base + std::mem::offset_of!(Identity, init))?;
     let pid = read_u32(base + std::mem::offset_of!(Identity, creator_pid))?.filter(|&p| p != 0);
     Ok(Peek {
-        initialised: init == Some(INIT_DONE),
-        creator_pid: pid,
+        initialised: magic == MAGIC && init == Some(INIT_DONE),
+        foreign: magic != 0 && magic != MAGIC,
+        // A creator pid is only meaningful in a shmq header (the creator writes the magic
+        // before the pid); garbage in a foreign object must not pass for a dead creator.
+        creator_pid: pid.filter(|_| magic == MAGIC),
         size: meta.len(),
         age: meta
             .modified()
@@ -687,6 +700,7 @@ impl Peek {
     /// separately that no process maps it.
     pub fn is_abandoned(&self) -> bool {
         !self.initialised
+            && !self.foreign
             && match self.creator_pid {
                 Some(pid) => !sync::tid_alive(pid),
                 None => self.age > UNINIT_GRACE,

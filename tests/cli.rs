@@ -489,7 +489,8 @@ fn uninitialised_segments_are_reported_not_waited_for() {
     let half = uniq("uninit-half");
     let _cleanup = (Cleanup(empty.clone()), Cleanup(half.clone()));
     std::fs::write(shmq::segment::shm_path(&empty), b"").unwrap();
-    // A header with a creator pid but no `init` word, from a process that is now dead.
+    // A header with the magic and a creator pid but no `init` word, from a process that is
+    // now dead.
     let dead = {
         let mut c = Command::new("true").spawn().unwrap();
         c.wait().unwrap();
@@ -500,6 +501,11 @@ fn uninitialised_segments_are_reported_not_waited_for() {
     let off =
         offset_of!(shmq::segment::Header, id) + offset_of!(shmq::segment::Identity, creator_pid);
     f.write_at(&dead.to_ne_bytes(), off as u64).unwrap();
+    // The creator writes the magic before its pid (a pid without the magic is garbage).
+    let magic_off =
+        offset_of!(shmq::segment::Header, id) + offset_of!(shmq::segment::Identity, magic);
+    f.write_at(&shmq::segment::MAGIC.to_ne_bytes(), magic_off as u64)
+        .unwrap();
     drop(f);
 
     let started = std::time::Instant::now();

@@ -375,6 +375,14 @@ fn corrupted_header_is_incompatible_not_a_crash() {
     std::fs::write(shmq::segment::shm_path(&name), vec![0x5a; 10_000]).unwrap();
     let r = RawQueue::open(&name);
     assert!(matches!(r, Err(Error::Incompatible { .. })), "{r:?}");
+    // Not ours to judge: listed as unreadable, never stale (its garbage "creator pid" is
+    // not taken for a dead creator), so remove_stale leaves it alone.
+    let info = shmq::queue::inspect(&name).unwrap();
+    assert!(
+        matches!(info.state, shmq::QueueState::Unreadable(_)),
+        "{info:?}"
+    );
+    assert!(!info.is_stale());
     // A zero-length object (a creator that died before sizing it) times out as Incompatible.
     std::fs::write(shmq::segment::shm_path(&name), b"").unwrap();
     let r = RawQueue::open(&name);
