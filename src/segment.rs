@@ -767,32 +767,7 @@ pub fn mapped_all() -> std::collections::HashMap<String, Vec<u32>> {
 /// Pids of the processes that have the named queue's object mapped now (from
 /// `/proc/<pid>/maps`; processes of other users may be invisible without privileges).
 pub fn mapped_by(name: &str) -> Vec<u32> {
-    let path = shm_path(name);
-    let Some(path) = path.to_str() else {
-        return Vec::new();
-    };
-    let mut pids = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return pids;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) {
-            if maps
-                .lines()
-                .any(|l| l.split_whitespace().nth(5) == Some(path))
-            {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
+    mapped_all().remove(name).unwrap_or_default()
 }
 
 #[cfg(test)]
