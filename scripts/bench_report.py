@@ -20,7 +20,7 @@ SHMQ = ["shmq-raw", "shmq-typed", "shmq-pod", "shmq-batch"]
 DESC = {
     "shmq-raw": "shmq `RawQueue::put` / `get_into`",
     "shmq-typed": "shmq `Queue<T>` (postcard; u64 at 8 B, `serde_bytes::ByteBuf` above)",
-    "shmq-pod": "shmq `PodQueue<T>` (u64, `[u8; N]`)",
+    "shmq-pod": "shmq `PodQueue<T>` `put` / `get_into` (u64, `[u8; N]`)",
     "shmq-batch": "shmq `put_many` / `get_many_into` (up to 256 messages per call)",
     "ipmpsc-serde": "ipmpsc 0.5 `send`/`recv` (bincode; u64 / `ByteBuf`)",
     "ipmpsc-zc": "ipmpsc 0.5 `zero_copy_context().recv::<&Bytes>()` (its fastest path)",

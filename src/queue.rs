@@ -1153,6 +1153,59 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
     }
 }
 
+impl<T: bytemuck::Pod + Send + Sync> TypedQueue<T, Pod> {
+    fn get_into_block(&self, out: &mut T, block: Block) -> Result<()> {
+        let dst = bytemuck::bytes_of_mut(out);
+        let mut got = None;
+        self.raw.ring().get_batch(1, block, |src, len| {
+            if len == dst.len() {
+                // SAFETY: `src` is valid for `len` bytes of reads (get_batch contract) and
+                // `dst` is a process-local `&mut [u8]` of exactly `len` bytes.
+                unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), len) };
+            }
+            got = Some(len);
+        })?;
+        match got {
+            Some(len) if len == std::mem::size_of::<T>() => Ok(()),
+            len => Err(Error::Codec(format!(
+                "a {}-byte message is not a {} ({} bytes)",
+                len.unwrap_or(0),
+                std::any::type_name::<T>(),
+                std::mem::size_of::<T>()
+            ))),
+        }
+    }
+
+    /// Take the oldest message straight into `out`, with no intermediate copy: the way to
+    /// receive large `Pod` values (a `get` returns `T` by value, through the stack). Waits
+    /// while the queue is empty.
+    ///
+    /// ```
+    /// # let name = format!("doc-podinto-{}", std::process::id());
+    /// let q: shmq::PodQueue<[u64; 512]> = shmq::PodQueue::create(&name, 1 << 16)?;
+    /// let mut frame = Box::new([0u64; 512]);
+    /// frame[7] = 42;
+    /// q.put(&frame)?;
+    /// let mut out = Box::new([0u64; 512]);
+    /// q.get_into(&mut out)?;
+    /// assert_eq!(out[7], 42);
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn get_into(&self, out: &mut T) -> Result<()> {
+        self.get_into_block(out, Block::Until(None))
+    }
+
+    /// Like [`get_into`](Self::get_into) but [`Error::Empty`] instead of waiting.
+    pub fn try_get_into(&self, out: &mut T) -> Result<()> {
+        self.get_into_block(out, Block::No)
+    }
+
+    /// Like [`get_into`](Self::get_into) but [`Error::Timeout`] after `timeout`.
+    pub fn get_into_timeout(&self, out: &mut T, timeout: Duration) -> Result<()> {
+        self.get_into_block(out, Block::timeout(timeout))
+    }
+}
+
 impl Serialize for RawQueue {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         self.location().serialize(s)
@@ -1431,6 +1484,22 @@ mod tests {
         let lax: Queue<Vec<u8>> =
             Queue::open_with(n.as_str(), &Options::new().check_type(false)).unwrap();
         assert_eq!(lax.len(), 0);
+    }
+
+    #[test]
+    fn pod_get_into_copies_straight_and_checks_length() {
+        let n = uniq("podinto");
+        let q: PodQueue<[u32; 4]> = PodQueue::create(&n, 4096).unwrap();
+        let mut out = [0u32; 4];
+        assert!(matches!(q.try_get_into(&mut out), Err(Error::Empty)));
+        q.put(&[1, 2, 3, 4]).unwrap();
+        q.get_into(&mut out).unwrap();
+        assert_eq!(out, [1, 2, 3, 4]);
+        // A record of the wrong size (written through the raw view) is a codec error and
+        // leaves `out` untouched.
+        q.raw().put(&[9u8; 3]).unwrap();
+        assert!(matches!(q.get_into(&mut out), Err(Error::Codec(_))));
+        assert_eq!(out, [1, 2, 3, 4]);
     }
 
     #[test]
