@@ -16,11 +16,12 @@
 //! # Ok::<(), shmq::Error>(())
 //! ```
 //!
-//! ## Layers (bottom up; each module only uses the ones above it in this list)
+//! ## Layers (bottom up; each builds on the ones listed before it)
 //! * [`error`] — the [`Error`] enum and [`Result`].
+//! * [`sync`] — the process-shared lock that survives a SIGKILLed holder, futex waiting,
+//!   process liveness.
 //! * [`segment`] — create / open / validate / remove a named (`/dev/shm/shmq.<name>`) or
 //!   file-backed segment and its `#[repr(C)]` header.
-//! * [`sync`] — the process-shared lock that survives a SIGKILLed holder, futex waiting.
 //! * [`ring`] — the byte ring of framed variable-length records (two-lock MPMC).
 //! * [`queue`] — [`RawQueue`] (bytes), [`Queue<T>`] (serde/postcard) and [`PodQueue<T>`]
 //!   (`bytemuck::Pod`, no serialisation), plus [`Options`].
@@ -28,6 +29,8 @@
 //!
 //! The `shmq` command-line tool (`src/bin/shmq.rs`, feature `cli`) inspects, taps and
 //! removes queues.
+
+#![warn(missing_docs)]
 
 pub mod error;
 pub mod process;
