@@ -537,6 +537,15 @@ impl RawQueue {
     pub fn stats(&self) -> Stats {
         self.ring().stats()
     }
+
+    /// Test support, not API: take this queue's producer (`producer == true`) or consumer
+    /// lock and hold it until the returned guard drops, as a put or get in progress would.
+    /// Integration tests use it to stand for a live (or, once the process is killed, a dead)
+    /// lock holder.
+    #[doc(hidden)]
+    pub fn hold_lock_for_test(&self, producer: bool) -> Result<impl Drop + '_> {
+        self.ring().hold_lock(producer)
+    }
 }
 
 /// Messages taken by [`RawQueue::get_many_into`]: one buffer of concatenated payloads plus

@@ -370,6 +370,22 @@ impl Ring {
         RobustLock::new(word).lock(deadline)
     }
 
+    /// Take the producer or consumer lock (repairing after a dead holder) and return its
+    /// guard (test support: stands for a put or get in progress).
+    pub fn hold_lock(&self, producer: bool) -> Result<sync::LockGuard<'_>> {
+        let h = self.h();
+        let word = if producer { &h.prod.lock } else { &h.cons.lock };
+        let (guard, how) = self.lock(word, None)?;
+        if let Acquired::Recovered(_) = how {
+            if producer {
+                self.repair_producer()?;
+            } else {
+                self.repair_consumer()?;
+            }
+        }
+        Ok(guard)
+    }
+
     /// After taking over the producer lock from a dead holder: validate and repair.
     fn repair_producer(&self) -> Result<()> {
         let p = &self.h().prod;
