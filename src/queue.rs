@@ -273,7 +273,7 @@ impl RawQueue {
         };
         let mut seg = Segment::create(loc, opts.capacity, &copts)?;
         seg.set_remove_on_drop(!opts.keep_on_drop);
-        Ok(Self::from_segment(seg, opts))
+        Self::from_segment(seg, opts)
     }
 
     fn open_kind(loc: Location, opts: &Options, kind: Option<&Kind>) -> Result<RawQueue> {
@@ -281,16 +281,16 @@ impl RawQueue {
         if let Some(kind) = kind {
             check_kind(&seg, kind, opts.check_type)?;
         }
-        Ok(Self::from_segment(seg, opts))
+        Self::from_segment(seg, opts)
     }
 
-    fn from_segment(seg: Segment, opts: &Options) -> RawQueue {
+    fn from_segment(seg: Segment, opts: &Options) -> Result<RawQueue> {
         let name = seg.location().display_name();
-        let mut ring = Ring::new(seg);
+        let mut ring = Ring::new(seg)?;
         ring.set_spin(opts.spin);
-        RawQueue {
+        Ok(RawQueue {
             inner: Arc::new(Inner { ring, name }),
-        }
+        })
     }
 
     #[inline]
@@ -1383,12 +1383,8 @@ fn inspect_with(name: &str, attached: Vec<u32>) -> Result<QueueInfo> {
             p.age,
         ),
         // Initialised: opening does not wait.
-        Ok(p) => match Segment::open(Location::Name(name.to_string())) {
-            Ok(seg) => (
-                QueueState::Ready(Box::new(Ring::new(seg).stats())),
-                p.size,
-                p.age,
-            ),
+        Ok(p) => match Segment::open(Location::Name(name.to_string())).and_then(Ring::new) {
+            Ok(ring) => (QueueState::Ready(Box::new(ring.stats())), p.size, p.age),
             Err(Error::NotFound(n)) => return Err(Error::NotFound(n)),
             Err(e) => (QueueState::Unreadable(e.to_string()), p.size, p.age),
         },
