@@ -618,11 +618,12 @@ impl Ring {
             }
             // Under the producer lock only `close` (setting CLOSED) changes this word.
             let mut from = h.prod.tail.load(Ordering::Relaxed);
+            let pos = from & !CLOSED;
+            if pos > MAX_POS || !pos.is_multiple_of(8) {
+                return Err(Error::corrupt(format!("tail {pos} out of range")));
+            }
             if from & CLOSED != 0 {
                 return Err(Error::Closed);
-            }
-            if from > MAX_POS || !from.is_multiple_of(8) {
-                return Err(Error::corrupt(format!("tail {from} out of range")));
             }
             let mut tail = from;
             let mut count = h.prod.put_count.load(Ordering::Relaxed);
@@ -769,8 +770,7 @@ impl Ring {
                     let word = h.prod.tail.load(Ordering::Acquire);
                     let free = self.cap.saturating_sub((word & !CLOSED).wrapping_sub(head));
                     (free >= need
-                        && (free >= plenty
-                            || hysteresis_until.is_none_or(|u| Instant::now() >= u)))
+                        && (free >= plenty || hysteresis_until.is_none_or(|u| Instant::now() >= u)))
                         || word & CLOSED != 0
                 },
             )
@@ -905,8 +905,7 @@ impl Ring {
     /// sleeping consumer in its place.
     fn pass_on_wake(&self) {
         let h = self.h();
-        if h.prod.tail.load(Ordering::Acquire) & !CLOSED != h.cons.head.load(Ordering::Acquire)
-        {
+        if h.prod.tail.load(Ordering::Acquire) & !CLOSED != h.cons.head.load(Ordering::Acquire) {
             sync::notify(&h.prod.data_seq, &h.shared.consumers_waiting, 1);
         }
     }
@@ -1075,10 +1074,7 @@ mod tests {
                 max: 248
             })
         ));
-        assert!(matches!(
-            put(&r, &[], Block::No),
-            Ok(1)
-        ));
+        assert!(matches!(put(&r, &[], Block::No), Ok(1)));
         assert_eq!(get(&r, Block::No).unwrap(), b"");
     }
 
@@ -1115,10 +1111,10 @@ mod tests {
             });
             held_rx.recv().unwrap();
             let t = Instant::now();
-            assert!(matches!(put(&r, b"y", Block::No), Err(Error::Full)));
-            assert!(matches!(get(&r, Block::No), Err(Error::Empty)));
+            assert!(matches!(put(r, b"y", Block::No), Err(Error::Full)));
+            assert!(matches!(get(r, Block::No), Err(Error::Empty)));
             assert!(matches!(
-                get(&r, Block::timeout(Duration::from_millis(20))),
+                get(r, Block::timeout(Duration::from_millis(20))),
                 Err(Error::Timeout)
             ));
             assert!(t.elapsed() < Duration::from_secs(5));

@@ -271,9 +271,7 @@ impl Deadline {
         match self.at.get() {
             Some(at) => at,
             None => {
-                let at = self
-                    .timeout
-                    .and_then(|d| Instant::now().checked_add(d));
+                let at = self.timeout.and_then(|d| Instant::now().checked_add(d));
                 self.at.set(Some(at));
                 at
             }
@@ -551,9 +549,9 @@ impl Holder {
 
     /// The liveness descriptor (for tests; -1 for a local holder).
     pub fn fd(&self) -> i32 {
-        self.live.as_ref().map_or(-1, |l| {
-            l.lock().unwrap_or_else(|p| p.into_inner()).fd()
-        })
+        self.live
+            .as_ref()
+            .map_or(-1, |l| l.lock().unwrap_or_else(|p| p.into_inner()).fd())
     }
 }
 
@@ -823,7 +821,11 @@ mod tests {
 
     fn lock_file() -> (tempfile::NamedTempFile, File) {
         let t = tempfile::NamedTempFile::new().unwrap();
-        let f = File::options().read(true).write(true).open(t.path()).unwrap();
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .open(t.path())
+            .unwrap();
         (t, f)
     }
 
