@@ -62,7 +62,7 @@ fn child_entry() {
 fn fork_child_takes_its_own_holder_id() {
     let name = uniq("forkput");
     let q = RawQueue::create(&name, 4096).unwrap();
-    let mut child = spawn_role(ENTRY, "fork_and_put", &[name.clone()]);
+    let mut child = spawn_role(ENTRY, "fork_and_put", std::slice::from_ref(&name));
     let out: Vec<String> = lines(child.stdout.take().unwrap()).collect();
     assert!(child.wait().unwrap().success());
     assert_eq!(out, ["child status 0"]);
@@ -81,7 +81,7 @@ fn fork_child_takes_its_own_holder_id() {
 fn parent_dead_holding_the_lock_is_recovered_while_its_fork_child_lives() {
     let name = uniq("forkdead");
     let q = RawQueue::create(&name, 4096).unwrap();
-    let mut holder = spawn_role(ENTRY, "hold_and_fork", &[name.clone()]);
+    let mut holder = spawn_role(ENTRY, "hold_and_fork", std::slice::from_ref(&name));
     let line = lines(holder.stdout.as_mut().unwrap()).next().unwrap();
     let grandchild: i32 = line.strip_prefix("forked ").unwrap().parse().unwrap();
     // While the holder lives, the lock is its: a timed put waits and times out.
