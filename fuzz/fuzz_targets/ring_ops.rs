@@ -14,7 +14,7 @@ use shmq::ring::{Block, Ring};
 use shmq::Error;
 
 /// A TID above `PID_MAX_LIMIT`: no thread can have it, so it stands for a dead holder.
-const DEAD_TID: u32 = 4_194_305;
+const DEAD_HOLDER: u32 = 4_194_305;
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -83,24 +83,37 @@ impl Model {
     }
 
     /// Mirrors `Ring::put_batch`'s placement of one message (skip records are published
-    /// even when the message then does not fit).
-    fn put_one(&mut self, msg: &[u8]) -> PutRes {
+    /// even when the message then does not fit). With `may_drop_padding` (the first message
+    /// of a lock round) a producer that finds no room while no message is queued removes the
+    /// leading padding itself and tries once more.
+    fn put_one(&mut self, msg: &[u8], may_drop_padding: bool) -> PutRes {
         let rec = align8(8 + msg.len() as u64);
         if rec > self.cap {
             return PutRes::TooLarge;
         }
+        let mut may_drop = may_drop_padding;
         loop {
             let off = self.tail % self.cap;
             let to_end = self.cap - off;
-            if rec > to_end {
+            let fits = if rec > to_end {
                 if to_end <= self.free() {
                     self.recs.push_back((None, to_end));
                     self.tail += to_end;
                     continue;
                 }
-                return PutRes::Full;
-            }
-            if rec > self.free() {
+                false
+            } else {
+                rec <= self.free()
+            };
+            if !fits {
+                if may_drop && self.len() == 0 {
+                    may_drop = false;
+                    while let Some((None, size)) = self.recs.front() {
+                        self.head += size;
+                        self.recs.pop_front();
+                    }
+                    continue;
+                }
                 return PutRes::Full;
             }
             self.recs.push_back((Some(msg.to_vec()), rec));
@@ -172,7 +185,7 @@ fn model_put(m: &mut Model, msgs: &[Vec<u8>], try_: bool) -> shmq::Result<usize>
     }
     let mut done = 0;
     for msg in msgs {
-        match m.put_one(msg) {
+        match m.put_one(msg, done == 0) {
             PutRes::Ok => done += 1,
             PutRes::TooLarge => {
                 return Err(Error::TooLarge {
@@ -280,7 +293,7 @@ fuzz_target!(|input: Input| {
                     } else {
                         &h.cons.lock
                     };
-                    w.store(DEAD_TID, std::sync::atomic::Ordering::Relaxed);
+                    w.store(DEAD_HOLDER, std::sync::atomic::Ordering::Relaxed);
                 }
             }
             Op::Reload(fill) => {
@@ -307,7 +320,7 @@ fuzz_target!(|input: Input| {
                 .prod
                 .tail
                 .load(std::sync::atomic::Ordering::Relaxed),
-            m.tail
+            m.tail | u64::from(m.closed)
         );
         assert_eq!(
             ring.header()

@@ -501,11 +501,11 @@ fn cmd_stat(a: StatArgs) -> CliResult<()> {
     if s.codec == segment::codec_id::POD {
         codec.push_str(&format!(", {} bytes per item", snap.item_size));
     }
-    let lock = |tid: u32| {
-        if tid == 0 {
+    let lock = |holder: u32| {
+        if holder == 0 {
             "free".to_string()
         } else {
-            format!("held by tid {tid}")
+            format!("held by holder id {holder}")
         }
     };
     let pids = |v: &[u32]| {
