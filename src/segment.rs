@@ -1091,4 +1091,145 @@ mod tests {
             Err(Error::NotFound(_))
         ));
     }
+
+    /// A zeroed page holding a header (all atomics: zero is a valid value).
+    #[repr(C, align(4096))]
+    struct Page([u8; 4096]);
+
+    fn with_header(f: impl FnOnce(&Header)) {
+        let page = Box::new(Page([0; 4096]));
+        // SAFETY: the page is 4096-aligned and 4096 >= size_of::<Header>() bytes; Header is
+        // all atomics, for which zero bytes are valid; the box outlives the reference.
+        let h = unsafe { &*(page.as_ref() as *const Page as *const Header) };
+        f(h)
+    }
+
+    fn publish(h: &Header, cap: u64) {
+        h.id.magic.store(MAGIC, Ordering::Relaxed);
+        h.id.version.store(VERSION, Ordering::Relaxed);
+        h.id.header_size
+            .store(std::mem::size_of::<Header>() as u32, Ordering::Relaxed);
+        h.id.ring_offset.store(RING_OFFSET, Ordering::Relaxed);
+        h.id.capacity.store(cap, Ordering::Relaxed);
+        h.id.init.store(INIT_DONE, Ordering::Release);
+    }
+
+    fn reason(r: Result<u64>) -> String {
+        match r {
+            Err(Error::Incompatible { name, reason }) => {
+                assert_eq!(name, "t");
+                reason
+            }
+            other => panic!("expected Incompatible, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn validate_layout_checks_every_word_against_the_size() {
+        with_header(|h| {
+            assert!(reason(validate_layout(h, 1 << 20, "t")).contains("not initialised"));
+            publish(h, 4096);
+            assert_eq!(validate_layout(h, RING_OFFSET + 4096, "t").unwrap(), 4096);
+            assert!(reason(validate_layout(h, RING_OFFSET + 4095, "t")).contains("truncated"));
+            for bad in [0, 32, 100, MAX_CAPACITY + 64, u64::MAX] {
+                h.id.capacity.store(bad, Ordering::Relaxed);
+                assert!(reason(validate_layout(h, u64::MAX, "t")).contains("bad geometry"));
+            }
+            h.id.capacity.store(4096, Ordering::Relaxed);
+            h.id.ring_offset.store(0, Ordering::Relaxed);
+            assert!(reason(validate_layout(h, u64::MAX, "t")).contains("bad geometry"));
+            h.id.ring_offset.store(RING_OFFSET, Ordering::Relaxed);
+            h.id.header_size.store(8, Ordering::Relaxed);
+            assert!(reason(validate_layout(h, u64::MAX, "t")).contains("header size"));
+            h.id.header_size
+                .store(std::mem::size_of::<Header>() as u32, Ordering::Relaxed);
+            h.id.version.store(VERSION + 1, Ordering::Relaxed);
+            assert!(reason(validate_layout(h, u64::MAX, "t")).contains("layout version"));
+            h.id.version.store(VERSION, Ordering::Relaxed);
+            h.id.magic.store(7, Ordering::Relaxed);
+            assert!(reason(validate_layout(h, u64::MAX, "t")).contains("bad magic"));
+        });
+    }
+
+    #[test]
+    fn capacity_is_the_private_copy() {
+        let name = format!("unit-cap-{}", std::process::id());
+        let seg = Segment::create(Location::Name(name.clone()), 4096, &Default::default()).unwrap();
+        let other = Segment::open(Location::Name(name)).unwrap();
+        seg.header().id.capacity.store(0, Ordering::Relaxed);
+        assert_eq!((seg.capacity(), other.capacity()), (4096, 4096));
+        assert_eq!((seg.ring().1, other.ring().1), (4096, 4096));
+    }
+
+    #[test]
+    fn the_mapped_file_stays_open_for_the_segments_life() {
+        let name = format!("unit-fd-{}", std::process::id());
+        let seg = Segment::create(Location::Name(name.clone()), 4096, &Default::default()).unwrap();
+        let other = Segment::open(Location::Name(name.clone())).unwrap();
+        for s in [&seg, &other] {
+            let m = s.file().metadata().unwrap();
+            assert_eq!(ObjectId::of(&m), s.object_id());
+            let fd = s.file().as_raw_fd();
+            // SAFETY: F_GETFD on a descriptor we own.
+            let fl = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            assert!(fl & libc::FD_CLOEXEC != 0, "close-on-exec");
+            // SAFETY: as above.
+            let st = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+            assert_eq!(st & libc::O_NONBLOCK, 0, "back to blocking mode");
+            let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+            assert_eq!(link, shm_path(&name));
+        }
+    }
+
+    #[test]
+    fn unlink_if_same_leaves_another_object_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        let loc = Location::Path(p.clone());
+        std::fs::write(&p, b"a").unwrap();
+        let a = ObjectId::of(&std::fs::metadata(&p).unwrap());
+        let _keep_a_alive = File::open(&p).unwrap(); // so that b cannot reuse a's inode
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, b"b").unwrap();
+        assert!(!unlink_if_same(&loc, a).unwrap());
+        assert!(p.exists());
+        let b = ObjectId::of(&std::fs::metadata(&p).unwrap());
+        assert!(unlink_if_same(&loc, b).unwrap());
+        assert!(!p.exists());
+        assert!(matches!(unlink_if_same(&loc, b), Err(Error::NotFound(_))));
+    }
+
+    #[test]
+    fn open_existing_refuses_what_is_not_a_regular_file_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let sub = dir.path().join("dir");
+        std::fs::create_dir(&sub).unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        for (p, kind) in [
+            (&fifo, "a FIFO"),
+            (&sub, "a directory"),
+            (&link, "a symbolic link"),
+        ] {
+            for write in [false, true] {
+                match open_existing(&Location::Path(p.clone()), write) {
+                    Err(Error::Incompatible { reason, .. }) => {
+                        assert_eq!(reason, format!("not a regular file ({kind})"))
+                    }
+                    other => panic!("{p:?}: {other:?}"),
+                }
+            }
+        }
+        assert!(open_existing(&Location::Path(file), true).is_ok());
+        assert!(matches!(
+            open_existing(&Location::Path(dir.path().join("none")), false),
+            Err(Error::NotFound(s)) if s.ends_with("/none")
+        ));
+    }
 }

@@ -180,7 +180,10 @@ fn remove_if_unchanged_and_remove_stale_leave_a_newer_object_alone() {
     // The stale object is replaced by a live queue between the scan and the removal.
     shmq::remove(&name).unwrap();
     let live = RawQueue::create(&name, 4096).unwrap();
-    assert!(!info.remove_if_unchanged().unwrap(), "the new object is not removed");
+    assert!(
+        !info.remove_if_unchanged().unwrap(),
+        "the new object is not removed"
+    );
     assert!(RawQueue::open(&name).is_ok());
     assert!(!shmq::remove_stale().unwrap().contains(&name));
     assert!(RawQueue::open(&name).is_ok());
@@ -198,13 +201,19 @@ fn remove_stale_and_replace_stale_remove_a_stale_queue() {
     let _c = Cleanup(shm_path(&name));
     let mut child = spawn_role(ENTRY, "create_forget", std::slice::from_ref(&name));
     assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
-    assert!(shmq::queue::inspect(&name).unwrap().remove_if_unchanged().unwrap());
+    assert!(shmq::queue::inspect(&name)
+        .unwrap()
+        .remove_if_unchanged()
+        .unwrap());
     assert!(!shm_path(&name).exists());
 
     let mut child = spawn_role(ENTRY, "create_forget", std::slice::from_ref(&name));
     assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
-    let q = RawQueue::create_with(name.as_str(), &Options::new().replace_stale(true).capacity(8192))
-        .unwrap();
+    let q = RawQueue::create_with(
+        name.as_str(),
+        &Options::new().replace_stale(true).capacity(8192),
+    )
+    .unwrap();
     assert_eq!(q.capacity(), 8192);
     drop(q);
     assert!(!shm_path(&name).exists());
@@ -245,16 +254,25 @@ fn check_foreign(name: &str, kind: &'static str) {
     assert!(!info.remove_if_unchanged().unwrap());
     let removed = within("remove_stale", shmq::remove_stale).unwrap();
     assert!(!removed.contains(&name.to_string()));
-    assert!(std::fs::symlink_metadata(&path).is_ok(), "{kind} left alone");
+    assert!(
+        std::fs::symlink_metadata(&path).is_ok(),
+        "{kind} left alone"
+    );
     let n = name.to_string();
     let r = within("create with replace_stale", move || {
-        RawQueue::create_with(n.as_str(), &Options::new().replace_stale(true).capacity(4096))
+        RawQueue::create_with(
+            n.as_str(),
+            &Options::new().replace_stale(true).capacity(4096),
+        )
     });
     assert!(
         matches!(r, Err(Error::AlreadyExists { stale: false, .. })),
         "{r:?}"
     );
-    assert!(std::fs::symlink_metadata(&path).is_ok(), "{kind} left alone");
+    assert!(
+        std::fs::symlink_metadata(&path).is_ok(),
+        "{kind} left alone"
+    );
 }
 
 #[test]
@@ -286,7 +304,10 @@ fn a_symlink_in_dev_shm_is_not_followed() {
     })
     .unwrap();
     assert!(std::fs::symlink_metadata(&path).is_err());
-    assert!(shm_path(&target).exists(), "removing the link leaves its target");
+    assert!(
+        shm_path(&target).exists(),
+        "removing the link leaves its target"
+    );
     q.put(b"fine").unwrap();
 }
 
@@ -393,11 +414,16 @@ fn a_toggled_capacity_word_never_gives_a_handle_a_wrong_capacity() {
     hostile.join().unwrap();
     eprintln!("{ok} opens accepted, {refused} refused");
     assert_eq!(q.capacity(), 4096);
+    // Deterministically: the word changes between open's validation and the ring's
+    // construction (the window the loop above aims at).
     let seg = Segment::open(Location::Name(name)).unwrap();
     seg.header().id.capacity.store(0, Ordering::Relaxed);
     assert_eq!(seg.capacity(), 4096, "the private copy");
     assert_eq!(seg.ring().1, 4096);
-    seg.header().id.capacity.store(4096, Ordering::Relaxed);
+    let ring = shmq::ring::Ring::new(seg);
+    assert_eq!(ring.capacity(), 4096);
+    assert_eq!(ring.max_message(), 4088);
+    ring.header().id.capacity.store(4096, Ordering::Relaxed);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -407,22 +433,34 @@ fn a_toggled_capacity_word_never_gives_a_handle_a_wrong_capacity() {
 fn errors_about_paths_name_the_path() {
     let e = RawQueue::create_at("/nonexistent-dir/q", 4096).unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound), "{e:?}");
-    assert!(msg.contains("/nonexistent-dir/q") && msg.contains("create"), "{msg}");
+    assert!(
+        matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound),
+        "{e:?}"
+    );
+    assert!(
+        msg.contains("/nonexistent-dir/q") && msg.contains("create"),
+        "{msg}"
+    );
     // The io error is printed once, whether the error is shown alone or as a chain.
     assert_eq!(msg.matches("No such file").count(), 1, "{msg}");
     assert!(std::error::Error::source(&e).is_none());
 
     let e = RawQueue::open_at("/nonexistent-dir/q").unwrap_err();
     assert!(matches!(e, Error::NotFound(_)), "{e:?}");
-    assert_eq!(e.to_string(), "no shmq queue at /nonexistent-dir/q (no such file; check the path)");
+    assert_eq!(
+        e.to_string(),
+        "no shmq queue at /nonexistent-dir/q (no such file; check the path)"
+    );
     let e = RawQueue::open_at("no-such-relative-file.shmq").unwrap_err();
     assert!(
         e.to_string().contains("at ./no-such-relative-file.shmq"),
         "{e}"
     );
     let e = RawQueue::open("no-such-queue-name").unwrap_err();
-    assert!(e.to_string().contains("named \"no-such-queue-name\""), "{e}");
+    assert!(
+        e.to_string().contains("named \"no-such-queue-name\""),
+        "{e}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.shmq");
