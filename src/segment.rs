@@ -19,7 +19,7 @@
 //! # Opening a path in a shared directory
 //! `/dev/shm` is writable by every local user, so a name may hold anything: a FIFO, a
 //! socket, a directory, a symbolic link, a device node. Every open of an existing name or
-//! path goes through one function ([`open_existing`]) that never blocks and never follows a
+//! path goes through one function (`open_existing`) that never blocks and never follows a
 //! link: `lstat` first (anything but a regular file is refused without being opened), then
 //! `open` with `O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC` (a FIFO swapped in after the
 //! `lstat` cannot block the open), then `fstat` on the descriptor (the authoritative check),
@@ -59,7 +59,7 @@ use crate::sync;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMQRING");
 /// Layout version; bumped on any incompatible change of the header or framing.
 pub const VERSION: u32 = 1;
-/// Value of [`Header::init`] once the creator has finished writing the header.
+/// Value of [`Identity::init`] once the creator has finished writing the header.
 pub const INIT_DONE: u32 = 0x1417_0001;
 /// Offset of the ring's first byte in the segment (one page: the header lives below).
 pub const RING_OFFSET: u64 = 4096;
@@ -929,8 +929,9 @@ pub struct Peek {
 
 /// Read a named object's `init` word and creator pid with `pread` (no mapping, so no
 /// reference into shared memory, and no waiting for a creator still at work). Never blocks:
-/// an object that is not a regular file is [`Error::Incompatible`] (see
-/// [`open_existing`]); a missing one is [`Error::NotFound`].
+/// an object that is not a regular file is [`Error::Incompatible`] (see the
+/// [module docs](self#opening-a-path-in-a-shared-directory)); a missing one is
+/// [`Error::NotFound`].
 pub fn peek(name: &str) -> Result<Peek> {
     use std::os::unix::fs::FileExt;
     validate_name(name)?;

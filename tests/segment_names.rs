@@ -50,6 +50,14 @@ impl Drop for Cleanup {
     }
 }
 
+/// Serialises the tests that leave a stale queue for a moment and the ones that call
+/// `remove_stale` (which would remove it under the first ones' feet).
+static STALE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn stale_lock() -> std::sync::MutexGuard<'static, ()> {
+    STALE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn threads_of_this_process() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
@@ -171,6 +179,7 @@ fn dropping_an_old_creator_does_not_remove_a_new_file_at_the_same_path() {
 
 #[test]
 fn remove_if_unchanged_and_remove_stale_leave_a_newer_object_alone() {
+    let _g = stale_lock();
     let name = uniq("stale-then-new");
     let _c = Cleanup(shm_path(&name));
     let mut child = spawn_role(ENTRY, "create_forget", std::slice::from_ref(&name));
@@ -197,6 +206,7 @@ fn remove_if_unchanged_and_remove_stale_leave_a_newer_object_alone() {
 #[test]
 fn remove_stale_and_replace_stale_remove_a_stale_queue() {
     // The positive control for the test above: the same object is removed.
+    let _g = stale_lock();
     let name = uniq("stale");
     let _c = Cleanup(shm_path(&name));
     let mut child = spawn_role(ENTRY, "create_forget", std::slice::from_ref(&name));
@@ -252,7 +262,10 @@ fn check_foreign(name: &str, kind: &'static str) {
     }
     assert!(!info.is_stale());
     assert!(!info.remove_if_unchanged().unwrap());
-    let removed = within("remove_stale", shmq::remove_stale).unwrap();
+    let removed = {
+        let _g = stale_lock();
+        within("remove_stale", shmq::remove_stale).unwrap()
+    };
     assert!(!removed.contains(&name.to_string()));
     assert!(
         std::fs::symlink_metadata(&path).is_ok(),
