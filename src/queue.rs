@@ -280,7 +280,7 @@ impl RawQueue {
         };
         let mut seg = Segment::create(loc, opts.capacity, &copts)?;
         seg.set_remove_on_drop(!opts.keep_on_drop);
-        Ok(Self::from_segment(seg, opts))
+        Self::from_segment(seg, opts)
     }
 
     fn open_kind(loc: Location, opts: &Options, kind: Option<&Kind>) -> Result<RawQueue> {
@@ -288,16 +288,16 @@ impl RawQueue {
         if let Some(kind) = kind {
             check_kind(&seg, kind, opts.check_type)?;
         }
-        Ok(Self::from_segment(seg, opts))
+        Self::from_segment(seg, opts)
     }
 
-    fn from_segment(seg: Segment, opts: &Options) -> RawQueue {
+    fn from_segment(seg: Segment, opts: &Options) -> Result<RawQueue> {
         let name = seg.location().display_name();
-        let mut ring = Ring::new(seg);
+        let mut ring = Ring::new(seg)?;
         ring.set_spin(opts.spin);
-        RawQueue {
+        Ok(RawQueue {
             inner: Arc::new(Inner { ring, name }),
-        }
+        })
     }
 
     #[inline]
@@ -1420,12 +1420,20 @@ fn inspect_with(name: &str, attached: Vec<u32>) -> Result<QueueInfo> {
             // peek), so that is the object a later removal may remove.
             Ok(seg) => {
                 let object = seg.object_id();
-                (
-                    QueueState::Ready(Box::new(Ring::new(seg).stats())),
-                    p.size,
-                    p.age,
-                    Some(object),
-                )
+                match Ring::new(seg) {
+                    Ok(ring) => (
+                        QueueState::Ready(Box::new(ring.stats())),
+                        p.size,
+                        p.age,
+                        Some(object),
+                    ),
+                    Err(e) => (
+                        QueueState::Unreadable(e.to_string()),
+                        p.size,
+                        p.age,
+                        Some(object),
+                    ),
+                }
             }
             Err(Error::NotFound(n)) => return Err(Error::NotFound(n)),
             Err(e) => (

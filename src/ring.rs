@@ -3,6 +3,8 @@
 //! # Layout
 //! `head` and `tail` (in the header) are monotonically increasing byte positions; the byte
 //! at position `p` lives at ring offset `p % capacity`. `tail - head` bytes are in use.
+//! Bit 0 of the `tail` word is the queue's **closed** flag ([`CLOSED`]); positions are
+//! multiples of 8, so the flag never mixes with a position.
 //! A record is an 8-byte frame header (`len: u32`, `tag: u32`, little endian, read as one
 //! `u64`) followed by `len` payload bytes, padded to a multiple of 8. Records never straddle
 //! the end of the ring: a record that would is preceded by a [`SKIP`] frame covering the
@@ -12,24 +14,35 @@
 //! # Protocol
 //! * Producers serialise on the producer lock. A producer writes the payload and the frame
 //!   header into free space (which no consumer reads), then publishes with **one**
-//!   release-store of `tail`. A producer killed mid-copy leaves no visible record.
+//!   release compare-and-swap of the `tail` word from the value it found under the lock.
+//!   The swap fails if `close` set the closed bit meanwhile: then nothing is published, so no
+//!   put publishes after `close` returned. A producer killed mid-copy leaves no visible
+//!   record.
 //! * Consumers serialise on the consumer lock. A consumer validates and copies the record
 //!   at `head`, then releases it with one release-store of `head`. A consumer killed
 //!   mid-copy leaves the record in place for the next consumer.
-//! * Producers and consumers never wait for each other's lock. Each side bumps a sequence
-//!   word and wakes sleepers only when the waiter count says someone sleeps.
+//! * A producer whose record does not fit while every published record has been consumed
+//!   (the ring holds nothing but padding) takes the consumer lock and moves `head` over the
+//!   [`SKIP`] records itself, so that a message of up to `capacity - 8` bytes fits into an
+//!   empty queue without waiting for a consumer. Lock order: producer, then consumer;
+//!   consumers never take the producer lock, so this cannot deadlock.
+//! * Each side bumps a sequence word and wakes sleepers only when the waiter count says
+//!   someone sleeps: on **every** move of `tail` (records or padding) and of `head`. See
+//!   `docs/design.md` for the table of who waits for what and who wakes them.
 //! * Message counters are repaired after a crash with a write-ahead pair
 //!   (`pending_tail`, `pending_count`) stored before the publishing store.
 //!
-//! Everything read from the segment (positions, frame headers) is untrusted: it is read
-//! once into a local, validated, and only then used; a violation is [`Error::Corrupt`].
+//! Everything read from the segment (positions, frame headers, counters) is untrusted: it is
+//! read once into a local, validated, and only then used; a violation is [`Error::Corrupt`].
+//! Positions above [`MAX_POS`] are corrupt, so no position arithmetic can overflow; counters
+//! are advanced with wrapping arithmetic.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::segment::{self, Header, Segment};
-use crate::sync::{self, Acquired, RobustLock};
+use crate::segment::{self, Header, Location, Segment};
+use crate::sync::{self, Acquired, Deadline, Holder, RobustLock};
 
 /// Frame tag of a message record.
 pub const MSG: u32 = 0x5153_4D31;
@@ -37,6 +50,11 @@ pub const MSG: u32 = 0x5153_4D31;
 pub const SKIP: u32 = 0x5153_4B50;
 /// Frame header size in bytes.
 pub const FRAME: u64 = 8;
+/// Bit of the `tail` word that marks the queue closed.
+pub const CLOSED: u64 = 1;
+/// Largest valid position (2^62): a queue would need decades at memory speed to get here,
+/// and keeping positions below it makes every `position + length` sum overflow-free.
+pub const MAX_POS: u64 = 1 << 62;
 
 /// Value of the cached positions before a first read of the shared ones (so that a fresh
 /// handle validates the shared positions on its first put and get).
@@ -50,7 +68,7 @@ fn align8(n: u64) -> u64 {
     (n + 7) & !7
 }
 
-/// Longest a `try_*` call waits for a lock held by another live thread before it gives up
+/// Longest a `try_*` call waits for a lock held by another live holder before it gives up
 /// with `Full`/`Empty` (as Python's `Queue.get(block=False)` does when its lock is busy).
 pub const TRY_LOCK_WAIT: Duration = Duration::from_millis(50);
 
@@ -61,32 +79,60 @@ pub enum Block {
     No,
     /// Wait until the deadline (`None`: for ever).
     Until(Option<Instant>),
+    /// Wait at most this long, counted from when the call first has to wait (the clock is
+    /// not read on the fast path). `Duration::MAX` waits for ever.
+    For(Duration),
 }
 
 impl Block {
-    /// Block until `timeout` from now.
+    /// Block at most `timeout`.
     pub fn timeout(d: Duration) -> Block {
-        Block::Until(Instant::now().checked_add(d))
+        Block::For(d)
     }
-    /// Deadline for taking the lock. A `try_*` call waits for the lock only briefly
-    /// ([`TRY_LOCK_WAIT`]): long enough for a holder mid-copy and for taking over from a
-    /// dead one, not for a holder that is stopped (SIGSTOP) or hostile.
-    fn deadline(self) -> Option<Instant> {
+    /// Deadline for taking the lock and waiting. A `try_*` call waits for the lock only
+    /// briefly ([`TRY_LOCK_WAIT`]): long enough for a holder mid-copy and for taking over
+    /// from a dead one, not for a holder that is stopped (SIGSTOP) or hostile.
+    fn deadline(self) -> Deadline {
         match self {
-            Block::No => Instant::now().checked_add(TRY_LOCK_WAIT),
-            Block::Until(d) => d,
+            Block::No => Deadline::after(TRY_LOCK_WAIT),
+            Block::Until(d) => Deadline::at(d),
+            Block::For(d) => Deadline::after(d),
         }
     }
 }
 
-/// Heap memory laid out like a segment, for in-process rings (tests and fuzzing).
-#[repr(C, align(4096))]
-struct Page([u8; 4096]);
+/// Heap memory laid out like a segment, for in-process rings (tests and fuzzing). Allocated
+/// once as raw memory and only ever reached through the raw pointer: no `Box` or reference
+/// to it is moved or re-borrowed while the ring's pointers derived from it are in use.
+struct HeapMapping {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl HeapMapping {
+    fn zeroed(len: usize) -> HeapMapping {
+        let layout = std::alloc::Layout::from_size_align(len.max(4096), 4096)
+            .expect("segment image size fits a Layout");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        HeapMapping { ptr, layout }
+    }
+}
+
+impl Drop for HeapMapping {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this layout, freed once.
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) }
+    }
+}
 
 enum Backing {
     Segment(Segment),
     /// Owns the memory `hdr` and `data` point into.
-    Heap(#[allow(dead_code)] Box<[Page]>),
+    Heap(#[allow(dead_code)] HeapMapping),
 }
 
 /// A ring over a mapped segment (or heap memory shaped like one).
@@ -96,12 +142,14 @@ pub struct Ring {
     data: *mut u8,
     cap: u64,
     spin: Duration,
+    /// This handle's identity for the locks, and the liveness check of other holders.
+    holder: Holder,
     /// Process-local hint: a `head` value this process has seen (a lower bound of the real
     /// one, since positions only grow). Producers compute free space from it and re-read
     /// the shared `head` (a cache line the consumers write) only when it shows too little.
     cached_head: AtomicU64,
-    /// Process-local hint: a `tail` value this process has seen (a lower bound). Consumers
-    /// take records up to it without touching the producers' cache line.
+    /// Process-local hint: a `tail` position this process has seen (a lower bound).
+    /// Consumers take records up to it without touching the producers' cache line.
     cached_tail: AtomicU64,
 }
 
@@ -142,9 +190,9 @@ pub struct Stats {
     pub consumers_waiting: u32,
     /// Whether the queue is closed.
     pub closed: bool,
-    /// TID holding the producer lock (0: free).
+    /// Holder id of the handle holding the producer lock (0: free; see [`sync::Holder`]).
     pub producer_lock_holder: u32,
-    /// TID holding the consumer lock (0: free).
+    /// Holder id of the handle holding the consumer lock (0: free).
     pub consumer_lock_holder: u32,
     /// Creator's pid.
     pub creator_pid: u32,
@@ -160,20 +208,56 @@ pub struct Stats {
     pub type_name: String,
 }
 
+/// Open a segment's file again, without blocking and only if it is a regular file (for the
+/// liveness descriptor).
+fn open_location(loc: &Location) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = match loc {
+        Location::Name(n) => segment::shm_path(n),
+        Location::Path(p) => p.clone(),
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(f)
+}
+
 impl Ring {
-    /// A ring over a created or opened segment.
-    pub fn new(seg: Segment) -> Ring {
+    /// A ring over a created or opened segment. Claims this handle's holder id (one file
+    /// descriptor, kept for the ring's life).
+    ///
+    /// Errors: [`Error::Io`] if no descriptor can be had (`EMFILE`) or the file system
+    /// refuses open-file-description locks.
+    pub fn new(seg: Segment) -> Result<Ring> {
         let hdr = seg.header() as *const Header;
         let (data, cap) = seg.ring();
-        Ring {
+        let loc = seg.location().clone();
+        let file = open_location(&loc)?;
+        // SAFETY: `hdr` points at the header of the mapping `seg` owns (alive here).
+        let h = unsafe { &*hdr };
+        let holder = Holder::claim(
+            file,
+            |id| lock_names(h, id),
+            Box::new(move || open_location(&loc)),
+        )?;
+        Ok(Ring {
             backing: Backing::Segment(seg),
             hdr,
             data,
             cap,
             spin: DEFAULT_SPIN,
+            holder,
             cached_head: AtomicU64::new(UNSET),
             cached_tail: AtomicU64::new(UNSET),
-        }
+        })
     }
 
     /// A fresh ring of `capacity` bytes in process-private heap memory (for tests, models
@@ -190,15 +274,6 @@ impl Ring {
     /// [`Segment::open`] validates a mapped one. Any content is accepted as input: the
     /// result is an error or a ring whose operations return errors, never a crash.
     pub fn from_bytes(bytes: &[u8]) -> Result<Ring> {
-        let pages = bytes.len().div_ceil(4096).max(1);
-        let mut mem: Box<[Page]> = (0..pages).map(|_| Page([0; 4096])).collect();
-        // SAFETY: `mem` is `pages * 4096 >= bytes.len()` bytes, freshly allocated and
-        // exclusively ours; the regions do not overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), mem.as_mut_ptr() as *mut u8, bytes.len());
-        }
-        let total = (pages * 4096) as u64;
-        let base = mem.as_mut_ptr() as *mut u8;
         let bad = |r: &str| Error::Incompatible {
             name: "<memory>".into(),
             reason: r.into(),
@@ -206,6 +281,11 @@ impl Ring {
         if (bytes.len() as u64) < segment::RING_OFFSET {
             return Err(bad("shorter than the header"));
         }
+        let mem = HeapMapping::zeroed(bytes.len());
+        // SAFETY: `mem` is at least `bytes.len()` bytes, freshly allocated and exclusively
+        // ours; the regions do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), mem.ptr, bytes.len()) };
+        let base = mem.ptr;
         // SAFETY: base is 4096-aligned and at least RING_OFFSET bytes; Header is all atomics.
         let h = unsafe { &*(base as *const Header) };
         if h.id.init.load(Ordering::Relaxed) != segment::INIT_DONE
@@ -223,14 +303,14 @@ impl Ring {
         {
             return Err(bad("bad capacity"));
         }
-        debug_assert!(segment::RING_OFFSET + cap <= total);
         Ok(Ring {
             hdr: base as *const Header,
-            // SAFETY: RING_OFFSET < total (checked above).
+            // SAFETY: RING_OFFSET + cap <= bytes.len() <= the allocation (checked above).
             data: unsafe { base.add(segment::RING_OFFSET as usize) },
             cap,
             backing: Backing::Heap(mem),
             spin: DEFAULT_SPIN,
+            holder: Holder::local(),
             cached_head: AtomicU64::new(UNSET),
             cached_tail: AtomicU64::new(UNSET),
         })
@@ -267,6 +347,11 @@ impl Ring {
         }
     }
 
+    /// This handle's lock identity (for tests and the CLI).
+    pub fn holder(&self) -> &Holder {
+        &self.holder
+    }
+
     #[inline]
     fn h(&self) -> &Header {
         // SAFETY: `hdr` points at the validated header inside `backing`, which we own; the
@@ -284,11 +369,11 @@ impl Ring {
         (self.cap - FRAME) as usize
     }
 
-    /// Read `head` and `tail` and check the invariants between them.
+    /// Check the invariants between `head` and a `tail` position; return the bytes in use.
     #[inline]
     fn positions(&self, head: u64, tail: u64) -> Result<u64> {
         let used = tail.wrapping_sub(head);
-        if used > self.cap || !head.is_multiple_of(8) || !tail.is_multiple_of(8) {
+        if used > self.cap || tail > MAX_POS || !(head | tail).is_multiple_of(8) {
             return Err(Error::corrupt(format!(
                 "ring positions out of range (head {head}, tail {tail}, capacity {})",
                 self.cap
@@ -347,9 +432,9 @@ impl Ring {
         Ok(self.cap - used)
     }
 
-    /// A `tail` for a consumer at `head`: the cached one when it shows published records
-    /// after `head` (it may lag behind other processes' consumers: then it is ignored),
-    /// else the shared one, which is cached.
+    /// A `tail` position for a consumer at `head`: the cached one when it shows published
+    /// records after `head` (it may lag behind other processes' consumers: then it is
+    /// ignored), else the shared one, which is cached.
     #[inline]
     fn published_tail(&self, head: u64) -> u64 {
         let cached = self.cached_tail.load(Ordering::Acquire);
@@ -357,7 +442,7 @@ impl Ring {
         if cached != UNSET && ahead != 0 && ahead <= self.cap {
             return cached;
         }
-        let tail = self.h().prod.tail.load(Ordering::Acquire);
+        let tail = self.h().prod.tail.load(Ordering::Acquire) & !CLOSED;
         self.cached_tail.store(tail, Ordering::Release);
         tail
     }
@@ -365,9 +450,11 @@ impl Ring {
     fn lock<'a>(
         &self,
         word: &'a AtomicU32,
-        deadline: Option<Instant>,
+        deadline: &Deadline,
     ) -> Result<(sync::LockGuard<'a>, Acquired)> {
-        RobustLock::new(word).lock(deadline)
+        let h = self.h();
+        let me = self.holder.id(|id| lock_names(h, id))?;
+        RobustLock::new(word).lock(me, &self.holder, deadline)
     }
 
     /// Take the producer or consumer lock (repairing after a dead holder) and return its
@@ -375,7 +462,7 @@ impl Ring {
     pub fn hold_lock(&self, producer: bool) -> Result<sync::LockGuard<'_>> {
         let h = self.h();
         let word = if producer { &h.prod.lock } else { &h.cons.lock };
-        let (guard, how) = self.lock(word, None)?;
+        let (guard, how) = self.lock(word, &Deadline::never())?;
         if let Acquired::Recovered(_) = how {
             if producer {
                 self.repair_producer()?;
@@ -389,7 +476,7 @@ impl Ring {
     /// After taking over the producer lock from a dead holder: validate and repair.
     fn repair_producer(&self) -> Result<()> {
         let p = &self.h().prod;
-        let tail = p.tail.load(Ordering::Acquire);
+        let tail = p.tail.load(Ordering::Acquire) & !CLOSED;
         let head = self.h().cons.head.load(Ordering::Acquire);
         self.positions(head, tail)?;
         if p.pending_tail.load(Ordering::Relaxed) == tail {
@@ -403,7 +490,7 @@ impl Ring {
     fn repair_consumer(&self) -> Result<()> {
         let c = &self.h().cons;
         let head = c.head.load(Ordering::Acquire);
-        let tail = self.h().prod.tail.load(Ordering::Acquire);
+        let tail = self.h().prod.tail.load(Ordering::Acquire) & !CLOSED;
         self.positions(head, tail)?;
         if c.pending_head.load(Ordering::Relaxed) == head {
             c.get_count
@@ -412,13 +499,28 @@ impl Ring {
         Ok(())
     }
 
-    fn publish_tail(&self, tail: u64, count: u64, bytes: u64) {
+    /// Publish records up to `tail` with one release compare-and-swap from `from` (the
+    /// word found under the producer lock). Fails with `Closed` (nothing published) if the
+    /// queue was closed meanwhile.
+    fn publish_tail(&self, from: u64, tail: u64, count: u64, bytes: u64) -> Result<()> {
         let p = &self.h().prod;
         p.pending_tail.store(tail, Ordering::Relaxed);
         p.pending_count.store(count, Ordering::Relaxed);
-        p.tail.store(tail, Ordering::Release);
+        match p
+            .tail
+            .compare_exchange(from, tail, Ordering::Release, Ordering::Relaxed)
+        {
+            Ok(_) => {}
+            Err(cur) if cur & CLOSED != 0 => return Err(Error::Closed),
+            Err(cur) => {
+                return Err(Error::corrupt(format!(
+                    "tail changed under the producer lock ({from} -> {cur})"
+                )))
+            }
+        }
         p.put_count.store(count, Ordering::Relaxed);
         p.put_bytes.store(bytes, Ordering::Relaxed);
+        Ok(())
     }
 
     fn publish_head(&self, head: u64, count: u64, bytes: u64) {
@@ -432,7 +534,57 @@ impl Ring {
 
     /// Whether the queue is closed.
     pub fn is_closed(&self) -> bool {
-        self.h().shared.closed.load(Ordering::Acquire) != 0
+        self.h().prod.tail.load(Ordering::Acquire) & CLOSED != 0
+    }
+
+    /// The position after the [`SKIP`] record at `head`, if there is a valid one that ends
+    /// at or before `tail`.
+    #[inline]
+    fn skip_at(&self, head: u64, tail: u64) -> Option<u64> {
+        let off = self.offset(head);
+        let (len, tag) = self.read_frame(off);
+        let end = head + (self.cap - off);
+        (tag == SKIP && off + FRAME + len as u64 == self.cap && end <= tail).then_some(end)
+    }
+
+    /// A producer found no room while the queue may hold nothing but padding: with the
+    /// consumer lock, move `head` over the [`SKIP`] records up to the published `tail`.
+    /// Returns whether `head` moved. Gives up (`Ok(false)`) if the consumer lock cannot be
+    /// had before `deadline` (a consumer will consume the padding instead).
+    fn drop_leading_skips(&self, tail: u64, deadline: &Deadline) -> Result<bool> {
+        let h = self.h();
+        let (guard, how) = match self.lock(&h.cons.lock, deadline) {
+            Ok(g) => g,
+            Err(Error::Timeout) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if let Acquired::Recovered(_) = how {
+            self.repair_consumer()?;
+        }
+        let start = h.cons.head.load(Ordering::Relaxed);
+        self.positions(start, tail)?;
+        let mut head = start;
+        while head != tail {
+            match self.skip_at(head, tail) {
+                Some(next) => head = next,
+                None => break,
+            }
+        }
+        if head != start {
+            let c = &h.cons;
+            self.publish_head(
+                head,
+                c.get_count.load(Ordering::Relaxed),
+                c.get_bytes.load(Ordering::Relaxed),
+            );
+            self.cached_head.store(head, Ordering::Release);
+        }
+        drop(guard);
+        if head != start {
+            // Space was freed: other producers sleeping for it may go on.
+            sync::notify(&h.cons.space_seq, &h.shared.producers_waiting, i32::MAX);
+        }
+        Ok(head != start)
     }
 
     /// Put up to `n` messages. `size(i)` gives message `i`'s exact payload length;
@@ -454,10 +606,7 @@ impl Ring {
         let mut done = 0usize;
         let mut cur_len: Option<usize> = None;
         while done < n {
-            if self.is_closed() {
-                return Err(Error::Closed);
-            }
-            let (guard, how) = match self.lock(&h.prod.lock, deadline) {
+            let (guard, how) = match self.lock(&h.prod.lock, &deadline) {
                 Ok(g) => g,
                 Err(Error::Timeout) if matches!(block, Block::No) => {
                     return if done > 0 { Ok(done) } else { Err(Error::Full) };
@@ -467,18 +616,24 @@ impl Ring {
             if let Acquired::Recovered(_) = how {
                 self.repair_producer()?;
             }
-            let mut tail = h.prod.tail.load(Ordering::Relaxed);
+            // Under the producer lock only `close` (setting CLOSED) changes this word.
+            let mut from = h.prod.tail.load(Ordering::Relaxed);
+            let pos = from & !CLOSED;
+            if pos > MAX_POS || !pos.is_multiple_of(8) {
+                return Err(Error::corrupt(format!("tail {pos} out of range")));
+            }
+            if from & CLOSED != 0 {
+                return Err(Error::Closed);
+            }
+            let mut tail = from;
             let mut count = h.prod.put_count.load(Ordering::Relaxed);
             let mut bytes = h.prod.put_bytes.load(Ordering::Relaxed);
-            let start_tail = tail;
             let start_done = done;
+            let mut moved_tail = false;
+            let mut tried_skips = false;
             let mut result: Result<()> = Ok(());
             let mut need = 0u64;
             while done < n {
-                if h.shared.closed.load(Ordering::Acquire) != 0 {
-                    result = Err(Error::Closed);
-                    break;
-                }
                 let len = match cur_len {
                     Some(l) => l,
                     None => match size(done) {
@@ -489,14 +644,14 @@ impl Ring {
                         }
                     },
                 };
-                let rec = align8(FRAME + len as u64);
-                if rec > self.cap || len > u32::MAX as usize {
+                if len as u64 > self.cap - FRAME {
                     result = Err(Error::TooLarge {
                         size: len,
                         max: self.max_message(),
                     });
                     break;
                 }
+                let rec = align8(FRAME + len as u64);
                 let off = self.offset(tail);
                 let to_end = self.cap - off;
                 let free = match self.free_space(tail, rec.min(to_end)) {
@@ -513,10 +668,39 @@ impl Ring {
                         continue;
                     }
                     need = to_end;
-                    break;
-                }
-                if rec > free {
+                } else if rec > free {
                     need = rec;
+                }
+                if need != 0 {
+                    // No room. If nothing but padding (ours, or a blocked producer's) may
+                    // stand between the consumers and us, remove it ourselves: a message
+                    // that fits an empty ring must not wait for a consumer.
+                    if done == start_done && !tried_skips {
+                        tried_skips = true;
+                        if tail != from {
+                            if let Err(e) = self.publish_tail(from, tail, count, bytes) {
+                                result = Err(e);
+                                break;
+                            }
+                            from = tail;
+                            moved_tail = true;
+                        }
+                        if h.prod.put_count.load(Ordering::Relaxed)
+                            == h.cons.get_count.load(Ordering::Acquire)
+                        {
+                            match self.drop_leading_skips(tail, &deadline) {
+                                Ok(true) => {
+                                    need = 0;
+                                    continue;
+                                }
+                                Ok(false) => {}
+                                Err(e) => {
+                                    result = Err(e);
+                                    break;
+                                }
+                            }
+                        }
+                    }
                     break;
                 }
                 // SAFETY: off + rec <= cap, so [off + 8, off + 8 + len) is inside the ring and
@@ -537,17 +721,27 @@ impl Ring {
                 };
                 self.write_frame(off, written as u32, MSG);
                 tail += align8(FRAME + written as u64);
-                count += 1;
-                bytes += written as u64;
+                count = count.wrapping_add(1);
+                bytes = bytes.wrapping_add(written as u64);
                 done += 1;
                 cur_len = None;
             }
-            if tail != start_tail {
-                self.publish_tail(tail, count, bytes);
+            if tail != from {
+                match self.publish_tail(from, tail, count, bytes) {
+                    Ok(()) => moved_tail = true,
+                    Err(e) => {
+                        // Closed (or corrupt) before publishing: this round's messages
+                        // were never visible.
+                        done = start_done;
+                        result = Err(e);
+                    }
+                }
             }
             drop(guard);
-            if done > start_done {
-                let wake = if done - start_done == 1 { 1 } else { i32::MAX };
+            if moved_tail {
+                // Records or padding were published: a sleeping consumer must look (it
+                // consumes padding too, which is what a producer waiting for room needs).
+                let wake = if done - start_done <= 1 { 1 } else { i32::MAX };
                 sync::notify(&h.prod.data_seq, &h.shared.consumers_waiting, wake);
             }
             result?;
@@ -564,19 +758,20 @@ impl Ring {
             // writes runs of messages instead of trading one cache line with them per
             // message. After half the spin time (so always before sleeping) `need` suffices.
             let plenty = (self.cap / 4).max(need);
-            let hysteresis_until = Instant::now() + self.spin / 2;
+            let hysteresis_until = Instant::now().checked_add(self.spin / 2);
             sync::wait_until_counting(
                 &h.cons.space_seq,
                 &h.shared.producers_waiting,
                 Some(&h.shared.full_events),
                 self.spin,
-                deadline,
+                &deadline,
                 || {
                     let head = h.cons.head.load(Ordering::Acquire);
-                    let tail = h.prod.tail.load(Ordering::Acquire);
-                    let free = self.cap.saturating_sub(tail.wrapping_sub(head));
-                    (free >= need && (free >= plenty || Instant::now() >= hysteresis_until))
-                        || h.shared.closed.load(Ordering::Acquire) != 0
+                    let word = h.prod.tail.load(Ordering::Acquire);
+                    let free = self.cap.saturating_sub((word & !CLOSED).wrapping_sub(head));
+                    (free >= need
+                        && (free >= plenty || hysteresis_until.is_none_or(|u| Instant::now() >= u)))
+                        || word & CLOSED != 0
                 },
             )
             .map_err(|e| if done > 0 { Error::Timeout } else { e })?;
@@ -599,15 +794,27 @@ impl Ring {
             return Ok(0);
         }
         loop {
-            let (guard, how) = match self.lock(&h.cons.lock, deadline) {
+            let (guard, how) = match self.lock(&h.cons.lock, &deadline) {
                 Ok(g) => g,
-                Err(Error::Timeout) if matches!(block, Block::No) => return Err(Error::Empty),
+                Err(Error::Timeout) => {
+                    // Leaving without taking anything: a wake meant for a consumer may
+                    // have been ours; pass it on so no message waits for a sleeper.
+                    self.pass_on_wake();
+                    return Err(if matches!(block, Block::No) {
+                        Error::Empty
+                    } else {
+                        Error::Timeout
+                    });
+                }
                 Err(e) => return Err(e),
             };
             if let Acquired::Recovered(_) = how {
                 self.repair_consumer()?;
             }
             let start_head = h.cons.head.load(Ordering::Relaxed);
+            if start_head > MAX_POS {
+                return Err(Error::corrupt(format!("head {start_head} out of range")));
+            }
             let mut head = start_head;
             let mut count = h.cons.get_count.load(Ordering::Relaxed);
             let mut bytes = h.cons.get_bytes.load(Ordering::Relaxed);
@@ -618,28 +825,30 @@ impl Ring {
                 if head == tail {
                     break;
                 }
-                if let Err(e) = self.positions(head, tail) {
-                    result = Err(e);
-                    break;
-                }
+                let avail = match self.positions(head, tail) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                };
                 let off = self.offset(head);
                 let (len, tag) = self.read_frame(off);
                 let len = len as u64;
+                let to_end = self.cap - off;
                 match tag {
-                    SKIP if off + FRAME + len == self.cap && head + (self.cap - off) <= tail => {
-                        head += self.cap - off;
+                    SKIP if FRAME + len == to_end && to_end <= avail => {
+                        head += to_end;
                     }
-                    MSG if align8(FRAME + len) <= self.cap - off
-                        && head + align8(FRAME + len) <= tail =>
-                    {
+                    MSG if align8(FRAME + len) <= to_end && align8(FRAME + len) <= avail => {
                         // SAFETY: the record lies inside the ring (checked above) and inside the
                         // published region, which producers do not write while we hold the
                         // consumer lock and have not released it.
                         let src = unsafe { self.data.add((off + FRAME) as usize) };
                         read(src, len as usize);
                         head += align8(FRAME + len);
-                        count += 1;
-                        bytes += len;
+                        count = count.wrapping_add(1);
+                        bytes = bytes.wrapping_add(len);
                         got += 1;
                     }
                     _ => {
@@ -659,49 +868,57 @@ impl Ring {
             drop(guard);
             if head != start_head {
                 sync::notify(&h.cons.space_seq, &h.shared.producers_waiting, i32::MAX);
+                if head != tail {
+                    // More is queued than this call took: the next sleeping consumer may
+                    // take it (a wake-one put woke only us).
+                    sync::notify(&h.prod.data_seq, &h.shared.consumers_waiting, 1);
+                }
             }
             result?;
             if got > 0 {
                 return Ok(got);
             }
-            // Empty. Closed and still empty after seeing the flag means drained.
-            if h.shared.closed.load(Ordering::Acquire) != 0
-                && h.prod.tail.load(Ordering::Acquire) == head
-            {
+            // Empty. Closed and still empty in the same read of the tail word: drained.
+            let word = h.prod.tail.load(Ordering::Acquire);
+            if word & CLOSED != 0 && word & !CLOSED == head {
                 return Err(Error::Closed);
             }
             if let Block::No = block {
                 h.shared.empty_events.fetch_add(1, Ordering::Relaxed);
                 return Err(Error::Empty);
             }
-            sync::wait_until_counting(
+            if let Err(e) = sync::wait_until_counting(
                 &h.prod.data_seq,
                 &h.shared.consumers_waiting,
                 Some(&h.shared.empty_events),
                 self.spin,
-                deadline,
-                || {
-                    h.prod.tail.load(Ordering::Acquire) != h.cons.head.load(Ordering::Relaxed)
-                        || h.shared.closed.load(Ordering::Acquire) != 0
-                },
-            )?;
+                &deadline,
+                || h.prod.tail.load(Ordering::Acquire) != h.cons.head.load(Ordering::Relaxed),
+            ) {
+                self.pass_on_wake();
+                return Err(e);
+            }
+        }
+    }
+
+    /// A consumer leaves without taking a message: if messages are queued, wake one
+    /// sleeping consumer in its place.
+    fn pass_on_wake(&self) {
+        let h = self.h();
+        if h.prod.tail.load(Ordering::Acquire) & !CLOSED != h.cons.head.load(Ordering::Acquire) {
+            sync::notify(&h.prod.data_seq, &h.shared.consumers_waiting, 1);
         }
     }
 
     /// Close the queue: later puts fail with [`Error::Closed`]; gets drain what is left, then
     /// fail with `Closed`; every sleeper wakes.
+    ///
+    /// One atomic `fetch_or` of the closed bit into the `tail` word: it takes no lock, so a
+    /// stopped or hostile lock holder cannot delay it, and a put in progress publishes only
+    /// if its compare-and-swap of `tail` comes first: no put publishes after `close` returns.
     pub fn close(&self) {
         let h = self.h();
-        // Take the producer lock so no put publishes after close returns (bounded, so that a
-        // hostile lock word cannot make close hang).
-        let guard = self.lock(&h.prod.lock, Some(Instant::now() + Duration::from_secs(1)));
-        if let Ok((_, Acquired::Recovered(_))) = &guard {
-            // Taken over from a dead producer: repair its counters like a put would (a
-            // corrupt state is reported by the next put/get, not here).
-            let _ = self.repair_producer();
-        }
-        h.shared.closed.store(1, Ordering::SeqCst);
-        drop(guard);
+        h.prod.tail.fetch_or(CLOSED, Ordering::SeqCst);
         sync::notify_all(&h.prod.data_seq);
         sync::notify_all(&h.cons.space_seq);
     }
@@ -727,7 +944,7 @@ impl Ring {
         let pid = h.id.creator_pid.load(Ordering::Relaxed);
         Stats {
             capacity: self.cap,
-            used_bytes: tail.wrapping_sub(head).min(self.cap),
+            used_bytes: (tail & !CLOSED).wrapping_sub(head).min(self.cap),
             len: self.len() as u64,
             puts: h.prod.put_count.load(Ordering::Relaxed),
             gets: h.cons.get_count.load(Ordering::Relaxed),
@@ -737,9 +954,9 @@ impl Ring {
             empty_events: h.shared.empty_events.load(Ordering::Relaxed),
             producers_waiting: h.shared.producers_waiting.load(Ordering::Relaxed),
             consumers_waiting: h.shared.consumers_waiting.load(Ordering::Relaxed),
-            closed: h.shared.closed.load(Ordering::Relaxed) != 0,
-            producer_lock_holder: h.prod.lock.load(Ordering::Relaxed) & sync::TID_MASK,
-            consumer_lock_holder: h.cons.lock.load(Ordering::Relaxed) & sync::TID_MASK,
+            closed: tail & CLOSED != 0,
+            producer_lock_holder: h.prod.lock.load(Ordering::Relaxed) & sync::HOLDER_MASK,
+            consumer_lock_holder: h.cons.lock.load(Ordering::Relaxed) & sync::HOLDER_MASK,
             creator_pid: pid,
             creator_alive: sync::process_alive(pid, h.id.creator_start.load(Ordering::Relaxed)),
             persistent: h.shared.flags.load(Ordering::Relaxed) & segment::FLAG_PERSISTENT != 0,
@@ -753,6 +970,13 @@ impl Ring {
     pub fn header(&self) -> &Header {
         self.h()
     }
+}
+
+/// Whether `id` stands in one of the segment's lock words (a holder id not to re-use).
+fn lock_names(h: &Header, id: u32) -> bool {
+    [&h.prod.lock, &h.cons.lock]
+        .iter()
+        .any(|w| w.load(Ordering::Relaxed) & sync::HOLDER_MASK == id)
 }
 
 /// Header bytes of a freshly initialised segment with a ring of `cap` bytes.
@@ -834,15 +1058,13 @@ mod tests {
     }
 
     #[test]
-    fn whole_ring_message_fits_after_skip_is_consumed() {
+    fn whole_ring_message_fits_and_larger_is_too_large() {
         let r = Ring::in_memory(256).unwrap();
         put(&r, &[1; 100], Block::No).unwrap();
         get(&r, Block::No).unwrap();
-        // A message of capacity - 8 bytes needs the whole ring: the skip is published first.
+        // A message of capacity - 8 bytes needs the whole ring: the producer removes the
+        // padding it needs itself, since nothing else is queued.
         let big = vec![7u8; 248];
-        assert!(matches!(put(&r, &big, Block::No), Err(Error::Full)));
-        // A consumer consumes the skip (and finds nothing).
-        assert!(matches!(get(&r, Block::No), Err(Error::Empty)));
         put(&r, &big, Block::No).unwrap();
         assert_eq!(get(&r, Block::No).unwrap(), big);
         assert!(matches!(
@@ -852,6 +1074,8 @@ mod tests {
                 max: 248
             })
         ));
+        assert!(matches!(put(&r, &[], Block::No), Ok(1)));
+        assert_eq!(get(&r, Block::No).unwrap(), b"");
     }
 
     #[test]
@@ -875,25 +1099,122 @@ mod tests {
         let r = Ring::in_memory(256).unwrap();
         put(&r, b"x", Block::No).unwrap();
         // Another live thread of this process holds both locks (as a stopped process would).
-        let h = r.header();
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let holder = std::thread::spawn(move || {
-            tid_tx.send(crate::sync::current_tid()).unwrap();
-            let _ = done_rx.recv();
+        std::thread::scope(|s| {
+            let r = &r;
+            s.spawn(move || {
+                let _p = r.hold_lock(true).unwrap();
+                let _c = r.hold_lock(false).unwrap();
+                held_tx.send(()).unwrap();
+                let _ = done_rx.recv();
+            });
+            held_rx.recv().unwrap();
+            let t = Instant::now();
+            assert!(matches!(put(r, b"y", Block::No), Err(Error::Full)));
+            assert!(matches!(get(r, Block::No), Err(Error::Empty)));
+            assert!(matches!(
+                get(r, Block::timeout(Duration::from_millis(20))),
+                Err(Error::Timeout)
+            ));
+            assert!(t.elapsed() < Duration::from_secs(5));
+            done_tx.send(()).unwrap();
         });
-        let tid = tid_rx.recv().unwrap();
-        h.prod.lock.store(tid, Ordering::Relaxed);
-        h.cons.lock.store(tid, Ordering::Relaxed);
-        let t = Instant::now();
-        assert!(matches!(put(&r, b"y", Block::No), Err(Error::Full)));
-        assert!(matches!(get(&r, Block::No), Err(Error::Empty)));
-        assert!(t.elapsed() < Duration::from_secs(5));
-        h.prod.lock.store(0, Ordering::Relaxed);
-        h.cons.lock.store(0, Ordering::Relaxed);
         assert_eq!(get(&r, Block::No).unwrap(), b"x");
-        done_tx.send(()).unwrap();
-        holder.join().unwrap();
+    }
+
+    /// Issue 9, fault 1: a message that fits an empty ring is accepted at once, wherever
+    /// the positions stand (padding is removed by the producer itself).
+    #[test]
+    fn max_message_fits_an_empty_ring_at_any_position() {
+        for (cap, first, big) in [
+            (4096, 100, 4088),
+            (4096, 2048, 2100),
+            (4096, 2992, 3500),
+            (4096, 4000, 4088),
+            (4160, 100, 4152),
+        ] {
+            let r = Ring::in_memory(cap).unwrap();
+            put(&r, &vec![1; first], Block::No).unwrap();
+            assert_eq!(get(&r, Block::No).unwrap().len(), first);
+            let msg = vec![9u8; big];
+            put(&r, &msg, Block::timeout(Duration::ZERO)).unwrap();
+            assert_eq!(get(&r, Block::No).unwrap(), msg);
+            // And again, now that the ring has wrapped.
+            put(&r, &msg, Block::No).unwrap();
+            assert_eq!(get(&r, Block::No).unwrap(), msg);
+            assert!(r.is_empty());
+        }
+    }
+
+    /// Padding published by a producer that then gave up is removed by the next one.
+    #[test]
+    fn leftover_padding_does_not_block_a_later_put() {
+        let r = Ring::in_memory(4096).unwrap();
+        put(&r, &[1; 100], Block::No).unwrap();
+        // A message is queued: the big one cannot fit; its padding gets published.
+        assert!(matches!(put(&r, &[2; 4088], Block::No), Err(Error::Full)));
+        assert_eq!(get(&r, Block::No).unwrap(), vec![1; 100]);
+        put(&r, &[3; 4088], Block::No).unwrap();
+        assert_eq!(get(&r, Block::No).unwrap(), vec![3; 4088]);
+    }
+
+    /// Issue 9, fault 1 across threads: a consumer asleep in an untimed get wakes for a
+    /// message whose put first had to publish padding.
+    #[test]
+    fn sleeping_consumer_wakes_after_padding() {
+        let r = Ring::in_memory(4096).unwrap();
+        put(&r, &[1; 100], Block::No).unwrap();
+        get(&r, Block::No).unwrap();
+        std::thread::scope(|s| {
+            let c = s.spawn(|| get(&r, Block::timeout(Duration::from_secs(30))));
+            std::thread::sleep(Duration::from_millis(50));
+            put(&r, &[5; 4088], Block::timeout(Duration::from_secs(30))).unwrap();
+            assert_eq!(c.join().unwrap().unwrap(), vec![5; 4088]);
+        });
+    }
+
+    #[test]
+    fn hostile_positions_are_corrupt_not_overflow() {
+        let r = Ring::in_memory(256).unwrap();
+        let h = r.header();
+        h.cons.head.store(u64::MAX - 7, Ordering::Relaxed);
+        h.prod.tail.store(u64::MAX - 7, Ordering::Relaxed);
+        assert!(matches!(put(&r, b"x", Block::No), Err(Error::Corrupt(_))));
+        assert!(matches!(
+            get(&r, Block::timeout(Duration::ZERO)),
+            Err(Error::Corrupt(_)) | Err(Error::Timeout)
+        ));
+        h.prod.tail.store(MAX_POS - 8, Ordering::Relaxed);
+        h.cons.head.store(MAX_POS - 8, Ordering::Relaxed);
+        // Near the limit a put of padding + record lands past it: refused, no panic.
+        let _ = put(&r, &[0; 200], Block::No);
+        let _ = put(&r, &[0; 200], Block::No);
+        let _ = get(&r, Block::No);
+        h.prod.put_count.store(u64::MAX, Ordering::Relaxed);
+        h.prod.put_bytes.store(u64::MAX, Ordering::Relaxed);
+        h.prod.tail.store(0, Ordering::Relaxed);
+        h.cons.head.store(0, Ordering::Relaxed);
+        put(&r, b"counters wrap", Block::No).unwrap();
+    }
+
+    #[test]
+    fn close_is_one_bit_and_refuses_a_publish_in_flight() {
+        let r = Ring::in_memory(256).unwrap();
+        put(&r, b"a", Block::No).unwrap();
+        let from = r.header().prod.tail.load(Ordering::Relaxed);
+        r.close();
+        assert!(r.is_closed());
+        // A producer that found the queue open under its lock and publishes after close:
+        // the compare-and-swap refuses.
+        assert!(matches!(
+            r.publish_tail(from, from + 16, 2, 2),
+            Err(Error::Closed)
+        ));
+        assert_eq!(r.len(), 1);
+        assert_eq!(get(&r, Block::No).unwrap(), b"a");
+        assert!(matches!(get(&r, Block::No), Err(Error::Closed)));
+        assert!(r.stats().closed);
     }
 
     #[test]

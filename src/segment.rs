@@ -58,7 +58,7 @@ use crate::sync;
 /// `b"SHMQRING"` as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMQRING");
 /// Layout version; bumped on any incompatible change of the header or framing.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Value of [`Identity::init`] once the creator has finished writing the header.
 pub const INIT_DONE: u32 = 0x1417_0001;
 /// Offset of the ring's first byte in the segment (one page: the header lives below).
@@ -125,8 +125,9 @@ pub const FLAG_PERSISTENT: u32 = 1;
 /// Words shared by both sides.
 #[repr(C, align(64))]
 pub struct Shared {
-    /// Non-zero once the queue is closed.
-    pub closed: AtomicU32,
+    /// Unused (version 1 kept the closed flag here; since version 2 it is bit 0 of
+    /// [`ProducerSide::tail`], so that closing and publishing are ordered by one word).
+    pub reserved: AtomicU32,
     /// Consumers currently sleeping on `data_seq`.
     pub consumers_waiting: AtomicU32,
     /// Producers currently sleeping on `space_seq`.
@@ -142,11 +143,12 @@ pub struct Shared {
 /// Producer side: written under the producer lock.
 #[repr(C, align(64))]
 pub struct ProducerSide {
-    /// Producer lock word (see [`sync::RobustLock`]).
+    /// Producer lock word: holder id and waiters bit (see [`sync::RobustLock`]).
     pub lock: AtomicU32,
     /// Bumped when data is published and consumers sleep.
     pub data_seq: AtomicU32,
-    /// Byte position one past the last published record (monotonic).
+    /// Byte position one past the last published record (monotonic), with the queue's
+    /// closed flag in bit 0 ([`crate::ring::CLOSED`]).
     pub tail: AtomicU64,
     /// Intended `tail` of the put in progress (for crash repair of `put_count`).
     pub pending_tail: AtomicU64,

@@ -2,46 +2,104 @@
 //! futex-style waiting on 32-bit words in the segment.
 //!
 //! # The lock
-//! A lock is one `AtomicU32` in shared memory: `0` when free, otherwise the kernel thread id
-//! (TID) of the holder, with bit 31 ([`WAITERS`]) set while someone may sleep on it.
-//! Acquire is one compare-and-swap; release is one swap plus a `FUTEX_WAKE` only when the
-//! waiters bit was set. A waiter spins briefly, then sleeps in the kernel in short slices;
-//! after each slice it checks whether the holder's thread still exists (`/proc/<tid>/stat`,
-//! treating zombies as dead). If not, it takes the lock over with a compare-and-swap and
-//! reports [`Acquired::Recovered`] so the caller can validate and repair the state the lock
-//! protects. A holder killed by SIGKILL therefore blocks others for at most one slice plus
-//! one liveness check (tens of milliseconds).
+//! A lock is one `AtomicU32` in shared memory: `0` when free, otherwise the 31-bit
+//! **holder id** of the attached queue handle that holds it, with bit 31 ([`WAITERS`]) set
+//! while someone may sleep on it. Acquire is one compare-and-swap; release is one
+//! compare-and-swap plus a `FUTEX_WAKE` only when the waiters bit was set.
 //!
-//! Why not `raw_sync` or a robust pthread mutex: see `docs/design.md`. In short, raw_sync's
-//! mutex is not robust and its timed lock builds invalid deadlines, and a pthread mutex in
-//! memory that other processes may scribble on lets them steer glibc's robust-list pointers.
+//! # Who holds it, and is it alive: [`Holder`]
+//! Every handle that attaches to a segment claims a holder id: a random 31-bit number `id`
+//! for which it takes an **open-file-description lock** (`fcntl(F_OFD_SETLK)`, a write lock
+//! on the one byte at [`LIVE_BASE`]` + id` of the segment's file, far past its end) on a file
+//! descriptor of its own. The kernel drops that lock when the last descriptor of the open
+//! file description closes, i.e. when the process dies, however it dies. A waiter that finds
+//! the lock held for a while asks the kernel (`F_OFD_GETLK` on the holder's byte) whether
+//! anybody still holds the holder's id; if nobody does, the holder is dead and the waiter
+//! takes the lock over with a compare-and-swap, reporting [`Acquired::Recovered`] so the
+//! caller validates and repairs the state the lock protects.
+//!
+//! This needs no PID: it is right across PID namespaces (containers sharing `/dev/shm`),
+//! with `/proc` mounted `hidepid`, and when PIDs or TIDs are reused. The uncontended lock is
+//! one atomic operation; the liveness question is asked only after a holder has kept the lock
+//! for [`LIVENESS_SLICE`]. Why this and not the kernel's robust-futex list, PIDs, or a robust
+//! pthread mutex: see `docs/design.md`.
+//!
+//! A process created by `fork` without `exec` inherits the parent's descriptors, and with
+//! them the parent's holder ids. A `pthread_atfork` child handler closes the inherited
+//! liveness descriptors in the child (so a parent that dies holding a lock is seen dead even
+//! while such a child lives), and the child's handles claim new ids on their next use.
 //!
 //! # Waiting
 //! [`wait_until`] implements the sleep side of a sequence-word protocol: spin, then register
 //! in a waiter count, re-check the condition, and `FUTEX_WAIT` on the sequence word. Wakers
 //! bump the sequence word and call `FUTEX_WAKE` only when the waiter count is non-zero.
-//! Futexes are the shared (non-private) kind so that they wake other processes.
+//! Futexes are the shared (non-private) kind so that they wake other processes. A sleep
+//! lasts at most [`MAX_SLEEP`] before the condition is checked again, so a waiter count that
+//! a hostile process zeroed delays a sleeper by at most that, never for ever.
 
 use std::cell::Cell;
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
 /// Bit set in a lock word while a thread may be sleeping on it.
 pub const WAITERS: u32 = 1 << 31;
-/// Mask of the holder's TID in a lock word.
-pub const TID_MASK: u32 = !WAITERS;
+/// Mask of the holder id in a lock word.
+pub const HOLDER_MASK: u32 = !WAITERS;
 
-/// How long a lock waiter sleeps before it checks whether the holder is still alive.
-const LIVENESS_SLICE: Duration = Duration::from_millis(10);
+/// File offset of holder id 0's liveness byte: holder `id` locks byte `LIVE_BASE + id`.
+/// Far past any segment's end (locks may lie beyond the end of a file), so liveness locks
+/// never touch the segment's contents.
+pub const LIVE_BASE: i64 = 1 << 60;
+
+/// How long a lock waiter lets a holder keep the lock before asking the kernel whether the
+/// holder is still alive (and again after each further slice).
+pub const LIVENESS_SLICE: Duration = Duration::from_millis(10);
+/// Longest single kernel sleep of a waiter before it re-checks its condition.
+pub const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// Spin iterations on a contended lock before sleeping.
 const LOCK_SPIN: u32 = 200;
 
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
+/// Liveness descriptors of this process's holders, closed in the child after `fork`.
+static LIVE_FDS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    // Only the forking thread exists now. If another thread held the registry at the fork,
+    // its state is unknowable: leave the descriptors (the holders re-claim on next use).
+    if let Ok(mut fds) = LIVE_FDS.try_lock() {
+        for &fd in fds.iter() {
+            // SAFETY: close is async-signal-safe; the descriptors are this registry's own
+            // (inherited from the parent, which keeps its copies), closed once here.
+            unsafe { libc::close(fd) };
+        }
+        // Keeps the allocation: no allocator call in the fork child handler.
+        fds.clear();
+    }
+}
+
+fn register_atfork() {
+    static ATFORK: std::sync::Once = std::sync::Once::new();
+    ATFORK.call_once(|| {
+        // SAFETY: registers a plain extern "C" function that only touches atomics, a
+        // try_lock and close(2), all valid in a freshly forked child.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+}
+
+/// How many times this process is a `fork` child of the process that first used shmq
+/// (process-local; changes in the child of every `fork`).
+pub fn fork_generation() -> u64 {
+    register_atfork();
+    FORK_GENERATION.load(Ordering::Relaxed)
 }
 
 thread_local! {
@@ -49,16 +107,9 @@ thread_local! {
 }
 
 /// The calling thread's kernel thread id, cached per thread (and re-read after `fork`).
+/// Informational only: lock ownership uses [`Holder`] ids, never TIDs.
 pub fn current_tid() -> u32 {
-    static ATFORK: std::sync::Once = std::sync::Once::new();
-    ATFORK.call_once(|| {
-        // SAFETY: registers a plain extern "C" function that only touches an atomic, which is
-        // async-signal-safe and valid to call in a freshly forked child.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(after_fork_in_child));
-        }
-    });
-    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    let generation = fork_generation();
     TID_CACHE.with(|c| {
         let (g, tid) = c.get();
         if g == generation && tid != 0 {
@@ -74,7 +125,8 @@ pub fn current_tid() -> u32 {
 /// Whether the thread (or process) `tid` still exists and is not a zombie.
 ///
 /// Uses `/proc/<tid>/stat` (works for thread ids too); falls back to `kill(tid, 0)` when
-/// `/proc` is unavailable. All processes sharing a queue must share a PID namespace.
+/// `/proc` is unavailable. Only meaningful in the caller's PID namespace: the locks do not
+/// use it (see [`Holder`]); it serves informational fields such as a creator's liveness.
 pub fn tid_alive(tid: u32) -> bool {
     if tid == 0 || tid > i32::MAX as u32 {
         return false;
@@ -177,9 +229,65 @@ pub fn futex_wake(word: &AtomicU32, n: i32) {
     }
 }
 
-/// Remaining time until `deadline`, or `None` for "no deadline".
-fn remaining(deadline: Option<Instant>) -> Option<Duration> {
-    deadline.map(|d| d.saturating_duration_since(Instant::now()))
+/// When a blocking call gives up: never, at an instant, or after a duration counted from
+/// the first moment the call actually has to wait. The clock is read lazily, so a call that
+/// finds room or a message at once never reads it (the `*_timeout` calls cost what the
+/// blocking ones cost on the fast path). No arithmetic here can overflow: a deadline past
+/// the clock's range is "never".
+#[derive(Debug)]
+pub struct Deadline {
+    timeout: Option<Duration>,
+    at: Cell<Option<Option<Instant>>>,
+}
+
+impl Deadline {
+    /// No deadline: wait for ever.
+    pub fn never() -> Deadline {
+        Deadline {
+            timeout: None,
+            at: Cell::new(Some(None)),
+        }
+    }
+
+    /// At `at` (`None`: never).
+    pub fn at(at: Option<Instant>) -> Deadline {
+        Deadline {
+            timeout: None,
+            at: Cell::new(Some(at)),
+        }
+    }
+
+    /// `d` after the first call of [`Deadline::get`] (`Duration::MAX` and other durations
+    /// past the clock's range: never).
+    pub fn after(d: Duration) -> Deadline {
+        Deadline {
+            timeout: Some(d),
+            at: Cell::new(None),
+        }
+    }
+
+    /// The deadline instant (`None`: never), fixed at the first call.
+    pub fn get(&self) -> Option<Instant> {
+        match self.at.get() {
+            Some(at) => at,
+            None => {
+                let at = self.timeout.and_then(|d| Instant::now().checked_add(d));
+                self.at.set(Some(at));
+                at
+            }
+        }
+    }
+
+    /// Time left (`None`: no limit; zero once passed).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.get()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether the deadline has passed.
+    pub fn expired(&self) -> bool {
+        matches!(self.remaining(), Some(r) if r.is_zero())
+    }
 }
 
 /// How a lock was obtained.
@@ -187,9 +295,264 @@ fn remaining(deadline: Option<Instant>) -> Option<Duration> {
 pub enum Acquired {
     /// Taken normally.
     Clean,
-    /// Taken over from holder `tid`, which died while holding it: the protected state may
+    /// Taken over from holder `id`, which died while holding it: the protected state may
     /// be mid-update and must be validated and repaired before use.
     Recovered(u32),
+}
+
+/// Slots of the liveness descriptors that the `fork` child handler closes (lock-free, so
+/// that the handler never waits for a lock a vanished thread held). Holders beyond this
+/// many in one process still work; only their descriptors are not closed in fork children.
+const LIVE_SLOTS: usize = 4096;
+static LIVE_FD_SLOTS: [std::sync::atomic::AtomicI32; LIVE_SLOTS] =
+    [const { std::sync::atomic::AtomicI32::new(-1) }; LIVE_SLOTS];
+
+fn register_live_fd(fd: i32) -> Option<usize> {
+    (0..LIVE_SLOTS).find(|&i| {
+        LIVE_FD_SLOTS[i]
+            .compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    })
+}
+
+/// Remove `fd` from slot `slot`. `false`: the fork child handler closed it already.
+fn unregister_live_fd(slot: Option<usize>, fd: i32) -> bool {
+    match slot {
+        Some(i) => LIVE_FD_SLOTS[i]
+            .compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok(),
+        None => true,
+    }
+}
+
+fn ofd_lock(file: &File, typ: libc::c_int, id: u32, cmd: libc::c_int) -> std::io::Result<i16> {
+    // SAFETY: an all-zero flock is a valid value of this plain C struct.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = typ as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = LIVE_BASE + id as i64;
+    fl.l_len = 1;
+    // SAFETY: the descriptor is open for the duration of the call (borrowed from `file`);
+    // `fl` is a valid flock the kernel reads and, for F_OFD_GETLK, writes.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fl.l_type)
+}
+
+/// The liveness descriptor of a file-backed holder and how to get a new one after `fork`.
+struct LiveFile {
+    file: Option<File>,
+    slot: Option<usize>,
+    /// Device and inode of the segment, to check a re-opened file is the same object.
+    dev_ino: (u64, u64),
+    /// Re-opens the segment's file (by name or path; checked against `dev_ino`).
+    reopen: Box<dyn Fn() -> std::io::Result<File> + Send + Sync>,
+}
+
+impl LiveFile {
+    fn fd(&self) -> i32 {
+        self.file.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+
+    /// Give up the current descriptor (closing it unless the fork handler already did).
+    fn release(&mut self) {
+        if let Some(f) = self.file.take() {
+            let fd = f.as_raw_fd();
+            if unregister_live_fd(self.slot.take(), fd) {
+                drop(f);
+            } else {
+                // Closed in the fork child handler: its number may already name another
+                // file of this process, which must not be closed here.
+                std::mem::forget(f);
+            }
+        }
+    }
+}
+
+impl Drop for LiveFile {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// The identity under which a queue handle takes the segment's locks, and the liveness
+/// check of other holders. See the module docs.
+pub struct Holder {
+    id: AtomicU32,
+    generation: AtomicU64,
+    live: Option<Mutex<LiveFile>>,
+}
+
+impl std::fmt::Debug for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Holder")
+            .field("id", &self.id.load(Ordering::Relaxed))
+            .field("file", &self.live.is_some())
+            .finish()
+    }
+}
+
+fn random_id() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    static N: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(N.fetch_add(1, Ordering::Relaxed));
+        h.write_u32(std::process::id());
+        let id = (h.finish() as u32) & HOLDER_MASK;
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+fn dev_ino(file: &File) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = file.metadata()?;
+    Ok((m.dev(), m.ino()))
+}
+
+impl Holder {
+    /// A holder for memory private to this process (heap rings in tests and fuzzing): its
+    /// id is alive, every other id is dead.
+    pub fn local() -> Holder {
+        Holder {
+            id: AtomicU32::new(random_id()),
+            generation: AtomicU64::new(fork_generation()),
+            live: None,
+        }
+    }
+
+    /// Claim a holder id on the segment whose open file is `file` (the holder keeps it: it
+    /// is the descriptor whose open file description carries the liveness lock). `in_use`
+    /// says whether an id appears in a lock word now (a dead holder's id is not re-used
+    /// while a lock word still names it). `reopen` opens the same file again (used in a
+    /// `fork` child, whose inherited descriptor is closed).
+    ///
+    /// Errors: [`Error::Io`] if the file system refuses OFD locks or the process is out of
+    /// file descriptors.
+    pub fn claim(
+        file: File,
+        in_use: impl Fn(u32) -> bool,
+        reopen: Box<dyn Fn() -> std::io::Result<File> + Send + Sync>,
+    ) -> Result<Holder> {
+        let generation = fork_generation();
+        let dev_ino = dev_ino(&file)?;
+        let mut live = LiveFile {
+            file: None,
+            slot: None,
+            dev_ino,
+            reopen,
+        };
+        let id = Self::claim_on(&mut live, file, &in_use)?;
+        Ok(Holder {
+            id: AtomicU32::new(id),
+            generation: AtomicU64::new(generation),
+            live: Some(Mutex::new(live)),
+        })
+    }
+
+    fn claim_on(live: &mut LiveFile, file: File, in_use: &dyn Fn(u32) -> bool) -> Result<u32> {
+        for _ in 0..1000 {
+            let id = random_id();
+            if in_use(id) {
+                continue;
+            }
+            match ofd_lock(&file, libc::F_WRLCK, id, libc::F_OFD_SETLK) {
+                Ok(_) => {
+                    live.slot = register_live_fd(file.as_raw_fd());
+                    live.file = Some(file);
+                    return Ok(id);
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => {
+                    continue
+                }
+                Err(e) => {
+                    return Err(Error::Io(std::io::Error::new(
+                        e.kind(),
+                        format!("taking the liveness lock (F_OFD_SETLK) on the segment: {e}"),
+                    )))
+                }
+            }
+        }
+        Err(Error::corrupt(
+            "no free holder id after 1000 tries (a hostile process holds the liveness locks?)",
+        ))
+    }
+
+    /// This holder's id, re-claimed first if this process is a `fork` child of the one that
+    /// claimed it.
+    #[inline]
+    pub fn id(&self, in_use: impl Fn(u32) -> bool) -> Result<u32> {
+        if self.generation.load(Ordering::Relaxed) == FORK_GENERATION.load(Ordering::Relaxed) {
+            return Ok(self.id.load(Ordering::Relaxed));
+        }
+        self.reclaim(&in_use)
+    }
+
+    #[cold]
+    fn reclaim(&self, in_use: &dyn Fn(u32) -> bool) -> Result<u32> {
+        let generation = FORK_GENERATION.load(Ordering::Relaxed);
+        let Some(live) = &self.live else {
+            self.id.store(random_id(), Ordering::Relaxed);
+            self.generation.store(generation, Ordering::Relaxed);
+            return Ok(self.id.load(Ordering::Relaxed));
+        };
+        let mut live = live.lock().unwrap_or_else(|p| p.into_inner());
+        if self.generation.load(Ordering::Relaxed) == generation {
+            return Ok(self.id.load(Ordering::Relaxed));
+        }
+        // The inherited descriptor shares the parent's open file description and with it
+        // the parent's id: give it up (unless the fork handler closed it) and open the
+        // segment afresh.
+        live.release();
+        let file = (live.reopen)().map_err(|e| {
+            Error::Io(std::io::Error::new(
+                e.kind(),
+                format!("re-opening the segment in a fork child: {e}"),
+            ))
+        })?;
+        if dev_ino(&file)? != live.dev_ino {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "re-opening the segment in a fork child: its name now refers to another object",
+            )));
+        }
+        let id = Self::claim_on(&mut live, file, in_use)?;
+        self.id.store(id, Ordering::Relaxed);
+        self.generation.store(generation, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    /// Whether holder `id` is alive: for a file-backed holder, whether any open file
+    /// description still holds `id`'s liveness lock (asked of the kernel); for a local one,
+    /// whether `id` is this holder's. Errors of the kernel call count as alive (waiting is
+    /// safe; taking a live holder's lock is not).
+    pub fn is_alive(&self, id: u32) -> bool {
+        if id == self.id.load(Ordering::Relaxed) {
+            return true;
+        }
+        let Some(live) = &self.live else {
+            return false;
+        };
+        let live = live.lock().unwrap_or_else(|p| p.into_inner());
+        match &live.file {
+            Some(f) => !matches!(
+                ofd_lock(f, libc::F_WRLCK, id, libc::F_OFD_GETLK),
+                Ok(t) if t == libc::F_UNLCK as i16
+            ),
+            None => true,
+        }
+    }
+
+    /// The liveness descriptor (for tests; -1 for a local holder).
+    pub fn fd(&self) -> i32 {
+        self.live
+            .as_ref()
+            .map_or(-1, |l| l.lock().unwrap_or_else(|p| p.into_inner()).fd())
+    }
 }
 
 /// A process-shared lock on one 32-bit word in shared memory. See the module docs.
@@ -209,11 +572,18 @@ impl<'a> RobustLock<'a> {
         RobustLock { word }
     }
 
-    /// Acquire the lock, waiting until `deadline` (`None`: no limit).
+    /// Acquire the lock as holder `me` (from [`Holder::id`]), waiting until `deadline`.
+    /// `holder` answers whether another holder is alive.
     ///
-    /// Returns [`Error::Timeout`] when the deadline passes while a live thread holds it.
-    pub fn lock(&self, deadline: Option<Instant>) -> Result<(LockGuard<'a>, Acquired)> {
-        let me = current_tid();
+    /// Returns [`Error::Timeout`] when the deadline passes while a live holder keeps it.
+    #[inline]
+    pub fn lock(
+        &self,
+        me: u32,
+        holder: &Holder,
+        deadline: &Deadline,
+    ) -> Result<(LockGuard<'a>, Acquired)> {
+        debug_assert!(me != 0 && me & WAITERS == 0);
         if self
             .word
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
@@ -221,19 +591,7 @@ impl<'a> RobustLock<'a> {
         {
             return Ok((self.guard(me), Acquired::Clean));
         }
-        for _ in 0..LOCK_SPIN {
-            std::hint::spin_loop();
-            let v = self.word.load(Ordering::Relaxed);
-            if v == 0
-                && self
-                    .word
-                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                return Ok((self.guard(me), Acquired::Clean));
-            }
-        }
-        self.lock_slow(me, deadline)
+        self.lock_contended(me, holder, deadline)
     }
 
     fn guard(&self, me: u32) -> LockGuard<'a> {
@@ -244,28 +602,40 @@ impl<'a> RobustLock<'a> {
     }
 
     #[cold]
-    fn lock_slow(&self, me: u32, deadline: Option<Instant>) -> Result<(LockGuard<'a>, Acquired)> {
+    fn lock_contended(
+        &self,
+        me: u32,
+        holder: &Holder,
+        deadline: &Deadline,
+    ) -> Result<(LockGuard<'a>, Acquired)> {
+        for _ in 0..LOCK_SPIN {
+            std::hint::spin_loop();
+            if self.word.load(Ordering::Relaxed) == 0
+                && self
+                    .word
+                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return Ok((self.guard(me), Acquired::Clean));
+            }
+        }
         let mut stuck_since: Option<(u32, Instant)> = None;
         loop {
             let v = self.word.load(Ordering::Relaxed);
-            if v == 0 {
-                // We may have been one of several sleepers: keep the waiters bit so that our
-                // unlock wakes the next one.
+            let owner = v & HOLDER_MASK;
+            if owner == 0 {
+                // Free. We may have been one of several sleepers: keep the waiters bit so
+                // that our unlock wakes the next one.
                 if self
                     .word
-                    .compare_exchange(0, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .compare_exchange(v, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
                     return Ok((self.guard(me), Acquired::Clean));
                 }
                 continue;
             }
-            let owner = v & TID_MASK;
-            // A lock word naming our own thread cannot be ours (we never lock recursively):
-            // a dead holder's TID was reused by us. Treat it as dead.
-            let owner_dead = owner == me || owner == 0;
-            if !owner_dead
-                && v & WAITERS == 0
+            if v & WAITERS == 0
                 && self
                     .word
                     .compare_exchange(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
@@ -273,12 +643,11 @@ impl<'a> RobustLock<'a> {
             {
                 continue;
             }
-            // Check the holder's liveness once it has held the lock for a slice.
-            // Also check once when the caller's deadline has passed: a short timeout must not
-            // make a dead holder look alive (it would time out for ever without recovering).
-            let expired = matches!(remaining(deadline), Some(r) if r.is_zero());
-            let check_now = owner_dead
-                || expired
+            // Ask whether the holder lives once it has kept the lock for a slice, and once
+            // more when the caller's deadline has passed: a short timeout must not make a
+            // dead holder look alive for ever.
+            let expired = deadline.expired();
+            let check_now = expired
                 || match stuck_since {
                     Some((o, t)) if o == owner => t.elapsed() >= LIVENESS_SLICE,
                     _ => {
@@ -287,9 +656,9 @@ impl<'a> RobustLock<'a> {
                     }
                 };
             if check_now {
-                if owner_dead || !tid_alive(owner) {
+                if !holder.is_alive(owner) {
                     let cur = self.word.load(Ordering::Relaxed);
-                    if cur & TID_MASK == owner
+                    if cur & HOLDER_MASK == owner
                         && self
                             .word
                             .compare_exchange(
@@ -306,7 +675,7 @@ impl<'a> RobustLock<'a> {
                 }
                 stuck_since = Some((owner, Instant::now()));
             }
-            let slice = match remaining(deadline) {
+            let slice = match deadline.remaining() {
                 Some(r) if r.is_zero() => return Err(Error::Timeout),
                 Some(r) => r.min(LIVENESS_SLICE),
                 None => LIVENESS_SLICE,
@@ -317,11 +686,21 @@ impl<'a> RobustLock<'a> {
 }
 
 impl Drop for LockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
+        // Fast path: nobody waits.
+        if self
+            .word
+            .compare_exchange(self.me, 0, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
         let mut v = self.word.load(Ordering::Relaxed);
         loop {
-            if v & TID_MASK != self.me {
-                // Someone took the lock over (they believed us dead): it is theirs now.
+            if v & HOLDER_MASK != self.me {
+                // Someone took the lock over (a hostile write, or they believed us dead):
+                // it is theirs now.
                 return;
             }
             match self
@@ -340,15 +719,16 @@ impl Drop for LockGuard<'_> {
 
 /// The sleeping side of the sequence-word protocol.
 ///
-/// Spins for about `spin` re-checking `ready`, then registers in `waiters`, re-checks, and
-/// sleeps on `seq` until a waker bumps it, in slices no longer than `max_slice`. Returns
-/// `Ok(())` once `ready()` held at some check or after any kernel wake (the caller
-/// re-checks anyway), and `Err(Timeout)` when the deadline passed with `ready()` false.
+/// Spins for about `spin` (never past the deadline) re-checking `ready`, then registers in
+/// `waiters`, re-checks, and sleeps on `seq` until a waker bumps it, for at most
+/// [`MAX_SLEEP`] at a time. Returns `Ok(())` once `ready()` held at some check or after a
+/// kernel wake or slice (the caller re-checks anyway), and `Err(Timeout)` when the deadline
+/// passed with `ready()` false.
 pub fn wait_until(
     seq: &AtomicU32,
     waiters: &AtomicU32,
     spin: Duration,
-    deadline: Option<Instant>,
+    deadline: &Deadline,
     ready: impl FnMut() -> bool,
 ) -> Result<()> {
     wait_until_counting(seq, waiters, None, spin, deadline, ready)
@@ -363,11 +743,16 @@ pub fn wait_until_counting(
     waiters: &AtomicU32,
     sleeps: Option<&AtomicU64>,
     spin: Duration,
-    deadline: Option<Instant>,
+    deadline: &Deadline,
     mut ready: impl FnMut() -> bool,
 ) -> Result<()> {
     if !spin.is_zero() {
         let start = Instant::now();
+        let spin_until = match (start.checked_add(spin), deadline.get()) {
+            (Some(s), Some(d)) => Some(s.min(d)),
+            (s, None) => s,
+            (None, d) => d,
+        };
         loop {
             // About 0.5 µs of polling (a `pause` is 10-20 ns on current x86), checking every
             // four pauses: checking reads the other side's cache line, and checking more
@@ -385,7 +770,7 @@ pub fn wait_until_counting(
             // both pinned to one CPU every µs spent polling delays it. With nothing else
             // runnable, sched_yield returns in about 0.3 µs. Reading the clock is cheap (vDSO).
             std::thread::yield_now();
-            if start.elapsed() >= spin {
+            if spin_until.is_some_and(|u| Instant::now() >= u) {
                 break;
             }
         }
@@ -399,10 +784,11 @@ pub fn wait_until_counting(
     let result = if ready() {
         Ok(())
     } else {
-        match remaining(deadline) {
+        match deadline.remaining() {
             Some(r) if r.is_zero() => Err(Error::Timeout),
             r => {
-                futex_wait(seq, seq0, r);
+                let slice = r.map_or(MAX_SLEEP, |r| r.min(MAX_SLEEP));
+                futex_wait(seq, seq0, Some(slice));
                 Ok(())
             }
         }
@@ -433,18 +819,42 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    fn lock_file() -> (tempfile::NamedTempFile, File) {
+        let t = tempfile::NamedTempFile::new().unwrap();
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .open(t.path())
+            .unwrap();
+        (t, f)
+    }
+
+    fn file_holder(path: &std::path::Path) -> Holder {
+        let f = File::options().read(true).write(true).open(path).unwrap();
+        let p = path.to_path_buf();
+        Holder::claim(
+            f,
+            |_| false,
+            Box::new(move || File::options().read(true).write(true).open(&p)),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn lock_excludes_threads() {
         let word = Arc::new(AtomicU32::new(0));
         let counter = Arc::new(AtomicU64::new(0));
+        let holder = Arc::new(Holder::local());
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let word = word.clone();
                 let counter = counter.clone();
+                let holder = holder.clone();
                 std::thread::spawn(move || {
+                    let me = holder.id(|_| false).unwrap();
                     for _ in 0..10_000 {
                         let lock = RobustLock::new(&word);
-                        let (_g, how) = lock.lock(None).unwrap();
+                        let (_g, how) = lock.lock(me, &holder, &Deadline::never()).unwrap();
                         assert_eq!(how, Acquired::Clean);
                         // Non-atomic read-modify-write under the lock.
                         let v = counter.load(Ordering::Relaxed);
@@ -462,25 +872,94 @@ mod tests {
 
     #[test]
     fn dead_holder_is_recovered() {
-        // A TID that cannot exist (above PID_MAX_LIMIT) stands for a dead holder.
-        let word = AtomicU32::new(4_194_305);
-        let (_g, how) = RobustLock::new(&word).lock(None).unwrap();
-        assert_eq!(how, Acquired::Recovered(4_194_305));
+        let holder = Holder::local();
+        let me = holder.id(|_| false).unwrap();
+        let dead = if me == 12345 { 54321 } else { 12345 };
+        let word = AtomicU32::new(dead);
+        let (_g, how) = RobustLock::new(&word)
+            .lock(me, &holder, &Deadline::never())
+            .unwrap();
+        assert_eq!(how, Acquired::Recovered(dead));
     }
 
     #[test]
     fn live_holder_times_out() {
         let word = AtomicU32::new(0);
-        let (g, _) = RobustLock::new(&word).lock(None).unwrap();
+        let holder = Holder::local();
+        let me = holder.id(|_| false).unwrap();
+        let (g, _) = RobustLock::new(&word)
+            .lock(me, &holder, &Deadline::never())
+            .unwrap();
         std::thread::scope(|s| {
             s.spawn(|| {
-                let r =
-                    RobustLock::new(&word).lock(Some(Instant::now() + Duration::from_millis(30)));
+                // Another thread of the same holder: alive, so it waits and times out.
+                let r = RobustLock::new(&word).lock(
+                    me,
+                    &holder,
+                    &Deadline::after(Duration::from_millis(30)),
+                );
                 assert!(matches!(r, Err(Error::Timeout)));
             });
         });
         drop(g);
         assert_eq!(word.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn file_holders_see_each_other_alive_and_a_closed_one_dead() {
+        let (t, _f) = lock_file();
+        let a = file_holder(t.path());
+        let b = file_holder(t.path());
+        let ida = a.id(|_| false).unwrap();
+        let idb = b.id(|_| false).unwrap();
+        assert_ne!(ida, idb);
+        assert!(a.is_alive(idb) && b.is_alive(ida));
+        // An id nobody holds is dead.
+        let free = (1..).find(|i| *i != ida && *i != idb).unwrap();
+        assert!(!a.is_alive(free));
+        // Closing b's descriptor (as the kernel does when b's process dies) frees its id.
+        drop(b);
+        assert!(!a.is_alive(idb));
+        // A lock word left by the dead holder is taken over.
+        let word = AtomicU32::new(idb);
+        let (_g, how) = RobustLock::new(&word)
+            .lock(ida, &a, &Deadline::never())
+            .unwrap();
+        assert_eq!(how, Acquired::Recovered(idb));
+    }
+
+    #[test]
+    fn claim_avoids_ids_named_in_lock_words() {
+        let (t, f) = lock_file();
+        let p = t.path().to_path_buf();
+        let h = Holder::claim(
+            f,
+            |id| id % 2 == 0,
+            Box::new(move || File::options().read(true).write(true).open(&p)),
+        )
+        .unwrap();
+        assert_eq!(h.id(|_| false).unwrap() % 2, 1);
+    }
+
+    #[test]
+    fn deadlines_never_overflow() {
+        let d = Deadline::after(Duration::MAX);
+        assert_eq!(d.get(), None);
+        assert!(!d.expired());
+        let z = Deadline::after(Duration::ZERO);
+        assert!(z.expired());
+        assert_eq!(Deadline::never().remaining(), None);
+        let w = AtomicU32::new(0);
+        let n = AtomicU32::new(0);
+        // A spin of Duration::MAX is bounded by the deadline.
+        let r = wait_until(
+            &w,
+            &n,
+            Duration::MAX,
+            &Deadline::after(Duration::from_millis(20)),
+            || false,
+        );
+        assert!(matches!(r, Err(Error::Timeout)));
     }
 
     #[test]

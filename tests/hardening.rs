@@ -527,10 +527,18 @@ fn garbage_lock_words_do_not_hang_timed_calls() {
     let name = uniq("lockw");
     let q = RawQueue::create(&name, 4096).unwrap();
     q.put(b"m").unwrap();
-    // A live thread that does not hold the lock (pid 1) looks like a holder: timed calls
-    // must time out, not hang.
-    write_at(&name, prod_lock, &1u32.to_le_bytes());
-    write_at(&name, cons_lock, &(1u32 | 1 << 31).to_le_bytes());
+    // A live holder (another thread holding both locks through the real lock): timed calls
+    // must time out, not hang and not take the lock.
+    let holder = q.clone();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let _p = holder.hold_lock_for_test(true).unwrap();
+        let _c = holder.hold_lock_for_test(false).unwrap();
+        held_tx.send(()).unwrap();
+        let _ = done_rx.recv();
+    });
+    held_rx.recv().unwrap();
     let q2 = q.clone();
     let (p, g) = bounded(Duration::from_secs(30), move || {
         let p = q2.put_timeout(b"x", Duration::from_millis(50));
@@ -540,6 +548,15 @@ fn garbage_lock_words_do_not_hang_timed_calls() {
     });
     assert!(matches!(p, Err(Error::Timeout)), "{p:?}");
     assert!(matches!(g, Err(Error::Timeout)), "{g:?}");
+    done_tx.send(()).unwrap();
+    t.join().unwrap();
+    // A lock word naming an id that no live handle holds (pid 1 was a "live TID" to the
+    // old /proc check; ids are not pids) is a dead holder.
+    write_at(&name, prod_lock, &1u32.to_le_bytes());
+    q.put_timeout(b"z", Duration::from_secs(10)).unwrap();
+    assert_eq!(q.get_vec().unwrap(), b"m");
+    assert_eq!(q.get_vec().unwrap(), b"z");
+    q.put(b"m").unwrap();
     // Dead or impossible holders are taken over, even by calls with a short timeout.
     write_at(&name, prod_lock, &4_194_305u32.to_le_bytes());
     write_at(&name, cons_lock, &(4_194_306u32 | 1 << 31).to_le_bytes());

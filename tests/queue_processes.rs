@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use common::{eventually, fnv, lines, role, say, spawn_role, uniq, wait_exit};
 use serde::{Deserialize, Serialize};
 use shmq::segment::{Location, Segment};
-use shmq::sync::RobustLock;
 use shmq::{Error, Queue, RawQueue};
 
 const ENTRY: &str = "child_entry";
@@ -83,20 +82,17 @@ fn child_entry() {
         // hold_lock:<queue>:<producer|consumer> — takes a lock, scribbles a half record into
         // free space, says "locked" and waits to be killed.
         "hold_lock" => {
-            let seg = Segment::open(Location::Name(args[0].clone())).unwrap();
-            let h = seg.header();
-            let word = if args[1] == "producer" {
-                &h.prod.lock
-            } else {
-                &h.cons.lock
-            };
-            let (guard, _) = RobustLock::new(word).lock(None).unwrap();
-            if args[1] == "producer" {
+            let q = shmq::RawQueue::open(&args[0]).unwrap();
+            let producer = args[1] == "producer";
+            let guard = q.hold_lock_for_test(producer).unwrap();
+            if producer {
+                let seg = Segment::open(Location::Name(args[0].clone())).unwrap();
+                let h = seg.header();
                 let (data, cap) = seg.ring();
-                let tail = h.prod.tail.load(std::sync::atomic::Ordering::Relaxed);
+                let tail = h.prod.tail.load(std::sync::atomic::Ordering::Relaxed) & !1;
                 let off = (tail % cap) as usize;
                 // SAFETY: off < cap and the 8 bytes at a multiple of 8 lie inside the ring;
-                // this is free space that only the producer-lock holder writes.
+                // this is free space that only the producer-lock holder (us) writes.
                 unsafe { std::ptr::write_bytes(data.add(off), 0xAB, 8) };
             }
             say("locked");

@@ -110,8 +110,19 @@ fn child_entry() {
             say(format!(
                 "after-child-drop open={} len={}",
                 other.is_ok(),
-                other.map(|o| o.len()).unwrap_or(0)
+                other.as_ref().map(|o| o.len()).unwrap_or(0)
             ));
+            // The creator's handle still works after its forked copy went.
+            q.put(&8).unwrap();
+            let other = other.unwrap();
+            say(format!(
+                "got {:?}",
+                (
+                    other.get_timeout(Duration::from_secs(10)).unwrap(),
+                    other.get_timeout(Duration::from_secs(10)).unwrap()
+                )
+            ));
+            drop(other);
             drop(q);
             say(format!(
                 "after-creator-drop notfound={}",
@@ -142,6 +153,7 @@ fn a_forked_child_dropping_its_copy_keeps_the_name() {
         got,
         [
             "after-child-drop open=true len=1",
+            "got (7, 8)",
             "after-creator-drop notfound=true"
         ],
         "the name survives the forked child's drop and goes with the creator's"
@@ -433,7 +445,7 @@ fn a_toggled_capacity_word_never_gives_a_handle_a_wrong_capacity() {
     seg.header().id.capacity.store(0, Ordering::Relaxed);
     assert_eq!(seg.capacity(), 4096, "the private copy");
     assert_eq!(seg.ring().1, 4096);
-    let ring = shmq::ring::Ring::new(seg);
+    let ring = shmq::ring::Ring::new(seg).unwrap();
     assert_eq!(ring.capacity(), 4096);
     assert_eq!(ring.max_message(), 4088);
     ring.header().id.capacity.store(4096, Ordering::Relaxed);

@@ -263,7 +263,7 @@ struct Snapshot {
 }
 
 fn open_ring(name: &str) -> CliResult<Ring> {
-    Ok(Ring::new(Segment::open(Location::Name(name.to_string()))?))
+    Ok(Ring::new(Segment::open(Location::Name(name.to_string()))?)?)
 }
 
 fn snapshot(name: &str) -> CliResult<Snapshot> {
