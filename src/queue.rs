@@ -240,7 +240,7 @@ impl RawQueue {
     }
 
     /// Attach to a file-backed queue at `path` ([`Error::NotFound`] "no shmq queue at
-    /// <path>" if there is no file). Only a regular file is opened: a symbolic link at
+    /// PATH" if there is no file). Only a regular file is opened: a symbolic link at
     /// `path` itself (links in the directories above are followed), a FIFO, socket or
     /// directory is [`Error::Incompatible`], at once.
     pub fn open_at(path: impl AsRef<Path>) -> Result<RawQueue> {
