@@ -45,11 +45,11 @@ pub enum Error {
         /// Largest message this queue accepts, in bytes.
         max: usize,
     },
-    /// No segment exists under that name or path.
-    #[error("no shmq queue named {0:?} exists (create it first, or check the name)")]
+    /// No segment exists under that name or path (a path always contains a `/`).
+    #[error("{}", not_found_message(.0))]
     NotFound(String),
     /// A segment with that name or path exists already.
-    #[error("a queue named {name:?} exists already{}", if *.stale { " and its creator is dead (stale): remove it with shmq::remove, `shmq rm`, or create with Options::replace_stale(true)" } else { " (open it instead, or pick another name)" })]
+    #[error("a queue {} exists already{}", place(.name), if *.stale { " and its creator is dead (stale): remove it with shmq::remove, `shmq rm`, or create with Options::replace_stale(true)" } else { " (open it instead, or pick another name)" })]
     AlreadyExists {
         /// The name or path that exists.
         name: String,
@@ -83,13 +83,39 @@ pub enum Error {
     /// Serializing or deserializing a message failed.
     #[error("codec error: {0}")]
     Codec(String),
-    /// An operating-system call failed.
+    /// An operating-system call failed. The message names the operation and the path
+    /// where there is one; it is printed once (the `io::Error` is the payload, not a
+    /// [`source`](std::error::Error::source), so an error-chain printer does not repeat it).
     #[error("I/O error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// A child process or pool task failed: it panicked, exited with a non-zero code, was
     /// killed by a signal, or could not be started (see [`crate::process::ProcessError`]).
     #[error("{0}")]
     Process(crate::process::ProcessError),
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Error {
+        Error::Io(e)
+    }
+}
+
+/// How a `NotFound`/`AlreadyExists` string reads: `named "q"` for a queue name, `at
+/// /some/path` for a path (queue names never contain `/`).
+fn place(s: &str) -> String {
+    if s.contains('/') {
+        format!("at {s}")
+    } else {
+        format!("named {s:?}")
+    }
+}
+
+fn not_found_message(s: &str) -> String {
+    if s.contains('/') {
+        format!("no shmq queue at {s} (no such file; check the path)")
+    } else {
+        format!("no shmq queue named {s:?} exists (create it first, or check the name)")
+    }
 }
 
 /// `Result<T, shmq::Error>`.
@@ -100,6 +126,15 @@ impl Error {
     pub(crate) fn last_os(context: &str) -> Error {
         let e = io::Error::last_os_error();
         Error::Io(io::Error::new(e.kind(), format!("{context}: {e}")))
+    }
+
+    /// An I/O error of operation `op` (e.g. "open", "create") on `path`, with both in the
+    /// message: `open /dev/shm/shmq.q: Permission denied (os error 13)`. Keeps the kind.
+    pub(crate) fn io_at(op: &str, path: &std::path::Path, e: io::Error) -> Error {
+        Error::Io(io::Error::new(
+            e.kind(),
+            format!("{op} {}: {e}", path.display()),
+        ))
     }
 
     pub(crate) fn corrupt(what: impl Into<String>) -> Error {

@@ -191,7 +191,11 @@ impl RawQueue {
     /// Fails with [`Error::AlreadyExists`] if the name is taken, [`Error::InvalidName`] for
     /// a name outside the rules of [`segment::validate_name`], and
     /// [`Error::InvalidArgument`] for a capacity outside 64 B ..= 1 TiB. The name is
-    /// removed when this handle and its clones drop (see [`Options::keep_on_drop`]).
+    /// removed when this handle and its clones drop (see [`Options::keep_on_drop`]), and
+    /// only then: not when a `fork`ed child drops its copy, and not if the name was removed
+    /// and given to another queue meanwhile (a name belongs to the object that holds it).
+    ///
+    /// The handle (with its clones) holds one file descriptor (`O_CLOEXEC`) for its life.
     ///
     /// ```
     /// # let name = format!("doc-rawc-{}", std::process::id());
@@ -203,7 +207,10 @@ impl RawQueue {
         Self::create_with(name, &Options::new().capacity(capacity))
     }
 
-    /// Attach to an existing queue by name ([`Error::NotFound`] if there is none).
+    /// Attach to an existing queue by name ([`Error::NotFound`] if there is none). Never
+    /// blocks on a foreign object under the name: a FIFO, socket, directory or symlink is
+    /// [`Error::Incompatible`] at once. The handle (with its clones) holds one file
+    /// descriptor (`O_CLOEXEC`) for its life.
     ///
     /// ```
     /// # let name = format!("doc-rawo-{}", std::process::id());
@@ -232,7 +239,10 @@ impl RawQueue {
         Self::create_with(path.as_ref(), &Options::new().capacity(capacity))
     }
 
-    /// Attach to a file-backed queue at `path`.
+    /// Attach to a file-backed queue at `path` ([`Error::NotFound`] "no shmq queue at
+    /// PATH" if there is no file). Only a regular file is opened: a symbolic link at
+    /// `path` itself (links in the directories above are followed), a FIFO, socket or
+    /// directory is [`Error::Incompatible`], at once.
     pub fn open_at(path: impl AsRef<Path>) -> Result<RawQueue> {
         Self::open_with(path.as_ref(), &Options::new())
     }
@@ -1289,6 +1299,8 @@ pub struct QueueInfo {
     pub attached: Vec<u32>,
     /// Header state.
     pub state: QueueState,
+    /// The object examined (device and inode), if it could be opened.
+    object: Option<segment::ObjectId>,
 }
 
 impl QueueInfo {
@@ -1329,6 +1341,21 @@ impl QueueInfo {
         }
     }
 
+    /// Remove the name if it still refers to the object this info describes (same device
+    /// and inode as when [`list`] or [`inspect`] examined it): `Ok(true)` if removed,
+    /// `Ok(false)` if the name now holds another object (left alone, e.g. a queue created
+    /// after the scan) or the object could not be opened when examined,
+    /// [`Error::NotFound`] if the name is gone. This is what [`remove_stale`] does for each
+    /// stale queue; the caller judges staleness (and re-checks [`QueueInfo::attached`] if
+    /// time has passed). A small window remains between the check and the unlink (see
+    /// [`segment::unlink_if_same`]).
+    pub fn remove_if_unchanged(&self) -> Result<bool> {
+        match self.object {
+            Some(object) => segment::unlink_if_same(&Location::Name(self.name.clone()), object),
+            None => Ok(false),
+        }
+    }
+
     /// Why the header could not be read, in words (`None` for a readable queue).
     pub fn problem(&self) -> Option<String> {
         match &self.state {
@@ -1357,22 +1384,29 @@ impl QueueInfo {
 }
 
 fn inspect_with(name: &str, attached: Vec<u32>) -> Result<QueueInfo> {
-    let (state, size, age) = match segment::peek(name) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NotFound(name.to_string()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => (
+    let (state, size, age, object) = match segment::peek(name) {
+        Err(Error::NotFound(n)) => return Err(Error::NotFound(n)),
+        // Not a regular file (a FIFO, a directory, a symlink...): not a queue at all.
+        Err(e @ Error::Incompatible { .. }) => return Err(e),
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => (
             QueueState::Unreadable(format!(
                 "permission denied (another user's queue? run as its owner or root): {e}"
             )),
             0,
             Duration::ZERO,
+            None,
         ),
-        Err(e) => (QueueState::Unreadable(e.to_string()), 0, Duration::ZERO),
+        Err(e) => (
+            QueueState::Unreadable(e.to_string()),
+            0,
+            Duration::ZERO,
+            None,
+        ),
         Ok(p) if p.foreign => (
             QueueState::Unreadable("not a shmq segment (bad magic)".into()),
             p.size,
             p.age,
+            Some(p.object),
         ),
         Ok(p) if !p.initialised => (
             QueueState::Uninit {
@@ -1381,12 +1415,36 @@ fn inspect_with(name: &str, attached: Vec<u32>) -> Result<QueueInfo> {
             },
             p.size,
             p.age,
+            Some(p.object),
         ),
         // Initialised: opening does not wait.
-        Ok(p) => match Segment::open(Location::Name(name.to_string())).and_then(Ring::new) {
-            Ok(ring) => (QueueState::Ready(Box::new(ring.stats())), p.size, p.age),
+        Ok(p) => match Segment::open(Location::Name(name.to_string())) {
+            // The state describes the object opened (the name may have moved on since the
+            // peek), so that is the object a later removal may remove.
+            Ok(seg) => {
+                let object = seg.object_id();
+                match Ring::new(seg) {
+                    Ok(ring) => (
+                        QueueState::Ready(Box::new(ring.stats())),
+                        p.size,
+                        p.age,
+                        Some(object),
+                    ),
+                    Err(e) => (
+                        QueueState::Unreadable(e.to_string()),
+                        p.size,
+                        p.age,
+                        Some(object),
+                    ),
+                }
+            }
             Err(Error::NotFound(n)) => return Err(Error::NotFound(n)),
-            Err(e) => (QueueState::Unreadable(e.to_string()), p.size, p.age),
+            Err(e) => (
+                QueueState::Unreadable(e.to_string()),
+                p.size,
+                p.age,
+                Some(p.object),
+            ),
         },
     };
     Ok(QueueInfo {
@@ -1395,11 +1453,15 @@ fn inspect_with(name: &str, attached: Vec<u32>) -> Result<QueueInfo> {
         age,
         attached,
         state,
+        object,
     })
 }
 
 /// Look at one named queue without waiting for a creator still at work on it
-/// ([`Error::NotFound`] if there is none).
+/// ([`Error::NotFound`] if there is none). Never blocks on a foreign object: a FIFO,
+/// socket, directory or symlink under the name is [`Error::Incompatible`] ("not a regular
+/// file (a FIFO)"); a regular file that is not a shmq segment is
+/// [`QueueState::Unreadable`].
 ///
 /// ```
 /// # let name = format!("doc-inspect-{}", std::process::id());
@@ -1418,7 +1480,9 @@ pub fn inspect(name: &str) -> Result<QueueInfo> {
 
 /// Every shmq segment in `/dev/shm`, sorted by name. Fast even on a machine littered with
 /// crashed programs' segments: headers are peeked with `pread` (no waiting for creators)
-/// and the process maps are read once.
+/// and the process maps are read once. Never blocks on a foreign object: a FIFO, socket,
+/// directory or symlink under a `shmq.` name is listed as
+/// [`QueueState::Unreadable`] ("not a regular file (a FIFO)") and is never stale.
 ///
 /// ```
 /// # let name = format!("doc-ls-{}", std::process::id());
@@ -1431,16 +1495,28 @@ pub fn list() -> Result<Vec<QueueInfo>> {
     let mut out = Vec::new();
     for name in segment::list_names()? {
         let pids = attached.remove(&name).unwrap_or_default();
-        match inspect_with(&name, pids) {
+        match inspect_with(&name, pids.clone()) {
             Ok(info) => out.push(info),
             Err(Error::NotFound(_)) => {} // removed meanwhile
+            Err(e @ Error::Incompatible { .. }) => out.push(QueueInfo {
+                size: std::fs::symlink_metadata(segment::shm_path(&name))
+                    .map(|m| m.len())
+                    .unwrap_or(0),
+                name,
+                age: Duration::ZERO,
+                attached: pids,
+                state: QueueState::Unreadable(e.to_string()),
+                object: None,
+            }),
             Err(e) => return Err(e),
         }
     }
     Ok(out)
 }
 
-/// Remove every stale segment ([`QueueInfo::is_stale`]); returns the names removed.
+/// Remove every stale segment ([`QueueInfo::is_stale`]); returns the names removed. A name
+/// is removed only if it still refers to the object found stale
+/// ([`QueueInfo::remove_if_unchanged`]); foreign objects are never stale, so never removed.
 ///
 /// ```
 /// let removed = shmq::remove_stale()?;
@@ -1452,9 +1528,9 @@ pub fn remove_stale() -> Result<Vec<String>> {
     for info in list()? {
         // Re-check the mappings right before removing: a process may have attached since.
         if info.is_stale() && segment::mapped_by(&info.name).is_empty() {
-            match remove(&info.name) {
-                Ok(()) => removed.push(info.name),
-                Err(Error::NotFound(_)) => {}
+            match info.remove_if_unchanged() {
+                Ok(true) => removed.push(info.name),
+                Ok(false) | Err(Error::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }
         }
