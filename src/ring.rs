@@ -208,26 +208,31 @@ pub struct Stats {
     pub type_name: String,
 }
 
-/// Open a segment's file again, without blocking and only if it is a regular file (for the
-/// liveness descriptor).
-fn open_location(loc: &Location) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = match loc {
-        Location::Name(n) => segment::shm_path(n),
-        Location::Path(p) => p.clone(),
-    };
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
-    if !f.metadata()?.file_type().is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+/// A descriptor of the segment's object with an open file description of its own, for the
+/// handle's liveness lock. Not the mapped one: a mapping keeps its file description alive,
+/// and a `fork` child inherits mappings, so a lock on the mapped description would outlive
+/// the parent in such a child. The mapped descriptor (`mapped`) is re-opened through
+/// `/proc/self/fd` (the same object for certain) and then closed (the mapping does not need
+/// it); without `/proc`, the name is opened again and checked to be the same object.
+fn liveness_file(
+    mapped: Option<std::fs::File>,
+    loc: &Location,
+    object: segment::ObjectId,
+) -> Result<std::fs::File> {
+    if let Some(f) = &mapped {
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(f));
+        if let Ok(g) = std::fs::OpenOptions::new().read(true).write(true).open(path) {
+            return Ok(g);
+        }
     }
-    Ok(f)
+    let (g, meta) = segment::open_existing(loc, true)?;
+    if segment::ObjectId::of(&meta) != object {
+        return Err(Error::Incompatible {
+            name: loc.display_name(),
+            reason: "the name was given to another object while it was being opened".into(),
+        });
+    }
+    Ok(g)
 }
 
 impl Ring {
@@ -236,17 +241,21 @@ impl Ring {
     ///
     /// Errors: [`Error::Io`] if no descriptor can be had (`EMFILE`) or the file system
     /// refuses open-file-description locks.
-    pub fn new(seg: Segment) -> Result<Ring> {
+    pub fn new(mut seg: Segment) -> Result<Ring> {
         let hdr = seg.header() as *const Header;
         let (data, cap) = seg.ring();
         let loc = seg.location().clone();
-        let file = open_location(&loc)?;
+        let file = liveness_file(seg.take_file(), &loc, seg.object_id())?;
         // SAFETY: `hdr` points at the header of the mapping `seg` owns (alive here).
         let h = unsafe { &*hdr };
         let holder = Holder::claim(
             file,
             |id| lock_names(h, id),
-            Box::new(move || open_location(&loc)),
+            Box::new(move || {
+                segment::open_existing(&loc, true)
+                    .map(|(f, _)| f)
+                    .map_err(std::io::Error::other)
+            }),
         )?;
         Ok(Ring {
             backing: Backing::Segment(seg),
@@ -288,21 +297,7 @@ impl Ring {
         let base = mem.ptr;
         // SAFETY: base is 4096-aligned and at least RING_OFFSET bytes; Header is all atomics.
         let h = unsafe { &*(base as *const Header) };
-        if h.id.init.load(Ordering::Relaxed) != segment::INIT_DONE
-            || h.id.magic.load(Ordering::Relaxed) != segment::MAGIC
-            || h.id.version.load(Ordering::Relaxed) != segment::VERSION
-            || h.id.header_size.load(Ordering::Relaxed) as usize != std::mem::size_of::<Header>()
-            || h.id.ring_offset.load(Ordering::Relaxed) != segment::RING_OFFSET
-        {
-            return Err(bad("bad header identity"));
-        }
-        let cap = h.id.capacity.load(Ordering::Relaxed);
-        if !(segment::MIN_CAPACITY..=segment::MAX_CAPACITY).contains(&cap)
-            || !cap.is_multiple_of(64)
-            || segment::RING_OFFSET + cap > bytes.len() as u64
-        {
-            return Err(bad("bad capacity"));
-        }
+        let cap = segment::validate_layout(h, bytes.len() as u64, "<memory>")?;
         Ok(Ring {
             hdr: base as *const Header,
             // SAFETY: RING_OFFSET + cap <= bytes.len() <= the allocation (checked above).

@@ -324,9 +324,10 @@ impl Default for CreateOptions {
 /// the [module docs](self#who-removes-a-name).
 pub struct Segment {
     map: MmapRaw,
-    /// The descriptor the segment was mapped from, kept open for the segment's life
-    /// (`O_CLOEXEC`): its open file description carries the liveness lock of the handles.
-    file: File,
+    /// The descriptor the segment was mapped from (`O_CLOEXEC`), until the ring takes it
+    /// ([`Segment::take_file`]) as the handle's liveness descriptor: its open file
+    /// description carries the handle's OFD liveness lock. One descriptor per handle.
+    file: Option<File>,
     location: Location,
     /// The object this segment maps (from `fstat` of `file`).
     object: ObjectId,
@@ -360,7 +361,8 @@ pub struct ObjectId {
 }
 
 impl ObjectId {
-    fn of(meta: &Metadata) -> ObjectId {
+    /// The object `meta` describes.
+    pub fn of(meta: &Metadata) -> ObjectId {
         ObjectId {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -707,7 +709,7 @@ impl Segment {
             .map_err(|e| cleanup(Error::io_at("map", &path, e)))?;
         let seg = Segment {
             map,
-            file,
+            file: Some(file),
             location: loc,
             object,
             capacity,
@@ -813,7 +815,7 @@ impl Segment {
             .map_err(|e| Error::io_at("map", &path, e))?;
         Ok(Segment {
             map,
-            file,
+            file: Some(file),
             location: loc,
             object,
             capacity,
@@ -846,10 +848,16 @@ impl Segment {
         self.capacity
     }
 
-    /// The file the segment is mapped from, open for the segment's whole life.
-    #[allow(dead_code)] // for the lock's liveness (open-file-description locks)
-    pub(crate) fn file(&self) -> &File {
-        &self.file
+    /// The file the segment is mapped from, unless the ring took it.
+    #[cfg(test)]
+    pub(crate) fn file(&self) -> Option<&File> {
+        self.file.as_ref()
+    }
+
+    /// Hand the mapped file over (to the ring, which keeps it as the handle's liveness
+    /// descriptor for the handle's life; see `sync::Holder`).
+    pub(crate) fn take_file(&mut self) -> Option<File> {
+        self.file.take()
     }
 
     /// Device and inode of the object this segment maps.
@@ -1170,9 +1178,9 @@ mod tests {
         let seg = Segment::create(Location::Name(name.clone()), 4096, &Default::default()).unwrap();
         let other = Segment::open(Location::Name(name.clone())).unwrap();
         for s in [&seg, &other] {
-            let m = s.file().metadata().unwrap();
+            let m = s.file().unwrap().metadata().unwrap();
             assert_eq!(ObjectId::of(&m), s.object_id());
-            let fd = s.file().as_raw_fd();
+            let fd = s.file().unwrap().as_raw_fd();
             // SAFETY: F_GETFD on a descriptor we own.
             let fl = unsafe { libc::fcntl(fd, libc::F_GETFD) };
             assert!(fl & libc::FD_CLOEXEC != 0, "close-on-exec");

@@ -827,11 +827,13 @@ fn rm_stale(a: &RmArgs) -> CliResult<()> {
             eprintln!("kept {}: a process attached to it just now", info.name);
             continue;
         }
-        match shmq::remove(&info.name) {
-            Ok(()) => {
+        // Only the object examined above: a queue created since under the same name stays.
+        match info.remove_if_unchanged() {
+            Ok(true) => {
                 say!("removed {} ({why})", info.name);
                 removed += 1;
             }
+            Ok(false) => eprintln!("kept {}: the name now refers to another object", info.name),
             Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
