@@ -194,6 +194,26 @@ pub struct Header {
     pub prod: ProducerSide,
     /// Consumer side.
     pub cons: ConsumerSide,
+    /// Task accounting and limits (JoinableQueue, message bound).
+    pub tasks: Tasks,
+}
+
+/// Task accounting for `JoinableQueue` semantics, kept in the queue's own header so that one
+/// name is one object. The number of unfinished tasks is `prod.put_count - tasks.done`
+/// (`put_count` is already crash-repaired by the ring), so a put needs no second counter.
+#[repr(C, align(64))]
+pub struct Tasks {
+    /// `task_done` calls, ever (never more than `prod.put_count`).
+    pub done: AtomicU64,
+    /// Bumped when `done` reaches `put_count` (futex word for `join`).
+    pub join_seq: AtomicU32,
+    /// Threads sleeping in `join`.
+    pub join_waiters: AtomicU32,
+    /// Largest number of queued messages (`Options::max_messages`; 0: bounded by bytes
+    /// only). Written by the creator before `init`, read once at open.
+    pub max_messages: AtomicU64,
+    /// Reserved for later layout additions (zero).
+    pub reserved: [AtomicU64; 5],
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= RING_OFFSET as usize);
