@@ -8,6 +8,11 @@
 //!   `SHMQ_TORTURE_ROUNDS=1000 cargo test --release --test torture -- --nocapture`.
 //! * `SHMQ_TORTURE_SEED` — RNG seed (default: time based; printed).
 //!
+//! The load includes the inputs that found lost wake-ups (issue 9 §1): one message in
+//! eight is larger than half the ring (up to `max_message()`), producers pause now and
+//! then so that consumers drain the ring and fall asleep, and half of the single puts and
+//! of the gets are untimed (a missed wake-up then shows as a deadlock, not as a delay).
+//!
 //! Counted (all must be 0): deadlocks (no progress on a side for 10 s after a kill, or
 //! children that do not finish after close), torn messages, duplicates, out-of-order
 //! messages per producer, and messages whose `put` returned `Ok` but were never delivered
@@ -45,11 +50,21 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 33)
 }
 
+/// Largest message body: the message (`12 + body + 8` bytes) is then `max_message()`.
+const MAX_BODY: u64 = CAPACITY as u64 - 8 - 20;
+
 /// Message for (producer id, seq): `id u32 | seq u64 | body | checksum u64`, variable size
-/// so that records wrap around the 4 KiB ring at every offset.
+/// so that records wrap around the 4 KiB ring at every offset. One in eight is larger than
+/// half the ring (up to `max_message()`): those need a SKIP record and most of the ring,
+/// the case that lost wake-ups after SKIP records (issue 9 §1) stall on.
 fn message(id: u32, seq: u64) -> Vec<u8> {
     let h = mix(((id as u64) << 40) ^ seq);
-    let body = (h % 700) as usize;
+    let half = CAPACITY as u64 / 2;
+    let body = if h % 8 == 0 {
+        (half + (h >> 8) % (MAX_BODY - half + 1)) as usize
+    } else {
+        (h % 700) as usize
+    };
     let mut m = Vec::with_capacity(12 + body + 8);
     m.extend_from_slice(&id.to_le_bytes());
     m.extend_from_slice(&seq.to_le_bytes());
@@ -112,6 +127,11 @@ fn torture_child() {
             let mut rng = mix(id as u64);
             loop {
                 rng = mix(rng);
+                // Now and then pause, so that the consumers drain the ring and fall asleep
+                // in get: the next (possibly large, wrapping) put must wake them.
+                if (rng >> 16) % 16 == 0 {
+                    std::thread::sleep(Duration::from_micros((rng >> 24) % 2000));
+                }
                 // Mostly single puts, sometimes a batch (published under one lock hold).
                 let n = if rng.is_multiple_of(4) {
                     1 + (rng >> 8) % 4
@@ -119,8 +139,11 @@ fn torture_child() {
                     1
                 };
                 let msgs: Vec<Vec<u8>> = (seq..seq + n).map(|s| message(id, s)).collect();
-                let r = if n == 1 {
+                let r = if n == 1 && (rng >> 32) % 2 == 0 {
                     q.put_timeout(&msgs[0], Duration::from_millis(200))
+                } else if n == 1 {
+                    // Untimed: a lost wake-up would block it for good.
+                    q.put(&msgs[0])
                 } else {
                     q.put_many(&msgs)
                 };
@@ -139,8 +162,17 @@ fn torture_child() {
         }
         "consumer" => {
             let mut buf = Vec::new();
+            let mut rng = mix(!(id as u64));
             loop {
-                match q.get_into_timeout(&mut buf, Duration::from_millis(200)) {
+                rng = mix(rng);
+                // Half of the gets are untimed: a consumer asleep in get() must be woken by
+                // every put it could take (a lost wake-up is then a deadlock, not a delay).
+                let r = if rng % 2 == 0 {
+                    q.get_into(&mut buf)
+                } else {
+                    q.get_into_timeout(&mut buf, Duration::from_millis(200))
+                };
+                match r {
                     Ok(_) => match check(&buf) {
                         Some((pid, seq)) => append(&mut log, pid, KIND_OK, seq),
                         None => append(&mut log, u32::MAX, KIND_TORN, buf.len() as u64),
