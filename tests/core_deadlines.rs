@@ -143,9 +143,11 @@ fn spin_duration_max_neither_panics_nor_hangs() {
     }
     let q2 = q.clone();
     let t = Instant::now();
-    let r = bounded(LIMIT, "put_timeout(100 ms) on a full queue with spin(MAX)", move || {
-        q2.put_timeout(&99, Duration::from_millis(100))
-    });
+    let r = bounded(
+        LIMIT,
+        "put_timeout(100 ms) on a full queue with spin(MAX)",
+        move || q2.put_timeout(&99, Duration::from_millis(100)),
+    );
     assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert_eq!(q.len() as u64, n);
@@ -160,7 +162,9 @@ fn spin_duration_max_neither_panics_nor_hangs() {
         got
     });
     let q2 = q.clone();
-    let r = bounded(LIMIT, "put on a full queue with spin(MAX)", move || q2.put(&100));
+    let r = bounded(LIMIT, "put on a full queue with spin(MAX)", move || {
+        q2.put(&100)
+    });
     assert!(r.is_ok(), "{r:?}");
     let mut got = getter.join().unwrap();
     while let Ok(v) = q.try_get() {
@@ -221,9 +225,11 @@ fn zero_timeouts_answer_at_once() {
     q.get_into_timeout(&mut buf, Duration::ZERO).unwrap();
     let q2 = q.clone();
     let t = Instant::now();
-    let r = bounded(LIMIT, "put_timeout(ZERO) while the lock is held", move || {
-        q2.put_timeout(b"c", Duration::ZERO)
-    });
+    let r = bounded(
+        LIMIT,
+        "put_timeout(ZERO) while the lock is held",
+        move || q2.put_timeout(b"c", Duration::ZERO),
+    );
     assert!(
         matches!(r, Err(Error::Timeout) | Err(Error::Full)),
         "put_timeout(ZERO) with the producer lock held: {r:?}"
@@ -417,47 +423,52 @@ fn capacity_word_toggled_during_open_never_reaches_a_handle() {
     };
     let n2 = name.clone();
     let outcome = std::panic::catch_unwind(move || {
-        bounded(LIMIT * 2, "opening while the capacity word toggles", move || {
-            let mut opened = 0u32;
-            let mut refused = 0u32;
-            let mut bad = Vec::new();
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(3) && bad.len() < 5 {
-                let h = match RawQueue::open(&n2) {
-                    Ok(h) => h,
-                    Err(Error::Incompatible { .. }) => {
-                        refused += 1;
-                        continue;
-                    }
-                    Err(e) => {
-                        bad.push(format!("open: {e:?}"));
-                        continue;
-                    }
-                };
-                opened += 1;
-                let r = std::panic::catch_unwind(|| {
-                    let caps = (h.capacity(), h.max_message());
-                    let mut buf = Vec::new();
-                    let p = h.try_put(b"x");
-                    let g = h.try_get_into(&mut buf).map(|_| ());
-                    (caps, p, g)
-                });
-                match r {
-                    Ok(((4096, 4088), p, g)) => {
-                        for x in [p, g] {
-                            if let Err(e) = x {
-                                if !matches!(e, Error::Corrupt(_) | Error::Full | Error::Empty) {
-                                    bad.push(format!("put/get: {e:?}"));
+        bounded(
+            LIMIT * 2,
+            "opening while the capacity word toggles",
+            move || {
+                let mut opened = 0u32;
+                let mut refused = 0u32;
+                let mut bad = Vec::new();
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_secs(3) && bad.len() < 5 {
+                    let h = match RawQueue::open(&n2) {
+                        Ok(h) => h,
+                        Err(Error::Incompatible { .. }) => {
+                            refused += 1;
+                            continue;
+                        }
+                        Err(e) => {
+                            bad.push(format!("open: {e:?}"));
+                            continue;
+                        }
+                    };
+                    opened += 1;
+                    let r = std::panic::catch_unwind(|| {
+                        let caps = (h.capacity(), h.max_message());
+                        let mut buf = Vec::new();
+                        let p = h.try_put(b"x");
+                        let g = h.try_get_into(&mut buf).map(|_| ());
+                        (caps, p, g)
+                    });
+                    match r {
+                        Ok(((4096, 4088), p, g)) => {
+                            for x in [p, g] {
+                                if let Err(e) = x {
+                                    if !matches!(e, Error::Corrupt(_) | Error::Full | Error::Empty)
+                                    {
+                                        bad.push(format!("put/get: {e:?}"));
+                                    }
                                 }
                             }
                         }
+                        Ok((caps, ..)) => bad.push(format!("(capacity, max_message) = {caps:?}")),
+                        Err(p) => bad.push(format!("panic: {}", panic_text(&*p))),
                     }
-                    Ok((caps, ..)) => bad.push(format!("(capacity, max_message) = {caps:?}")),
-                    Err(p) => bad.push(format!("panic: {}", panic_text(&*p))),
                 }
-            }
-            (opened, refused, bad)
-        })
+                (opened, refused, bad)
+            },
+        )
     });
     stop.store(true, Ordering::Relaxed);
     toggler.join().unwrap();
@@ -547,7 +558,10 @@ fn close_with_a_stopped_producer_publishes_nothing_afterwards() {
         seed = common::mix64(seed);
         std::thread::sleep(Duration::from_micros(seed % 3000));
     }
-    eprintln!("stopped the producer {} its lock", if holding { "holding" } else { "(not holding)" });
+    eprintln!(
+        "stopped the producer {} its lock",
+        if holding { "holding" } else { "(not holding)" }
+    );
     let q2 = q.clone();
     let t = Instant::now();
     bounded(LIMIT, "close() with a stopped producer", move || q2.close());
@@ -558,10 +572,13 @@ fn close_with_a_stopped_producer_publishes_nothing_afterwards() {
     let puts_after = q.stats().puts;
     let line = expect_line(&rx, LIMIT, "producer after SIGCONT");
     assert!(wait_exit(&mut child, LIMIT).success());
-    let got = bounded(LIMIT, "consumer after close", move || consumer.join().unwrap());
+    let got = bounded(LIMIT, "consumer after close", move || {
+        consumer.join().unwrap()
+    });
     assert!(took < Duration::from_secs(5), "close() took {took:?}");
     assert_eq!(
-        puts_after, puts_at_close,
+        puts_after,
+        puts_at_close,
         "a put was published after close() returned (producer stopped {} its lock); the \
          child said {line:?}",
         if holding { "holding" } else { "not holding" }

@@ -292,8 +292,16 @@ fn two_producer_run(new_namespace: bool) {
         (t, seen)
     });
     let t0 = Instant::now();
-    let a = expect_line(&rx_ns, Duration::from_secs(200), "producer in the new PID namespace");
-    let b = expect_line(&rx_root, Duration::from_secs(200), "producer in the root namespace");
+    let a = expect_line(
+        &rx_ns,
+        Duration::from_secs(200),
+        "producer in the new PID namespace",
+    );
+    let b = expect_line(
+        &rx_root,
+        Duration::from_secs(200),
+        "producer in the root namespace",
+    );
     let _ = wait_exit(&mut in_ns, LIMIT);
     let _ = wait_exit(&mut in_root, LIMIT);
     q.close();
@@ -305,10 +313,14 @@ fn two_producer_run(new_namespace: bool) {
         h.join().unwrap();
     }
     if a != "done" {
-        tally.errors.push(format!("producer in the new PID namespace: {a}"));
+        tally
+            .errors
+            .push(format!("producer in the new PID namespace: {a}"));
     }
     if b != "done" {
-        tally.errors.push(format!("producer in the root namespace: {b}"));
+        tally
+            .errors
+            .push(format!("producer in the root namespace: {b}"));
     }
     let lost = (0..2)
         .flat_map(|id| (0..PER).map(move |s| (id, s)))
@@ -435,11 +447,8 @@ fn live_holder_hidden_by_hidepid_keeps_its_lock() {
     }
     let name = uniq("hidepid");
     let _rm = RemoveOnDrop(name.clone());
-    let q = RawQueue::create_with(
-        name.as_str(),
-        &Options::new().capacity(4096).mode(0o666),
-    )
-    .unwrap();
+    let q =
+        RawQueue::create_with(name.as_str(), &Options::new().capacity(4096).mode(0o666)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let release = dir.path().join("release");
     let (_holder, hrx, pid) = start_holder(None, &name, "producer", &release);
@@ -449,7 +458,8 @@ fn live_holder_hidden_by_hidepid_keeps_its_lock() {
         "setup: the observer should not see the holder {pid} in its /proc"
     );
     assert_eq!(
-        out[1], "timeout",
+        out[1],
+        "timeout",
         "an observer that cannot see the live holder in /proc (hidepid) must wait, not \
          take the lock (issue 9 §2); stats {:?}",
         q.stats()
@@ -482,7 +492,10 @@ fn holder_in_root_namespace_keeps_its_lock_against_a_pid_namespace() {
         let (_holder, hrx, pid) = start_holder(None, &name, side, &release);
         if side == "producer" {
             let out = observe(NEW_PID_NS, &name, 500, Some(pid));
-            assert_eq!(out[0], "hidden", "setup: the holder is in another namespace");
+            assert_eq!(
+                out[0], "hidden",
+                "setup: the holder is in another namespace"
+            );
             assert_eq!(
                 out[1],
                 "timeout",

@@ -167,7 +167,8 @@ fn empty_ring_takes(first: usize, big: usize) {
     assert_eq!(q.max_message(), 4088);
     q.put(&pattern(1, first)).unwrap();
     let mut buf = Vec::new();
-    q.get_into_timeout(&mut buf, Duration::from_secs(5)).unwrap();
+    q.get_into_timeout(&mut buf, Duration::from_secs(5))
+        .unwrap();
     assert!(is_pattern(1, &buf));
     let pos = align8(8 + first as u64);
     assert_eq!(positions(&name), (pos, pos), "positions after one put/get");
@@ -197,7 +198,10 @@ fn empty_ring_takes(first: usize, big: usize) {
         .get_into_timeout(&mut buf, Duration::from_secs(5))
         .unwrap();
     assert_eq!(n, big);
-    assert!(is_pattern(2, &buf), "the {big}-byte message came back changed");
+    assert!(
+        is_pattern(2, &buf),
+        "the {big}-byte message came back changed"
+    );
     assert!(q.is_empty());
 }
 
@@ -314,7 +318,11 @@ fn sleeping_consumer_gets_records_near_half_and_all_of_the_ring() {
             q.stats()
         );
         assert_eq!(
-            expect_line(&rx, LIMIT, &format!("step {i}: {len} B put at position {tail}")),
+            expect_line(
+                &rx,
+                LIMIT,
+                &format!("step {i}: {len} B put at position {tail}")
+            ),
             format!("msg {len} {sum}")
         );
     }
@@ -324,13 +332,16 @@ fn sleeping_consumer_gets_records_near_half_and_all_of_the_ring() {
 }
 
 /// The other direction: a producer process asleep in an untimed `put()` of records larger
-/// than half the ring, woken by the parent's gets (which also consume SKIP records).
+/// than half the ring, woken by the parent's gets (which also consume SKIP records). Before
+/// each get the parent waits until the producer sleeps (or has already put the next one).
 #[test]
 fn sleeping_producer_is_woken_across_wraps() {
     let name = uniq("sleepprod");
     let _rm = RemoveOnDrop(name.clone());
     let q = RawQueue::create(&name, 4096).unwrap();
-    let sizes = [3000usize, 3000, 2100, 2100, 4088, 2500, 4088, 3500, 1000, 3500];
+    let sizes = [
+        3000usize, 3000, 2100, 2100, 4088, 2500, 4088, 3500, 1000, 3500,
+    ];
     let list = sizes
         .iter()
         .map(|s| s.to_string())
@@ -338,25 +349,38 @@ fn sleeping_producer_is_woken_across_wraps() {
         .join(",");
     let mut child = Reap(spawn_role(ENTRY, "put_list", &[name.clone(), list]));
     let rx = line_channel(&mut child);
+    let mut said: Vec<String> = Vec::new();
     let mut buf = Vec::new();
     for (i, &len) in sizes.iter().enumerate() {
-        // Wait until the producer has put message i (and is asleep on the next one, or done).
-        let line = expect_line(&rx, LIMIT, &format!("producer putting message {i} ({len} B)"));
-        assert_eq!(line, format!("put {i}"), "producer failed");
-        if i + 1 < sizes.len() {
-            assert!(
-                eventually(LIMIT, || q.stats().producers_waiting == 1),
-                "step {i}: the producer never went to sleep on message {}: {:?}",
-                i + 1,
-                q.stats()
-            );
-        }
+        let next = format!("put {}", i + 1);
+        let ready = eventually(LIMIT, || {
+            said.extend(rx.try_iter());
+            q.stats().producers_waiting > 0
+                || said
+                    .iter()
+                    .any(|l| *l == next || l == "done" || l.starts_with("err"))
+        });
+        assert!(
+            ready,
+            "step {i}: the producer neither sleeps nor progresses: {said:?}, {:?}",
+            q.stats()
+        );
+        assert!(
+            !said.iter().any(|l| l.starts_with("err")),
+            "producer: {said:?}"
+        );
         let r = q.get_into_timeout(&mut buf, LIMIT);
-        assert_eq!(r.ok(), Some(len), "step {i}");
+        assert_eq!(
+            r.as_ref().ok(),
+            Some(&len),
+            "step {i}: get gave {r:?} with the producer asleep; producer said {said:?}; {:?}",
+            q.stats()
+        );
         assert!(is_pattern(i as u64, &buf), "step {i}: message changed");
     }
-    assert_eq!(expect_line(&rx, LIMIT, "producer at the end"), "done");
     assert!(wait_exit(&mut child, LIMIT).success());
+    said.extend(rx.try_iter());
+    assert_eq!(said.last().map(String::as_str), Some("done"), "{said:?}");
     assert!(q.is_empty());
 }
 

@@ -156,11 +156,7 @@ pub fn line_channel(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
 }
 
 /// The next line from `rx`, or a panic naming `what` if none comes within `limit`.
-pub fn expect_line(
-    rx: &std::sync::mpsc::Receiver<String>,
-    limit: Duration,
-    what: &str,
-) -> String {
+pub fn expect_line(rx: &std::sync::mpsc::Receiver<String>, limit: Duration, what: &str) -> String {
     match rx.recv_timeout(limit) {
         Ok(l) => l,
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
