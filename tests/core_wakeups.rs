@@ -53,7 +53,7 @@ fn positions(name: &str) -> (u64, u64) {
 /// the positions run without realignment.)
 fn mixed_len(seq: u64) -> usize {
     let h = mix64(seq ^ (2 << 32));
-    if h % 10 == 0 {
+    if h.is_multiple_of(10) {
         40_000
     } else {
         1 + ((h >> 8) % 2000) as usize

@@ -60,7 +60,7 @@ const MAX_BODY: u64 = CAPACITY as u64 - 8 - 20;
 fn message(id: u32, seq: u64) -> Vec<u8> {
     let h = mix(((id as u64) << 40) ^ seq);
     let half = CAPACITY as u64 / 2;
-    let body = if h % 8 == 0 {
+    let body = if h.is_multiple_of(8) {
         (half + (h >> 8) % (MAX_BODY - half + 1)) as usize
     } else {
         (h % 700) as usize
@@ -129,7 +129,7 @@ fn torture_child() {
                 rng = mix(rng);
                 // Now and then pause, so that the consumers drain the ring and fall asleep
                 // in get: the next (possibly large, wrapping) put must wake them.
-                if (rng >> 16) % 16 == 0 {
+                if (rng >> 16).is_multiple_of(16) {
                     std::thread::sleep(Duration::from_micros((rng >> 24) % 2000));
                 }
                 // Mostly single puts, sometimes a batch (published under one lock hold).
@@ -139,7 +139,7 @@ fn torture_child() {
                     1
                 };
                 let msgs: Vec<Vec<u8>> = (seq..seq + n).map(|s| message(id, s)).collect();
-                let r = if n == 1 && (rng >> 32) % 2 == 0 {
+                let r = if n == 1 && (rng >> 32).is_multiple_of(2) {
                     q.put_timeout(&msgs[0], Duration::from_millis(200))
                 } else if n == 1 {
                     // Untimed: a lost wake-up would block it for good.
@@ -167,7 +167,7 @@ fn torture_child() {
                 rng = mix(rng);
                 // Half of the gets are untimed: a consumer asleep in get() must be woken by
                 // every put it could take (a lost wake-up is then a deadlock, not a delay).
-                let r = if rng % 2 == 0 {
+                let r = if rng.is_multiple_of(2) {
                     q.get_into(&mut buf)
                 } else {
                     q.get_into_timeout(&mut buf, Duration::from_millis(200))
