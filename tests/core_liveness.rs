@@ -229,6 +229,14 @@ fn two_producer_run(new_namespace: bool) {
     let _rm = RemoveOnDrop(name.clone());
     let q = RawQueue::create_with(name.as_str(), &Options::new().capacity(16 << 20)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
+    // The hogs stop when this test ends, also when it fails.
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _stop_hogs = StopOnDrop(stop.clone());
     let hogs: Vec<_> = (0..2)
         .map(|_| {
             let stop = stop.clone();
