@@ -556,6 +556,14 @@ impl RawQueue {
     pub fn hold_lock_for_test(&self, producer: bool) -> Result<impl Drop + '_> {
         self.ring().hold_lock(producer)
     }
+
+    /// Test support, not API: the holder id this handle writes into a lock word it holds
+    /// (what [`Stats::producer_lock_holder`] shows while it holds the producer lock).
+    #[doc(hidden)]
+    pub fn holder_id_for_test(&self) -> Result<u32> {
+        let r = self.ring();
+        r.holder().id(|_| false)
+    }
 }
 
 /// Messages taken by [`RawQueue::get_many_into`]: one buffer of concatenated payloads plus
