@@ -32,19 +32,36 @@
 
 #![warn(missing_docs)]
 
+// shmq is built on Linux futexes, `/proc` and `/dev/shm`: on any other OS, say so once
+// instead of a page of unresolved `libc` items (the modules below are Linux-only).
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "shmq supports Linux only: it needs futexes, /proc and /dev/shm (target_os = \"linux\")"
+);
+
+#[cfg(target_os = "linux")]
 pub mod error;
+#[cfg(target_os = "linux")]
 pub mod process;
+#[cfg(target_os = "linux")]
 pub mod queue;
+#[cfg(target_os = "linux")]
 pub mod ring;
+#[cfg(target_os = "linux")]
 pub mod segment;
+#[cfg(target_os = "linux")]
 pub mod sync;
 
+#[cfg(target_os = "linux")]
 pub use error::{Error, Result};
+#[cfg(target_os = "linux")]
 pub use queue::{
     list, remove, remove_stale, Codec, Options, Pod, PodQueue, Postcard, Queue, QueueInfo,
     QueueState, RawQueue, TypedQueue,
 };
+#[cfg(target_os = "linux")]
 pub use ring::Stats;
+#[cfg(target_os = "linux")]
 pub use segment::Location;
 
 /// The README's examples, compiled and run as doc tests so that it stays true.
