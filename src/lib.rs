@@ -27,8 +27,9 @@
 //!   (`bytemuck::Pod`, no serialisation), plus [`Options`].
 //! * [`process`] — spawn functions in child processes, pools, joinable queues.
 //!
-//! The `shmq` command-line tool (`src/bin/shmq.rs`, feature `cli`) inspects, taps and
-//! removes queues.
+//! The `shmq` command-line tool, which lists, inspects, taps and removes queues, is a crate
+//! of its own (`shmq-cli`, `cargo install shmq-cli`): depending on `shmq` builds only the
+//! library.
 
 #![warn(missing_docs)]
 

@@ -2,7 +2,6 @@
 //!
 //! Every test uses its own queue names (with this process's pid) and removes what it
 //! creates, so tests can run in parallel with each other and with other suites.
-#![cfg(feature = "cli")]
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};

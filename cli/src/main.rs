@@ -17,9 +17,7 @@ use shmq::segment::{self, Location, Segment};
 use shmq::{Error, Options, RawQueue, Stats};
 
 #[macro_use]
-#[path = "shmq/util.rs"]
 mod util;
-#[path = "shmq/bench.rs"]
 mod bench;
 
 use util::{bytes, count, parse_duration, parse_mode, parse_name, parse_size, CliError, CliResult};
