@@ -52,6 +52,8 @@ pub mod ring;
 pub mod segment;
 #[cfg(target_os = "linux")]
 pub mod sync;
+#[cfg(target_os = "linux")]
+mod typename;
 
 #[cfg(target_os = "linux")]
 pub use error::{Error, Result};
