@@ -27,6 +27,10 @@
 //!   (`bytemuck::Pod`, no serialisation), plus [`Options`].
 //! * [`process`] — spawn functions in child processes, pools, joinable queues.
 //!
+//! A process killed by Ctrl-C or SIGTERM runs no destructors, so the queues it created
+//! would stay in `/dev/shm`: [`cleanup_on_signals()`] removes them first (and
+//! [`remove_own_queues()`] is the same removal for programs with their own signal handling).
+//!
 //! The `shmq` command-line tool, which lists, inspects, taps and removes queues, is a crate
 //! of its own (`shmq-cli`, `cargo install shmq-cli`): depending on `shmq` builds only the
 //! library.
@@ -40,6 +44,8 @@ compile_error!(
     "shmq supports Linux only: it needs futexes, /proc and /dev/shm (target_os = \"linux\")"
 );
 
+#[cfg(target_os = "linux")]
+mod cleanup;
 #[cfg(target_os = "linux")]
 pub mod error;
 #[cfg(target_os = "linux")]
@@ -55,6 +61,8 @@ pub mod sync;
 #[cfg(target_os = "linux")]
 mod typename;
 
+#[cfg(target_os = "linux")]
+pub use cleanup::{cleanup_on_signals, remove_own_queues, CLEANUP_SIGNALS};
 #[cfg(target_os = "linux")]
 pub use error::{Error, Result};
 #[cfg(target_os = "linux")]
