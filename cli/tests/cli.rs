@@ -679,7 +679,7 @@ fn ls_filters_by_name_and_owner() {
     );
 
     // Another user's queue: only root can make one here.
-    if unsafe_euid() != 0 {
+    if my_uid() != 0 {
         eprintln!("not root: skipping the other-user part");
         return;
     }
@@ -704,7 +704,7 @@ fn ls_filters_by_name_and_owner() {
 }
 
 fn user_name() -> String {
-    let uid = unsafe_euid();
+    let uid = my_uid();
     std::fs::read_to_string("/etc/passwd")
         .ok()
         .and_then(|p| {
@@ -716,7 +716,7 @@ fn user_name() -> String {
         .unwrap_or_else(|| uid.to_string())
 }
 
-fn unsafe_euid() -> u32 {
+fn my_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
     // The owner of a file this process just created is its effective uid.
     let dir = std::env::temp_dir().join(format!("shmq-cli-uid-{}", std::process::id()));
