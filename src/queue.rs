@@ -46,6 +46,7 @@ pub struct Options {
     keep_on_drop: bool,
     spin: Duration,
     check_type: bool,
+    strict_type: bool,
 }
 
 impl Default for Options {
@@ -57,6 +58,7 @@ impl Default for Options {
             keep_on_drop: false,
             spin: DEFAULT_SPIN,
             check_type: true,
+            strict_type: false,
         }
     }
 }
@@ -108,10 +110,20 @@ impl Options {
     }
 
     /// Whether a typed `open` compares the message type name recorded by the creator with
-    /// its own (default `true`). Turn off to share a queue between programs whose
-    /// identical message types live in differently named modules.
+    /// its own (default `true`). The names are compared without their module paths, so the
+    /// same `LogLine` struct defined in a producer binary and in a consumer binary matches
+    /// (`producer::LogLine` / `consumer::LogLine`), while `LogLine` and `Event`, or `u32`
+    /// and `u64`, do not. Turn the check off to open a queue as any type of the same codec.
     pub fn check_type(mut self, yes: bool) -> Options {
         self.check_type = yes;
+        self
+    }
+
+    /// Compare the full type names, module paths included (default `false`): a queue of
+    /// `producer::LogLine` then opens only as `producer::LogLine`. For programs that
+    /// share one crate of message types and want two structs of the same name told apart.
+    pub fn strict_type_check(mut self, yes: bool) -> Options {
+        self.strict_type = yes;
         self
     }
 }
@@ -289,7 +301,7 @@ impl RawQueue {
     fn open_kind(loc: Location, opts: &Options, kind: Option<&Kind>) -> Result<RawQueue> {
         let seg = Segment::open(loc)?;
         if let Some(kind) = kind {
-            check_kind(&seg, kind, opts.check_type)?;
+            check_kind(&seg, kind, opts.check_type, opts.strict_type)?;
         }
         Self::from_segment(seg, opts)
     }
@@ -609,7 +621,7 @@ impl Batch {
     }
 }
 
-fn check_kind(seg: &Segment, want: &Kind, check_type: bool) -> Result<()> {
+fn check_kind(seg: &Segment, want: &Kind, check_type: bool, strict: bool) -> Result<()> {
     let h = seg.header();
     let name = seg.location().display_name();
     let codec = h.id.codec.load(Ordering::Relaxed);
@@ -639,9 +651,14 @@ fn check_kind(seg: &Segment, want: &Kind, check_type: bool) -> Result<()> {
     if check_type {
         let theirs = h.type_name();
         let ours = truncate_type_name(want.type_name);
-        if !theirs.is_empty() && theirs != ours {
+        if !theirs.is_empty() && !crate::typename::same(&theirs, ours, strict) {
+            let how = if strict {
+                "Options::strict_type_check(true) compares module paths too"
+            } else {
+                "type names are compared without module paths; Options::check_type(false) skips this check"
+            };
             return Err(bad(format!(
-                "created for message type {theirs}, opened as {ours} (Options::check_type(false) skips this check)"
+                "created for message type {theirs}, opened as {ours} ({how})"
             )));
         }
     }

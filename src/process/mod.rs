@@ -39,12 +39,13 @@
 //! [`spawn`] re-executes the current executable (`/proc/self/exe`) with an environment
 //! variable that tells [`init`] "you are a child". The function is identified by its
 //! address relative to a known symbol of the same binary (stable across a re-exec even with
-//! ASLR); its arguments are serialised with serde (postcard) and sent over a pipe; the
+//! ASLR), and so is a trampoline for its argument and return types; its arguments are serialised with serde (postcard) and sent over a pipe; the
 //! return value, or the panic message, comes back over a second pipe. A [`Queue`] or
 //! [`RawQueue`] among the arguments travels as its name and the child attaches on arrival.
 //!
-//! The function must be a `fn` item or a **non-capturing** closure (checked at compile
-//! time: its type must be zero-sized). Pass everything it needs as the `args` value.
+//! The function is a plain `fn(A) -> R` pointer: a `fn` item or a **non-capturing**
+//! closure. A capturing closure is a type error that `cargo check` reports ("expected fn
+//! pointer, found closure"). Pass everything the function needs as the `args` value.
 //!
 //! # ⚠ The rule: call [`init`] first in `main`
 //! A child is a fresh run of the same program. **Everything `main` does before
@@ -286,7 +287,8 @@ impl Outcome {
     }
 }
 
-/// The monomorphised trampoline a child calls: decode args, call `F`, encode the result.
+/// The monomorphised trampoline a child calls: read the function, decode the args, call
+/// it, encode the result. Its input is a call record made by [`Target::encode`].
 type Entry = fn(&[u8]) -> Outcome;
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -299,12 +301,19 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-fn entry<F, A, R>(args: &[u8]) -> Outcome
+fn entry<A, R>(call: &[u8]) -> Outcome
 where
-    F: Fn(A) -> R + Copy,
     A: DeserializeOwned,
     R: Serialize,
 {
+    let Some((func, args)) = call.split_first_chunk::<8>() else {
+        return Outcome::Error("malformed call record (shorter than 8 bytes)".into());
+    };
+    // SAFETY: call records are made only by `Target::encode` in a process running this
+    // same executable (checked by the bootstrap), with the function offset that
+    // `Target::new::<A, R>` computed from a `fn(A) -> R` pointer into this executable; and
+    // this trampoline is `entry::<A, R>` for the same `A` and `R`.
+    let f = unsafe { func_at::<A, R>(i64::from_le_bytes(*func)) };
     let a: A = match postcard::from_bytes(args) {
         Ok(a) => a,
         Err(e) => {
@@ -316,13 +325,6 @@ where
             ))
         }
     };
-    assert_zero_sized::<F>();
-    // SAFETY: `F` is zero-sized (asserted at compile time by `assert_zero_sized`), so a
-    // value of it has no bytes that could be invalid, and it is `Copy` (no drop glue, no
-    // ownership to duplicate). The parent held a value of this exact type (it called
-    // `entry_offset::<F, A, R>` with one), so the type is inhabited: it is a `fn` item or a
-    // non-capturing closure, whose every value is the same.
-    let f: F = unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() };
     match panic::catch_unwind(AssertUnwindSafe(move || f(a))) {
         Ok(r) => match postcard::to_allocvec(&r) {
             Ok(b) => Outcome::Ok(b),
@@ -335,13 +337,73 @@ where
     }
 }
 
-const fn assert_zero_sized<F>() {
-    const {
-        assert!(
-            std::mem::size_of::<F>() == 0,
-            "shmq::process needs a fn item or a non-capturing closure: pass captured values through the `args` argument instead"
-        )
+/// What a child process or pool worker runs: the trampoline for `(A, R)` and the user's
+/// function, both as offsets from [`base_addr`] (stable across a re-exec with ASLR).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Target {
+    /// Offset of `entry::<A, R>`.
+    pub(crate) entry: i64,
+    /// Offset of the `fn(A) -> R`.
+    func: i64,
+}
+
+impl Target {
+    /// The target for `f`. Fails when `f` lives in a shared library rather than in this
+    /// executable: its offset would mean nothing in the re-executed child.
+    pub(crate) fn new<A, R>(f: fn(A) -> R) -> Result<Target>
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        let entry = entry::<A, R> as Entry as usize;
+        let func = f as usize;
+        if !same_object(func, base_addr()) || !same_object(entry, base_addr()) {
+            return Err(Error::InvalidArgument(
+                "shmq::process runs functions of the executable itself; this one is in a \
+                 shared library (wrap it in a fn or closure of your program)"
+                    .into(),
+            ));
+        }
+        Ok(Target {
+            entry: entry.wrapping_sub(base_addr()) as i64,
+            func: func.wrapping_sub(base_addr()) as i64,
+        })
     }
+
+    /// The call record for `args`: the function's offset, then the postcard args.
+    pub(crate) fn encode<A: Serialize>(&self, args: &A) -> Result<Vec<u8>> {
+        postcard::to_extend(args, self.func.to_le_bytes().to_vec())
+            .map_err(|e| Error::Codec(format!("encoding the arguments: {e}")))
+    }
+}
+
+/// Whether two code addresses are in the same loaded object (executable or shared
+/// library), as far as the dynamic loader can tell; `true` when it cannot (a static
+/// executable is one object).
+fn same_object(a: usize, b: usize) -> bool {
+    fn base(addr: usize) -> Option<usize> {
+        // SAFETY: Dl_info is plain data that dladdr fills in; an all-zero value is valid.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        // SAFETY: dladdr only reads the loader's tables for `addr` and writes `info`.
+        let ok = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) };
+        (ok != 0 && !info.dli_fbase.is_null()).then_some(info.dli_fbase as usize)
+    }
+    match (base(a), base(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    }
+}
+
+/// The user's function at `offset`.
+///
+/// # Safety
+/// `offset` must have been produced by [`Target::new::<A, R>`] in a process running this
+/// very executable.
+unsafe fn func_at<A, R>(offset: i64) -> fn(A) -> R {
+    let addr = base_addr().wrapping_add(offset as usize);
+    // SAFETY: per the contract, `addr` is the address of a function of type `fn(A) -> R`
+    // in this executable; fn pointers and usize have the same size.
+    unsafe { std::mem::transmute::<usize, fn(A) -> R>(addr) }
 }
 
 /// Base symbol that offsets are taken from.
@@ -354,22 +416,11 @@ fn check_offset() -> i64 {
     (run_child as fn(&OsStr) -> i32 as usize).wrapping_sub(base_addr()) as i64
 }
 
-/// Offset of the trampoline for `F` from the base symbol.
-pub(crate) fn entry_offset<F, A, R>() -> i64
-where
-    F: Fn(A) -> R + Copy,
-    A: DeserializeOwned,
-    R: Serialize,
-{
-    assert_zero_sized::<F>();
-    (entry::<F, A, R> as Entry as usize).wrapping_sub(base_addr()) as i64
-}
-
 /// The trampoline at `offset` (in the same binary as the process that computed it).
 ///
 /// # Safety
-/// `offset` must have been produced by [`entry_offset`] in a process running this very
-/// executable (the bootstrap's check offset vouches for that).
+/// `offset` must be a [`Target::entry`] made in a process running this very executable
+/// (the bootstrap's check offset vouches for that).
 pub(crate) unsafe fn entry_at(offset: i64) -> Entry {
     let addr = base_addr().wrapping_add(offset as usize);
     // SAFETY: per the contract, `addr` is the address of an `entry::<F, A, R>` function in
@@ -485,7 +536,7 @@ fn run_child(spec: &OsStr) -> i32 {
         Err(msg) => Outcome::Error(msg),
         Ok((offset, args)) => {
             // SAFETY: decode_bootstrap checked that the parent runs this same binary (equal
-            // check offsets), and the offset came from `entry_offset` there.
+            // check offsets), and the offset came from `Target::new` there.
             let f = unsafe { entry_at(offset) };
             f(args)
         }
@@ -663,17 +714,14 @@ impl Builder {
     }
 
     /// Run `f(args)` in a new child process; see [`spawn`].
-    pub fn spawn<F, A, R>(&self, args: A, f: F) -> Result<Child<R>>
+    pub fn spawn<A, R>(&self, args: A, f: fn(A) -> R) -> Result<Child<R>>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let _ = f;
-        let offset = entry_offset::<F, A, R>();
-        let args = postcard::to_allocvec(&args)
-            .map_err(|e| Error::Codec(format!("encoding the child's arguments: {e}")))?;
-        self.spawn_entry(offset, &args)
+        let target = Target::new(f)?;
+        let call = target.encode(&args)?;
+        self.spawn_entry(target.entry, &call)
     }
 
     fn spawn_entry<R>(&self, offset: i64, args: &[u8]) -> Result<Child<R>> {
@@ -756,8 +804,9 @@ impl Builder {
 
 /// Run `f(args)` in a new child process and return its handle.
 ///
-/// `f` must be a `fn` item or a non-capturing closure (a compile-time check); `args` is any
-/// serde value — queues inside it re-attach by name in the child. `join` returns what `f`
+/// `f` is a plain function pointer, `fn(A) -> R`: a `fn` item or a closure that captures
+/// nothing (it coerces to one). Whatever the function needs travels in `args`, any serde
+/// value — queues inside it re-attach by name in the child. `join` returns what `f`
 /// returns. Needs [`init`] at the top of `main` (or
 /// [`enable_test_support!`](crate::enable_test_support) in a test file).
 ///
@@ -766,12 +815,36 @@ impl Builder {
 /// # fn run() -> shmq::Result<()> {
 /// let child = shmq::process::spawn((6u32, 7u32), |(a, b)| a * b)?;
 /// assert_eq!(child.join()?, 42);
+///
+/// fn greet(name: String) -> String {
+///     format!("hello, {name}")
+/// }
+/// assert_eq!(shmq::process::spawn("zsq".to_string(), greet)?.join()?, "hello, zsq");
 /// # Ok(()) }
 /// # run().unwrap();
 /// ```
-pub fn spawn<F, A, R>(args: A, f: F) -> Result<Child<R>>
+///
+/// A closure that captures a variable is not a `fn` pointer, so `cargo check` (and the
+/// IDE) rejects it with "expected fn pointer, found closure"; pass the value in `args`:
+///
+/// ```compile_fail,E0308
+/// # fn run() -> shmq::Result<()> {
+/// let factor = 6u32;
+/// let child = shmq::process::spawn(7u32, move |x: u32| x * factor)?; // captures `factor`
+/// # Ok(()) }
+/// ```
+///
+/// ```
+/// # shmq::process::init();
+/// # fn run() -> shmq::Result<()> {
+/// let factor = 6u32;
+/// let child = shmq::process::spawn((7u32, factor), |(x, factor)| x * factor)?;
+/// assert_eq!(child.join()?, 42);
+/// # Ok(()) }
+/// # run().unwrap();
+/// ```
+pub fn spawn<A, R>(args: A, f: fn(A) -> R) -> Result<Child<R>>
 where
-    F: Fn(A) -> R + Copy + Send + 'static,
     A: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
@@ -962,16 +1035,11 @@ mod tests {
         fn double(x: u32) -> u32 {
             x * 2
         }
-        let off = {
-            fn off_of<F: Fn(u32) -> u32 + Copy>(_: F) -> i64 {
-                entry_offset::<F, u32, u32>()
-            }
-            off_of(double)
-        };
-        // SAFETY: the offset comes from entry_offset in this same process.
-        let f = unsafe { entry_at(off) };
-        let args = postcard::to_allocvec(&21u32).unwrap();
-        match f(&args) {
+        let target = Target::new(double as fn(u32) -> u32).unwrap();
+        // SAFETY: the offset comes from Target::new in this same process.
+        let f = unsafe { entry_at(target.entry) };
+        let call = target.encode(&21u32).unwrap();
+        match f(&call) {
             Outcome::Ok(b) => assert_eq!(postcard::from_bytes::<u32>(&b).unwrap(), 42),
             _ => panic!("unexpected outcome"),
         }

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::child::describe_status;
-use super::{entry_at, entry_offset, Builder, Child, ProcessError};
+use super::{entry_at, Builder, Child, ProcessError, Target};
 use crate::error::{Error, Result};
 use crate::{Options, RawQueue};
 
@@ -27,7 +27,7 @@ const TAG_PANIC: u8 = 1;
 const TAG_ERROR: u8 = 2;
 const TAG_WAKE: u8 = 3;
 
-/// Task record: id (u64 LE), entry offset (i64 LE), postcard args.
+/// Task record: id (u64 LE), entry offset (i64 LE), call record ([`Target::encode`]).
 fn encode_task(id: u64, entry: i64, args: &[u8]) -> Vec<u8> {
     let mut b = Vec::with_capacity(16 + args.len());
     b.extend_from_slice(&id.to_le_bytes());
@@ -66,7 +66,7 @@ fn worker_main((tasks, results): (RawQueue, RawQueue)) {
         let Some((id, offset, args)) = decode_task(&buf) else {
             panic!("pool worker: malformed task record");
         };
-        // SAFETY: the offset was computed by `entry_offset` in the parent, which runs this
+        // SAFETY: the offset was computed by `Target::new` in the parent, which runs this
         // same executable (the worker was started by re-executing it and passed the
         // bootstrap's binary check).
         let f = unsafe { entry_at(offset) };
@@ -150,8 +150,8 @@ impl PoolBuilder {
 
 /// A pool of worker processes — Python's `multiprocessing.Pool`.
 ///
-/// Functions are `fn` items or non-capturing closures, as for [`spawn`](super::spawn);
-/// arguments and results are serde values (queues among them re-attach by name). Each call
+/// Functions are plain `fn(A) -> R` pointers — `fn` items or closures that capture
+/// nothing — as for [`spawn`](super::spawn); arguments and results are serde values (queues among them re-attach by name). Each call
 /// may use a different function. Tasks and results travel over shmq queues.
 ///
 /// A task that panics fails with [`ProcessError::Panicked`]; the worker survives. A worker
@@ -173,6 +173,18 @@ impl PoolBuilder {
 /// }
 /// # assert_eq!(total, 285); Ok(()) }
 /// # run().unwrap();
+/// ```
+///
+/// A closure that captures a local is rejected by `cargo check` ("expected fn pointer,
+/// found closure"); hand the value over with each input instead, e.g.
+/// `pool.map(|(x, k): (u64, u64)| x * k, (0..10).map(|x| (x, k)))`:
+///
+/// ```compile_fail,E0308
+/// # fn run() -> shmq::Result<()> {
+/// let pool = shmq::process::Pool::new(2)?;
+/// let k = 3u64;
+/// let scaled = pool.map(move |x: u64| x * k, 0..10)?; // captures `k`
+/// # Ok(()) }
 /// ```
 pub struct Pool {
     tx: mpsc::Sender<Cmd>,
@@ -290,22 +302,13 @@ impl Pool {
         Ok(rx)
     }
 
-    fn submit<F, A, R>(&self, args: &A) -> Result<mpsc::Receiver<Reply>>
-    where
-        F: Fn(A) -> R + Copy + Send + 'static,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-    {
-        let entry = entry_offset::<F, A, R>();
-        let args = postcard::to_allocvec(args)
-            .map_err(|e| Error::Codec(format!("encoding a task's arguments: {e}")))?;
-        self.submit_encoded(entry, args)
+    fn submit<A: Serialize>(&self, target: &Target, args: &A) -> Result<mpsc::Receiver<Reply>> {
+        self.submit_encoded(target.entry, target.encode(args)?)
     }
 
     /// Run `f(args)` on a worker and wait for the result.
-    pub fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
+    pub fn apply<A, R>(&self, f: fn(A) -> R, args: A) -> Result<R>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
@@ -313,32 +316,29 @@ impl Pool {
     }
 
     /// Start `f(args)` on a worker; the returned [`AsyncResult`] delivers the result.
-    pub fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<AsyncResult<R>>
+    pub fn apply_async<A, R>(&self, f: fn(A) -> R, args: A) -> Result<AsyncResult<R>>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let _ = f;
         Ok(AsyncResult {
-            rx: self.submit::<F, A, R>(&args)?,
+            rx: self.submit(&Target::new(f)?, &args)?,
             _r: PhantomData,
         })
     }
 
     /// Apply `f` to every input and return the results in input order. Fails with the
     /// first task error (in input order).
-    pub fn map<F, A, R, I>(&self, f: F, inputs: I) -> Result<Vec<R>>
+    pub fn map<A, R, I>(&self, f: fn(A) -> R, inputs: I) -> Result<Vec<R>>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
-        let _ = f;
+        let target = Target::new(f)?;
         let mut rxs = Vec::new();
         for a in inputs {
-            rxs.push(self.submit::<F, A, R>(&a)?);
+            rxs.push(self.submit(&target, &a)?);
         }
         rxs.into_iter().map(|rx| recv_reply(&rx, None)).collect()
     }
@@ -346,18 +346,19 @@ impl Pool {
     /// Streaming [`map`](Self::map): a lazy iterator of results in input order, which keeps
     /// a bounded number of tasks in flight and pulls inputs as results are consumed. Each
     /// item is that task's own result, so one failed task does not hide the others.
-    pub fn imap<F, A, R, I>(&self, f: F, inputs: I) -> Imap<'_, I::IntoIter, R>
+    pub fn imap<A, R, I>(&self, f: fn(A) -> R, inputs: I) -> Imap<'_, I::IntoIter, R>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
-        let _ = f;
         Imap {
             pool: self,
             inputs: inputs.into_iter(),
-            entry: entry_offset::<F, A, R>(),
+            target: Target::new(f).map_err(|e| match e {
+                Error::InvalidArgument(m) => m,
+                e => e.to_string(),
+            }),
             inflight: VecDeque::new(),
             _r: PhantomData,
         }
@@ -432,7 +433,8 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 pub struct Imap<'p, I, R> {
     pool: &'p Pool,
     inputs: I,
-    entry: i64,
+    /// The function, or why it cannot run in a worker (every item then fails with it).
+    target: std::result::Result<Target, String>,
     inflight: VecDeque<Result<mpsc::Receiver<Reply>>>,
     _r: PhantomData<fn() -> R>,
 }
@@ -448,9 +450,10 @@ where
     fn next(&mut self) -> Option<Result<R>> {
         while self.inflight.len() < self.pool.window {
             let Some(a) = self.inputs.next() else { break };
-            let sub = postcard::to_allocvec(&a)
-                .map_err(|e| Error::Codec(format!("encoding a task's arguments: {e}")))
-                .and_then(|args| self.pool.submit_encoded(self.entry, args));
+            let sub = match &self.target {
+                Ok(t) => self.pool.submit(t, &a),
+                Err(m) => Err(Error::InvalidArgument(m.clone())),
+            };
             self.inflight.push_back(sub);
         }
         let rx = self.inflight.pop_front()?;
