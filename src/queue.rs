@@ -140,6 +140,12 @@ impl From<String> for Location {
     }
 }
 
+impl From<&String> for Location {
+    fn from(name: &String) -> Location {
+        Location::Name(name.clone())
+    }
+}
+
 impl From<&Path> for Location {
     fn from(path: &Path) -> Location {
         Location::Path(path.to_path_buf())

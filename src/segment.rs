@@ -797,6 +797,13 @@ impl Segment {
         // Wait for the creator to size the object and publish the header.
         let mut size = meta.len();
         let (map, size) = loop {
+            // A creator sizes the object in one ftruncate, from 0 to the whole segment: any
+            // other size below the smallest segment is not a shmq object (no need to wait).
+            if size > 0 && size < RING_OFFSET {
+                return Err(incompatible(format!(
+                    "{size} bytes: too small for a shmq segment (not a shmq object)"
+                )));
+            }
             if size >= RING_OFFSET {
                 let map = MmapOptions::new()
                     .len(RING_OFFSET as usize)
