@@ -304,7 +304,7 @@ impl RawQueue {
     }
 
     #[inline]
-    fn ring(&self) -> &Ring {
+    pub(crate) fn ring(&self) -> &Ring {
         &self.inner.ring
     }
 
