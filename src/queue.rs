@@ -46,6 +46,7 @@ pub struct Options {
     keep_on_drop: bool,
     spin: Duration,
     check_type: bool,
+    max_messages: u64,
 }
 
 impl Default for Options {
@@ -57,6 +58,7 @@ impl Default for Options {
             keep_on_drop: false,
             spin: DEFAULT_SPIN,
             check_type: true,
+            max_messages: 0,
         }
     }
 }
@@ -104,6 +106,28 @@ impl Options {
     /// `Duration::ZERO` sleeps at once.
     pub fn spin(mut self, spin: Duration) -> Options {
         self.spin = spin;
+        self
+    }
+
+    /// Bound the queue to at most `n` queued messages, like Python's `Queue(maxsize=n)`
+    /// (default 0: bounded only by the ring's bytes). A put that finds `n` messages
+    /// queued waits (`put`), or fails with [`Error::Full`] (`try_put`) or
+    /// [`Error::Timeout`] (`put_timeout`), exactly as when the ring has no room. Recorded in
+    /// the header by `create`, so it binds every process; ignored by `open`.
+    ///
+    /// ```
+    /// # let name = format!("doc-maxmsg-{}", std::process::id());
+    /// let q: shmq::Queue<u8> = shmq::Queue::create_with(name.as_str(), &shmq::Options::new().max_messages(2))?;
+    /// q.put(&1)?;
+    /// q.put(&2)?;
+    /// assert!(q.is_full());
+    /// assert!(matches!(q.try_put(&3), Err(shmq::Error::Full)));
+    /// q.get()?;
+    /// q.try_put(&3)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn max_messages(mut self, n: u64) -> Options {
+        self.max_messages = n;
         self
     }
 
@@ -280,6 +304,7 @@ impl RawQueue {
             item_size: kind.item_size,
             type_name: kind.type_name.to_string(),
             persistent: opts.keep_on_drop,
+            max_messages: opts.max_messages,
         };
         let mut seg = Segment::create(loc, opts.capacity, &copts)?;
         seg.set_remove_on_drop(!opts.keep_on_drop);
@@ -485,6 +510,18 @@ impl RawQueue {
     /// Whether no message is queued now.
     pub fn is_empty(&self) -> bool {
         self.ring().is_empty()
+    }
+
+    /// Whether a put would find no room now: [`Options::max_messages`] messages are
+    /// queued, or no byte of the ring is free. (A large message may not fit even when
+    /// this is `false`.) Like Python's `Queue.full()`, the answer may be stale at once.
+    pub fn is_full(&self) -> bool {
+        self.ring().is_full()
+    }
+
+    /// The message bound set at creation ([`Options::max_messages`]; 0: none).
+    pub fn max_messages(&self) -> u64 {
+        self.ring().max_messages()
     }
 
     /// Close the queue, from any process: later puts fail with [`Error::Closed`], gets
@@ -1144,6 +1181,11 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
     /// Whether no message is queued now.
     pub fn is_empty(&self) -> bool {
         self.raw.is_empty()
+    }
+
+    /// Whether a put would find no room now (see [`RawQueue::is_full`]).
+    pub fn is_full(&self) -> bool {
+        self.raw.is_full()
     }
 
     /// Close the queue (see [`RawQueue::close`]).
