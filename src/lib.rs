@@ -32,6 +32,7 @@
 
 #![warn(missing_docs)]
 
+mod encode;
 pub mod error;
 pub mod process;
 pub mod queue;

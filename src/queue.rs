@@ -785,13 +785,13 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Postcard {
             msg,
             Default::default(),
         )
-        .map_err(|e| Error::Codec(e.to_string()))
+        .map_err(|e| Error::Codec(crate::encode::describe(msg, &e)))
     }
 
     fn encode(msg: &T, out: &mut Slot<'_>) -> Result<()> {
         postcard::serialize_with_flavor(msg, out)
             .map(|_| ())
-            .map_err(|e| Error::Codec(e.to_string()))
+            .map_err(|e| Error::Codec(crate::encode::describe(msg, &e)))
     }
 
     fn decode(bytes: &[u8]) -> Result<T> {
