@@ -71,13 +71,14 @@ fn main() -> shmq::Result<()> {
         }
     }
     println!("workers before {before:?}, after {:?}", pool.pids());
-    pool.shutdown();
+    pool.close();
+    pool.join()?;
 
     // What one process costs: spawn + join of a trivial function, re-executing this binary.
     let n = 20;
     let t = Instant::now();
     for i in 0..n {
-        let c = process::spawn(i, |i: u32| i + 1)?;
+        let c = process::start(|i: u32| i + 1, i)?;
         assert_eq!(c.join()?, i + 1);
     }
     let per = t.elapsed() / n;

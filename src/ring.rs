@@ -224,7 +224,11 @@ fn liveness_file(
 ) -> Result<std::fs::File> {
     if let Some(f) = &mapped {
         let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(f));
-        if let Ok(g) = std::fs::OpenOptions::new().read(true).write(true).open(path) {
+        if let Ok(g) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+        {
             return Ok(g);
         }
     }

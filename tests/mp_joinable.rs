@@ -61,18 +61,21 @@ fn keep_on_drop_keeps_the_unfinished_count() {
     let q: JoinableQueue<String> = JoinableQueue::open(&name).unwrap();
     assert_eq!(q.unfinished(), 2);
     // A consumer in another process finishes both.
-    let c = process::spawn(q.clone(), |q: JoinableQueue<String>| {
-        let mut n = 0;
-        while let Ok(s) = q.get_timeout(Duration::from_secs(30)) {
-            assert!(s == "a" || s == "b");
-            q.task_done().unwrap();
-            n += 1;
-            if n == 2 {
-                break;
+    let c = process::start(
+        |q: JoinableQueue<String>| {
+            let mut n = 0;
+            while let Ok(s) = q.get_timeout(Duration::from_secs(30)) {
+                assert!(s == "a" || s == "b");
+                q.task_done().unwrap();
+                n += 1;
+                if n == 2 {
+                    break;
+                }
             }
-        }
-        n
-    })
+            n
+        },
+        q.clone(),
+    )
     .unwrap();
     q.join_timeout(LONG).unwrap();
     assert_eq!(c.join().unwrap(), 2);
@@ -84,11 +87,14 @@ fn keep_on_drop_keeps_the_unfinished_count() {
 #[test]
 fn replace_stale_after_the_creator_is_killed() {
     let name = uniq("stale");
-    let mut c = process::spawn(name.clone(), |name: String| {
-        let q: JoinableQueue<u8> = JoinableQueue::create(&name, 4096).unwrap();
-        q.put(&7).unwrap();
-        std::thread::sleep(Duration::from_secs(600));
-    })
+    let mut c = process::start(
+        |name: String| {
+            let q: JoinableQueue<u8> = JoinableQueue::create(&name, 4096).unwrap();
+            q.put(&7).unwrap();
+            std::thread::sleep(Duration::from_secs(600));
+        },
+        name.clone(),
+    )
     .unwrap();
     // Wait until the child created and filled the queue.
     let deadline = std::time::Instant::now() + LONG;
@@ -98,13 +104,19 @@ fn replace_stale_after_the_creator_is_killed() {
                 break;
             }
         }
-        assert!(std::time::Instant::now() < deadline, "child never created {name}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child never created {name}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     c.kill().unwrap();
     assert!(matches!(
         c.join_timeout(LONG),
-        Err(Error::Process(process::ProcessError::Signaled { signal: 9, .. }))
+        Err(Error::Process(process::ProcessError::Signaled {
+            signal: 9,
+            ..
+        }))
     ));
     match JoinableQueue::<u8>::create(&name, 4096) {
         Err(Error::AlreadyExists { stale: true, .. }) => {}
@@ -143,10 +155,13 @@ fn a_raw_put_is_one_more_task_never_a_corrupt_count() {
         Err(Error::NotFound(_))
     ));
     // Another process puts bytes that are not a u32 through the raw view.
-    let c = process::spawn(name.clone(), |name: String| {
-        let raw = RawQueue::open(&name).unwrap();
-        raw.try_put(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).unwrap();
-    })
+    let c = process::start(
+        |name: String| {
+            let raw = RawQueue::open(&name).unwrap();
+            raw.try_put(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).unwrap();
+        },
+        name.clone(),
+    )
     .unwrap();
     c.join().unwrap();
     assert_eq!(q.unfinished(), 2);
@@ -164,12 +179,15 @@ fn task_done_past_zero_is_an_error_in_any_process() {
     let q: JoinableQueue<u8> = JoinableQueue::create(&uniq("past"), 4096).unwrap();
     assert!(matches!(q.task_done(), Err(Error::InvalidArgument(_))));
     q.put(&1).unwrap();
-    let c = process::spawn(q.clone(), |q: JoinableQueue<u8>| {
-        q.get().unwrap();
-        let first = q.task_done().is_ok();
-        let second = q.task_done().is_err();
-        (first, second)
-    })
+    let c = process::start(
+        |q: JoinableQueue<u8>| {
+            q.get().unwrap();
+            let first = q.task_done().is_ok();
+            let second = q.task_done().is_err();
+            (first, second)
+        },
+        q.clone(),
+    )
     .unwrap();
     assert_eq!(c.join().unwrap(), (true, true));
     assert_eq!(q.unfinished(), 0);
@@ -183,9 +201,10 @@ fn immediate_shutdown_wakes_a_join_in_another_process() {
     }
     // A consumer takes one item and finishes it after we shut down.
     assert_eq!(q.get().unwrap(), 0);
-    let mut joiner = process::spawn(q.clone(), |q: JoinableQueue<u32>| {
-        q.join_timeout(Duration::from_secs(60)).is_ok()
-    })
+    let mut joiner = process::start(
+        |q: JoinableQueue<u32>| q.join_timeout(Duration::from_secs(60)).is_ok(),
+        q.clone(),
+    )
     .unwrap();
     std::thread::sleep(Duration::from_millis(50));
     assert!(joiner.is_alive(), "join returned with 10 unfinished tasks");
@@ -209,19 +228,22 @@ fn graceful_shutdown_lets_consumers_drain() {
         q.put(&i).unwrap();
     }
     assert_eq!(q.shutdown(false).unwrap(), 0);
-    let c = process::spawn(q.clone(), |q: JoinableQueue<u32>| {
-        let mut sum = 0;
-        loop {
-            match q.get() {
-                Ok(x) => {
-                    sum += x;
-                    q.task_done().unwrap();
+    let c = process::start(
+        |q: JoinableQueue<u32>| {
+            let mut sum = 0;
+            loop {
+                match q.get() {
+                    Ok(x) => {
+                        sum += x;
+                        q.task_done().unwrap();
+                    }
+                    Err(Error::Closed) => return sum,
+                    Err(e) => panic!("{e}"),
                 }
-                Err(Error::Closed) => return sum,
-                Err(e) => panic!("{e}"),
             }
-        }
-    })
+        },
+        q.clone(),
+    )
     .unwrap();
     q.join_timeout(LONG).unwrap();
     assert_eq!(c.join().unwrap(), 10);
@@ -231,11 +253,14 @@ fn graceful_shutdown_lets_consumers_drain() {
 fn a_consumer_killed_before_task_done_leaves_the_task_unfinished() {
     let q: JoinableQueue<u8> = JoinableQueue::create(&uniq("kill"), 4096).unwrap();
     q.put(&1).unwrap();
-    let c = process::spawn(q.clone(), |q: JoinableQueue<u8>| {
-        q.get().unwrap();
-        // SAFETY: raise has no memory-safety preconditions.
-        unsafe { libc::raise(libc::SIGKILL) };
-    })
+    let c = process::start(
+        |q: JoinableQueue<u8>| {
+            q.get().unwrap();
+            // SAFETY: raise has no memory-safety preconditions.
+            unsafe { libc::raise(libc::SIGKILL) };
+        },
+        q.clone(),
+    )
     .unwrap();
     assert!(c.join().is_err());
     assert_eq!(q.unfinished(), 1);

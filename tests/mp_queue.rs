@@ -25,25 +25,27 @@ const LONG: Duration = Duration::from_secs(60);
 #[test]
 fn max_messages_bounds_puts_across_processes() {
     let name = uniq("max");
-    let q: Queue<u32> =
-        Queue::create_with(name.as_str(), &Options::new().max_messages(6)).unwrap();
+    let q: Queue<u32> = Queue::create_with(name.as_str(), &Options::new().max_messages(6)).unwrap();
     assert_eq!(q.raw().max_messages(), 6);
     assert!(q.is_empty() && !q.is_full());
-    let mut child = process::spawn(q.clone(), |q: Queue<u32>| {
-        for i in 0..6 {
-            q.try_put(&i).unwrap();
-        }
-        // Full by count, with the ring almost empty in bytes.
-        assert!(q.is_full());
-        assert!(matches!(q.try_put(&6), Err(Error::Full)));
-        assert!(matches!(
-            q.put_timeout(&6, Duration::from_millis(10)),
-            Err(Error::Timeout)
-        ));
-        let t = Instant::now();
-        q.put(&6).unwrap(); // blocks until the parent gets one
-        t.elapsed()
-    })
+    let mut child = process::start(
+        |q: Queue<u32>| {
+            for i in 0..6 {
+                q.try_put(&i).unwrap();
+            }
+            // Full by count, with the ring almost empty in bytes.
+            assert!(q.is_full());
+            assert!(matches!(q.try_put(&6), Err(Error::Full)));
+            assert!(matches!(
+                q.put_timeout(&6, Duration::from_millis(10)),
+                Err(Error::Timeout)
+            ));
+            let t = Instant::now();
+            q.put(&6).unwrap(); // blocks until the parent gets one
+            t.elapsed()
+        },
+        q.clone(),
+    )
     .unwrap();
     let start = Instant::now();
     while q.len() < 6 {
