@@ -1527,6 +1527,8 @@ struct Worker {
     assigned: VecDeque<u64>,
     /// Tasks handed to it in its life (for `maxtasksperchild`).
     given: u64,
+    /// Results it sent back.
+    completed: u64,
 }
 
 struct Pending {
@@ -1561,16 +1563,18 @@ struct Dispatcher {
 
 const CHECK_EVERY: Duration = Duration::from_millis(50);
 
-/// How a worker died, with its panic message when it panicked (e.g. in the initializer).
-fn death_cause(child: &mut Child<()>, status: std::process::ExitStatus) -> String {
+/// How a worker died, with its panic message when the worker itself panicked (in the
+/// initializer, or reading its queues: a task's panic is caught and does not kill it), and
+/// whether it did.
+fn death_cause(child: &mut Child<()>, status: std::process::ExitStatus) -> (String, bool) {
     match child.try_join() {
         Err(Error::Process(ProcessError::Panicked { message, .. })) => {
-            format!("panicked: {message}")
+            (format!("panicked: {message}"), true)
         }
         Err(Error::Process(ProcessError::Failed { message, .. })) => {
-            format!("failed: {message}")
+            (format!("failed: {message}"), true)
         }
-        _ => describe_status(status),
+        _ => (describe_status(status), false),
     }
 }
 
@@ -1594,6 +1598,7 @@ impl Dispatcher {
             tasks,
             assigned: VecDeque::new(),
             given: 0,
+            completed: 0,
         })
     }
 
@@ -1658,6 +1663,7 @@ impl Dispatcher {
         if let Some(pos) = w.assigned.iter().position(|&t| t == id) {
             w.assigned.remove(pos);
         }
+        w.completed += 1;
         let pid = w.child.pid();
         let payload = &b[9..];
         let reply = match b[0] {
@@ -1760,7 +1766,7 @@ impl Dispatcher {
             if self.workers[i].child.pid() != pid {
                 continue; // retired (and replaced) while the results were drained
             }
-            let cause = death_cause(&mut self.workers[i].child, status);
+            let (cause, own_panic) = death_cause(&mut self.workers[i].child, status);
             // Tasks it never read go back to the front of the backlog, in order.
             let mut unread = Vec::new();
             while self.workers[i].tasks.try_get_into(buf).is_ok() {
@@ -1781,10 +1787,14 @@ impl Dispatcher {
             // What is left was being run when it died. Replace the worker first, so
             // that a caller who sees the failure also sees the new worker in `pids()`.
             let lost = std::mem::take(&mut self.workers[i].assigned);
-            if self.workers[i].given > 0 {
-                self.startup_failures = 0;
-            } else {
+            // A worker that never completed a task and died either before being handed
+            // one or by a panic of its own (its initializer) failed to start; a worker
+            // killed by its first task did not.
+            let w = &self.workers[i];
+            if w.completed == 0 && (w.given == 0 || own_panic) {
                 self.startup_failures += 1;
+            } else {
+                self.startup_failures = 0;
             }
             let restart = if self.startup_failures >= 3 {
                 Err(Error::InvalidArgument(format!(
