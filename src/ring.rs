@@ -217,7 +217,7 @@ pub struct Stats {
 /// the parent in such a child. The mapped descriptor (`mapped`) is re-opened through
 /// `/proc/self/fd` (the same object for certain) and then closed (the mapping does not need
 /// it); without `/proc`, the name is opened again and checked to be the same object.
-fn liveness_file(
+pub(crate) fn liveness_file(
     mapped: Option<std::fs::File>,
     loc: &Location,
     object: segment::ObjectId,
