@@ -25,7 +25,9 @@
 //! * [`ring`] — the byte ring of framed variable-length records (two-lock MPMC).
 //! * [`queue`] — [`RawQueue`] (bytes), [`Queue<T>`] (serde/postcard) and [`PodQueue<T>`]
 //!   (`bytemuck::Pod`, no serialisation), plus [`Options`].
-//! * [`process`] — spawn functions in child processes, pools, joinable queues.
+//! * [`primitives`] — process-shared `Lock`, `RLock`, `Event`, `Semaphore`, `Barrier`,
+//!   `Condition`, `Value` and `Array`, each in a named segment.
+//! * [`process`] — start functions in child processes, pools, joinable queues.
 //!
 //! The `shmq` command-line tool (`src/bin/shmq.rs`, feature `cli`) inspects, taps and
 //! removes queues.
@@ -34,6 +36,7 @@
 
 mod encode;
 pub mod error;
+pub mod primitives;
 pub mod process;
 pub mod queue;
 pub mod ring;
@@ -41,6 +44,10 @@ pub mod segment;
 pub mod sync;
 
 pub use error::{Error, Result};
+pub use primitives::{
+    Array, Barrier, CondGuard, Condition, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
+    SemaphoreGuard, Value, ValueGuard,
+};
 pub use queue::{
     list, remove, remove_stale, Codec, Options, Pod, PodQueue, Postcard, Queue, QueueInfo,
     QueueState, RawQueue, TypedQueue,

@@ -131,6 +131,24 @@ impl Options {
         self
     }
 
+    /// The segment options these settings give, for an object of `codec`.
+    pub(crate) fn create_options(
+        &self,
+        codec: u32,
+        item_size: u32,
+        type_name: &str,
+    ) -> CreateOptions {
+        CreateOptions {
+            mode: self.mode,
+            replace_stale: self.replace_stale,
+            codec,
+            item_size,
+            type_name: type_name.to_string(),
+            persistent: self.keep_on_drop,
+            max_messages: self.max_messages,
+        }
+    }
+
     /// Whether a typed `open` compares the message type name recorded by the creator with
     /// its own (default `true`). Turn off to share a queue between programs whose
     /// identical message types live in differently named modules.
@@ -297,15 +315,7 @@ impl RawQueue {
     }
 
     fn create_kind(loc: Location, opts: &Options, kind: &Kind) -> Result<RawQueue> {
-        let copts = CreateOptions {
-            mode: opts.mode,
-            replace_stale: opts.replace_stale,
-            codec: kind.codec,
-            item_size: kind.item_size,
-            type_name: kind.type_name.to_string(),
-            persistent: opts.keep_on_drop,
-            max_messages: opts.max_messages,
-        };
+        let copts = opts.create_options(kind.codec, kind.item_size, kind.type_name);
         let mut seg = Segment::create(loc, opts.capacity, &copts)?;
         seg.set_remove_on_drop(!opts.keep_on_drop);
         Self::from_segment(seg, opts)
@@ -313,8 +323,19 @@ impl RawQueue {
 
     fn open_kind(loc: Location, opts: &Options, kind: Option<&Kind>) -> Result<RawQueue> {
         let seg = Segment::open(loc)?;
-        if let Some(kind) = kind {
-            check_kind(&seg, kind, opts.check_type)?;
+        match kind {
+            Some(kind) => check_kind(&seg, kind, opts.check_type)?,
+            None => {
+                // A primitive's state lives where a queue's ring would: no queue handle,
+                // not even a raw one, may write there.
+                let codec = seg.header().id.codec.load(Ordering::Relaxed);
+                if let Some(what) = crate::primitives::kind_name(codec) {
+                    return Err(Error::Incompatible {
+                        name: seg.location().display_name(),
+                        reason: format!("it is a {what}, not a queue"),
+                    });
+                }
+            }
         }
         Self::from_segment(seg, opts)
     }
@@ -691,7 +712,7 @@ pub fn codec_name(id: u32) -> &'static str {
         codec_id::RAW => "raw bytes",
         codec_id::POSTCARD => "postcard",
         codec_id::POD => "pod",
-        _ => "unknown",
+        other => crate::primitives::kind_name(other).unwrap_or("unknown"),
     }
 }
 

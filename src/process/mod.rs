@@ -212,6 +212,15 @@ pub enum ProcessError {
         /// The task's sequence number within the pool.
         task: u64,
     },
+    /// A [`Barrier`](crate::Barrier) is broken: [`abort`](crate::Barrier::abort) or
+    /// [`reset`](crate::Barrier::reset) was called while this process waited, a waiter
+    /// timed out, or a process died inside the barrier's short critical section (Python's
+    /// `BrokenBarrierError`). [`reset`](crate::Barrier::reset) makes it usable again.
+    #[error("the barrier {name:?} is broken (aborted, reset, a waiter timed out, or a process died inside it); reset() it to use it again")]
+    BrokenBarrier {
+        /// The barrier's name.
+        name: String,
+    },
 }
 
 impl From<ProcessError> for Error {
