@@ -4,11 +4,20 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{by_name, Kind, Object};
+use super::{by_name, Kind, Object, WORDS};
 use crate::error::{Error, Result};
 use crate::segment::Location;
 use crate::sync::Deadline;
 use crate::Options;
+
+/// Waiters ever started (under the lock).
+const TOTAL: usize = WORDS;
+/// Wake-ups granted by `notify` (plus waiters that timed out).
+const WAKEUP: usize = WORDS + 8;
+/// Wake-ups taken by waiters (plus waiters that timed out).
+const WOKEN: usize = WORDS + 16;
+/// Bumped by `notify_all`.
+const BROADCAST: usize = WORDS + 24;
 
 /// A lock plus a way to wait, with the lock released, until another process says that
 /// something changed — Python's `multiprocessing.Condition`, in a named segment.
@@ -18,9 +27,10 @@ use crate::Options;
 /// [`wait_for`](CondGuard::wait_for)) and notifies ([`notify`](CondGuard::notify),
 /// [`notify_all`](CondGuard::notify_all)). The state the condition is about lives
 /// elsewhere in shared memory (a [`Value`](crate::Value), an [`Array`](crate::Array), a
-/// queue's length...). As with Rust's `std::sync::Condvar` (and unlike Python's
-/// `Condition`), a `wait` may return without a notification: check the state in a loop, or
-/// use [`wait_for`](CondGuard::wait_for).
+/// queue's length...). `notify(n)` wakes `n` of the processes waiting at that moment (not
+/// later arrivals), `notify_all` all of them, as in Python. A waiter killed while waiting
+/// may leave one notification unused, which a later waiter may then take: check the state
+/// in a loop, or use [`wait_for`](CondGuard::wait_for).
 ///
 /// ```
 /// # shmq::process::init();
@@ -134,29 +144,62 @@ impl CondGuard<'_> {
         self.recovered
     }
 
-    /// Release the lock, sleep until notified (or spuriously woken, or `deadline`), take
-    /// the lock again. `Ok(false)`: the deadline passed without a notification.
+    /// Release the lock, sleep until notified (or `deadline`), take the lock again.
+    /// `Ok(false)`: the deadline passed without a notification.
+    ///
+    /// The algorithm of glibc's condition variables before 2.25: under the lock, a waiter
+    /// counts itself in `TOTAL` and remembers `WAKEUP`; `notify(n)` grants up to `n` of the
+    /// waiters counted and not yet granted (`WAKEUP += k`); a waiter whose remembered
+    /// `WAKEUP` is older takes a grant (`WOKEN += 1`) when one is left. A waiter that times
+    /// out cancels itself (`WAKEUP += 1`, `WOKEN += 1`). `notify_all` grants everybody.
+    /// The futex word (`SEQ`) is bumped on every grant; the counters are the truth.
     fn wait_until(&mut self, deadline: &Deadline) -> Result<bool> {
         let o = &self.cond.obj;
         let seq = o.seq();
-        // Read under the lock: a notifier bumps it under the lock, after this.
-        let s0 = seq.load(Ordering::SeqCst);
+        let (total, wakeup, woken, broadcast) = (
+            o.u64_at(TOTAL),
+            o.u64_at(WAKEUP),
+            o.u64_at(WOKEN),
+            o.u32_at(BROADCAST),
+        );
+        total.store(
+            total.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+        let mine = wakeup.load(Ordering::Relaxed);
+        let bc = broadcast.load(Ordering::Relaxed);
+        let mut s = seq.load(Ordering::SeqCst);
         drop(self.guard.take());
-        let notified = loop {
-            if seq.load(Ordering::SeqCst) != s0 {
-                break true;
-            }
-            match o.wait(deadline, || seq.load(Ordering::SeqCst) != s0) {
+        let mut timed_out = false;
+        loop {
+            match o.wait(deadline, || seq.load(Ordering::SeqCst) != s) {
                 Ok(()) => {}
-                Err(Error::Timeout) => break seq.load(Ordering::SeqCst) != s0,
+                Err(Error::Timeout) => timed_out = true,
                 Err(e) => {
                     self.relock()?;
                     return Err(e);
                 }
             }
-        };
-        self.relock()?;
-        Ok(notified)
+            // Read before looking under the lock: a grant after the look bumps it, so the
+            // next sleep returns at once.
+            s = seq.load(Ordering::SeqCst);
+            self.relock()?;
+            if broadcast.load(Ordering::Relaxed) != bc {
+                return Ok(true);
+            }
+            let w = wakeup.load(Ordering::Relaxed);
+            let k = woken.load(Ordering::Relaxed);
+            if w != mine && k < w {
+                woken.store(k.wrapping_add(1), Ordering::Relaxed);
+                return Ok(true);
+            }
+            if timed_out {
+                wakeup.store(w.wrapping_add(1), Ordering::Relaxed);
+                woken.store(k.wrapping_add(1), Ordering::Relaxed);
+                return Ok(false);
+            }
+            drop(self.guard.take());
+        }
     }
 
     fn relock(&mut self) -> Result<()> {
@@ -167,7 +210,7 @@ impl CondGuard<'_> {
     }
 
     /// Release the lock and wait for a notification, then take the lock again (Python's
-    /// `wait()`). May return without one: re-check the state.
+    /// `wait()`).
     pub fn wait(&mut self) -> Result<()> {
         self.wait_until(&Deadline::never()).map(|_| ())
     }
@@ -201,22 +244,44 @@ impl CondGuard<'_> {
         }
     }
 
-    /// Wake up to `n` processes (or threads) waiting on this condition (Python's
-    /// `notify(n)`).
+    /// Wake up to `n` of the processes (or threads) waiting on this condition now
+    /// (Python's `notify(n)`).
     pub fn notify(&self, n: u32) {
         let o = &self.cond.obj;
-        // Always bump (a waiter between releasing the lock and sleeping looks at it), and
-        // make the system call only if someone sleeps.
+        let (total, wakeup) = (o.u64_at(TOTAL), o.u64_at(WAKEUP));
+        let t = total.load(Ordering::Relaxed);
+        let w = wakeup.load(Ordering::Relaxed);
+        let k = t.saturating_sub(w).min(n as u64);
+        if k == 0 {
+            return;
+        }
+        wakeup.store(w.wrapping_add(k), Ordering::Relaxed);
+        self.kick();
+    }
+
+    /// Bump the futex word and wake the sleepers (each checks under the lock whether a
+    /// grant is for it; the others sleep again).
+    fn kick(&self) {
+        let o = &self.cond.obj;
         o.seq().fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if o.waiters().load(Ordering::SeqCst) != 0 {
-            crate::sync::futex_wake(o.seq(), n.min(i32::MAX as u32) as i32);
+            crate::sync::futex_wake(o.seq(), i32::MAX);
         }
     }
 
     /// Wake every waiter (Python's `notify_all()`).
     pub fn notify_all(&self) {
-        self.notify(u32::MAX);
+        let o = &self.cond.obj;
+        let t = o.u64_at(TOTAL).load(Ordering::Relaxed);
+        if t == o.u64_at(WAKEUP).load(Ordering::Relaxed) {
+            return;
+        }
+        o.u64_at(WAKEUP).store(t, Ordering::Relaxed);
+        o.u64_at(WOKEN).store(t, Ordering::Relaxed);
+        let b = o.u32_at(BROADCAST);
+        b.store(b.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        self.kick();
     }
 }
 
