@@ -469,6 +469,14 @@ fn barrier_abort_reset_and_timeout_break_it() {
 // ---------------------------------------------------------------------------------------
 // Value, Array
 
+type Values = (
+    Value<i32>,
+    Value<f64>,
+    Value<u16>,
+    Value<u8>,
+    Value<[u64; 5]>,
+);
+
 #[test]
 fn values_of_several_types_change_in_a_child() {
     // _TestValue.test_value: a child changes values of several types.
@@ -488,13 +496,7 @@ fn values_of_several_types_change_in_a_child() {
         (25, 1.25, 7, b'x')
     );
     let child = process::start(
-        |(i, d, h, c, big): (
-            Value<i32>,
-            Value<f64>,
-            Value<u16>,
-            Value<u8>,
-            Value<[u64; 5]>,
-        )| {
+        |(i, d, h, c, big): Values| {
             i.set(-5).unwrap();
             d.set(3.5).unwrap();
             h.set(65535).unwrap();
