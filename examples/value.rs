@@ -4,7 +4,7 @@
 //!
 //! ```python
 //! def f(n, a):
-//!     n.value = 2.718281828
+//!     n.value = 3.1415927
 //!     for i in range(len(a)):
 //!         a[i] = -a[i]
 //!
@@ -19,7 +19,7 @@ use shmq::process;
 use shmq::{Array, Value};
 
 fn f((n, a): (Value<f64>, Array<i32>)) {
-    n.set(2.718281828).unwrap();
+    n.set(std::f64::consts::PI).unwrap();
     let mut g = a.lock().unwrap(); // one lock for the whole loop
     for i in 0..g.len() {
         let v = g.get(i).unwrap();
