@@ -1,5 +1,6 @@
 //! Run Rust functions in child processes that attach to queues by name — the counterpart
-//! of Python's `multiprocessing.Process`, `Pool` and `JoinableQueue`.
+//! of Python's `multiprocessing.Process`, `Pool` and `JoinableQueue` (the locks, events,
+//! semaphores, barriers, conditions and shared values are in [`crate::primitives`]).
 //!
 //! ```
 //! use shmq::{process, Queue};
@@ -25,14 +26,25 @@
 //! |---|---|
 //! | `if __name__ == "__main__":` guard | [`init()`](init) as the first statement of `main` |
 //! | `p = Process(target=f, args=(q, "x")); p.start()` | `let p = start(f, (q.clone(), "x".to_string()))?` |
-//! | `p.join()`, `p.join(timeout)`, `p.exitcode` | [`Child::join`] (returns `f`'s value), [`Child::join_timeout`], [`Child::exit_status`] |
+//! | `Process(name=...)`, `current_process().name` | [`Builder::name`], [`current_name`] |
+//! | `p.join()`, `p.join(timeout)`, `p.exitcode` | [`Child::join`] (returns `f`'s value), [`Child::join_timeout`], [`Child::exit_code`] / [`Child::exit_status`] |
 //! | `p.is_alive()`, `p.kill()`, `p.terminate()`, `p.pid` | [`Child::is_alive`], [`Child::kill`], [`Child::terminate`], [`Child::pid`] |
+//! | `p.sentinel`, `connection.wait(sentinels)` | [`Child::pidfd`], [`wait_any`] |
+//! | `active_children()` | [`active_children`] |
 //! | `p.daemon = True` (killed with the parent) | the default; [`Builder::die_with_parent`]`(false)` opts out |
-//! | `Pool(n).map / imap / apply / apply_async` | [`Pool::map`], [`Pool::imap`], [`Pool::apply`], [`Pool::apply_async`] |
-//! | `JoinableQueue`: `task_done()`, `join()` | [`JoinableQueue::task_done`], [`JoinableQueue::join`] |
+//! | `Pool(n, initializer, initargs, maxtasksperchild)` | [`Pool::builder`] with [`PoolBuilder::initializer`], [`PoolBuilder::max_tasks_per_child`] |
+//! | `pool.map / imap / imap_unordered / starmap / apply` | [`Pool::map`], [`Pool::imap`], [`Pool::imap_unordered`], [`Pool::starmap`], [`Pool::apply`] |
+//! | `pool.apply_async / map_async / starmap_async`, `callback=`, `error_callback=` | [`Pool::apply_async`], [`Pool::map_async`], [`Pool::starmap_async`], their `_with` forms taking [`Callbacks`] |
+//! | `chunksize=` | [`Pool::chunked`] |
+//! | `pool.close(); pool.join()`, `pool.terminate()` | [`Pool::close`], [`Pool::join`], [`Pool::terminate`] (and drop) |
+//! | `JoinableQueue`: `task_done()`, `join()` | [`JoinableQueue::task_done`], [`JoinableQueue::join`], [`JoinableQueue::shutdown`] |
+//! | `Lock`, `RLock`, `Event`, `Semaphore`, `Barrier`, `Condition`, `Value`, `Array` | [`crate::primitives`] |
 //! | `subprocess.Popen(cmd, env=...)` | [`Command`] with [`Command::queue`] |
 //!
-//! A spawn + join of a trivial function costs about 1.5–3 ms (it is a `fork` + `exec` of
+//! The function comes first, then its arguments, everywhere: [`start`]`(f, args)`,
+//! [`Pool::map`]`(f, inputs)`. ([`spawn`]`(args, f)` is the deprecated old order.)
+//!
+//! A start + join of a trivial function costs about 1.5–3 ms (it is a `fork` + `exec` of
 //! the binary); a [`Pool`] task round trip costs tens of microseconds.
 //!
 //! # How it works
@@ -74,8 +86,11 @@
 //! * By default a child is killed (SIGKILL) when its parent process dies (Linux
 //!   `PR_SET_PDEATHSIG`); [`Builder::die_with_parent`] turns that off. Children are forked
 //!   from one long-lived helper thread, so the signal follows the parent *process*, not
-//!   the thread that happened to call [`spawn`].
-//! * stdin, stdout and stderr are inherited.
+//!   the thread that happened to call [`start`].
+//! * stdin, stdout and stderr are inherited (a standard stream this process has closed is
+//!   `/dev/null` in the child).
+//! * [`active_children`] lists the children still running; [`wait_any`] waits for the
+//!   first of several to end.
 //!
 //! # External programs
 //! [`Command`] starts any program and hands it queue names in its environment
@@ -83,9 +98,10 @@
 //! reading the variable itself).
 //!
 //! # Pools and joinable queues
-//! [`Pool`] keeps N worker processes and runs `map`/`imap`/`apply` tasks on them; a worker
-//! that crashes fails its task with [`ProcessError::WorkerDied`] and is replaced.
-//! [`JoinableQueue`] adds `task_done` / `join` across processes.
+//! [`Pool`] keeps N worker processes and runs `map`/`imap`/`starmap`/`apply` tasks (and
+//! their async forms) on them; a worker that crashes fails its task with
+//! [`ProcessError::WorkerDied`] and is replaced. [`JoinableQueue`] adds `task_done` /
+//! `join` across processes, with its counters in the queue's own header.
 //!
 //! [`Queue`]: crate::Queue
 //! [`RawQueue`]: crate::RawQueue
