@@ -98,7 +98,8 @@ fn put_and_get_block_and_time_out() {
     )
     .unwrap();
     assert_eq!(c.join().unwrap(), vec![0, 1, 2, 3, 4, 5]);
-    assert!(q.is_empty() && !q.is_full() && q.len() == 0);
+    assert!(q.is_empty() && !q.is_full());
+    assert_eq!(q.len(), 0);
     assert!(matches!(q.try_get(), Err(Error::Empty)));
     // test_timeout: get(True, 0.2) raises Empty after at least 0.2 s.
     let t = Instant::now();
