@@ -42,15 +42,17 @@ impl Serialize for Unsendable {
 fn process_lifecycle() {
     // test_process: start, is_alive, pid, name, join, exitcode.
     assert_eq!(process::current_name(), None);
+    let go = shmq::Event::create(&format!("mpproc-go-{}", std::process::id())).unwrap();
     let mut p = Builder::new()
         .name("sleeper")
         .start(
-            |(ms, tag): (u64, String)| {
-                sleep_ms(ms);
-                (tag, process::current_name(), unsafe { libc::getppid() }
-                    as u32)
+            |(go, tag): (shmq::Event, String)| {
+                go.wait_timeout(Duration::from_secs(60));
+                // SAFETY: getppid has no preconditions.
+                let ppid = unsafe { libc::getppid() } as u32;
+                (tag, process::current_name(), ppid)
             },
-            (300u64, "x".to_string()),
+            (go.clone(), "x".to_string()),
         )
         .unwrap();
     assert_eq!(p.name(), Some("sleeper"));
@@ -59,6 +61,7 @@ fn process_lifecycle() {
     assert_eq!(p.exit_code(), None);
     assert!(process::active_children().contains(&p.pid()));
     let pid = p.pid();
+    go.set();
     // test_parent_process: the child sees this process as its parent.
     assert_eq!(
         p.join_timeout(LONG).unwrap(),
@@ -189,7 +192,14 @@ fn wait_any_returns_the_first_to_end() {
 #[test]
 fn the_pidfd_is_a_sentinel() {
     // test_sentinel: not readable while the child runs, readable once it has exited.
-    let mut p = process::start(sleep_ms, 300).unwrap();
+    let go = shmq::Event::create(&format!("mpproc-sentinel-{}", std::process::id())).unwrap();
+    let mut p = process::start(
+        |go: shmq::Event| {
+            go.wait_timeout(Duration::from_secs(60));
+        },
+        go.clone(),
+    )
+    .unwrap();
     let fd = p.pidfd().expect("Linux 5.3 or newer").as_raw_fd();
     let mut pfd = libc::pollfd {
         fd,
@@ -198,6 +208,7 @@ fn the_pidfd_is_a_sentinel() {
     };
     // SAFETY: one valid pollfd.
     assert_eq!(unsafe { libc::poll(&mut pfd, 1, 0) }, 0);
+    go.set();
     // SAFETY: as above.
     assert_eq!(unsafe { libc::poll(&mut pfd, 1, 60_000) }, 1);
     assert!(p.try_wait().unwrap().is_some());
