@@ -99,6 +99,8 @@ fn collector(results: Queue<Done>) -> Summary {
 
 fn main() -> shmq::Result<()> {
     process::init();
+    // Ctrl-C or SIGTERM: remove the queues this process created before dying.
+    shmq::cleanup_on_signals()?;
 
     let tag = std::process::id();
     let jobs: Queue<Job> = Queue::create(&format!("pipeline-jobs-{tag}"), 1 << 16)?;

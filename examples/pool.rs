@@ -23,6 +23,7 @@ fn count_primes((lo, hi): (u64, u64)) -> (u64, u64, u32) {
 
 fn main() -> shmq::Result<()> {
     process::init(); // first: in a worker this never returns
+    shmq::cleanup_on_signals()?; // Ctrl-C leaves no /dev/shm objects behind
 
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let pool = Pool::builder(workers)

@@ -14,6 +14,8 @@ use shmq::{process, Queue};
 fn main() -> shmq::Result<()> {
     // First statement of main: in a child process this runs the function and exits.
     process::init();
+    // Ctrl-C or SIGTERM: remove the queues this process created before dying.
+    shmq::cleanup_on_signals()?;
 
     // (a) a child that prints its parent's pid and its own.
     let child = process::start(

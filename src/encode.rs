@@ -31,6 +31,7 @@ pub(crate) fn describe<T: Serialize + ?Sized>(value: &T, e: &postcard::Error) ->
 
 /// `postcard::to_allocvec` with the reason of a failure kept ([`describe`]); `what` says
 /// what was being encoded ("the child's arguments").
+#[cfg(test)]
 pub(crate) fn to_vec<T: Serialize + ?Sized>(value: &T, what: &str) -> crate::Result<Vec<u8>> {
     postcard::to_allocvec(value)
         .map_err(|e| crate::Error::Codec(format!("encoding {what}: {}", describe(value, &e))))

@@ -46,6 +46,7 @@ pub struct Options {
     keep_on_drop: bool,
     spin: Duration,
     check_type: bool,
+    strict_type: bool,
     max_messages: u64,
 }
 
@@ -58,6 +59,7 @@ impl Default for Options {
             keep_on_drop: false,
             spin: DEFAULT_SPIN,
             check_type: true,
+            strict_type: false,
             max_messages: 0,
         }
     }
@@ -150,10 +152,20 @@ impl Options {
     }
 
     /// Whether a typed `open` compares the message type name recorded by the creator with
-    /// its own (default `true`). Turn off to share a queue between programs whose
-    /// identical message types live in differently named modules.
+    /// its own (default `true`). The names are compared without their module paths, so the
+    /// same `LogLine` struct defined in a producer binary and in a consumer binary matches
+    /// (`producer::LogLine` / `consumer::LogLine`), while `LogLine` and `Event`, or `u32`
+    /// and `u64`, do not. Turn the check off to open a queue as any type of the same codec.
     pub fn check_type(mut self, yes: bool) -> Options {
         self.check_type = yes;
+        self
+    }
+
+    /// Compare the full type names, module paths included (default `false`): a queue of
+    /// `producer::LogLine` then opens only as `producer::LogLine`. For programs that
+    /// share one crate of message types and want two structs of the same name told apart.
+    pub fn strict_type_check(mut self, yes: bool) -> Options {
+        self.strict_type = yes;
         self
     }
 }
@@ -324,7 +336,7 @@ impl RawQueue {
     fn open_kind(loc: Location, opts: &Options, kind: Option<&Kind>) -> Result<RawQueue> {
         let seg = Segment::open(loc)?;
         match kind {
-            Some(kind) => check_kind(&seg, kind, opts.check_type)?,
+            Some(kind) => check_kind(&seg, kind, opts.check_type, opts.strict_type)?,
             None => {
                 // A primitive's state lives where a queue's ring would: no queue handle,
                 // not even a raw one, may write there.
@@ -614,6 +626,14 @@ impl RawQueue {
     pub fn hold_lock_for_test(&self, producer: bool) -> Result<impl Drop + '_> {
         self.ring().hold_lock(producer)
     }
+
+    /// Test support, not API: the holder id this handle writes into a lock word it holds
+    /// (what [`Stats::producer_lock_holder`] shows while it holds the producer lock).
+    #[doc(hidden)]
+    pub fn holder_id_for_test(&self) -> Result<u32> {
+        let r = self.ring();
+        r.holder().id(|_| false)
+    }
 }
 
 /// Messages taken by [`RawQueue::get_many_into`]: one buffer of concatenated payloads plus
@@ -659,7 +679,7 @@ impl Batch {
     }
 }
 
-fn check_kind(seg: &Segment, want: &Kind, check_type: bool) -> Result<()> {
+fn check_kind(seg: &Segment, want: &Kind, check_type: bool, strict: bool) -> Result<()> {
     let h = seg.header();
     let name = seg.location().display_name();
     let codec = h.id.codec.load(Ordering::Relaxed);
@@ -689,9 +709,14 @@ fn check_kind(seg: &Segment, want: &Kind, check_type: bool) -> Result<()> {
     if check_type {
         let theirs = h.type_name();
         let ours = truncate_type_name(want.type_name);
-        if !theirs.is_empty() && theirs != ours {
+        if !theirs.is_empty() && !crate::typename::same(&theirs, ours, strict) {
+            let how = if strict {
+                "Options::strict_type_check(true) compares module paths too"
+            } else {
+                "type names are compared without module paths; Options::check_type(false) skips this check"
+            };
             return Err(bad(format!(
-                "created for message type {theirs}, opened as {ours} (Options::check_type(false) skips this check)"
+                "created for message type {theirs}, opened as {ours} ({how})"
             )));
         }
     }

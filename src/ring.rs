@@ -711,7 +711,15 @@ impl Ring {
                         if h.prod.put_count.load(Ordering::Relaxed)
                             == h.cons.get_count.load(Ordering::Acquire)
                         {
-                            match self.drop_leading_skips(tail, &deadline) {
+                            // Briefly: a busy consumer lock means a consumer is at work
+                            // (it consumes the padding itself), and a long wait here would
+                            // not see `close`. Long enough to take over from a dead holder.
+                            let brief = Deadline::after(
+                                deadline
+                                    .remaining()
+                                    .map_or(TRY_LOCK_WAIT, |r| r.min(TRY_LOCK_WAIT)),
+                            );
+                            match self.drop_leading_skips(tail, &brief) {
                                 Ok(true) => {
                                     need = 0;
                                     continue;
@@ -1246,6 +1254,33 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
             put(&r, &[5; 4088], Block::timeout(Duration::from_secs(30))).unwrap();
             assert_eq!(c.join().unwrap().unwrap(), vec![5; 4088]);
+        });
+    }
+
+    /// A producer that needs padding removed while a live consumer holds the consumer lock
+    /// does not wait on that lock for ever: `close` still wakes it.
+    #[test]
+    fn close_wakes_a_producer_waiting_for_padding_behind_a_busy_consumer_lock() {
+        let r = Ring::in_memory(4096).unwrap();
+        put(&r, &[1; 100], Block::No).unwrap();
+        get(&r, Block::No).unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let r = &r;
+            s.spawn(move || {
+                let _c = r.hold_lock(false).unwrap();
+                held_tx.send(()).unwrap();
+                let _ = done_rx.recv();
+            });
+            held_rx.recv().unwrap();
+            let p = s.spawn(move || put(r, &[2; 4088], Block::Until(None)));
+            std::thread::sleep(Duration::from_millis(200));
+            let t = Instant::now();
+            r.close();
+            assert!(matches!(p.join().unwrap(), Err(Error::Closed)));
+            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+            done_tx.send(()).unwrap();
         });
     }
 

@@ -55,8 +55,9 @@
 //! return value, or the panic message, comes back over a second pipe. A [`Queue`] or
 //! [`RawQueue`] among the arguments travels as its name and the child attaches on arrival.
 //!
-//! The function must be a `fn` item or a **non-capturing** closure (checked at compile
-//! time: its type must be zero-sized). Pass everything it needs as the `args` value.
+//! The function is a plain `fn(A) -> R` pointer: a `fn` item or a **non-capturing**
+//! closure. A capturing closure is a type error that `cargo check` reports ("expected fn
+//! pointer, found closure"). Pass everything the function needs as the `args` value.
 //!
 //! # ⚠ The rule: call [`init`] first in `main`
 //! A child is a fresh run of the same program. **Everything `main` does before
@@ -324,7 +325,8 @@ impl Outcome {
     }
 }
 
-/// The monomorphised trampoline a child calls: decode args, call `F`, encode the result.
+/// The monomorphised trampoline a child calls: read the function, decode the args, call
+/// it, encode the result. Its input is a call record made by [`Target::encode`].
 type Entry = fn(&[u8]) -> Outcome;
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -335,50 +337,6 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     } else {
         "<non-string panic payload>".to_string()
     }
-}
-
-/// How a trampoline calls the user's function with the decoded arguments: [`Plain`]
-/// (`f(args)`) or [`Spread`] (`f(a, b, …)` for a tuple of arguments, `Pool::starmap`).
-/// Implementors are zero-sized exactly when the wrapped function is.
-pub(crate) trait Invoke<A, R>: Copy {
-    fn invoke(self, a: A) -> R;
-}
-
-/// `f(args)`.
-#[derive(Clone, Copy)]
-pub(crate) struct Plain<F>(pub(crate) F);
-
-impl<F, A, R> Invoke<A, R> for Plain<F>
-where
-    F: Fn(A) -> R + Copy,
-{
-    fn invoke(self, a: A) -> R {
-        (self.0)(a)
-    }
-}
-
-/// `f(a, b, …)` for `args = (a, b, …)`.
-#[derive(Clone, Copy)]
-pub(crate) struct Spread<F>(pub(crate) F);
-
-impl<F, Args, R> Invoke<Args, R> for Spread<F>
-where
-    F: pool::StarFn<Args, R>,
-{
-    fn invoke(self, a: Args) -> R {
-        self.0.call_star(a)
-    }
-}
-
-/// The value of the zero-sized callable `C`.
-fn conjure<C: Copy>() -> C {
-    assert_zero_sized::<C>();
-    // SAFETY: `C` is zero-sized (asserted at compile time by `assert_zero_sized`), so a
-    // value of it has no bytes that could be invalid, and it is `Copy` (no drop glue, no
-    // ownership to duplicate). The parent held a value of this exact type (it computed
-    // the trampoline's offset from one), so the type is inhabited: it wraps a `fn` item or
-    // a non-capturing closure, whose every value is the same.
-    unsafe { std::ptr::NonNull::<C>::dangling().as_ptr().read() }
 }
 
 fn decode_args<A: DeserializeOwned>(args: &[u8]) -> std::result::Result<A, String> {
@@ -392,13 +350,10 @@ fn decode_args<A: DeserializeOwned>(args: &[u8]) -> std::result::Result<A, Strin
     })
 }
 
-/// Run `f(a)`, catching a panic, and encode the return value.
-fn call_one<C, A, R>(f: C, a: A) -> Outcome
-where
-    C: Invoke<A, R>,
-    R: Serialize,
-{
-    match panic::catch_unwind(AssertUnwindSafe(move || f.invoke(a))) {
+/// Run `f(a)`, catching a panic, and encode the return value (keeping a `Serialize`
+/// impl's own error message).
+fn call_one<A, R: Serialize>(f: fn(A) -> R, a: A) -> Outcome {
+    match panic::catch_unwind(AssertUnwindSafe(move || f(a))) {
         Ok(r) => match postcard::to_allocvec(&r) {
             Ok(b) => Outcome::Ok(b),
             Err(e) => Outcome::Error(format!(
@@ -411,14 +366,37 @@ where
     }
 }
 
-fn entry<C, A, R>(args: &[u8]) -> Outcome
+/// A call record, split: the user's function and its encoded arguments.
+type Call<'a, A, R> = (fn(A) -> R, &'a [u8]);
+
+/// Split a call record into the user's function and the encoded arguments.
+///
+/// # Safety
+/// `call` must be a call record made by [`Target::encode`] for a `Target` of this `A` and
+/// `R`, in a process running this same executable.
+unsafe fn split_call<A, R>(call: &[u8]) -> std::result::Result<Call<'_, A, R>, String> {
+    let Some((func, args)) = call.split_first_chunk::<8>() else {
+        return Err("malformed call record (shorter than 8 bytes)".into());
+    };
+    // SAFETY: per the contract, the offset was computed by `Target::new::<A, R>` (or
+    // `Target::chunk`) from a `fn(A) -> R` pointer into this executable.
+    Ok((unsafe { func_at::<A, R>(i64::from_le_bytes(*func)) }, args))
+}
+
+fn entry<A, R>(call: &[u8]) -> Outcome
 where
-    C: Invoke<A, R>,
     A: DeserializeOwned,
     R: Serialize,
 {
+    // SAFETY: call records are made only by `Target::encode` in a process running this
+    // same executable (checked by the bootstrap), and this trampoline is `entry::<A, R>`
+    // for the `A` and `R` of that `Target`.
+    let (f, args) = match unsafe { split_call::<A, R>(call) } {
+        Ok(x) => x,
+        Err(m) => return Outcome::Error(m),
+    };
     match decode_args::<A>(args) {
-        Ok(a) => call_one(conjure::<C>(), a),
+        Ok(a) => call_one(f, a),
         Err(m) => Outcome::Error(m),
     }
 }
@@ -426,17 +404,20 @@ where
 /// The trampoline of a chunk of pool tasks: the arguments are a `Vec<A>`; each item is run
 /// on its own (a panic fails only its item), and the outcomes come back as frames
 /// ([`encode_chunk_item`]) in one `Outcome::Ok`.
-fn entry_chunk<C, A, R>(args: &[u8]) -> Outcome
+fn entry_chunk<A, R>(call: &[u8]) -> Outcome
 where
-    C: Invoke<A, R>,
     A: DeserializeOwned,
     R: Serialize,
 {
+    // SAFETY: as in `entry`, for `entry_chunk::<A, R>` (from `Target::chunk::<A, R>`).
+    let (f, args) = match unsafe { split_call::<A, R>(call) } {
+        Ok(x) => x,
+        Err(m) => return Outcome::Error(m),
+    };
     let items = match decode_args::<Vec<A>>(args) {
         Ok(v) => v,
         Err(m) => return Outcome::Error(m),
     };
-    let f = conjure::<C>();
     let mut out = Vec::new();
     for a in items {
         encode_chunk_item(&call_one(f, a), &mut out);
@@ -474,13 +455,113 @@ pub(crate) fn decode_chunk(mut b: &[u8]) -> Option<Vec<Outcome>> {
     Some(out)
 }
 
+/// What a child process or pool worker runs: a trampoline for `(A, R)` and the user's
+/// function, both as offsets from [`base_addr`] (stable across a re-exec with ASLR).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Target {
+    /// Offset of `entry::<A, R>` (or `entry_chunk::<A, R>`).
+    pub(crate) entry: i64,
+    /// Offset of the `fn(A) -> R`.
+    func: i64,
+}
+
+impl Target {
+    /// The target that runs `f` on one argument. Fails when `f` lives in a shared library
+    /// rather than in this executable: its offset would mean nothing in the re-executed
+    /// child.
+    pub(crate) fn new<A, R>(f: fn(A) -> R) -> Result<Target>
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        Self::with_entry(entry::<A, R>, f as usize)
+    }
+
+    /// The target that runs `f` on each of a chunk (a `Vec<A>`) of arguments.
+    pub(crate) fn chunk<A, R>(f: fn(A) -> R) -> Result<Target>
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        Self::with_entry(entry_chunk::<A, R>, f as usize)
+    }
+
+    fn with_entry(entry: Entry, func: usize) -> Result<Target> {
+        let entry = entry as usize;
+        if !same_object(func, base_addr()) || !same_object(entry, base_addr()) {
+            return Err(Error::InvalidArgument(
+                "shmq::process runs functions of the executable itself; this one is in a \
+                 shared library (wrap it in a fn or closure of your program)"
+                    .into(),
+            ));
+        }
+        Ok(Target {
+            entry: entry.wrapping_sub(base_addr()) as i64,
+            func: func.wrapping_sub(base_addr()) as i64,
+        })
+    }
+
+    /// The call record for `args`: the function's offset, then the postcard args (a
+    /// `Serialize` impl's own error message is kept; `what` names them in the error).
+    pub(crate) fn encode<A: Serialize + ?Sized>(&self, args: &A, what: &str) -> Result<Vec<u8>> {
+        postcard::to_extend(args, self.func.to_le_bytes().to_vec()).map_err(|e| {
+            Error::Codec(format!(
+                "encoding {what}: {}",
+                crate::encode::describe(args, &e)
+            ))
+        })
+    }
+}
+
+/// Whether two code addresses are in the same loaded object (executable or shared
+/// library), as far as the dynamic loader can tell; `true` when it cannot (a static
+/// executable is one object).
+fn same_object(a: usize, b: usize) -> bool {
+    fn base(addr: usize) -> Option<usize> {
+        // SAFETY: Dl_info is plain data that dladdr fills in; an all-zero value is valid.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        // SAFETY: dladdr only reads the loader's tables for `addr` and writes `info`.
+        let ok = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) };
+        (ok != 0 && !info.dli_fbase.is_null()).then_some(info.dli_fbase as usize)
+    }
+    match (base(a), base(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    }
+}
+
+/// The user's function at `offset`.
+///
+/// # Safety
+/// `offset` must have been produced by [`Target::new::<A, R>`] (or `Target::chunk`) in a
+/// process running this very executable.
+unsafe fn func_at<A, R>(offset: i64) -> fn(A) -> R {
+    let addr = base_addr().wrapping_add(offset as usize);
+    // SAFETY: per the contract, `addr` is the address of a function of type `fn(A) -> R`
+    // in this executable; fn pointers and usize have the same size.
+    unsafe { std::mem::transmute::<usize, fn(A) -> R>(addr) }
+}
+
+/// Compile-time check that `F` is zero-sized (a `fn` item or a non-capturing closure):
+/// [`StarFn`](pool::StarFn) turns such an `F` into a plain `fn` pointer.
 const fn assert_zero_sized<F>() {
     const {
         assert!(
             std::mem::size_of::<F>() == 0,
-            "shmq::process needs a fn item or a non-capturing closure: pass captured values through the `args` argument instead"
+            "shmq::process needs a fn item or a non-capturing closure: pass captured values through the arguments instead"
         )
     }
+}
+
+/// The value of the zero-sized `F`.
+pub(crate) fn conjure<F: Copy>() -> F {
+    assert_zero_sized::<F>();
+    // SAFETY: `F` is zero-sized (asserted at compile time by `assert_zero_sized`), so a
+    // value of it has no bytes that could be invalid, and it is `Copy` (no drop glue, no
+    // ownership to duplicate). The caller held a value of this exact type (`StarFn::into_fn`
+    // takes one), so the type is inhabited: a `fn` item or a non-capturing closure, whose
+    // every value is the same.
+    unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() }
 }
 
 /// Base symbol that offsets are taken from.
@@ -493,37 +574,16 @@ fn check_offset() -> i64 {
     (run_child as fn(&OsStr) -> i32 as usize).wrapping_sub(base_addr()) as i64
 }
 
-/// Offset of the trampoline that runs `C` on one argument, from the base symbol.
-pub(crate) fn entry_offset<C, A, R>() -> i64
-where
-    C: Invoke<A, R>,
-    A: DeserializeOwned,
-    R: Serialize,
-{
-    assert_zero_sized::<C>();
-    (entry::<C, A, R> as Entry as usize).wrapping_sub(base_addr()) as i64
-}
-
-/// Offset of the trampoline that runs `C` on each of a chunk of arguments.
-pub(crate) fn chunk_entry_offset<C, A, R>() -> i64
-where
-    C: Invoke<A, R>,
-    A: DeserializeOwned,
-    R: Serialize,
-{
-    assert_zero_sized::<C>();
-    (entry_chunk::<C, A, R> as Entry as usize).wrapping_sub(base_addr()) as i64
-}
-
 /// The trampoline at `offset` (in the same binary as the process that computed it).
 ///
 /// # Safety
-/// `offset` must have been produced by [`entry_offset`] in a process running this very
-/// executable (the bootstrap's check offset vouches for that).
+/// `offset` must be a [`Target::entry`] made in a process running this very executable
+/// (the bootstrap's check offset vouches for that).
 pub(crate) unsafe fn entry_at(offset: i64) -> Entry {
     let addr = base_addr().wrapping_add(offset as usize);
-    // SAFETY: per the contract, `addr` is the address of an `entry::<F, A, R>` function in
-    // this binary, whose type is `Entry`; fn pointers and usize have the same size.
+    // SAFETY: per the contract, `addr` is the address of an `entry::<A, R>` or
+    // `entry_chunk::<A, R>` function in this binary, whose type is `Entry`; fn pointers and
+    // usize have the same size.
     unsafe { std::mem::transmute::<usize, Entry>(addr) }
 }
 
@@ -663,7 +723,7 @@ fn run_child(spec: &OsStr) -> i32 {
         Ok((offset, args)) => {
             let _ = exchange::mark_running(&x);
             // SAFETY: decode_bootstrap checked that the parent runs this same binary (equal
-            // check offsets), and the offset came from `entry_offset` there.
+            // check offsets), and the offset came from `Target::new` there.
             let f = unsafe { entry_at(offset) };
             f(args)
         }
@@ -851,25 +911,22 @@ impl Builder {
     }
 
     /// Run `f(args)` in a new child process; see [`start`].
-    pub fn start<F, A, R>(&self, f: F, args: A) -> Result<Child<R>>
+    pub fn start<A, R>(&self, f: fn(A) -> R, args: A) -> Result<Child<R>>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let _ = f;
-        let offset = entry_offset::<Plain<F>, A, R>();
-        let args = crate::encode::to_vec(&args, "the child's arguments")?;
-        self.spawn_entry(offset, &args)
+        let target = Target::new(f)?;
+        let call = target.encode(&args, "the child's arguments")?;
+        self.spawn_entry(target.entry, &call)
     }
 
     /// The old argument order of [`start`](Self::start): arguments first.
     #[deprecated(
         note = "use Builder::start(f, args): the function comes first everywhere in shmq::process, as in Pool::map(f, inputs) and Python's Process(target=f, args=...)"
     )]
-    pub fn spawn<F, A, R>(&self, args: A, f: F) -> Result<Child<R>>
+    pub fn spawn<A, R>(&self, args: A, f: fn(A) -> R) -> Result<Child<R>>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
@@ -980,11 +1037,11 @@ impl Builder {
 /// Run `f(args)` in a new child process and return its handle — Python's
 /// `Process(target=f, args=args).start()`.
 ///
-/// `f` must be a `fn` item or a non-capturing closure (a compile-time check); `args` is any
-/// serde value — queues, primitives (`Lock`, `Event`, `Value`, …) and pools' joinable
-/// queues inside it re-attach by name in the child. `join` returns what `f` returns. Needs
-/// [`init`] at the top of `main` (or [`enable_test_support!`](crate::enable_test_support)
-/// in a test file).
+/// `f` is a plain function pointer, `fn(A) -> R`: a `fn` item or a closure that captures
+/// nothing (it coerces to one). Whatever the function needs travels in `args`, any serde
+/// value — queues, primitives (`Lock`, `Event`, `Value`, …) and joinable queues inside it
+/// re-attach by name in the child. `join` returns what `f` returns. Needs [`init`] at the
+/// top of `main` (or [`enable_test_support!`](crate::enable_test_support) in a test file).
 ///
 /// The function comes first, then its arguments, everywhere in `shmq::process` (as in
 /// [`Pool::map`] and Python).
@@ -994,12 +1051,36 @@ impl Builder {
 /// # fn run() -> shmq::Result<()> {
 /// let child = shmq::process::start(|(a, b)| a * b, (6u32, 7u32))?;
 /// assert_eq!(child.join()?, 42);
+///
+/// fn greet(name: String) -> String {
+///     format!("hello, {name}")
+/// }
+/// assert_eq!(shmq::process::start(greet, "zsq".to_string())?.join()?, "hello, zsq");
 /// # Ok(()) }
 /// # run().unwrap();
 /// ```
-pub fn start<F, A, R>(f: F, args: A) -> Result<Child<R>>
+///
+/// A closure that captures a variable is not a `fn` pointer, so `cargo check` (and the
+/// IDE) rejects it with "expected fn pointer, found closure"; pass the value in `args`:
+///
+/// ```compile_fail,E0308
+/// # fn run() -> shmq::Result<()> {
+/// let factor = 6u32;
+/// let child = shmq::process::start(move |x: u32| x * factor, 7u32)?; // captures `factor`
+/// # Ok(()) }
+/// ```
+///
+/// ```
+/// # shmq::process::init();
+/// # fn run() -> shmq::Result<()> {
+/// let factor = 6u32;
+/// let child = shmq::process::start(|(x, factor)| x * factor, (7u32, factor))?;
+/// assert_eq!(child.join()?, 42);
+/// # Ok(()) }
+/// # run().unwrap();
+/// ```
+pub fn start<A, R>(f: fn(A) -> R, args: A) -> Result<Child<R>>
 where
-    F: Fn(A) -> R + Copy + Send + 'static,
     A: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
@@ -1010,9 +1091,8 @@ where
 #[deprecated(
     note = "use shmq::process::start(f, args): the function comes first everywhere in shmq::process, as in Pool::map(f, inputs) and Python's Process(target=f, args=...)"
 )]
-pub fn spawn<F, A, R>(args: A, f: F) -> Result<Child<R>>
+pub fn spawn<A, R>(args: A, f: fn(A) -> R) -> Result<Child<R>>
 where
-    F: Fn(A) -> R + Copy + Send + 'static,
     A: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
@@ -1203,16 +1283,11 @@ mod tests {
         fn double(x: u32) -> u32 {
             x * 2
         }
-        let off = {
-            fn off_of<F: Fn(u32) -> u32 + Copy>(_: F) -> i64 {
-                entry_offset::<Plain<F>, u32, u32>()
-            }
-            off_of(double)
-        };
-        // SAFETY: the offset comes from entry_offset in this same process.
-        let f = unsafe { entry_at(off) };
-        let args = postcard::to_allocvec(&21u32).unwrap();
-        match f(&args) {
+        let target = Target::new(double as fn(u32) -> u32).unwrap();
+        // SAFETY: the offset comes from Target::new in this same process.
+        let f = unsafe { entry_at(target.entry) };
+        let call = target.encode(&21u32, "the arguments").unwrap();
+        match f(&call) {
             Outcome::Ok(b) => assert_eq!(postcard::from_bytes::<u32>(&b).unwrap(), 42),
             _ => panic!("unexpected outcome"),
         }

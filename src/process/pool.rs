@@ -20,10 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::child::describe_status;
-use super::{
-    chunk_entry_offset, decode_chunk, entry_at, entry_offset, Builder, Child, Invoke, Outcome,
-    Plain, ProcessError, Spread,
-};
+use super::{conjure, decode_chunk, entry_at, Builder, Child, Outcome, ProcessError, Target};
 use crate::error::{Error, Result};
 use crate::{Options, RawQueue};
 
@@ -65,7 +62,7 @@ type WorkerArgs = (RawQueue, RawQueue, Option<(i64, Vec<u8>)>, u64);
 /// The worker process's main loop.
 fn worker_main((tasks, results, init, max_tasks): WorkerArgs) {
     if let Some((offset, args)) = init {
-        // SAFETY: the offset was computed by `entry_offset` in the parent, which runs this
+        // SAFETY: the offset was computed by `Target::new` in the parent, which runs this
         // same executable (the worker was started by re-executing it and passed the
         // bootstrap's binary check).
         let f = unsafe { entry_at(offset) };
@@ -87,8 +84,8 @@ fn worker_main((tasks, results, init, max_tasks): WorkerArgs) {
         let Some((id, offset, args)) = decode_task(&buf) else {
             panic!("pool worker: malformed task record");
         };
-        // SAFETY: as for the initializer: an offset computed by `entry_offset` or
-        // `chunk_entry_offset` in the parent, which runs this same executable.
+        // SAFETY: as for the initializer: an offset computed by `Target::new` or
+        // `Target::chunk` in the parent, which runs this same executable.
         let f = unsafe { entry_at(offset) };
         match f(args) {
             Outcome::Ok(b) => encode_result(TAG_OK, id, &b, &mut out),
@@ -151,7 +148,9 @@ fn clone_error(e: &Error) -> Error {
 /// tuple: `Fn(A) -> R` takes `(A,)`, `Fn(A, B) -> R` takes `(A, B)`, and so on up to six
 /// arguments — Python's `starmap(f, [(a, b), …])` calling `f(a, b)`.
 ///
-/// Like every pool function, it must be a `fn` item or a non-capturing closure.
+/// It must be a `fn` item or a non-capturing closure: a closure that captures is refused at
+/// build time (a `const` assertion that its type is zero-sized, since it is called by its
+/// type in the worker).
 pub trait StarFn<Args, R>: Copy + Send + 'static {
     /// Call the function with the tuple's fields as its arguments.
     #[doc(hidden)]
@@ -170,6 +169,16 @@ macro_rules! star_fn {
         }
     };
 }
+/// The plain function pointer `starmap` runs: it calls the zero-sized `F` (conjured: a
+/// `fn` item or non-capturing closure has one value) with the fields of the tuple.
+fn star_trampoline<F: StarFn<Args, R>, Args, R>(args: Args) -> R {
+    conjure::<F>().call_star(args)
+}
+
+fn star_fn<F: StarFn<Args, R>, Args, R>() -> fn(Args) -> R {
+    star_trampoline::<F, Args, R>
+}
+
 star_fn!(A a);
 star_fn!(A a, B b);
 star_fn!(A a, B b, C c);
@@ -529,15 +538,17 @@ impl PoolBuilder {
     /// `initializer` and `initargs`): open files, set up logging, warm a cache. A worker
     /// whose initializer panics dies; the pool starts another, and gives up (every task
     /// fails) after three workers in a row died that way.
-    pub fn initializer<F, A>(mut self, f: F, args: A) -> Self
+    pub fn initializer<A>(mut self, f: fn(A), args: A) -> Self
     where
-        F: Fn(A) + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
     {
-        let _ = f;
-        match crate::encode::to_vec(&args, "the pool initializer's arguments") {
-            Ok(b) => {
-                self.init = Some((entry_offset::<Plain<F>, A, ()>(), b));
+        let call = Target::new(f).and_then(|t| {
+            t.encode(&args, "the pool initializer's arguments")
+                .map(|b| (t.entry, b))
+        });
+        match call {
+            Ok(c) => {
+                self.init = Some(c);
                 self.init_error = None;
             }
             Err(e) => self.init_error = Some(e.to_string()),
@@ -572,7 +583,9 @@ const TERMINATED: u8 = 2;
 
 /// A pool of worker processes — Python's `multiprocessing.Pool`.
 ///
-/// Functions are `fn` items or non-capturing closures, as for [`start`](super::start);
+/// Functions are plain `fn(A) -> R` pointers — `fn` items or closures that capture
+/// nothing — as for [`start`](super::start) (`starmap`'s take several arguments:
+/// [`StarFn`]);
 /// arguments and results are serde values (queues among them re-attach by name). Each call
 /// may use a different function. Tasks and results travel over shmq queues. The function
 /// always comes first, then its arguments, as in Python and everywhere in `shmq::process`.
@@ -610,6 +623,18 @@ const TERMINATED: u8 = 2;
 /// pool.join()?;
 /// # assert_eq!(total, 285); Ok(()) }
 /// # run().unwrap();
+/// ```
+///
+/// A closure that captures a local is rejected by `cargo check` ("expected fn pointer,
+/// found closure"); hand the value over with each input instead, e.g.
+/// `pool.map(|(x, k): (u64, u64)| x * k, (0..10).map(|x| (x, k)))`:
+///
+/// ```compile_fail,E0308
+/// # fn run() -> shmq::Result<()> {
+/// let pool = shmq::process::Pool::new(2)?;
+/// let k = 3u64;
+/// let scaled = pool.map(move |x: u64| x * k, 0..10)?; // captures `k`
+/// # Ok(()) }
 /// ```
 pub struct Pool {
     tx: mpsc::Sender<Cmd>,
@@ -776,21 +801,18 @@ impl Pool {
         Ok(())
     }
 
-    /// Submit a chunk of items for `C`; `sink` gets one reply per item.
-    fn submit_chunk<C, A, R>(
+    /// Submit a chunk of items for `target` (a [`Target::chunk`]); `sink` gets one reply
+    /// per item.
+    fn submit_chunk<A: Serialize>(
         &self,
+        target: &Target,
         items: &[A],
         sink: impl FnOnce(Vec<Reply>) + Send + 'static,
-    ) -> Result<()>
-    where
-        C: Invoke<A, R>,
-        A: Serialize + DeserializeOwned,
-        R: Serialize + DeserializeOwned,
-    {
+    ) -> Result<()> {
         let n = items.len();
-        let args = crate::encode::to_vec(items, "a task's arguments")?;
+        let args = target.encode(items, "a task's arguments")?;
         self.submit_encoded(
-            chunk_entry_offset::<C, A, R>(),
+            target.entry,
             args,
             Sink::new(move |pid, reply| sink(split_chunk(pid, n, reply))),
         )
@@ -845,9 +867,8 @@ impl Pool {
     }
 
     /// Run `f(args)` on a worker and wait for the result.
-    pub fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
+    pub fn apply<A, R>(&self, f: fn(A) -> R, args: A) -> Result<R>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + 'static,
     {
@@ -855,9 +876,8 @@ impl Pool {
     }
 
     /// Start `f(args)` on a worker; the returned [`AsyncResult`] delivers the result.
-    pub fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<AsyncResult<R>>
+    pub fn apply_async<A, R>(&self, f: fn(A) -> R, args: A) -> Result<AsyncResult<R>>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + 'static,
     {
@@ -866,24 +886,23 @@ impl Pool {
 
     /// [`apply_async`](Self::apply_async) with [`Callbacks`] (Python's `callback` and
     /// `error_callback`).
-    pub fn apply_async_with<F, A, R>(
+    pub fn apply_async_with<A, R>(
         &self,
-        f: F,
+        f: fn(A) -> R,
         args: A,
         callbacks: Callbacks<R>,
     ) -> Result<AsyncResult<R>>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let _ = f;
+        let target = Target::new(f)?;
+        let args = target.encode(&args, "a task's arguments")?;
         let slot = Slot::new();
         let decode: fn(&[Vec<u8>]) -> Result<R> = decode_one::<R>;
         let done = self.completion(slot.clone(), decode, callbacks);
-        let args = crate::encode::to_vec(&args, "a task's arguments")?;
         self.submit_encoded(
-            entry_offset::<Plain<F>, A, R>(),
+            target.entry,
             args,
             Sink::new(move |_, reply| done(reply.map(|b| vec![b]))),
         )?;
@@ -894,15 +913,13 @@ impl Pool {
     /// first task error (in input order). The inputs are sent in chunks of about a
     /// quarter of the inputs per worker, as Python does; [`chunked`](Self::chunked) sets
     /// the size.
-    pub fn map<F, A, R, I>(&self, f: F, inputs: I) -> Result<Vec<R>>
+    pub fn map<A, R, I>(&self, f: fn(A) -> R, inputs: I) -> Result<Vec<R>>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
-        let _ = f;
-        self.map_impl::<Plain<F>, A, R, I>(inputs, None)
+        self.map_impl(f, inputs, None)
     }
 
     /// [`map`](Self::map) for functions of several arguments: each input is a tuple whose
@@ -925,22 +942,27 @@ impl Pool {
         I: IntoIterator<Item = Args>,
     {
         let _ = f;
-        self.map_impl::<Spread<F>, Args, R, I>(inputs, None)
+        self.map_impl(star_fn::<F, Args, R>(), inputs, None)
     }
 
-    fn map_impl<C, A, R, I>(&self, inputs: I, chunksize: Option<usize>) -> Result<Vec<R>>
+    fn map_impl<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        inputs: I,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
     where
-        C: Invoke<A, R>,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
+        let target = Target::chunk(f)?;
         let items: Vec<A> = inputs.into_iter().collect();
         let cs = chunksize.unwrap_or_else(|| auto_chunksize(items.len(), self.size));
         let mut rxs = Vec::new();
         for chunk in items.chunks(cs) {
             let (tx, rx) = mpsc::channel();
-            self.submit_chunk::<C, A, R>(chunk, move |r| {
+            self.submit_chunk(&target, chunk, move |r| {
                 let _ = tx.send(r);
             })?;
             rxs.push(rx);
@@ -959,32 +981,28 @@ impl Pool {
 
     /// [`map`](Self::map) without waiting: the [`AsyncResult`] delivers the whole list
     /// (or the first error in input order).
-    pub fn map_async<F, A, R, I>(&self, f: F, inputs: I) -> Result<AsyncResult<Vec<R>>>
+    pub fn map_async<A, R, I>(&self, f: fn(A) -> R, inputs: I) -> Result<AsyncResult<Vec<R>>>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
     {
-        let _ = f;
-        self.map_async_impl::<Plain<F>, A, R, I>(inputs, None, Callbacks::new())
+        self.map_async_impl(f, inputs, None, Callbacks::new())
     }
 
     /// [`map_async`](Self::map_async) with [`Callbacks`]: `on_success` gets the whole list.
-    pub fn map_async_with<F, A, R, I>(
+    pub fn map_async_with<A, R, I>(
         &self,
-        f: F,
+        f: fn(A) -> R,
         inputs: I,
         callbacks: Callbacks<Vec<R>>,
     ) -> Result<AsyncResult<Vec<R>>>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
     {
-        let _ = f;
-        self.map_async_impl::<Plain<F>, A, R, I>(inputs, None, callbacks)
+        self.map_async_impl(f, inputs, None, callbacks)
     }
 
     /// [`starmap`](Self::starmap) without waiting.
@@ -996,7 +1014,7 @@ impl Pool {
         I: IntoIterator<Item = Args>,
     {
         let _ = f;
-        self.map_async_impl::<Spread<F>, Args, R, I>(inputs, None, Callbacks::new())
+        self.map_async_impl(star_fn::<F, Args, R>(), inputs, None, Callbacks::new())
     }
 
     /// [`starmap_async`](Self::starmap_async) with [`Callbacks`].
@@ -1013,21 +1031,22 @@ impl Pool {
         I: IntoIterator<Item = Args>,
     {
         let _ = f;
-        self.map_async_impl::<Spread<F>, Args, R, I>(inputs, None, callbacks)
+        self.map_async_impl(star_fn::<F, Args, R>(), inputs, None, callbacks)
     }
 
-    fn map_async_impl<C, A, R, I>(
+    fn map_async_impl<A, R, I>(
         &self,
+        f: fn(A) -> R,
         inputs: I,
         chunksize: Option<usize>,
         callbacks: Callbacks<Vec<R>>,
     ) -> Result<AsyncResult<Vec<R>>>
     where
-        C: Invoke<A, R>,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
     {
+        let target = Target::chunk(f)?;
         let items: Vec<A> = inputs.into_iter().collect();
         let cs = chunksize.unwrap_or_else(|| auto_chunksize(items.len(), self.size));
         let slot = Slot::new();
@@ -1053,7 +1072,7 @@ impl Pool {
         }));
         for (i, chunk) in chunks.iter().enumerate() {
             let g = gather.clone();
-            let sub = self.submit_chunk::<C, A, R>(chunk, move |replies| {
+            let sub = self.submit_chunk(&target, chunk, move |replies| {
                 let mut g = g.lock().unwrap_or_else(|p| p.into_inner());
                 g.parts[i] = Some(replies);
                 g.remaining -= 1;
@@ -1093,20 +1112,13 @@ impl Pool {
     /// Streaming [`map`](Self::map): a lazy iterator of results in input order, which keeps
     /// a bounded number of tasks in flight and pulls inputs as results are consumed. Each
     /// item is that task's own result, so one failed task does not hide the others.
-    pub fn imap<F, A, R, I>(&self, f: F, inputs: I) -> Imap<'_, I::IntoIter, R>
+    pub fn imap<A, R, I>(&self, f: fn(A) -> R, inputs: I) -> Imap<'_, I::IntoIter, R>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
-        let _ = f;
-        Imap::new(
-            self,
-            inputs.into_iter(),
-            chunk_entry_offset::<Plain<F>, A, R>(),
-            1,
-        )
+        Imap::new(self, inputs.into_iter(), Target::chunk(f), 1)
     }
 
     /// Like [`imap`](Self::imap), but results come in the order tasks finish (Python's
@@ -1122,20 +1134,17 @@ impl Pool {
     /// assert_eq!(got, [(0, 0), (1, 1), (2, 4), (3, 9), (4, 16)]);
     /// # Ok::<(), shmq::Error>(())
     /// ```
-    pub fn imap_unordered<F, A, R, I>(&self, f: F, inputs: I) -> ImapUnordered<'_, I::IntoIter, R>
+    pub fn imap_unordered<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        inputs: I,
+    ) -> ImapUnordered<'_, I::IntoIter, R>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
-        let _ = f;
-        ImapUnordered::new(
-            self,
-            inputs.into_iter(),
-            chunk_entry_offset::<Plain<F>, A, R>(),
-            1,
-        )
+        ImapUnordered::new(self, inputs.into_iter(), Target::chunk(f), 1)
     }
 
     /// The map calls with an explicit `chunksize` (Python's `chunksize=` argument): inputs
@@ -1249,16 +1258,13 @@ pub struct Chunked<'p> {
 
 impl<'p> Chunked<'p> {
     /// [`Pool::map`] with this chunk size.
-    pub fn map<F, A, R, I>(&self, f: F, inputs: I) -> Result<Vec<R>>
+    pub fn map<A, R, I>(&self, f: fn(A) -> R, inputs: I) -> Result<Vec<R>>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
-        let _ = f;
-        self.pool
-            .map_impl::<Plain<F>, A, R, I>(inputs, Some(self.chunksize))
+        self.pool.map_impl(f, inputs, Some(self.chunksize))
     }
 
     /// [`Pool::starmap`] with this chunk size.
@@ -1271,25 +1277,23 @@ impl<'p> Chunked<'p> {
     {
         let _ = f;
         self.pool
-            .map_impl::<Spread<F>, Args, R, I>(inputs, Some(self.chunksize))
+            .map_impl(star_fn::<F, Args, R>(), inputs, Some(self.chunksize))
     }
 
     /// [`Pool::map_async_with`] with this chunk size (pass `Callbacks::new()` for none).
-    pub fn map_async<F, A, R, I>(
+    pub fn map_async<A, R, I>(
         &self,
-        f: F,
+        f: fn(A) -> R,
         inputs: I,
         callbacks: Callbacks<Vec<R>>,
     ) -> Result<AsyncResult<Vec<R>>>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = A>,
     {
-        let _ = f;
         self.pool
-            .map_async_impl::<Plain<F>, A, R, I>(inputs, Some(self.chunksize), callbacks)
+            .map_async_impl(f, inputs, Some(self.chunksize), callbacks)
     }
 
     /// [`Pool::starmap_async_with`] with this chunk size.
@@ -1306,40 +1310,44 @@ impl<'p> Chunked<'p> {
         I: IntoIterator<Item = Args>,
     {
         let _ = f;
-        self.pool
-            .map_async_impl::<Spread<F>, Args, R, I>(inputs, Some(self.chunksize), callbacks)
+        self.pool.map_async_impl(
+            star_fn::<F, Args, R>(),
+            inputs,
+            Some(self.chunksize),
+            callbacks,
+        )
     }
 
     /// [`Pool::imap`] with this chunk size.
-    pub fn imap<F, A, R, I>(&self, f: F, inputs: I) -> Imap<'p, I::IntoIter, R>
+    pub fn imap<A, R, I>(&self, f: fn(A) -> R, inputs: I) -> Imap<'p, I::IntoIter, R>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
-        let _ = f;
         Imap::new(
             self.pool,
             inputs.into_iter(),
-            chunk_entry_offset::<Plain<F>, A, R>(),
+            Target::chunk(f),
             self.chunksize,
         )
     }
 
     /// [`Pool::imap_unordered`] with this chunk size.
-    pub fn imap_unordered<F, A, R, I>(&self, f: F, inputs: I) -> ImapUnordered<'p, I::IntoIter, R>
+    pub fn imap_unordered<A, R, I>(
+        &self,
+        f: fn(A) -> R,
+        inputs: I,
+    ) -> ImapUnordered<'p, I::IntoIter, R>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
         I: IntoIterator<Item = A>,
     {
-        let _ = f;
         ImapUnordered::new(
             self.pool,
             inputs.into_iter(),
-            chunk_entry_offset::<Plain<F>, A, R>(),
+            Target::chunk(f),
             self.chunksize,
         )
     }
@@ -1350,7 +1358,7 @@ impl<'p> Chunked<'p> {
 fn next_chunk<I, A>(
     pool: &Pool,
     inputs: &mut I,
-    entry: i64,
+    target: &std::result::Result<Target, String>,
     n: usize,
     sink: impl FnOnce(Vec<Reply>) + Send + 'static,
 ) -> Option<std::result::Result<usize, Vec<Reply>>>
@@ -1363,13 +1371,10 @@ where
         return None;
     }
     let k = chunk.len();
-    let sub = crate::encode::to_vec(&chunk, "a task's arguments").and_then(|args| {
-        pool.submit_encoded(
-            entry,
-            args,
-            Sink::new(move |pid, reply| sink(split_chunk(pid, k, reply))),
-        )
-    });
+    let sub = match target {
+        Ok(t) => pool.submit_chunk(t, &chunk, sink),
+        Err(m) => Err(Error::InvalidArgument(m.clone())),
+    };
     Some(match sub {
         Ok(()) => Ok(k),
         Err(e) => Err((0..k).map(|_| Err(clone_error(&e))).collect()),
@@ -1380,7 +1385,8 @@ where
 pub struct Imap<'p, I, R> {
     pool: &'p Pool,
     inputs: I,
-    entry: i64,
+    /// What runs the chunks (or why the function cannot be run).
+    target: std::result::Result<Target, String>,
     chunksize: usize,
     /// Chunks submitted, oldest first: their reply channel, or their submission errors.
     inflight: VecDeque<std::result::Result<mpsc::Receiver<Vec<Reply>>, Vec<Reply>>>,
@@ -1389,11 +1395,11 @@ pub struct Imap<'p, I, R> {
 }
 
 impl<'p, I, R> Imap<'p, I, R> {
-    fn new(pool: &'p Pool, inputs: I, entry: i64, chunksize: usize) -> Self {
+    fn new(pool: &'p Pool, inputs: I, target: Result<Target>, chunksize: usize) -> Self {
         Imap {
             pool,
             inputs,
-            entry,
+            target: target.map_err(|e| e.to_string()),
             chunksize,
             inflight: VecDeque::new(),
             ready: VecDeque::new(),
@@ -1420,7 +1426,7 @@ where
                 match next_chunk(
                     self.pool,
                     &mut self.inputs,
-                    self.entry,
+                    &self.target,
                     self.chunksize,
                     move |r| {
                         let _ = tx.send(r);
@@ -1446,7 +1452,7 @@ where
 pub struct ImapUnordered<'p, I, R> {
     pool: &'p Pool,
     inputs: I,
-    entry: i64,
+    target: std::result::Result<Target, String>,
     chunksize: usize,
     tx: mpsc::Sender<Vec<Reply>>,
     rx: mpsc::Receiver<Vec<Reply>>,
@@ -1457,12 +1463,12 @@ pub struct ImapUnordered<'p, I, R> {
 }
 
 impl<'p, I, R> ImapUnordered<'p, I, R> {
-    fn new(pool: &'p Pool, inputs: I, entry: i64, chunksize: usize) -> Self {
+    fn new(pool: &'p Pool, inputs: I, target: Result<Target>, chunksize: usize) -> Self {
         let (tx, rx) = mpsc::channel();
         ImapUnordered {
             pool,
             inputs,
-            entry,
+            target: target.map_err(|e| e.to_string()),
             chunksize,
             tx,
             rx,
@@ -1491,7 +1497,7 @@ where
                 match next_chunk(
                     self.pool,
                     &mut self.inputs,
-                    self.entry,
+                    &self.target,
                     self.chunksize,
                     move |r| {
                         let _ = tx.send(r);
@@ -1583,15 +1589,14 @@ impl Dispatcher {
         let name = format!("{}-w{}", self.prefix, self.generation);
         self.generation += 1;
         let tasks = RawQueue::create_with(name, &self.opts)?;
-        #[allow(deprecated)]
-        let child = self.builder.spawn(
+        let child = self.builder.start(
+            worker_main,
             (
                 tasks.clone(),
                 self.results.clone(),
                 self.init.clone(),
                 self.max_tasks,
             ),
-            worker_main,
         )?;
         Ok(Worker {
             child,
