@@ -14,7 +14,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("spawn+join", |b| {
         b.iter(|| {
-            process::spawn(7u32, |x: u32| x + 1)
+            process::start(|x: u32| x + 1, 7u32)
                 .unwrap()
                 .join()
                 .unwrap()

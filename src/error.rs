@@ -205,6 +205,9 @@ fn process_variant(p: &crate::process::ProcessError) -> &'static str {
         P::WorkerDied { .. } => "WorkerDied",
         P::NotInitialized => "NotInitialized",
         P::AlreadyJoined { .. } => "AlreadyJoined",
+        P::PoolClosed => "PoolClosed",
+        P::Terminated { .. } => "Terminated",
+        P::BrokenBarrier { .. } => "BrokenBarrier",
     }
 }
 

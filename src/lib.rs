@@ -25,7 +25,9 @@
 //! * [`ring`] — the byte ring of framed variable-length records (two-lock MPMC).
 //! * [`queue`] — [`RawQueue`] (bytes), [`Queue<T>`] (serde/postcard) and [`PodQueue<T>`]
 //!   (`bytemuck::Pod`, no serialisation), plus [`Options`].
-//! * [`process`] — spawn functions in child processes, pools, joinable queues.
+//! * [`primitives`] — process-shared `Lock`, `RLock`, `Event`, `Semaphore`, `Barrier`,
+//!   `Condition`, `Value` and `Array`, each in a named segment.
+//! * [`process`] — start functions in child processes, pools, joinable queues.
 //!
 //! A process killed by Ctrl-C or SIGTERM runs no destructors, so the queues it created
 //! would stay in `/dev/shm`: [`cleanup_on_signals()`] removes them first (and
@@ -47,7 +49,11 @@ compile_error!(
 #[cfg(target_os = "linux")]
 mod cleanup;
 #[cfg(target_os = "linux")]
+mod encode;
+#[cfg(target_os = "linux")]
 pub mod error;
+#[cfg(target_os = "linux")]
+pub mod primitives;
 #[cfg(target_os = "linux")]
 pub mod process;
 #[cfg(target_os = "linux")]
@@ -65,6 +71,11 @@ mod typename;
 pub use cleanup::{cleanup_on_signals, remove_own_queues, CLEANUP_SIGNALS};
 #[cfg(target_os = "linux")]
 pub use error::{Error, Result};
+#[cfg(target_os = "linux")]
+pub use primitives::{
+    Array, Barrier, CondGuard, Condition, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
+    SemaphoreGuard, Value, ValueGuard,
+};
 #[cfg(target_os = "linux")]
 pub use queue::{
     list, remove, remove_stale, Codec, Options, Pod, PodQueue, Postcard, Queue, QueueInfo,

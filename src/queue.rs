@@ -47,6 +47,7 @@ pub struct Options {
     spin: Duration,
     check_type: bool,
     strict_type: bool,
+    max_messages: u64,
 }
 
 impl Default for Options {
@@ -59,6 +60,7 @@ impl Default for Options {
             spin: DEFAULT_SPIN,
             check_type: true,
             strict_type: false,
+            max_messages: 0,
         }
     }
 }
@@ -107,6 +109,46 @@ impl Options {
     pub fn spin(mut self, spin: Duration) -> Options {
         self.spin = spin;
         self
+    }
+
+    /// Bound the queue to at most `n` queued messages, like Python's `Queue(maxsize=n)`
+    /// (default 0: bounded only by the ring's bytes). A put that finds `n` messages
+    /// queued waits (`put`), or fails with [`Error::Full`] (`try_put`) or
+    /// [`Error::Timeout`] (`put_timeout`), exactly as when the ring has no room. Recorded in
+    /// the header by `create`, so it binds every process; ignored by `open`.
+    ///
+    /// ```
+    /// # let name = format!("doc-maxmsg-{}", std::process::id());
+    /// let q: shmq::Queue<u8> = shmq::Queue::create_with(name.as_str(), &shmq::Options::new().max_messages(2))?;
+    /// q.put(&1)?;
+    /// q.put(&2)?;
+    /// assert!(q.is_full());
+    /// assert!(matches!(q.try_put(&3), Err(shmq::Error::Full)));
+    /// q.get()?;
+    /// q.try_put(&3)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn max_messages(mut self, n: u64) -> Options {
+        self.max_messages = n;
+        self
+    }
+
+    /// The segment options these settings give, for an object of `codec`.
+    pub(crate) fn create_options(
+        &self,
+        codec: u32,
+        item_size: u32,
+        type_name: &str,
+    ) -> CreateOptions {
+        CreateOptions {
+            mode: self.mode,
+            replace_stale: self.replace_stale,
+            codec,
+            item_size,
+            type_name: type_name.to_string(),
+            persistent: self.keep_on_drop,
+            max_messages: self.max_messages,
+        }
     }
 
     /// Whether a typed `open` compares the message type name recorded by the creator with
@@ -291,14 +333,7 @@ impl RawQueue {
     }
 
     fn create_kind(loc: Location, opts: &Options, kind: &Kind) -> Result<RawQueue> {
-        let copts = CreateOptions {
-            mode: opts.mode,
-            replace_stale: opts.replace_stale,
-            codec: kind.codec,
-            item_size: kind.item_size,
-            type_name: kind.type_name.to_string(),
-            persistent: opts.keep_on_drop,
-        };
+        let copts = opts.create_options(kind.codec, kind.item_size, kind.type_name);
         let mut seg = Segment::create(loc, opts.capacity, &copts)?;
         seg.set_remove_on_drop(!opts.keep_on_drop);
         Self::from_segment(seg, opts)
@@ -306,8 +341,19 @@ impl RawQueue {
 
     fn open_kind(loc: Location, opts: &Options, kind: Option<&Kind>) -> Result<RawQueue> {
         let seg = Segment::open(loc)?;
-        if let Some(kind) = kind {
-            check_kind(&seg, kind, opts.check_type, opts.strict_type)?;
+        match kind {
+            Some(kind) => check_kind(&seg, kind, opts.check_type, opts.strict_type)?,
+            None => {
+                // A primitive's state lives where a queue's ring would: no queue handle,
+                // not even a raw one, may write there.
+                let codec = seg.header().id.codec.load(Ordering::Relaxed);
+                if let Some(what) = crate::primitives::kind_name(codec) {
+                    return Err(Error::Incompatible {
+                        name: seg.location().display_name(),
+                        reason: format!("it is a {what}, not a queue"),
+                    });
+                }
+            }
         }
         Self::from_segment(seg, opts)
     }
@@ -322,7 +368,7 @@ impl RawQueue {
     }
 
     #[inline]
-    fn ring(&self) -> &Ring {
+    pub(crate) fn ring(&self) -> &Ring {
         &self.inner.ring
     }
 
@@ -505,6 +551,18 @@ impl RawQueue {
         self.ring().is_empty()
     }
 
+    /// Whether a put would find no room now: [`Options::max_messages`] messages are
+    /// queued, or no byte of the ring is free. (A large message may not fit even when
+    /// this is `false`.) Like Python's `Queue.full()`, the answer may be stale at once.
+    pub fn is_full(&self) -> bool {
+        self.ring().is_full()
+    }
+
+    /// The message bound set at creation ([`Options::max_messages`]; 0: none).
+    pub fn max_messages(&self) -> u64 {
+        self.ring().max_messages()
+    }
+
     /// Close the queue, from any process: later puts fail with [`Error::Closed`], gets
     /// drain what is left and then fail with `Closed`, and every blocked `put`/`get` in
     /// every process wakes up.
@@ -685,7 +743,7 @@ pub fn codec_name(id: u32) -> &'static str {
         codec_id::RAW => "raw bytes",
         codec_id::POSTCARD => "postcard",
         codec_id::POD => "pod",
-        _ => "unknown",
+        other => crate::primitives::kind_name(other).unwrap_or("unknown"),
     }
 }
 
@@ -779,13 +837,13 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Postcard {
             msg,
             Default::default(),
         )
-        .map_err(|e| Error::Codec(e.to_string()))
+        .map_err(|e| Error::Codec(crate::encode::describe(msg, &e)))
     }
 
     fn encode(msg: &T, out: &mut Slot<'_>) -> Result<()> {
         postcard::serialize_with_flavor(msg, out)
             .map(|_| ())
-            .map_err(|e| Error::Codec(e.to_string()))
+            .map_err(|e| Error::Codec(crate::encode::describe(msg, &e)))
     }
 
     fn decode(bytes: &[u8]) -> Result<T> {
@@ -1175,6 +1233,11 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
     /// Whether no message is queued now.
     pub fn is_empty(&self) -> bool {
         self.raw.is_empty()
+    }
+
+    /// Whether a put would find no room now (see [`RawQueue::is_full`]).
+    pub fn is_full(&self) -> bool {
+        self.raw.is_full()
     }
 
     /// Close the queue (see [`RawQueue::close`]).

@@ -141,6 +141,9 @@ pub struct Ring {
     hdr: *const Header,
     data: *mut u8,
     cap: u64,
+    /// Largest number of queued messages (`Tasks::max_messages`, read once at open; 0:
+    /// bounded by bytes only).
+    max_msgs: u64,
     spin: Duration,
     /// This handle's identity for the locks, and the liveness check of other holders.
     holder: Holder,
@@ -214,7 +217,7 @@ pub struct Stats {
 /// the parent in such a child. The mapped descriptor (`mapped`) is re-opened through
 /// `/proc/self/fd` (the same object for certain) and then closed (the mapping does not need
 /// it); without `/proc`, the name is opened again and checked to be the same object.
-fn liveness_file(
+pub(crate) fn liveness_file(
     mapped: Option<std::fs::File>,
     loc: &Location,
     object: segment::ObjectId,
@@ -261,11 +264,13 @@ impl Ring {
                     .map_err(std::io::Error::other)
             }),
         )?;
+        let max_msgs = h.tasks.max_messages.load(Ordering::Relaxed);
         Ok(Ring {
             backing: Backing::Segment(seg),
             hdr,
             data,
             cap,
+            max_msgs,
             spin: DEFAULT_SPIN,
             holder,
             cached_head: AtomicU64::new(UNSET),
@@ -307,6 +312,7 @@ impl Ring {
             // SAFETY: RING_OFFSET + cap <= bytes.len() <= the allocation (checked above).
             data: unsafe { base.add(segment::RING_OFFSET as usize) },
             cap,
+            max_msgs: h.tasks.max_messages.load(Ordering::Relaxed),
             backing: Backing::Heap(mem),
             spin: DEFAULT_SPIN,
             holder: Holder::local(),
@@ -366,6 +372,19 @@ impl Ring {
     /// Largest message payload this ring accepts.
     pub fn max_message(&self) -> usize {
         (self.cap - FRAME) as usize
+    }
+
+    /// Largest number of queued messages (0: bounded by bytes only).
+    pub fn max_messages(&self) -> u64 {
+        self.max_msgs
+    }
+
+    /// Whether `puts` (a count of messages put) minus the messages got has reached the
+    /// message bound.
+    #[inline]
+    fn at_message_bound(&self, puts: u64) -> bool {
+        self.max_msgs != 0
+            && puts.saturating_sub(self.h().cons.get_count.load(Ordering::Acquire)) >= self.max_msgs
     }
 
     /// Check the invariants between `head` and a `tail` position; return the bytes in use.
@@ -650,6 +669,11 @@ impl Ring {
                     });
                     break;
                 }
+                if self.at_message_bound(count) {
+                    // As many messages queued as the queue may hold: wait for a get (every
+                    // head move wakes the producers).
+                    break;
+                }
                 let rec = align8(FRAME + len as u64);
                 let off = self.offset(tail);
                 let to_end = self.cap - off;
@@ -777,7 +801,8 @@ impl Ring {
                     let word = h.prod.tail.load(Ordering::Acquire);
                     let free = self.cap.saturating_sub((word & !CLOSED).wrapping_sub(head));
                     (free >= need
-                        && (free >= plenty || hysteresis_until.is_none_or(|u| Instant::now() >= u)))
+                        && (free >= plenty || hysteresis_until.is_none_or(|u| Instant::now() >= u))
+                        && !self.at_message_bound(h.prod.put_count.load(Ordering::Acquire)))
                         || word & CLOSED != 0
                 },
             )
@@ -943,6 +968,18 @@ impl Ring {
         self.len() == 0
     }
 
+    /// Whether a put would find no room now: the message bound is reached, or not one
+    /// byte of the ring is free (not even an empty message fits).
+    pub fn is_full(&self) -> bool {
+        let h = self.h();
+        if self.at_message_bound(h.prod.put_count.load(Ordering::Acquire)) {
+            return true;
+        }
+        let head = h.cons.head.load(Ordering::Acquire);
+        let tail = h.prod.tail.load(Ordering::Acquire) & !CLOSED;
+        tail.wrapping_sub(head) >= self.cap
+    }
+
     /// A snapshot of the header's state and counters.
     pub fn stats(&self) -> Stats {
         let h = self.h();
@@ -1062,6 +1099,45 @@ mod tests {
             }
             assert_eq!(r.len(), model.len());
         }
+    }
+
+    #[test]
+    fn message_bound_is_enforced_and_a_get_wakes_a_blocked_put() {
+        let mut img = Ring::in_memory(4096).unwrap().to_bytes();
+        let off = std::mem::offset_of!(Header, tasks)
+            + std::mem::offset_of!(segment::Tasks, max_messages);
+        img[off..off + 8].copy_from_slice(&2u64.to_ne_bytes());
+        let r = Ring::from_bytes(&img).unwrap();
+        assert_eq!(r.max_messages(), 2);
+        assert!(!r.is_full());
+        put(&r, b"a", Block::No).unwrap();
+        put(&r, b"b", Block::No).unwrap();
+        assert!(r.is_full());
+        assert!(matches!(put(&r, b"c", Block::No), Err(Error::Full)));
+        assert!(matches!(
+            put(&r, b"c", Block::timeout(Duration::from_millis(20))),
+            Err(Error::Timeout)
+        ));
+        std::thread::scope(|s| {
+            let t = s.spawn(|| put(&r, b"c", Block::Until(None)));
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(get(&r, Block::No).unwrap(), b"a");
+            assert_eq!(t.join().unwrap().unwrap(), 1);
+        });
+        assert_eq!(r.len(), 2);
+        assert_eq!(get(&r, Block::No).unwrap(), b"b");
+        assert_eq!(get(&r, Block::No).unwrap(), b"c");
+        assert!(!r.is_full());
+    }
+
+    #[test]
+    fn is_full_by_bytes() {
+        let r = Ring::in_memory(64).unwrap();
+        assert!(!r.is_full());
+        put(&r, &[0; 56], Block::No).unwrap();
+        assert!(r.is_full());
+        get(&r, Block::No).unwrap();
+        assert!(!r.is_full());
     }
 
     #[test]

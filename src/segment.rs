@@ -324,6 +324,9 @@ pub struct CreateOptions {
     pub type_name: String,
     /// Record that the segment is meant to outlive its creator ([`FLAG_PERSISTENT`]).
     pub persistent: bool,
+    /// Largest number of queued messages ([`Tasks::max_messages`]; 0: bounded by bytes
+    /// only).
+    pub max_messages: u64,
 }
 
 impl Default for CreateOptions {
@@ -335,6 +338,7 @@ impl Default for CreateOptions {
             item_size: 0,
             type_name: String::new(),
             persistent: false,
+            max_messages: 0,
         }
     }
 }
@@ -754,6 +758,9 @@ impl Segment {
         h.set_type_name(&opts.type_name);
         let flags = if opts.persistent { FLAG_PERSISTENT } else { 0 };
         h.shared.flags.store(flags, Ordering::Relaxed);
+        h.tasks
+            .max_messages
+            .store(opts.max_messages, Ordering::Relaxed);
         // Everything else is zero from ftruncate. Publish.
         h.id.init.store(INIT_DONE, Ordering::Release);
         Ok(seg)

@@ -25,7 +25,7 @@ fn stopped_by(signal: i32) {
     let base = format!("cleanup-{}-{signal}", std::process::id());
     let ready: Queue<u32> = Queue::create(&format!("{base}-ready"), 4096).unwrap();
     let (own, kept) = (format!("{base}-own"), format!("{base}-kept"));
-    let child = process::spawn((base.clone(), ready.clone()), child).unwrap();
+    let child = process::start(child, (base.clone(), ready.clone())).unwrap();
     ready.get_timeout(Duration::from_secs(60)).unwrap();
     assert!(RawQueue::open(&own).is_ok());
     // SAFETY: kill has no memory-safety preconditions; the pid is our live child.
@@ -71,7 +71,7 @@ fn remove_own_queues_keeps_persistent_and_other_processes_queues() {
     let base = format!("cleanup-own-{}", std::process::id());
     // The parent's queue: created by another process than the child's.
     let _parents = RawQueue::create(&format!("{base}-parent"), 4096).unwrap();
-    let removed = process::spawn(base.clone(), own_queues)
+    let removed = process::start(own_queues, base.clone())
         .unwrap()
         .join()
         .unwrap();

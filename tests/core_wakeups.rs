@@ -504,5 +504,6 @@ fn pool_task_after_a_large_one_completes() {
             "task {i} ({len} B)"
         );
     }
-    pool.shutdown();
+    pool.close();
+    pool.join().unwrap();
 }
