@@ -857,11 +857,26 @@ fn cmd_rm(a: RmArgs) -> CliResult<()> {
 /// An object named `shmq.NAME` that is not a shmq queue (its first word is not shmq's
 /// magic) is someone else's: say what it is, and remove it only with `--force`.
 fn refuse_foreign(name: &str, force: bool) -> CliResult<()> {
-    let Ok(p) = segment::peek(name) else {
-        // Missing, or unreadable (another user's): `remove` reports what it can.
+    if force {
         return Ok(());
+    }
+    let p = match segment::peek(name) {
+        Ok(p) => p,
+        // Not a regular file (a FIFO, socket, directory or symlink someone put there):
+        // certainly not a shmq queue.
+        Err(shmq::Error::Incompatible { reason, .. }) => {
+            return Err(CliError::new(format!(
+                "{} is not a shmq queue: {reason}",
+                segment::shm_path(name).display()
+            ))
+            .hint(format!(
+                "another program may use it; remove it anyway with `shmq rm --force {name}`"
+            )))
+        }
+        // Missing, or unreadable (another user's): `remove` reports what it can.
+        Err(_) => return Ok(()),
     };
-    if !p.foreign || force {
+    if !p.foreign {
         return Ok(());
     }
     use std::os::unix::fs::{MetadataExt, PermissionsExt};

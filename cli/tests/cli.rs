@@ -776,6 +776,34 @@ fn rm_refuses_a_foreign_object_without_force() {
     assert!(!path.exists());
 }
 
+/// A FIFO or a symlink named shmq.X is not a queue either: described, kept without --force.
+#[test]
+fn rm_refuses_a_fifo_or_symlink_without_force() {
+    for kind in ["fifo", "symlink"] {
+        let name = uniq(kind);
+        let _cleanup = Cleanup(name.clone());
+        let path = shmq::segment::shm_path(&name);
+        if kind == "fifo" {
+            let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        } else {
+            std::os::unix::fs::symlink("/tmp", &path).unwrap();
+        }
+        let e = fails(&["rm", &name], 1);
+        assert!(
+            e.contains("is not a shmq queue") && e.contains("--force"),
+            "{kind}: {e}"
+        );
+        assert!(
+            path.symlink_metadata().is_ok(),
+            "{kind} removed without --force"
+        );
+        ok(&["rm", "--force", &name]);
+        assert!(path.symlink_metadata().is_err(), "{kind} kept with --force");
+    }
+}
+
 #[test]
 fn completions_and_man_pages() {
     let bash = ok(&["completions", "bash"]);
