@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+mod prim;
 pub mod process;
 pub mod queue;
 pub mod ring;
