@@ -21,12 +21,14 @@ use std::fs::File;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
+// The header's words: std atomics, or loom's under `cfg(loom)` (see `prim`).
+use crate::prim::{AtomicU32, AtomicU64};
 use crate::sync;
 
 /// `b"SHMQRING"` as a little-endian u64.
