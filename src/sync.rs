@@ -857,6 +857,9 @@ mod tests {
         .unwrap()
     }
 
+    /// Rounds per thread (fewer under Miri, which is some 1000 times slower).
+    const ROUNDS: u64 = if cfg!(miri) { 300 } else { 10_000 };
+
     #[test]
     fn lock_excludes_threads() {
         let word = Arc::new(AtomicU32::new(0));
@@ -869,7 +872,7 @@ mod tests {
                 let holder = holder.clone();
                 std::thread::spawn(move || {
                     let me = holder.id(|_| false).unwrap();
-                    for _ in 0..10_000 {
+                    for _ in 0..ROUNDS {
                         let lock = RobustLock::new(&word);
                         let (_g, how) = lock.lock(me, &holder, &Deadline::never()).unwrap();
                         assert_eq!(how, Acquired::Clean);
@@ -883,7 +886,7 @@ mod tests {
         for h in handles {
             h.join().unwrap();
         }
-        assert_eq!(counter.load(Ordering::Relaxed), 40_000);
+        assert_eq!(counter.load(Ordering::Relaxed), 4 * ROUNDS);
         assert_eq!(word.load(Ordering::Relaxed), 0);
     }
 
@@ -923,6 +926,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "needs files and fcntl(F_OFD_SETLK/GETLK), which Miri lacks"
+    )]
     fn file_holders_see_each_other_alive_and_a_closed_one_dead() {
         let (t, _f) = lock_file();
         let a = file_holder(t.path());
@@ -946,6 +953,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "needs files and fcntl(F_OFD_SETLK), which Miri lacks")]
     fn claim_avoids_ids_named_in_lock_words() {
         let (t, f) = lock_file();
         let p = t.path().to_path_buf();
@@ -980,6 +988,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "reads /proc: Miri runs isolated from the file system")]
     fn own_process_is_alive_and_start_time_known() {
         let pid = std::process::id();
         assert!(tid_alive(pid));
