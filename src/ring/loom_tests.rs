@@ -3,7 +3,8 @@
 //! futex of `src/prim.rs` (issue 9, section 6).
 //!
 //! ```sh
-//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib ring::loom_tests
+//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
+//!     cargo test --release --no-default-features --lib ring::loom_tests -- --nocapture
 //! ```
 //!
 //! The ring is [`MIN_CAPACITY`](crate::segment::MIN_CAPACITY) = 64 bytes, so that records
@@ -17,9 +18,10 @@ use super::*;
 use loom::sync::Arc;
 use loom::thread;
 
-/// Preemption bound of the runs in CI: 2 covers every interleaving with at most two forced
-/// context switches (threads also switch wherever they block).
-const PREEMPTIONS: usize = 2;
+/// Preemption bound: every interleaving with at most this many forced context switches
+/// is run (threads also switch wherever they block). 3 takes about 2 minutes on 2 cores in
+/// release; `LOOM_MAX_PREEMPTIONS=2` about 5 seconds.
+const PREEMPTIONS: usize = 3;
 
 /// Run `f` under loom in every interleaving within the bound; print how many there were.
 fn check(f: impl Fn() + Sync + Send + 'static) {
