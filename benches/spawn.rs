@@ -1,7 +1,7 @@
 //! What a child process costs: `spawn` + `join` of a trivial function (re-executing this
 //! bench binary), a `Pool::apply` round trip, and a `Pool::map` of 1000 tiny tasks.
 //!
-//! Run: `cargo bench --bench spawn`
+//! Run: `cargo bench -p shmq-benches --bench spawn`
 //!
 //! The bench has its own `main` because `shmq::process::init()` must run first: children
 //! are re-executions of this binary.
@@ -14,7 +14,7 @@ fn bench(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("spawn+join", |b| {
         b.iter(|| {
-            process::spawn(7u32, |x: u32| x + 1)
+            process::start(|x: u32| x + 1, 7u32)
                 .unwrap()
                 .join()
                 .unwrap()

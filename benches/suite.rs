@@ -1,6 +1,6 @@
 //! The shmq benchmark suite (issue 4): shmq against its peers, side by side, in one run.
 //!
-//! `cargo bench --bench suite` runs every case with criterion and writes the raw figures to
+//! `cargo bench -p shmq-benches --bench suite` runs every case with criterion and writes the raw figures to
 //! `target/shmq-bench/results.json`; `scripts/bench.sh` runs it and then
 //! `scripts/bench_report.py`, which turns them into `BENCHMARKS.md` and the plot. See
 //! `docs/performance.md`.
@@ -12,8 +12,8 @@
 //! its stdout. The parent always runs on CPU 0; the child on CPU 1 (`diff`) or CPU 0
 //! (`same`).
 //!
-//! `SHMQ_BENCH_QUICK=1` makes every case tiny (CI); `cargo test --all-targets` runs the
-//! suite in criterion's test mode, which is just as quick.
+//! `SHMQ_BENCH_QUICK=1` makes every case tiny (CI); `cargo test -p shmq-benches --benches`
+//! runs the suite in criterion's test mode, which is just as quick.
 
 use std::io::{BufReader, IoSlice, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -1261,7 +1261,7 @@ fn python(cx: &mut Ctx) {
     if !cx.wants("python/") {
         return;
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/mp_queue.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/mp_queue.py");
     let mut cmd = Command::new("python3");
     cmd.arg(script);
     if cx.quick {
@@ -1383,7 +1383,7 @@ fn main() {
         ("kernel", sh("uname -sr")),
         ("rustc", sh("rustc --version")),
         ("commit", sh("git rev-parse --short HEAD")),
-        ("dirty", sh("git status --porcelain -- src benches | wc -l")),
+        ("dirty", sh("git -C .. status -s -- src benches | wc -l")),
         ("date", sh("date -u '+%Y-%m-%d %H:%M UTC'")),
         ("load_before", load_before),
         ("load_after", load_after),
@@ -1392,7 +1392,7 @@ fn main() {
     ];
     let dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")))
         .join("shmq-bench");
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join(if quick {

@@ -99,18 +99,20 @@ fn collector(results: Queue<Done>) -> Summary {
 
 fn main() -> shmq::Result<()> {
     process::init();
+    // Ctrl-C or SIGTERM: remove the queues this process created before dying.
+    shmq::cleanup_on_signals()?;
 
     let tag = std::process::id();
     let jobs: Queue<Job> = Queue::create(&format!("pipeline-jobs-{tag}"), 1 << 16)?;
     let results: Queue<Done> = Queue::create(&format!("pipeline-results-{tag}"), 1 << 16)?;
     let t = Instant::now();
 
-    let collector = process::spawn(results.clone(), collector)?;
+    let collector = process::start(collector, results.clone())?;
     let workers = (0..3)
-        .map(|_| process::spawn((jobs.clone(), results.clone()), worker))
+        .map(|_| process::start(worker, (jobs.clone(), results.clone())))
         .collect::<shmq::Result<Vec<_>>>()?;
     let producers = (0..2)
-        .map(|id| process::spawn((id, 5_000, jobs.clone()), producer))
+        .map(|id| process::start(producer, (id, 5_000, jobs.clone())))
         .collect::<shmq::Result<Vec<_>>>()?;
 
     let produced: u32 = producers

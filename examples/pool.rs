@@ -1,12 +1,13 @@
-//! A pool of worker processes: `map` in input order, streaming `imap`, single `apply`
-//! tasks, a crashing task that fails alone while its worker is replaced, and the cost of
-//! one bare spawn + join.
+//! A pool of worker processes: `map` in input order, streaming `imap` and
+//! `imap_unordered`, `starmap`, single `apply` tasks, `map_async` with a callback, an
+//! initializer, a crashing task that fails alone while its worker is replaced, `close` +
+//! `join`, and the cost of one bare start + join.
 //!
 //! Run: `cargo run --release --example pool`
 
 use std::time::Instant;
 
-use shmq::process::{self, Pool};
+use shmq::process::{self, Callbacks, Pool};
 
 /// Count the primes in `lo..hi` (deliberately naive: CPU work for the workers).
 fn count_primes((lo, hi): (u64, u64)) -> (u64, u64, u32) {
@@ -22,9 +23,12 @@ fn count_primes((lo, hi): (u64, u64)) -> (u64, u64, u32) {
 
 fn main() -> shmq::Result<()> {
     process::init(); // first: in a worker this never returns
+    shmq::cleanup_on_signals()?; // Ctrl-C leaves no /dev/shm objects behind
 
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let pool = Pool::new(workers)?;
+    let pool = Pool::builder(workers)
+        .initializer(|()| eprintln!("worker {} ready", std::process::id()), ())
+        .build()?;
     println!("pool of {workers} workers: pids {:?}", pool.pids());
 
     // map: results in input order, whatever order the workers finish in.
@@ -45,6 +49,35 @@ fn main() -> shmq::Result<()> {
         let (x, cube) = r?;
         println!("imap: {x}^3 = {cube}");
     }
+
+    // imap_unordered: results as they finish, not in input order.
+    let order: Vec<u64> = pool
+        .imap_unordered(
+            |ms: u64| {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                ms
+            },
+            [300, 0, 0, 0],
+        )
+        .collect::<shmq::Result<_>>()?;
+    println!("imap_unordered: {order:?}");
+
+    // starmap: a function of several arguments, one tuple per call.
+    fn power(base: u64, exp: u32) -> u64 {
+        base.pow(exp)
+    }
+    println!(
+        "starmap: {:?}",
+        pool.starmap(power, [(2, 10), (3, 4), (10, 3)])?
+    );
+
+    // map_async with a callback that runs in this process when the list is complete.
+    let r = pool.map_async_with(
+        |x: u64| x * 2,
+        0..5u64,
+        Callbacks::new().on_success(|v: Vec<u64>| println!("map_async callback: {v:?}")),
+    )?;
+    r.wait();
 
     // apply: one task; any serde value in and out.
     let words = vec!["multiprocess".to_string(), "queue".into(), "test".into()];
@@ -71,18 +104,19 @@ fn main() -> shmq::Result<()> {
         }
     }
     println!("workers before {before:?}, after {:?}", pool.pids());
-    pool.shutdown();
+    pool.close();
+    pool.join()?;
 
-    // What one process costs: spawn + join of a trivial function, re-executing this binary.
+    // What one process costs: start + join of a trivial function, re-executing this binary.
     let n = 20;
     let t = Instant::now();
     for i in 0..n {
-        let c = process::spawn(i, |i: u32| i + 1)?;
+        let c = process::start(|i: u32| i + 1, i)?;
         assert_eq!(c.join()?, i + 1);
     }
     let per = t.elapsed() / n;
     println!(
-        "spawn + join of a trivial function: {:.2} ms each (mean of {n})",
+        "start + join of a trivial function: {:.2} ms each (mean of {n})",
         per.as_secs_f64() * 1e3
     );
     Ok(())

@@ -14,14 +14,19 @@ use shmq::{process, Queue};
 fn main() -> shmq::Result<()> {
     // First statement of main: in a child process this runs the function and exits.
     process::init();
+    // Ctrl-C or SIGTERM: remove the queues this process created before dying.
+    shmq::cleanup_on_signals()?;
 
     // (a) a child that prints its parent's pid and its own.
-    let child = process::spawn((), |()| {
-        std::thread::sleep(Duration::from_millis(200));
-        // SAFETY: getppid has no preconditions and cannot fail.
-        let ppid = unsafe { libc::getppid() };
-        println!("my multiprocessing test {} {}", ppid, std::process::id());
-    })?;
+    let child = process::start(
+        |()| {
+            std::thread::sleep(Duration::from_millis(200));
+            // SAFETY: getppid has no preconditions and cannot fail.
+            let ppid = unsafe { libc::getppid() };
+            println!("my multiprocessing test {} {}", ppid, std::process::id());
+        },
+        (),
+    )?;
     println!(
         "parent {} started child {}",
         std::process::id(),
@@ -32,13 +37,13 @@ fn main() -> shmq::Result<()> {
     // (b) a child that puts a tuple on a queue the parent created.
     let name = format!("seed-{}", std::process::id());
     let q: Queue<(String, String)> = Queue::create(&name, 1 << 16)?;
-    let child = process::spawn(
-        (q.clone(), "zsq".to_string()),
+    let child = process::start(
         |(q, who): (Queue<(String, String)>, String)| {
             // A panic here (e.g. the queue is closed) reaches the parent's join().
             q.put(&("multiprocess queue test".to_string(), who))
                 .expect("put");
         },
+        (q.clone(), "zsq".to_string()),
     )?;
     let got = q.get()?;
     println!("{got:?}");

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "load before: $(cat /proc/loadavg)"
-cargo bench --bench suite -- "$@"
+cargo bench -p shmq-benches --bench suite -- "$@"
 if [ "${SHMQ_BENCH_QUICK:-0}" = "1" ]; then
     python3 scripts/bench_report.py target/shmq-bench/results-quick.json \
         --out target/shmq-bench/BENCHMARKS.quick.md

@@ -25,27 +25,67 @@
 //! * [`ring`] — the byte ring of framed variable-length records (two-lock MPMC).
 //! * [`queue`] — [`RawQueue`] (bytes), [`Queue<T>`] (serde/postcard) and [`PodQueue<T>`]
 //!   (`bytemuck::Pod`, no serialisation), plus [`Options`].
-//! * [`process`] — spawn functions in child processes, pools, joinable queues.
+//! * [`primitives`] — process-shared `Lock`, `RLock`, `Event`, `Semaphore`, `Barrier`,
+//!   `Condition`, `Value` and `Array`, each in a named segment.
+//! * [`process`] — start functions in child processes, pools, joinable queues.
 //!
-//! The `shmq` command-line tool (`src/bin/shmq.rs`, feature `cli`) inspects, taps and
-//! removes queues.
+//! A process killed by Ctrl-C or SIGTERM runs no destructors, so the queues it created
+//! would stay in `/dev/shm`: [`cleanup_on_signals()`] removes them first (and
+//! [`remove_own_queues()`] is the same removal for programs with their own signal handling).
+//!
+//! The `shmq` command-line tool, which lists, inspects, taps and removes queues, is a crate
+//! of its own (`shmq-cli`, `cargo install shmq-cli`): depending on `shmq` builds only the
+//! library.
 
 #![warn(missing_docs)]
 
-pub mod error;
-mod prim;
-pub mod process;
-pub mod queue;
-pub mod ring;
-pub mod segment;
-pub mod sync;
+// shmq is built on Linux futexes, `/proc` and `/dev/shm`: on any other OS, say so once
+// instead of a page of unresolved `libc` items (the modules below are Linux-only).
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "shmq supports Linux only: it needs futexes, /proc and /dev/shm (target_os = \"linux\")"
+);
 
+#[cfg(target_os = "linux")]
+mod cleanup;
+#[cfg(target_os = "linux")]
+mod encode;
+#[cfg(target_os = "linux")]
+pub mod error;
+#[cfg(target_os = "linux")]
+mod prim;
+#[cfg(target_os = "linux")]
+pub mod primitives;
+#[cfg(target_os = "linux")]
+pub mod process;
+#[cfg(target_os = "linux")]
+pub mod queue;
+#[cfg(target_os = "linux")]
+pub mod ring;
+#[cfg(target_os = "linux")]
+pub mod segment;
+#[cfg(target_os = "linux")]
+pub mod sync;
+#[cfg(target_os = "linux")]
+mod typename;
+
+#[cfg(target_os = "linux")]
+pub use cleanup::{cleanup_on_signals, remove_own_queues, CLEANUP_SIGNALS};
+#[cfg(target_os = "linux")]
 pub use error::{Error, Result};
+#[cfg(target_os = "linux")]
+pub use primitives::{
+    Array, Barrier, CondGuard, Condition, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
+    SemaphoreGuard, Value, ValueGuard,
+};
+#[cfg(target_os = "linux")]
 pub use queue::{
     list, remove, remove_stale, Codec, Options, Pod, PodQueue, Postcard, Queue, QueueInfo,
     QueueState, RawQueue, TypedQueue,
 };
+#[cfg(target_os = "linux")]
 pub use ring::Stats;
+#[cfg(target_os = "linux")]
 pub use segment::Location;
 
 /// The README's examples, compiled and run as doc tests so that it stays true.

@@ -46,6 +46,8 @@ pub struct Options {
     keep_on_drop: bool,
     spin: Duration,
     check_type: bool,
+    strict_type: bool,
+    max_messages: u64,
 }
 
 impl Default for Options {
@@ -57,6 +59,8 @@ impl Default for Options {
             keep_on_drop: false,
             spin: DEFAULT_SPIN,
             check_type: true,
+            strict_type: false,
+            max_messages: 0,
         }
     }
 }
@@ -107,11 +111,61 @@ impl Options {
         self
     }
 
+    /// Bound the queue to at most `n` queued messages, like Python's `Queue(maxsize=n)`
+    /// (default 0: bounded only by the ring's bytes). A put that finds `n` messages
+    /// queued waits (`put`), or fails with [`Error::Full`] (`try_put`) or
+    /// [`Error::Timeout`] (`put_timeout`), exactly as when the ring has no room. Recorded in
+    /// the header by `create`, so it binds every process; ignored by `open`.
+    ///
+    /// ```
+    /// # let name = format!("doc-maxmsg-{}", std::process::id());
+    /// let q: shmq::Queue<u8> = shmq::Queue::create_with(name.as_str(), &shmq::Options::new().max_messages(2))?;
+    /// q.put(&1)?;
+    /// q.put(&2)?;
+    /// assert!(q.is_full());
+    /// assert!(matches!(q.try_put(&3), Err(shmq::Error::Full)));
+    /// q.get()?;
+    /// q.try_put(&3)?;
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn max_messages(mut self, n: u64) -> Options {
+        self.max_messages = n;
+        self
+    }
+
+    /// The segment options these settings give, for an object of `codec`.
+    pub(crate) fn create_options(
+        &self,
+        codec: u32,
+        item_size: u32,
+        type_name: &str,
+    ) -> CreateOptions {
+        CreateOptions {
+            mode: self.mode,
+            replace_stale: self.replace_stale,
+            codec,
+            item_size,
+            type_name: type_name.to_string(),
+            persistent: self.keep_on_drop,
+            max_messages: self.max_messages,
+        }
+    }
+
     /// Whether a typed `open` compares the message type name recorded by the creator with
-    /// its own (default `true`). Turn off to share a queue between programs whose
-    /// identical message types live in differently named modules.
+    /// its own (default `true`). The names are compared without their module paths, so the
+    /// same `LogLine` struct defined in a producer binary and in a consumer binary matches
+    /// (`producer::LogLine` / `consumer::LogLine`), while `LogLine` and `Event`, or `u32`
+    /// and `u64`, do not. Turn the check off to open a queue as any type of the same codec.
     pub fn check_type(mut self, yes: bool) -> Options {
         self.check_type = yes;
+        self
+    }
+
+    /// Compare the full type names, module paths included (default `false`): a queue of
+    /// `producer::LogLine` then opens only as `producer::LogLine`. For programs that
+    /// share one crate of message types and want two structs of the same name told apart.
+    pub fn strict_type_check(mut self, yes: bool) -> Options {
+        self.strict_type = yes;
         self
     }
 }
@@ -125,6 +179,12 @@ impl From<&str> for Location {
 impl From<String> for Location {
     fn from(name: String) -> Location {
         Location::Name(name)
+    }
+}
+
+impl From<&String> for Location {
+    fn from(name: &String) -> Location {
+        Location::Name(name.clone())
     }
 }
 
@@ -191,7 +251,11 @@ impl RawQueue {
     /// Fails with [`Error::AlreadyExists`] if the name is taken, [`Error::InvalidName`] for
     /// a name outside the rules of [`segment::validate_name`], and
     /// [`Error::InvalidArgument`] for a capacity outside 64 B ..= 1 TiB. The name is
-    /// removed when this handle and its clones drop (see [`Options::keep_on_drop`]).
+    /// removed when this handle and its clones drop (see [`Options::keep_on_drop`]), and
+    /// only then: not when a `fork`ed child drops its copy, and not if the name was removed
+    /// and given to another queue meanwhile (a name belongs to the object that holds it).
+    ///
+    /// The handle (with its clones) holds one file descriptor (`O_CLOEXEC`) for its life.
     ///
     /// ```
     /// # let name = format!("doc-rawc-{}", std::process::id());
@@ -203,7 +267,10 @@ impl RawQueue {
         Self::create_with(name, &Options::new().capacity(capacity))
     }
 
-    /// Attach to an existing queue by name ([`Error::NotFound`] if there is none).
+    /// Attach to an existing queue by name ([`Error::NotFound`] if there is none). Never
+    /// blocks on a foreign object under the name: a FIFO, socket, directory or symlink is
+    /// [`Error::Incompatible`] at once. The handle (with its clones) holds one file
+    /// descriptor (`O_CLOEXEC`) for its life.
     ///
     /// ```
     /// # let name = format!("doc-rawo-{}", std::process::id());
@@ -232,7 +299,10 @@ impl RawQueue {
         Self::create_with(path.as_ref(), &Options::new().capacity(capacity))
     }
 
-    /// Attach to a file-backed queue at `path`.
+    /// Attach to a file-backed queue at `path` ([`Error::NotFound`] "no shmq queue at
+    /// PATH" if there is no file). Only a regular file is opened: a symbolic link at
+    /// `path` itself (links in the directories above are followed), a FIFO, socket or
+    /// directory is [`Error::Incompatible`], at once.
     pub fn open_at(path: impl AsRef<Path>) -> Result<RawQueue> {
         Self::open_with(path.as_ref(), &Options::new())
     }
@@ -263,14 +333,7 @@ impl RawQueue {
     }
 
     fn create_kind(loc: Location, opts: &Options, kind: &Kind) -> Result<RawQueue> {
-        let copts = CreateOptions {
-            mode: opts.mode,
-            replace_stale: opts.replace_stale,
-            codec: kind.codec,
-            item_size: kind.item_size,
-            type_name: kind.type_name.to_string(),
-            persistent: opts.keep_on_drop,
-        };
+        let copts = opts.create_options(kind.codec, kind.item_size, kind.type_name);
         let mut seg = Segment::create(loc, opts.capacity, &copts)?;
         seg.set_remove_on_drop(!opts.keep_on_drop);
         Self::from_segment(seg, opts)
@@ -278,8 +341,19 @@ impl RawQueue {
 
     fn open_kind(loc: Location, opts: &Options, kind: Option<&Kind>) -> Result<RawQueue> {
         let seg = Segment::open(loc)?;
-        if let Some(kind) = kind {
-            check_kind(&seg, kind, opts.check_type)?;
+        match kind {
+            Some(kind) => check_kind(&seg, kind, opts.check_type, opts.strict_type)?,
+            None => {
+                // A primitive's state lives where a queue's ring would: no queue handle,
+                // not even a raw one, may write there.
+                let codec = seg.header().id.codec.load(Ordering::Relaxed);
+                if let Some(what) = crate::primitives::kind_name(codec) {
+                    return Err(Error::Incompatible {
+                        name: seg.location().display_name(),
+                        reason: format!("it is a {what}, not a queue"),
+                    });
+                }
+            }
         }
         Self::from_segment(seg, opts)
     }
@@ -294,7 +368,7 @@ impl RawQueue {
     }
 
     #[inline]
-    fn ring(&self) -> &Ring {
+    pub(crate) fn ring(&self) -> &Ring {
         &self.inner.ring
     }
 
@@ -477,6 +551,18 @@ impl RawQueue {
         self.ring().is_empty()
     }
 
+    /// Whether a put would find no room now: [`Options::max_messages`] messages are
+    /// queued, or no byte of the ring is free. (A large message may not fit even when
+    /// this is `false`.) Like Python's `Queue.full()`, the answer may be stale at once.
+    pub fn is_full(&self) -> bool {
+        self.ring().is_full()
+    }
+
+    /// The message bound set at creation ([`Options::max_messages`]; 0: none).
+    pub fn max_messages(&self) -> u64 {
+        self.ring().max_messages()
+    }
+
     /// Close the queue, from any process: later puts fail with [`Error::Closed`], gets
     /// drain what is left and then fail with `Closed`, and every blocked `put`/`get` in
     /// every process wakes up.
@@ -546,6 +632,14 @@ impl RawQueue {
     pub fn hold_lock_for_test(&self, producer: bool) -> Result<impl Drop + '_> {
         self.ring().hold_lock(producer)
     }
+
+    /// Test support, not API: the holder id this handle writes into a lock word it holds
+    /// (what [`Stats::producer_lock_holder`] shows while it holds the producer lock).
+    #[doc(hidden)]
+    pub fn holder_id_for_test(&self) -> Result<u32> {
+        let r = self.ring();
+        r.holder().id(|_| false)
+    }
 }
 
 /// Messages taken by [`RawQueue::get_many_into`]: one buffer of concatenated payloads plus
@@ -591,7 +685,7 @@ impl Batch {
     }
 }
 
-fn check_kind(seg: &Segment, want: &Kind, check_type: bool) -> Result<()> {
+fn check_kind(seg: &Segment, want: &Kind, check_type: bool, strict: bool) -> Result<()> {
     let h = seg.header();
     let name = seg.location().display_name();
     let codec = h.id.codec.load(Ordering::Relaxed);
@@ -621,9 +715,14 @@ fn check_kind(seg: &Segment, want: &Kind, check_type: bool) -> Result<()> {
     if check_type {
         let theirs = h.type_name();
         let ours = truncate_type_name(want.type_name);
-        if !theirs.is_empty() && theirs != ours {
+        if !theirs.is_empty() && !crate::typename::same(&theirs, ours, strict) {
+            let how = if strict {
+                "Options::strict_type_check(true) compares module paths too"
+            } else {
+                "type names are compared without module paths; Options::check_type(false) skips this check"
+            };
             return Err(bad(format!(
-                "created for message type {theirs}, opened as {ours} (Options::check_type(false) skips this check)"
+                "created for message type {theirs}, opened as {ours} ({how})"
             )));
         }
     }
@@ -644,7 +743,7 @@ pub fn codec_name(id: u32) -> &'static str {
         codec_id::RAW => "raw bytes",
         codec_id::POSTCARD => "postcard",
         codec_id::POD => "pod",
-        _ => "unknown",
+        other => crate::primitives::kind_name(other).unwrap_or("unknown"),
     }
 }
 
@@ -738,13 +837,13 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Postcard {
             msg,
             Default::default(),
         )
-        .map_err(|e| Error::Codec(e.to_string()))
+        .map_err(|e| Error::Codec(crate::encode::describe(msg, &e)))
     }
 
     fn encode(msg: &T, out: &mut Slot<'_>) -> Result<()> {
         postcard::serialize_with_flavor(msg, out)
             .map(|_| ())
-            .map_err(|e| Error::Codec(e.to_string()))
+            .map_err(|e| Error::Codec(crate::encode::describe(msg, &e)))
     }
 
     fn decode(bytes: &[u8]) -> Result<T> {
@@ -1136,6 +1235,11 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
         self.raw.is_empty()
     }
 
+    /// Whether a put would find no room now (see [`RawQueue::is_full`]).
+    pub fn is_full(&self) -> bool {
+        self.raw.is_full()
+    }
+
     /// Close the queue (see [`RawQueue::close`]).
     pub fn close(&self) {
         self.raw.close()
@@ -1289,6 +1393,8 @@ pub struct QueueInfo {
     pub attached: Vec<u32>,
     /// Header state.
     pub state: QueueState,
+    /// The object examined (device and inode), if it could be opened.
+    object: Option<segment::ObjectId>,
 }
 
 impl QueueInfo {
@@ -1329,6 +1435,21 @@ impl QueueInfo {
         }
     }
 
+    /// Remove the name if it still refers to the object this info describes (same device
+    /// and inode as when [`list`] or [`inspect`] examined it): `Ok(true)` if removed,
+    /// `Ok(false)` if the name now holds another object (left alone, e.g. a queue created
+    /// after the scan) or the object could not be opened when examined,
+    /// [`Error::NotFound`] if the name is gone. This is what [`remove_stale`] does for each
+    /// stale queue; the caller judges staleness (and re-checks [`QueueInfo::attached`] if
+    /// time has passed). A small window remains between the check and the unlink (see
+    /// [`segment::unlink_if_same`]).
+    pub fn remove_if_unchanged(&self) -> Result<bool> {
+        match self.object {
+            Some(object) => segment::unlink_if_same(&Location::Name(self.name.clone()), object),
+            None => Ok(false),
+        }
+    }
+
     /// Why the header could not be read, in words (`None` for a readable queue).
     pub fn problem(&self) -> Option<String> {
         match &self.state {
@@ -1357,22 +1478,29 @@ impl QueueInfo {
 }
 
 fn inspect_with(name: &str, attached: Vec<u32>) -> Result<QueueInfo> {
-    let (state, size, age) = match segment::peek(name) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NotFound(name.to_string()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => (
+    let (state, size, age, object) = match segment::peek(name) {
+        Err(Error::NotFound(n)) => return Err(Error::NotFound(n)),
+        // Not a regular file (a FIFO, a directory, a symlink...): not a queue at all.
+        Err(e @ Error::Incompatible { .. }) => return Err(e),
+        Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => (
             QueueState::Unreadable(format!(
                 "permission denied (another user's queue? run as its owner or root): {e}"
             )),
             0,
             Duration::ZERO,
+            None,
         ),
-        Err(e) => (QueueState::Unreadable(e.to_string()), 0, Duration::ZERO),
+        Err(e) => (
+            QueueState::Unreadable(e.to_string()),
+            0,
+            Duration::ZERO,
+            None,
+        ),
         Ok(p) if p.foreign => (
             QueueState::Unreadable("not a shmq segment (bad magic)".into()),
             p.size,
             p.age,
+            Some(p.object),
         ),
         Ok(p) if !p.initialised => (
             QueueState::Uninit {
@@ -1381,12 +1509,36 @@ fn inspect_with(name: &str, attached: Vec<u32>) -> Result<QueueInfo> {
             },
             p.size,
             p.age,
+            Some(p.object),
         ),
         // Initialised: opening does not wait.
-        Ok(p) => match Segment::open(Location::Name(name.to_string())).and_then(Ring::new) {
-            Ok(ring) => (QueueState::Ready(Box::new(ring.stats())), p.size, p.age),
+        Ok(p) => match Segment::open(Location::Name(name.to_string())) {
+            // The state describes the object opened (the name may have moved on since the
+            // peek), so that is the object a later removal may remove.
+            Ok(seg) => {
+                let object = seg.object_id();
+                match Ring::new(seg) {
+                    Ok(ring) => (
+                        QueueState::Ready(Box::new(ring.stats())),
+                        p.size,
+                        p.age,
+                        Some(object),
+                    ),
+                    Err(e) => (
+                        QueueState::Unreadable(e.to_string()),
+                        p.size,
+                        p.age,
+                        Some(object),
+                    ),
+                }
+            }
             Err(Error::NotFound(n)) => return Err(Error::NotFound(n)),
-            Err(e) => (QueueState::Unreadable(e.to_string()), p.size, p.age),
+            Err(e) => (
+                QueueState::Unreadable(e.to_string()),
+                p.size,
+                p.age,
+                Some(p.object),
+            ),
         },
     };
     Ok(QueueInfo {
@@ -1395,11 +1547,15 @@ fn inspect_with(name: &str, attached: Vec<u32>) -> Result<QueueInfo> {
         age,
         attached,
         state,
+        object,
     })
 }
 
 /// Look at one named queue without waiting for a creator still at work on it
-/// ([`Error::NotFound`] if there is none).
+/// ([`Error::NotFound`] if there is none). Never blocks on a foreign object: a FIFO,
+/// socket, directory or symlink under the name is [`Error::Incompatible`] ("not a regular
+/// file (a FIFO)"); a regular file that is not a shmq segment is
+/// [`QueueState::Unreadable`].
 ///
 /// ```
 /// # let name = format!("doc-inspect-{}", std::process::id());
@@ -1418,7 +1574,9 @@ pub fn inspect(name: &str) -> Result<QueueInfo> {
 
 /// Every shmq segment in `/dev/shm`, sorted by name. Fast even on a machine littered with
 /// crashed programs' segments: headers are peeked with `pread` (no waiting for creators)
-/// and the process maps are read once.
+/// and the process maps are read once. Never blocks on a foreign object: a FIFO, socket,
+/// directory or symlink under a `shmq.` name is listed as
+/// [`QueueState::Unreadable`] ("not a regular file (a FIFO)") and is never stale.
 ///
 /// ```
 /// # let name = format!("doc-ls-{}", std::process::id());
@@ -1431,16 +1589,28 @@ pub fn list() -> Result<Vec<QueueInfo>> {
     let mut out = Vec::new();
     for name in segment::list_names()? {
         let pids = attached.remove(&name).unwrap_or_default();
-        match inspect_with(&name, pids) {
+        match inspect_with(&name, pids.clone()) {
             Ok(info) => out.push(info),
             Err(Error::NotFound(_)) => {} // removed meanwhile
+            Err(e @ Error::Incompatible { .. }) => out.push(QueueInfo {
+                size: std::fs::symlink_metadata(segment::shm_path(&name))
+                    .map(|m| m.len())
+                    .unwrap_or(0),
+                name,
+                age: Duration::ZERO,
+                attached: pids,
+                state: QueueState::Unreadable(e.to_string()),
+                object: None,
+            }),
             Err(e) => return Err(e),
         }
     }
     Ok(out)
 }
 
-/// Remove every stale segment ([`QueueInfo::is_stale`]); returns the names removed.
+/// Remove every stale segment ([`QueueInfo::is_stale`]); returns the names removed. A name
+/// is removed only if it still refers to the object found stale
+/// ([`QueueInfo::remove_if_unchanged`]); foreign objects are never stale, so never removed.
 ///
 /// ```
 /// let removed = shmq::remove_stale()?;
@@ -1452,9 +1622,9 @@ pub fn remove_stale() -> Result<Vec<String>> {
     for info in list()? {
         // Re-check the mappings right before removing: a process may have attached since.
         if info.is_stale() && segment::mapped_by(&info.name).is_empty() {
-            match remove(&info.name) {
-                Ok(()) => removed.push(info.name),
-                Err(Error::NotFound(_)) => {}
+            match info.remove_if_unchanged() {
+                Ok(true) => removed.push(info.name),
+                Ok(false) | Err(Error::NotFound(_)) => {}
                 Err(e) => return Err(e),
             }
         }

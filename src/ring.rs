@@ -163,6 +163,9 @@ pub struct Ring {
     hdr: *const Header,
     data: *mut u8,
     cap: u64,
+    /// Largest number of queued messages (`Tasks::max_messages`, read once at open; 0:
+    /// bounded by bytes only).
+    max_msgs: u64,
     spin: Duration,
     /// This handle's identity for the locks, and the liveness check of other holders.
     holder: Holder,
@@ -232,26 +235,35 @@ pub struct Stats {
     pub type_name: String,
 }
 
-/// Open a segment's file again, without blocking and only if it is a regular file (for the
-/// liveness descriptor).
-fn open_location(loc: &Location) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = match loc {
-        Location::Name(n) => segment::shm_path(n),
-        Location::Path(p) => p.clone(),
-    };
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
-    if !f.metadata()?.file_type().is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
+/// A descriptor of the segment's object with an open file description of its own, for the
+/// handle's liveness lock. Not the mapped one: a mapping keeps its file description alive,
+/// and a `fork` child inherits mappings, so a lock on the mapped description would outlive
+/// the parent in such a child. The mapped descriptor (`mapped`) is re-opened through
+/// `/proc/self/fd` (the same object for certain) and then closed (the mapping does not need
+/// it); without `/proc`, the name is opened again and checked to be the same object.
+pub(crate) fn liveness_file(
+    mapped: Option<std::fs::File>,
+    loc: &Location,
+    object: segment::ObjectId,
+) -> Result<std::fs::File> {
+    if let Some(f) = &mapped {
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(f));
+        if let Ok(g) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+        {
+            return Ok(g);
+        }
     }
-    Ok(f)
+    let (g, meta) = segment::open_existing(loc, true)?;
+    if segment::ObjectId::of(&meta) != object {
+        return Err(Error::Incompatible {
+            name: loc.display_name(),
+            reason: "the name was given to another object while it was being opened".into(),
+        });
+    }
+    Ok(g)
 }
 
 impl Ring {
@@ -260,23 +272,29 @@ impl Ring {
     ///
     /// Errors: [`Error::Io`] if no descriptor can be had (`EMFILE`) or the file system
     /// refuses open-file-description locks.
-    pub fn new(seg: Segment) -> Result<Ring> {
+    pub fn new(mut seg: Segment) -> Result<Ring> {
         let hdr = seg.header() as *const Header;
         let (data, cap) = seg.ring();
         let loc = seg.location().clone();
-        let file = open_location(&loc)?;
+        let file = liveness_file(seg.take_file(), &loc, seg.object_id())?;
         // SAFETY: `hdr` points at the header of the mapping `seg` owns (alive here).
         let h = unsafe { &*hdr };
         let holder = Holder::claim(
             file,
             |id| lock_names(h, id),
-            Box::new(move || open_location(&loc)),
+            Box::new(move || {
+                segment::open_existing(&loc, true)
+                    .map(|(f, _)| f)
+                    .map_err(std::io::Error::other)
+            }),
         )?;
+        let max_msgs = h.tasks.max_messages.load(Ordering::Relaxed);
         Ok(Ring {
             backing: Backing::Segment(seg),
             hdr,
             data,
             cap,
+            max_msgs,
             spin: DEFAULT_SPIN,
             holder,
             cached_head: AtomicU64::new(UNSET),
@@ -308,6 +326,7 @@ impl Ring {
             hdr,
             data: data.ptr,
             cap,
+            max_msgs: 0,
             backing: Backing::Model(ModelMemory { hdr, _data: data }),
             spin: Duration::ZERO,
             holder: Holder::local(),
@@ -336,26 +355,13 @@ impl Ring {
         let base = mem.ptr;
         // SAFETY: base is 4096-aligned and at least RING_OFFSET bytes; Header is all atomics.
         let h = unsafe { &*(base as *const Header) };
-        if h.id.init.load(Ordering::Relaxed) != segment::INIT_DONE
-            || h.id.magic.load(Ordering::Relaxed) != segment::MAGIC
-            || h.id.version.load(Ordering::Relaxed) != segment::VERSION
-            || h.id.header_size.load(Ordering::Relaxed) as usize != std::mem::size_of::<Header>()
-            || h.id.ring_offset.load(Ordering::Relaxed) != segment::RING_OFFSET
-        {
-            return Err(bad("bad header identity"));
-        }
-        let cap = h.id.capacity.load(Ordering::Relaxed);
-        if !(segment::MIN_CAPACITY..=segment::MAX_CAPACITY).contains(&cap)
-            || !cap.is_multiple_of(64)
-            || segment::RING_OFFSET + cap > bytes.len() as u64
-        {
-            return Err(bad("bad capacity"));
-        }
+        let cap = segment::validate_layout(h, bytes.len() as u64, "<memory>")?;
         Ok(Ring {
             hdr: base as *const Header,
             // SAFETY: RING_OFFSET + cap <= bytes.len() <= the allocation (checked above).
             data: unsafe { base.add(segment::RING_OFFSET as usize) },
             cap,
+            max_msgs: h.tasks.max_messages.load(Ordering::Relaxed),
             backing: Backing::Heap(mem),
             spin: DEFAULT_SPIN,
             holder: Holder::local(),
@@ -417,6 +423,19 @@ impl Ring {
     /// Largest message payload this ring accepts.
     pub fn max_message(&self) -> usize {
         (self.cap - FRAME) as usize
+    }
+
+    /// Largest number of queued messages (0: bounded by bytes only).
+    pub fn max_messages(&self) -> u64 {
+        self.max_msgs
+    }
+
+    /// Whether `puts` (a count of messages put) minus the messages got has reached the
+    /// message bound.
+    #[inline]
+    fn at_message_bound(&self, puts: u64) -> bool {
+        self.max_msgs != 0
+            && puts.saturating_sub(self.h().cons.get_count.load(Ordering::Acquire)) >= self.max_msgs
     }
 
     /// Check the invariants between `head` and a `tail` position; return the bytes in use.
@@ -703,6 +722,11 @@ impl Ring {
                     });
                     break;
                 }
+                if self.at_message_bound(count) {
+                    // As many messages queued as the queue may hold: wait for a get (every
+                    // head move wakes the producers).
+                    break;
+                }
                 let rec = align8(FRAME + len as u64);
                 let off = self.offset(tail);
                 let to_end = self.cap - off;
@@ -740,7 +764,15 @@ impl Ring {
                         if h.prod.put_count.load(Ordering::Relaxed)
                             == h.cons.get_count.load(Ordering::Acquire)
                         {
-                            match self.drop_leading_skips(tail, &deadline) {
+                            // Briefly: a busy consumer lock means a consumer is at work
+                            // (it consumes the padding itself), and a long wait here would
+                            // not see `close`. Long enough to take over from a dead holder.
+                            let brief = Deadline::after(
+                                deadline
+                                    .remaining()
+                                    .map_or(TRY_LOCK_WAIT, |r| r.min(TRY_LOCK_WAIT)),
+                            );
+                            match self.drop_leading_skips(tail, &brief) {
                                 Ok(true) => {
                                     need = 0;
                                     continue;
@@ -823,7 +855,8 @@ impl Ring {
                     let word = h.prod.tail.load(Ordering::Acquire);
                     let free = self.cap.saturating_sub((word & !CLOSED).wrapping_sub(head));
                     (free >= need
-                        && (free >= plenty || hysteresis_until.is_none_or(|u| Instant::now() >= u)))
+                        && (free >= plenty || hysteresis_until.is_none_or(|u| Instant::now() >= u))
+                        && !self.at_message_bound(h.prod.put_count.load(Ordering::Acquire)))
                         || word & CLOSED != 0
                 },
             )
@@ -990,6 +1023,18 @@ impl Ring {
         self.len() == 0
     }
 
+    /// Whether a put would find no room now: the message bound is reached, or not one
+    /// byte of the ring is free (not even an empty message fits).
+    pub fn is_full(&self) -> bool {
+        let h = self.h();
+        if self.at_message_bound(h.prod.put_count.load(Ordering::Acquire)) {
+            return true;
+        }
+        let head = h.cons.head.load(Ordering::Acquire);
+        let tail = h.prod.tail.load(Ordering::Acquire) & !CLOSED;
+        tail.wrapping_sub(head) >= self.cap
+    }
+
     /// A snapshot of the header's state and counters.
     pub fn stats(&self) -> Stats {
         let h = self.h();
@@ -1118,6 +1163,45 @@ mod tests {
     }
 
     #[test]
+    fn message_bound_is_enforced_and_a_get_wakes_a_blocked_put() {
+        let mut img = Ring::in_memory(4096).unwrap().to_bytes();
+        let off = std::mem::offset_of!(Header, tasks)
+            + std::mem::offset_of!(segment::Tasks, max_messages);
+        img[off..off + 8].copy_from_slice(&2u64.to_ne_bytes());
+        let r = Ring::from_bytes(&img).unwrap();
+        assert_eq!(r.max_messages(), 2);
+        assert!(!r.is_full());
+        put(&r, b"a", Block::No).unwrap();
+        put(&r, b"b", Block::No).unwrap();
+        assert!(r.is_full());
+        assert!(matches!(put(&r, b"c", Block::No), Err(Error::Full)));
+        assert!(matches!(
+            put(&r, b"c", Block::timeout(Duration::from_millis(20))),
+            Err(Error::Timeout)
+        ));
+        std::thread::scope(|s| {
+            let t = s.spawn(|| put(&r, b"c", Block::Until(None)));
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(get(&r, Block::No).unwrap(), b"a");
+            assert_eq!(t.join().unwrap().unwrap(), 1);
+        });
+        assert_eq!(r.len(), 2);
+        assert_eq!(get(&r, Block::No).unwrap(), b"b");
+        assert_eq!(get(&r, Block::No).unwrap(), b"c");
+        assert!(!r.is_full());
+    }
+
+    #[test]
+    fn is_full_by_bytes() {
+        let r = Ring::in_memory(64).unwrap();
+        assert!(!r.is_full());
+        put(&r, &[0; 56], Block::No).unwrap();
+        assert!(r.is_full());
+        get(&r, Block::No).unwrap();
+        assert!(!r.is_full());
+    }
+
+    #[test]
     fn whole_ring_message_fits_and_larger_is_too_large() {
         let r = Ring::in_memory(256).unwrap();
         put(&r, &[1; 100], Block::No).unwrap();
@@ -1231,6 +1315,33 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
             put(&r, &[5; 4088], Block::timeout(Duration::from_secs(30))).unwrap();
             assert_eq!(c.join().unwrap().unwrap(), vec![5; 4088]);
+        });
+    }
+
+    /// A producer that needs padding removed while a live consumer holds the consumer lock
+    /// does not wait on that lock for ever: `close` still wakes it.
+    #[test]
+    fn close_wakes_a_producer_waiting_for_padding_behind_a_busy_consumer_lock() {
+        let r = Ring::in_memory(4096).unwrap();
+        put(&r, &[1; 100], Block::No).unwrap();
+        get(&r, Block::No).unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let r = &r;
+            s.spawn(move || {
+                let _c = r.hold_lock(false).unwrap();
+                held_tx.send(()).unwrap();
+                let _ = done_rx.recv();
+            });
+            held_rx.recv().unwrap();
+            let p = s.spawn(move || put(r, &[2; 4088], Block::Until(None)));
+            std::thread::sleep(Duration::from_millis(200));
+            let t = Instant::now();
+            r.close();
+            assert!(matches!(p.join().unwrap(), Err(Error::Closed)));
+            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+            done_tx.send(()).unwrap();
         });
     }
 

@@ -15,11 +15,37 @@
 //! (bounded by [`INIT_WAIT`]) for the object to reach header size and for `init` to be
 //! published, then validates every header field against the object's real size before
 //! mapping the ring. A foreign or truncated object is [`Error::Incompatible`].
+//!
+//! # Opening a path in a shared directory
+//! `/dev/shm` is writable by every local user, so a name may hold anything: a FIFO, a
+//! socket, a directory, a symbolic link, a device node. Every open of an existing name or
+//! path goes through one function (`open_existing`) that never blocks and never follows a
+//! link: `lstat` first (anything but a regular file is refused without being opened), then
+//! `open` with `O_NONBLOCK | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC` (a FIFO swapped in after the
+//! `lstat` cannot block the open), then `fstat` on the descriptor (the authoritative check),
+//! then `O_NONBLOCK` is cleared. A non-regular object is [`Error::Incompatible`]
+//! ("not a regular file (a FIFO)"). Named objects are opened as the files
+//! `/dev/shm/shmq.<name>`, exactly where glibc's `shm_open` puts them, so that these flags
+//! and checks apply to them too.
+//!
+//! # Who removes a name
+//! A name belongs to the object that holds it. A [`Segment`] made by [`Segment::create`]
+//! records, in process memory, the creating process's pid and the device and inode of the
+//! object it created. Its drop unlinks the name only in that process (not in a `fork`ed
+//! child that drops its copy) and only if the name still refers to that object (not after
+//! someone removed it and created another queue under the same name). Every other removal
+//! that follows an examination (`replace_stale`, [`crate::remove_stale`],
+//! [`crate::QueueInfo::remove_if_unchanged`]) applies the same device-and-inode check
+//! ([`unlink_if_same`]). Linux has no unlink-by-descriptor, so a window remains between the
+//! `lstat` of the name and the `unlink`: a process that removes the name and creates a new
+//! object under it in exactly that window loses its new name. Only a process allowed to
+//! write `/dev/shm` (or the file's directory) can do that, and it could as well unlink the
+//! name directly.
 
 use std::ffi::CString;
-use std::fs::File;
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{File, FileType, Metadata};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -35,7 +61,7 @@ use crate::sync;
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMQRING");
 /// Layout version; bumped on any incompatible change of the header or framing.
 pub const VERSION: u32 = 2;
-/// Value of [`Header::init`] once the creator has finished writing the header.
+/// Value of [`Identity::init`] once the creator has finished writing the header.
 pub const INIT_DONE: u32 = 0x1417_0001;
 /// Offset of the ring's first byte in the segment (one page: the header lives below).
 pub const RING_OFFSET: u64 = 4096;
@@ -170,6 +196,26 @@ pub struct Header {
     pub prod: ProducerSide,
     /// Consumer side.
     pub cons: ConsumerSide,
+    /// Task accounting and limits (JoinableQueue, message bound).
+    pub tasks: Tasks,
+}
+
+/// Task accounting for `JoinableQueue` semantics, kept in the queue's own header so that one
+/// name is one object. The number of unfinished tasks is `prod.put_count - tasks.done`
+/// (`put_count` is already crash-repaired by the ring), so a put needs no second counter.
+#[repr(C, align(64))]
+pub struct Tasks {
+    /// `task_done` calls, ever (never more than `prod.put_count`).
+    pub done: AtomicU64,
+    /// Bumped when `done` reaches `put_count` (futex word for `join`).
+    pub join_seq: AtomicU32,
+    /// Threads sleeping in `join`.
+    pub join_waiters: AtomicU32,
+    /// Largest number of queued messages (`Options::max_messages`; 0: bounded by bytes
+    /// only). Written by the creator before `init`, read once at open.
+    pub max_messages: AtomicU64,
+    /// Reserved for later layout additions (zero).
+    pub reserved: [AtomicU64; 5],
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= RING_OFFSET as usize);
@@ -249,6 +295,13 @@ impl Header {
                 get_count: u64(0),
                 get_bytes: u64(0),
             },
+            tasks: Tasks {
+                done: u64(0),
+                join_seq: u32(0),
+                join_waiters: u32(0),
+                max_messages: u64(0),
+                reserved: std::array::from_fn(|_| u64(0)),
+            },
         }
     }
 }
@@ -268,6 +321,15 @@ impl Location {
         match self {
             Location::Name(n) => n.clone(),
             Location::Path(p) => p.display().to_string(),
+        }
+    }
+
+    /// The object's path in the file system: `/dev/shm/shmq.<name>` for a named queue
+    /// (where glibc's `shm_open` puts it), the path itself for a file-backed one.
+    pub fn object_path(&self) -> PathBuf {
+        match self {
+            Location::Name(n) => shm_path(n),
+            Location::Path(p) => p.clone(),
         }
     }
 }
@@ -325,6 +387,9 @@ pub struct CreateOptions {
     pub type_name: String,
     /// Record that the segment is meant to outlive its creator ([`FLAG_PERSISTENT`]).
     pub persistent: bool,
+    /// Largest number of queued messages ([`Tasks::max_messages`]; 0: bounded by bytes
+    /// only).
+    pub max_messages: u64,
 }
 
 impl Default for CreateOptions {
@@ -336,14 +401,30 @@ impl Default for CreateOptions {
             item_size: 0,
             type_name: String::new(),
             persistent: false,
+            max_messages: 0,
         }
     }
 }
 
-/// A mapped segment. Dropping it unmaps; if `remove_on_drop` is set, the name is removed too.
+/// A mapped segment. Dropping it unmaps and closes its file; a segment made by
+/// [`Segment::create`] with `remove_on_drop` set also removes its name, under the rule in
+/// the [module docs](self#who-removes-a-name).
 pub struct Segment {
     map: MmapRaw,
+    /// The descriptor the segment was mapped from (`O_CLOEXEC`), until the ring takes it
+    /// ([`Segment::take_file`]) as the handle's liveness descriptor: its open file
+    /// description carries the handle's OFD liveness lock. One descriptor per handle.
+    file: Option<File>,
     location: Location,
+    /// The object this segment maps (from `fstat` of `file`).
+    object: ObjectId,
+    /// Ring capacity, validated once at create/open; never re-read from the header.
+    capacity: u64,
+    /// Ring offset, validated once at create/open.
+    ring_offset: u64,
+    /// Pid of the process that created the object through this handle (`None` for a
+    /// segment that was opened).
+    creator: Option<u32>,
     remove_on_drop: bool,
 }
 
@@ -354,71 +435,224 @@ unsafe impl Send for Segment {}
 // SAFETY: as above; every method takes `&self` and touches shared words atomically.
 unsafe impl Sync for Segment {}
 
-fn shm_open(name: &CString, flags: i32, mode: u32) -> std::io::Result<File> {
-    // SAFETY: `name` is a valid NUL-terminated string; shm_open returns a new fd or -1.
-    let fd =
-        unsafe { libc::shm_open(name.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::mode_t) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by shm_open and is owned by nobody else.
-    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+/// Which file-system object a name referred to when it was examined: its device and inode.
+/// Two names with the same `ObjectId` are the same object; a name removed and created
+/// again gets a different one (the old object is alive while anyone has it open or mapped,
+/// so its inode number cannot be reused meanwhile).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ObjectId {
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
 }
 
-fn shm_unlink(name: &CString) -> std::io::Result<()> {
-    // SAFETY: `name` is a valid NUL-terminated string.
-    if unsafe { libc::shm_unlink(name.as_ptr()) } < 0 {
+impl ObjectId {
+    /// The object `meta` describes.
+    pub fn of(meta: &Metadata) -> ObjectId {
+        ObjectId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+/// What kind of object a file type is, in words ("a FIFO", "a directory", ...).
+fn kind_of(ft: FileType) -> &'static str {
+    if ft.is_file() {
+        "a regular file"
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else {
+        "an object of unknown type"
+    }
+}
+
+fn not_regular(display: &str, ft: FileType) -> Error {
+    Error::Incompatible {
+        name: display.to_string(),
+        reason: format!("not a regular file ({})", kind_of(ft)),
+    }
+}
+
+/// How errors name a location: the queue name, or the path, always with a `/` in it so
+/// that [`Error::NotFound`] and [`Error::AlreadyExists`] say "at <path>" rather than
+/// "named <name>" (a queue name never contains `/`).
+fn error_place(loc: &Location) -> String {
+    match loc {
+        Location::Name(n) => n.clone(),
+        Location::Path(p) => {
+            let s = p.display().to_string();
+            if s.contains('/') {
+                s
+            } else {
+                format!("./{s}")
+            }
+        }
+    }
+}
+
+fn not_found(loc: &Location) -> Error {
+    Error::NotFound(error_place(loc))
+}
+
+/// Open the existing object at `loc` without ever blocking and without following a
+/// symbolic link at the last path component; refuse anything but a regular file (see
+/// the [module docs](self#opening-a-path-in-a-shared-directory)). `write`: open read-write,
+/// else read-only. Returns the file and its `fstat`.
+pub(crate) fn open_existing(loc: &Location, write: bool) -> Result<(File, Metadata)> {
+    let path = loc.object_path();
+    let display = loc.display_name();
+    // 1. Refuse a non-regular object without opening it at all (opening a device node
+    //    may have side effects).
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if !m.file_type().is_file() => return Err(not_regular(&display, m.file_type())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found(loc)),
+        // Anything else (e.g. a directory we may not search): let `open` report it.
+        _ => {}
+    }
+    // 2. Open. O_NONBLOCK: a FIFO swapped in after the lstat does not block the open, nor
+    //    does a file lease held by another process. O_NOFOLLOW: a symlink swapped in is
+    //    ELOOP. O_NOCTTY: a terminal swapped in does not become our controlling terminal.
+    //    (std adds O_CLOEXEC.)
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(&path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                return not_found(loc);
+            }
+            // ELOOP (symlink), ENXIO (socket), EISDIR, EWOULDBLOCK...: say what is there
+            // if it is not a regular file.
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if !m.file_type().is_file() => not_regular(&display, m.file_type()),
+                _ => Error::io_at("open", &path, e),
+            }
+        })?;
+    // 3. The authoritative check, on what was actually opened.
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io_at("fstat", &path, e))?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular(&display, meta.file_type()));
+    }
+    // 4. Back to blocking mode (it makes no difference to a regular file, but the
+    //    descriptor is handed to code that may assume it).
+    clear_nonblock(&file).map_err(|e| Error::io_at("fcntl", &path, e))?;
+    Ok((file, meta))
+}
+
+fn clear_nonblock(file: &File) -> std::io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: `fd` is a valid descriptor owned by `file`; F_GETFL takes no argument.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if fl < 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    if fl & libc::O_NONBLOCK != 0 {
+        // SAFETY: as above; F_SETFL takes an int of status flags.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     Ok(())
 }
 
-/// Remove the named queue's shared-memory object. Processes that have it open keep working;
-/// new `open`s fail with [`Error::NotFound`].
+/// Create a new object at `loc` (`O_CREAT | O_EXCL`, which never follows a link and fails
+/// on any existing object, whatever its type). `EEXIST` is returned as the raw io error
+/// for the caller to judge; other errors name the path.
+fn create_new(loc: &Location, mode: u32) -> std::result::Result<(File, Metadata), CreateError> {
+    let path = loc.object_path();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(&path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                CreateError::Exists
+            } else {
+                CreateError::Other(Error::io_at("create", &path, e))
+            }
+        })?;
+    let fail = |e: Error| {
+        // The object is ours (O_EXCL); remove it unless the name moved on already.
+        if let Ok(m) = file.metadata() {
+            let _ = unlink_if_same(loc, ObjectId::of(&m));
+        }
+        CreateError::Other(e)
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| fail(Error::io_at("fstat", &path, e)))?;
+    if !meta.file_type().is_file() {
+        // Cannot happen with O_CREAT | O_EXCL; checked anyway.
+        return Err(fail(not_regular(&loc.display_name(), meta.file_type())));
+    }
+    clear_nonblock(&file).map_err(|e| fail(Error::io_at("fcntl", &path, e)))?;
+    Ok((file, meta))
+}
+
+enum CreateError {
+    Exists,
+    Other(Error),
+}
+
+/// Unlink `loc`'s name if it still refers to `object` (same device and inode, by `lstat`
+/// of the name). `Ok(true)`: removed; `Ok(false)`: the name now refers to another object,
+/// which is left alone; [`Error::NotFound`]: there is no such name any more.
+///
+/// A window remains between the `lstat` and the `unlink` (Linux cannot unlink by
+/// descriptor): if another process removes the name and creates a new object under it in
+/// exactly that window, the new object's name is removed. See the
+/// [module docs](self#who-removes-a-name).
+pub fn unlink_if_same(loc: &Location, object: ObjectId) -> Result<bool> {
+    let path = loc.object_path();
+    let now = match std::fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found(loc)),
+        Err(e) => return Err(Error::io_at("stat", &path, e)),
+    };
+    if ObjectId::of(&now) != object {
+        return Ok(false);
+    }
+    // The stat-then-unlink window described above is here.
+    unlink(loc).map(|()| true)
+}
+
+/// Unlink `loc`'s name, whatever it refers to.
+fn unlink(loc: &Location) -> Result<()> {
+    let path = loc.object_path();
+    std::fs::remove_file(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            not_found(loc)
+        } else {
+            Error::io_at("remove", &path, e)
+        }
+    })
+}
+
+/// Remove the named queue's shared-memory object, whatever it is (an explicit request: a
+/// foreign object under a shmq name is removed too; nothing is opened, so this never
+/// blocks). Processes that have it open keep working; new `open`s fail with
+/// [`Error::NotFound`].
 pub fn remove(name: &str) -> Result<()> {
-    let obj = object_name(name)?;
-    match shm_unlink(&obj) {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Err(Error::NotFound(name.into())),
-        Err(e) => Err(Error::Io(e)),
-    }
-}
-
-fn remove_location(loc: &Location) -> Result<()> {
-    match loc {
-        Location::Name(n) => remove(n),
-        Location::Path(p) => std::fs::remove_file(p).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::NotFound(p.display().to_string())
-            } else {
-                Error::Io(e)
-            }
-        }),
-    }
-}
-
-fn open_file(loc: &Location, create: bool, mode: u32) -> std::io::Result<File> {
-    match loc {
-        Location::Name(n) => {
-            let obj = object_name(n).map_err(|e| {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
-            })?;
-            let flags = if create {
-                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL
-            } else {
-                libc::O_RDWR
-            };
-            shm_open(&obj, flags, mode)
-        }
-        Location::Path(p) => {
-            let mut o = std::fs::OpenOptions::new();
-            o.read(true).write(true);
-            if create {
-                o.create_new(true).mode(mode);
-            }
-            o.open(p)
-        }
-    }
+    validate_name(name)?;
+    unlink(&Location::Name(name.to_string()))
 }
 
 /// Total segment size for a ring of `capacity` bytes.
@@ -444,21 +678,73 @@ fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
+/// Check the layout words of a published header against the size of the object (or
+/// buffer) that holds it, reading each word exactly once, and return the ring capacity.
+///
+/// Used by [`Segment::open`] (and by heap-backed rings): the caller keeps the returned
+/// capacity as its private copy and never reads the word again, so a process that
+/// rewrites the header later cannot move the ring's bounds. The ring starts at
+/// [`RING_OFFSET`] (checked here). A mismatch is [`Error::Incompatible`] naming `display`.
+pub(crate) fn validate_layout(h: &Header, object_size: u64, display: &str) -> Result<u64> {
+    let bad = |reason: String| Error::Incompatible {
+        name: display.to_string(),
+        reason,
+    };
+    if h.id.init.load(Ordering::Acquire) != INIT_DONE {
+        return Err(bad(
+            "not initialised (its header was never published)".into()
+        ));
+    }
+    if h.id.magic.load(Ordering::Relaxed) != MAGIC {
+        return Err(bad("not a shmq segment (bad magic)".into()));
+    }
+    let version = h.id.version.load(Ordering::Relaxed);
+    if version != VERSION {
+        return Err(bad(format!(
+            "layout version {version}, this build reads version {VERSION}"
+        )));
+    }
+    let hs = h.id.header_size.load(Ordering::Relaxed) as u64;
+    let hdr_len = std::mem::size_of::<Header>() as u64;
+    if hs != hdr_len {
+        return Err(bad(format!("header size {hs}, expected {hdr_len}")));
+    }
+    let ro = h.id.ring_offset.load(Ordering::Relaxed);
+    let cap = h.id.capacity.load(Ordering::Relaxed);
+    if ro != RING_OFFSET || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&cap) || !cap.is_multiple_of(64)
+    {
+        return Err(bad(format!(
+            "bad geometry (ring offset {ro}, capacity {cap})"
+        )));
+    }
+    // No overflow: ro == RING_OFFSET and cap <= MAX_CAPACITY.
+    if object_size < ro + cap {
+        return Err(bad(format!(
+            "truncated: {object_size} bytes, header says {}",
+            ro + cap
+        )));
+    }
+    Ok(cap)
+}
+
 impl Segment {
     /// Create a new segment with a ring of `capacity` bytes (rounded up to a multiple of 64).
+    /// The segment holds one file descriptor (`O_CLOEXEC`) for its whole life.
     pub fn create(loc: Location, capacity: usize, opts: &CreateOptions) -> Result<Segment> {
         if let Location::Name(n) = &loc {
             validate_name(n)?;
         }
         let capacity = normalize_capacity(capacity)?;
         let size = segment_size(capacity);
-        let file = match open_file(&loc, true, opts.mode) {
+        let (file, meta) = match create_new(&loc, opts.mode) {
             Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                let stale = Self::existing_is_stale(&loc);
-                if stale && opts.replace_stale {
-                    match remove_location(&loc) {
-                        Ok(()) | Err(Error::NotFound(_)) => {}
+            Err(CreateError::Exists) => {
+                let stale = Self::existing_stale_object(&loc);
+                if let (Some(object), true) = (stale, opts.replace_stale) {
+                    // Only the object judged stale is removed: if the name holds another
+                    // object by now (Ok(false)), it stays, and the retry reports it.
+                    match unlink_if_same(&loc, object) {
+                        Ok(_) | Err(Error::NotFound(_)) => {}
                         Err(e) => return Err(e),
                     }
                     let mut o = opts.clone();
@@ -466,23 +752,28 @@ impl Segment {
                     return Self::create(loc, capacity as usize, &o);
                 }
                 return Err(Error::AlreadyExists {
-                    name: loc.display_name(),
-                    stale,
+                    name: error_place(&loc),
+                    stale: stale.is_some(),
                 });
             }
-            Err(e) => return Err(Error::Io(e)),
+            Err(CreateError::Other(e)) => return Err(e),
         };
-        // From here on, any failure must remove the half-made object.
+        let object = ObjectId::of(&meta);
+        let path = loc.object_path();
+        // From here on, any failure must remove the half-made object (if the name still
+        // refers to it).
         let cleanup = |e: Error| {
-            let _ = remove_location(&loc);
+            let _ = unlink_if_same(&loc, object);
             e
         };
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        let fd = file.as_raw_fd();
         // SAFETY: fd is a valid open descriptor owned by `file`.
         if unsafe { libc::fchmod(fd, opts.mode as libc::mode_t) } < 0 {
-            return Err(cleanup(Error::last_os("fchmod")));
+            let e = std::io::Error::last_os_error();
+            return Err(cleanup(Error::io_at("chmod", &path, e)));
         }
-        file.set_len(size).map_err(|e| cleanup(Error::Io(e)))?;
+        file.set_len(size)
+            .map_err(|e| cleanup(Error::io_at("resize", &path, e)))?;
         // SAFETY: fd is valid; posix_fallocate returns an error number instead of setting errno.
         let r = unsafe { libc::posix_fallocate(fd, 0, size as libc::off_t) };
         if r != 0 && r != libc::EOPNOTSUPP && r != libc::EINVAL {
@@ -490,7 +781,8 @@ impl Segment {
             return Err(cleanup(Error::Io(std::io::Error::new(
                 e.kind(),
                 format!(
-                    "reserving {size} bytes for the queue failed ({e}); free space in {} or use a smaller capacity",
+                    "reserving {size} bytes for {} failed ({e}); free space in {} or use a smaller capacity",
+                    path.display(),
                     match &loc {
                         Location::Name(_) => "/dev/shm".to_string(),
                         Location::Path(p) => format!("the file system of {}", p.display()),
@@ -501,10 +793,15 @@ impl Segment {
         let map = MmapOptions::new()
             .len(size as usize)
             .map_raw(&file)
-            .map_err(|e| cleanup(Error::Io(e)))?;
+            .map_err(|e| cleanup(Error::io_at("map", &path, e)))?;
         let seg = Segment {
             map,
+            file: Some(file),
             location: loc,
+            object,
+            capacity,
+            ring_offset: RING_OFFSET,
+            creator: Some(std::process::id()),
             remove_on_drop: true,
         };
         let h = seg.header();
@@ -524,64 +821,74 @@ impl Segment {
         h.set_type_name(&opts.type_name);
         let flags = if opts.persistent { FLAG_PERSISTENT } else { 0 };
         h.shared.flags.store(flags, Ordering::Relaxed);
+        h.tasks
+            .max_messages
+            .store(opts.max_messages, Ordering::Relaxed);
         // Everything else is zero from ftruncate. Publish.
         h.id.init.store(INIT_DONE, Ordering::Release);
         Ok(seg)
     }
 
-    fn existing_is_stale(loc: &Location) -> bool {
+    /// The object now at `loc`, if it is stale (see [`Segment::is_stale`]) or was abandoned
+    /// while being created ([`Peek::is_abandoned`], and no process maps it). Never a
+    /// foreign object: anything that does not open as a shmq segment is not stale.
+    fn existing_stale_object(loc: &Location) -> Option<ObjectId> {
         // An object whose creator died before publishing the header is stale too (checked
         // first: `open` would wait for it to be initialised).
         if let Location::Name(n) = loc {
-            if is_abandoned(n) {
-                return true;
+            if let Ok(p) = peek(n) {
+                if p.is_abandoned() && mapped_by(n).is_empty() {
+                    return Some(p.object);
+                }
             }
         }
         match Self::open(loc.clone()) {
-            Ok(seg) => seg.is_stale(),
-            Err(_) => false,
+            Ok(seg) if seg.is_stale() => Some(seg.object),
+            _ => None,
         }
     }
 
     /// Open an existing segment, waiting (bounded) for a concurrent creator to finish.
+    /// Never blocks on a foreign object (a FIFO is [`Error::Incompatible`] at once). The
+    /// segment holds one file descriptor (`O_CLOEXEC`) for its whole life.
     pub fn open(loc: Location) -> Result<Segment> {
         if let Location::Name(n) = &loc {
             validate_name(n)?;
         }
         let display = loc.display_name();
+        let path = loc.object_path();
         let incompatible = |reason: String| Error::Incompatible {
             name: display.clone(),
             reason,
         };
-        let file = match open_file(&loc, false, 0) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound(display))
-            }
-            Err(e) => return Err(Error::Io(e)),
-        };
+        let (file, meta) = open_existing(&loc, true)?;
+        let object = ObjectId::of(&meta);
         let start = Instant::now();
-        let hdr_len = std::mem::size_of::<Header>() as u64;
         // Wait for the creator to size the object and publish the header.
+        let mut size = meta.len();
         let (map, size) = loop {
-            let size = file.metadata()?.len();
+            // A creator sizes the object in one ftruncate, from 0 to the whole segment: any
+            // other size below the smallest segment is not a shmq object (no need to wait).
+            if size > 0 && size < RING_OFFSET {
+                return Err(incompatible(format!(
+                    "{size} bytes: too small for a shmq segment (not a shmq object)"
+                )));
+            }
             if size >= RING_OFFSET {
                 let map = MmapOptions::new()
                     .len(RING_OFFSET as usize)
-                    .map_raw(&file)?;
+                    .map_raw(&file)
+                    .map_err(|e| Error::io_at("map", &path, e))?;
                 // SAFETY: the mapping is RING_OFFSET >= size_of::<Header>() bytes, page
                 // aligned, and the Header consists of atomics only.
                 let h = unsafe { &*(map.as_ptr() as *const Header) };
                 if h.id.init.load(Ordering::Acquire) == INIT_DONE {
                     break (map, size);
                 }
-                if h.id.magic.load(Ordering::Relaxed) != 0
-                    && h.id.magic.load(Ordering::Relaxed) != MAGIC
-                {
+                let magic = h.id.magic.load(Ordering::Relaxed);
+                if magic != 0 && magic != MAGIC {
                     return Err(incompatible("not a shmq segment (bad magic)".into()));
                 }
-            } else if size > 0 && size < hdr_len {
-                // Could still be growing; keep waiting.
             }
             if start.elapsed() >= INIT_WAIT {
                 return Err(incompatible(format!(
@@ -590,46 +897,27 @@ impl Segment {
                 )));
             }
             std::thread::sleep(Duration::from_millis(1));
+            size = file
+                .metadata()
+                .map_err(|e| Error::io_at("fstat", &path, e))?
+                .len();
         };
         // SAFETY: as above.
         let h = unsafe { &*(map.as_ptr() as *const Header) };
-        let magic = h.id.magic.load(Ordering::Relaxed);
-        if magic != MAGIC {
-            return Err(incompatible("not a shmq segment (bad magic)".into()));
-        }
-        let version = h.id.version.load(Ordering::Relaxed);
-        if version != VERSION {
-            return Err(incompatible(format!(
-                "layout version {version}, this build reads version {VERSION}"
-            )));
-        }
-        let hs = h.id.header_size.load(Ordering::Relaxed);
-        if hs as u64 != hdr_len {
-            return Err(incompatible(format!(
-                "header size {hs}, expected {hdr_len}"
-            )));
-        }
-        let ro = h.id.ring_offset.load(Ordering::Relaxed);
-        let cap = h.id.capacity.load(Ordering::Relaxed);
-        if ro != RING_OFFSET
-            || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&cap)
-            || !cap.is_multiple_of(64)
-        {
-            return Err(incompatible(format!(
-                "bad geometry (ring offset {ro}, capacity {cap})"
-            )));
-        }
-        if size < ro + cap {
-            return Err(incompatible(format!(
-                "truncated: {size} bytes, header says {}",
-                ro + cap
-            )));
-        }
+        let capacity = validate_layout(h, size, &display)?;
         drop(map);
-        let map = MmapOptions::new().len((ro + cap) as usize).map_raw(&file)?;
+        let map = MmapOptions::new()
+            .len((RING_OFFSET + capacity) as usize)
+            .map_raw(&file)
+            .map_err(|e| Error::io_at("map", &path, e))?;
         Ok(Segment {
             map,
+            file: Some(file),
             location: loc,
+            object,
+            capacity,
+            ring_offset: RING_OFFSET,
+            creator: None,
             remove_on_drop: false,
         })
     }
@@ -642,14 +930,36 @@ impl Segment {
         unsafe { &*(self.map.as_ptr() as *const Header) }
     }
 
-    /// Pointer to the ring's first byte and the ring's capacity.
+    /// Pointer to the ring's first byte and the ring's capacity: the private copies
+    /// validated at create/open, never re-read from the header.
     pub fn ring(&self) -> (*mut u8, u64) {
-        let cap = self.header().id.capacity.load(Ordering::Relaxed);
-        // SAFETY: RING_OFFSET + cap <= mapping length was validated at create/open, and the
-        // capacity word is immutable after init (a hostile rewrite is caught below).
-        let ptr = unsafe { self.map.as_mut_ptr().add(RING_OFFSET as usize) };
-        let mapped = self.map.len() as u64 - RING_OFFSET;
-        (ptr, cap.min(mapped))
+        debug_assert!(self.ring_offset + self.capacity <= self.map.len() as u64);
+        // SAFETY: ring_offset + capacity <= mapping length was validated at create/open and
+        // both are private copies that nothing else can change.
+        let ptr = unsafe { self.map.as_mut_ptr().add(self.ring_offset as usize) };
+        (ptr, self.capacity)
+    }
+
+    /// Ring capacity in bytes (the private copy validated at create/open).
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// The file the segment is mapped from, unless the ring took it.
+    #[cfg(test)]
+    pub(crate) fn file(&self) -> Option<&File> {
+        self.file.as_ref()
+    }
+
+    /// Hand the mapped file over (to the ring, which keeps it as the handle's liveness
+    /// descriptor for the handle's life; see `sync::Holder`).
+    pub(crate) fn take_file(&mut self) -> Option<File> {
+        self.file.take()
+    }
+
+    /// Device and inode of the object this segment maps.
+    pub fn object_id(&self) -> ObjectId {
+        self.object
     }
 
     /// Where this segment lives.
@@ -657,7 +967,10 @@ impl Segment {
         &self.location
     }
 
-    /// Whether dropping this handle removes the name.
+    /// Whether dropping this handle removes the name. Only honoured in the process that
+    /// created the segment through this handle, and only while the name still refers to
+    /// the created object (see the [module docs](self#who-removes-a-name)): a segment that
+    /// was opened never removes the name.
     pub fn set_remove_on_drop(&mut self, yes: bool) {
         self.remove_on_drop = yes;
     }
@@ -684,8 +997,11 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if self.remove_on_drop {
-            let _ = remove_location(&self.location);
+        // The name belongs to the object that holds it: remove it only in the process that
+        // created this object (not in a forked child dropping its copy) and only if the
+        // name still refers to this object (not to one created after a `remove`).
+        if self.remove_on_drop && self.creator == Some(std::process::id()) {
+            let _ = unlink_if_same(&self.location, self.object);
         }
     }
 }
@@ -713,25 +1029,36 @@ pub struct Peek {
     pub size: u64,
     /// Time since the object was last modified (its creation, for a header never published).
     pub age: Duration,
+    /// The object that was read (device and inode), for removals that must not hit an
+    /// object created under the same name afterwards ([`unlink_if_same`]).
+    pub object: ObjectId,
 }
 
 /// Read a named object's `init` word and creator pid with `pread` (no mapping, so no
-/// reference into shared memory, and no waiting for a creator still at work).
-pub fn peek(name: &str) -> std::io::Result<Peek> {
+/// reference into shared memory, and no waiting for a creator still at work). Never blocks:
+/// an object that is not a regular file is [`Error::Incompatible`] (see the
+/// [module docs](self#opening-a-path-in-a-shared-directory)); a missing one is
+/// [`Error::NotFound`].
+pub fn peek(name: &str) -> Result<Peek> {
     use std::os::unix::fs::FileExt;
-    let path = shm_path(name);
-    let file = File::open(&path)?;
-    let meta = file.metadata()?;
-    let read_u32 = |off: usize| -> std::io::Result<Option<u32>> {
+    validate_name(name)?;
+    let loc = Location::Name(name.to_string());
+    let (file, meta) = open_existing(&loc, false)?;
+    let read_err = |e| Error::io_at("read", &loc.object_path(), e);
+    let read_u32 = |off: usize| -> Result<Option<u32>> {
         let mut buf = [0u8; 4];
-        Ok((file.read_at(&mut buf, off as u64)? == 4).then(|| u32::from_ne_bytes(buf)))
+        let n = file.read_at(&mut buf, off as u64).map_err(read_err)?;
+        Ok((n == 4).then(|| u32::from_ne_bytes(buf)))
     };
     let base = std::mem::offset_of!(Header, id);
     let mut magic = [0u8; 8];
-    let magic = match file.read_at(
-        &mut magic,
-        (base + std::mem::offset_of!(Identity, magic)) as u64,
-    )? {
+    let magic = match file
+        .read_at(
+            &mut magic,
+            (base + std::mem::offset_of!(Identity, magic)) as u64,
+        )
+        .map_err(read_err)?
+    {
         8 => u64::from_ne_bytes(magic),
         _ => 0,
     };
@@ -749,6 +1076,7 @@ pub fn peek(name: &str) -> std::io::Result<Peek> {
             .ok()
             .and_then(|m| m.elapsed().ok())
             .unwrap_or_default(),
+        object: ObjectId::of(&meta),
     })
 }
 
@@ -775,8 +1103,10 @@ pub fn is_abandoned(name: &str) -> bool {
 /// Names of every shmq segment in `/dev/shm` (whatever their state).
 pub fn list_names() -> Result<Vec<String>> {
     let mut names = Vec::new();
-    for entry in std::fs::read_dir("/dev/shm")? {
-        let entry = entry?;
+    let dir = Path::new("/dev/shm");
+    let err = |e| Error::io_at("read directory", dir, e);
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let entry = entry.map_err(err)?;
         if let Some(n) = entry.file_name().to_str() {
             if let Some(rest) = n.strip_prefix(PREFIX) {
                 if validate_name(rest).is_ok() {
@@ -867,6 +1197,147 @@ mod tests {
         assert!(matches!(
             Segment::open(Location::Name(name)),
             Err(Error::NotFound(_))
+        ));
+    }
+
+    /// A zeroed page holding a header (all atomics: zero is a valid value).
+    #[repr(C, align(4096))]
+    struct Page([u8; 4096]);
+
+    fn with_header(f: impl FnOnce(&Header)) {
+        let page = Box::new(Page([0; 4096]));
+        // SAFETY: the page is 4096-aligned and 4096 >= size_of::<Header>() bytes; Header is
+        // all atomics, for which zero bytes are valid; the box outlives the reference.
+        let h = unsafe { &*(page.as_ref() as *const Page as *const Header) };
+        f(h)
+    }
+
+    fn publish(h: &Header, cap: u64) {
+        h.id.magic.store(MAGIC, Ordering::Relaxed);
+        h.id.version.store(VERSION, Ordering::Relaxed);
+        h.id.header_size
+            .store(std::mem::size_of::<Header>() as u32, Ordering::Relaxed);
+        h.id.ring_offset.store(RING_OFFSET, Ordering::Relaxed);
+        h.id.capacity.store(cap, Ordering::Relaxed);
+        h.id.init.store(INIT_DONE, Ordering::Release);
+    }
+
+    fn reason(r: Result<u64>) -> String {
+        match r {
+            Err(Error::Incompatible { name, reason }) => {
+                assert_eq!(name, "t");
+                reason
+            }
+            other => panic!("expected Incompatible, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn validate_layout_checks_every_word_against_the_size() {
+        with_header(|h| {
+            assert!(reason(validate_layout(h, 1 << 20, "t")).contains("not initialised"));
+            publish(h, 4096);
+            assert_eq!(validate_layout(h, RING_OFFSET + 4096, "t").unwrap(), 4096);
+            assert!(reason(validate_layout(h, RING_OFFSET + 4095, "t")).contains("truncated"));
+            for bad in [0, 32, 100, MAX_CAPACITY + 64, u64::MAX] {
+                h.id.capacity.store(bad, Ordering::Relaxed);
+                assert!(reason(validate_layout(h, u64::MAX, "t")).contains("bad geometry"));
+            }
+            h.id.capacity.store(4096, Ordering::Relaxed);
+            h.id.ring_offset.store(0, Ordering::Relaxed);
+            assert!(reason(validate_layout(h, u64::MAX, "t")).contains("bad geometry"));
+            h.id.ring_offset.store(RING_OFFSET, Ordering::Relaxed);
+            h.id.header_size.store(8, Ordering::Relaxed);
+            assert!(reason(validate_layout(h, u64::MAX, "t")).contains("header size"));
+            h.id.header_size
+                .store(std::mem::size_of::<Header>() as u32, Ordering::Relaxed);
+            h.id.version.store(VERSION + 1, Ordering::Relaxed);
+            assert!(reason(validate_layout(h, u64::MAX, "t")).contains("layout version"));
+            h.id.version.store(VERSION, Ordering::Relaxed);
+            h.id.magic.store(7, Ordering::Relaxed);
+            assert!(reason(validate_layout(h, u64::MAX, "t")).contains("bad magic"));
+        });
+    }
+
+    #[test]
+    fn capacity_is_the_private_copy() {
+        let name = format!("unit-cap-{}", std::process::id());
+        let seg = Segment::create(Location::Name(name.clone()), 4096, &Default::default()).unwrap();
+        let other = Segment::open(Location::Name(name)).unwrap();
+        seg.header().id.capacity.store(0, Ordering::Relaxed);
+        assert_eq!((seg.capacity(), other.capacity()), (4096, 4096));
+        assert_eq!((seg.ring().1, other.ring().1), (4096, 4096));
+    }
+
+    #[test]
+    fn the_mapped_file_stays_open_for_the_segments_life() {
+        let name = format!("unit-fd-{}", std::process::id());
+        let seg = Segment::create(Location::Name(name.clone()), 4096, &Default::default()).unwrap();
+        let other = Segment::open(Location::Name(name.clone())).unwrap();
+        for s in [&seg, &other] {
+            let m = s.file().unwrap().metadata().unwrap();
+            assert_eq!(ObjectId::of(&m), s.object_id());
+            let fd = s.file().unwrap().as_raw_fd();
+            // SAFETY: F_GETFD on a descriptor we own.
+            let fl = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            assert!(fl & libc::FD_CLOEXEC != 0, "close-on-exec");
+            // SAFETY: as above.
+            let st = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+            assert_eq!(st & libc::O_NONBLOCK, 0, "back to blocking mode");
+            let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+            assert_eq!(link, shm_path(&name));
+        }
+    }
+
+    #[test]
+    fn unlink_if_same_leaves_another_object_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        let loc = Location::Path(p.clone());
+        std::fs::write(&p, b"a").unwrap();
+        let a = ObjectId::of(&std::fs::metadata(&p).unwrap());
+        let _keep_a_alive = File::open(&p).unwrap(); // so that b cannot reuse a's inode
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&p, b"b").unwrap();
+        assert!(!unlink_if_same(&loc, a).unwrap());
+        assert!(p.exists());
+        let b = ObjectId::of(&std::fs::metadata(&p).unwrap());
+        assert!(unlink_if_same(&loc, b).unwrap());
+        assert!(!p.exists());
+        assert!(matches!(unlink_if_same(&loc, b), Err(Error::NotFound(_))));
+    }
+
+    #[test]
+    fn open_existing_refuses_what_is_not_a_regular_file_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let sub = dir.path().join("dir");
+        std::fs::create_dir(&sub).unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        for (p, kind) in [
+            (&fifo, "a FIFO"),
+            (&sub, "a directory"),
+            (&link, "a symbolic link"),
+        ] {
+            for write in [false, true] {
+                match open_existing(&Location::Path(p.clone()), write) {
+                    Err(Error::Incompatible { reason, .. }) => {
+                        assert_eq!(reason, format!("not a regular file ({kind})"))
+                    }
+                    other => panic!("{p:?}: {other:?}"),
+                }
+            }
+        }
+        assert!(open_existing(&Location::Path(file), true).is_ok());
+        assert!(matches!(
+            open_existing(&Location::Path(dir.path().join("none")), false),
+            Err(Error::NotFound(s)) if s.ends_with("/none")
         ));
     }
 }

@@ -73,21 +73,17 @@ const LOCK_SPIN: u32 = 1;
 
 static FORK_GENERATION: LocalU64 = LocalU64::new(0);
 
-/// Liveness descriptors of this process's holders, closed in the child after `fork`.
-static LIVE_FDS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
-
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-    // Only the forking thread exists now. If another thread held the registry at the fork,
-    // its state is unknowable: leave the descriptors (the holders re-claim on next use).
-    if let Ok(mut fds) = LIVE_FDS.try_lock() {
-        for &fd in fds.iter() {
-            // SAFETY: close is async-signal-safe; the descriptors are this registry's own
-            // (inherited from the parent, which keeps its copies), closed once here.
+    // Only the forking thread exists now. Close the inherited liveness descriptors: they
+    // share the parent's open file descriptions, whose locks say "the parent lives".
+    for slot in LIVE_FD_SLOTS.iter() {
+        let fd = slot.swap(-1, Ordering::AcqRel);
+        if fd >= 0 {
+            // SAFETY: close is async-signal-safe; the slot held one of our liveness
+            // descriptors (inherited; the parent keeps its own copy), closed once here.
             unsafe { libc::close(fd) };
         }
-        // Keeps the allocation: no allocator call in the fork child handler.
-        fds.clear();
     }
 }
 

@@ -31,13 +31,14 @@ fn wait_dead(pid: u32, within: Duration) -> bool {
 
 #[test]
 fn return_value_comes_back() {
-    let c = process::spawn((6u32, 7u32), |(a, b)| a * b).unwrap();
+    let c = process::start(|(a, b)| a * b, (6u32, 7u32)).unwrap();
     assert_ne!(c.pid(), std::process::id());
     assert_eq!(c.join().unwrap(), 42);
 
-    let c = process::spawn("hi".to_string(), |s: String| {
-        (s.repeat(2), std::process::id())
-    })
+    let c = process::start(
+        |s: String| (s.repeat(2), std::process::id()),
+        "hi".to_string(),
+    )
     .unwrap();
     let pid = c.pid();
     assert_eq!(c.join().unwrap(), ("hihi".to_string(), pid));
@@ -47,13 +48,13 @@ fn return_value_comes_back() {
 fn queue_argument_attaches_by_name() {
     let name = uniq("seed");
     let q: Queue<(String, String)> = Queue::create(&name, 1 << 16).unwrap();
-    let c = process::spawn(
-        (q.clone(), "zsq".to_string()),
+    let c = process::start(
         |(q, who): (Queue<(String, String)>, String)| {
             q.put(&("multiprocess queue test".to_string(), who))
                 .unwrap();
             q.name().to_string()
         },
+        (q.clone(), "zsq".to_string()),
     )
     .unwrap();
     assert_eq!(
@@ -68,7 +69,7 @@ fn missing_queue_argument_is_a_clear_error() {
     let name = uniq("gone");
     let q: Queue<u8> = Queue::create(&name, 4096).unwrap();
     shmq::remove(&name).unwrap(); // the handle still serialises as `name`
-    let c = process::spawn(q.clone(), |q: Queue<u8>| q.len()).unwrap();
+    let c = process::start(|q: Queue<u8>| q.len(), q.clone()).unwrap();
     match c.join() {
         Err(Error::Process(ProcessError::Failed { message, .. })) => {
             assert!(message.contains("decoding the arguments"), "{message}");
@@ -80,12 +81,15 @@ fn missing_queue_argument_is_a_clear_error() {
 
 #[test]
 fn panic_message_reaches_join() {
-    let c = process::spawn(7u8, |x: u8| -> u8 {
-        if x == 7 {
-            panic!("boom in the child: {x}");
-        }
-        x
-    })
+    let c = process::start(
+        |x: u8| -> u8 {
+            if x == 7 {
+                panic!("boom in the child: {x}");
+            }
+            x
+        },
+        7u8,
+    )
     .unwrap();
     let pid = c.pid();
     match c.join() {
@@ -99,7 +103,7 @@ fn panic_message_reaches_join() {
 
 #[test]
 fn nonzero_exit_code_reaches_join() {
-    let c = process::spawn((), |()| -> u8 { std::process::exit(3) }).unwrap();
+    let c = process::start(|()| -> u8 { std::process::exit(3) }, ()).unwrap();
     let pid = c.pid();
     let e = c.join().unwrap_err();
     assert!(
@@ -114,7 +118,7 @@ fn nonzero_exit_code_reaches_join() {
 
 #[test]
 fn kill_and_liveness() {
-    let mut c = process::spawn(60u64, |s: u64| std::thread::sleep(Duration::from_secs(s))).unwrap();
+    let mut c = process::start(|s: u64| std::thread::sleep(Duration::from_secs(s)), 60u64).unwrap();
     assert!(c.is_alive());
     c.kill().unwrap();
     match c.join_timeout(Duration::from_secs(30)) {
@@ -126,7 +130,7 @@ fn kill_and_liveness() {
     assert!(!c.is_alive());
     c.kill().unwrap(); // a no-op once reaped
 
-    let mut c = process::spawn(60u64, |s: u64| std::thread::sleep(Duration::from_secs(s))).unwrap();
+    let mut c = process::start(|s: u64| std::thread::sleep(Duration::from_secs(s)), 60u64).unwrap();
     c.terminate().unwrap();
     let e = c.join().unwrap_err();
     assert!(e.to_string().contains("SIGTERM"), "{e}");
@@ -134,10 +138,13 @@ fn kill_and_liveness() {
 
 #[test]
 fn join_timeout_then_join() {
-    let mut c = process::spawn(1500u64, |ms: u64| {
-        std::thread::sleep(Duration::from_millis(ms));
-        ms + 1
-    })
+    let mut c = process::start(
+        |ms: u64| {
+            std::thread::sleep(Duration::from_millis(ms));
+            ms + 1
+        },
+        1500u64,
+    )
     .unwrap();
     assert!(matches!(
         c.join_timeout(Duration::from_millis(50)),
@@ -155,9 +162,10 @@ fn join_timeout_then_join() {
 #[test]
 fn large_arguments_and_results() {
     let big: Vec<u32> = (0..200_000).collect();
-    let c = process::spawn(big.clone(), |v: Vec<u32>| {
-        v.into_iter().map(|x| x as u64 * 2).collect::<Vec<u64>>()
-    })
+    let c = process::start(
+        |v: Vec<u32>| v.into_iter().map(|x| x as u64 * 2).collect::<Vec<u64>>(),
+        big.clone(),
+    )
     .unwrap();
     let back = c.join().unwrap();
     assert_eq!(back.len(), big.len());
@@ -169,16 +177,16 @@ fn large_arguments_and_results() {
 fn grandchild_fate(die_with_parent: bool) -> (u32, bool) {
     let name = uniq("orphan");
     let q: Queue<u32> = Queue::create(&name, 4096).unwrap();
-    let mut middle = process::spawn(
-        (q.clone(), die_with_parent),
+    let mut middle = process::start(
         |(q, die): (Queue<u32>, bool)| {
             let g = Builder::new()
                 .die_with_parent(die)
-                .spawn(120u64, |s: u64| std::thread::sleep(Duration::from_secs(s)))
+                .start(|s: u64| std::thread::sleep(Duration::from_secs(s)), 120u64)
                 .unwrap();
             q.put(&g.pid()).unwrap();
             std::thread::sleep(Duration::from_secs(120));
         },
+        (q.clone(), die_with_parent),
     )
     .unwrap();
     let grandchild = q.get_timeout(Duration::from_secs(60)).unwrap();
@@ -209,7 +217,7 @@ fn die_with_parent_opt_out() {
 
 #[test]
 fn dropped_child_is_reaped() {
-    let c = process::spawn((), |()| ()).unwrap();
+    let c = process::start(|()| (), ()).unwrap();
     let pid = c.pid();
     drop(c);
     // Reaped by the background reaper: the pid disappears entirely (no zombie left).
@@ -251,10 +259,13 @@ fn external_command_gets_queue_names() {
 
 #[test]
 fn nested_spawn_in_child() {
-    let c = process::spawn(3u32, |n: u32| {
-        let inner = process::spawn(n, |m: u32| m * 10).unwrap();
-        inner.join().unwrap() + 1
-    })
+    let c = process::start(
+        |n: u32| {
+            let inner = process::start(|m: u32| m * 10, n).unwrap();
+            inner.join().unwrap() + 1
+        },
+        3u32,
+    )
     .unwrap();
     assert_eq!(c.join().unwrap(), 31);
 }
@@ -405,14 +416,17 @@ fn joinable_queue_in_spawned_children() {
         jq.join_timeout(Duration::from_millis(20)),
         Err(Error::Timeout)
     ));
-    let c = process::spawn(jq.clone(), |jq: JoinableQueue<String>| {
-        while let Ok(s) = jq.try_get() {
-            let _ = s;
-            jq.task_done().unwrap();
-        }
-        // One too many:
-        jq.task_done().is_err()
-    })
+    let c = process::start(
+        |jq: JoinableQueue<String>| {
+            while let Ok(s) = jq.try_get() {
+                let _ = s;
+                jq.task_done().unwrap();
+            }
+            // One too many:
+            jq.task_done().is_err()
+        },
+        jq.clone(),
+    )
     .unwrap();
     jq.join_timeout(Duration::from_secs(60)).unwrap();
     assert!(c.join().unwrap());
@@ -421,7 +435,7 @@ fn joinable_queue_in_spawned_children() {
 
 /// Spawns itself until the nesting limit refuses; returns the deepest level reached.
 fn dig(level: u32) -> u32 {
-    match process::spawn(level + 1, dig) {
+    match process::start(dig, level + 1) {
         Ok(child) => child.join().unwrap(),
         Err(e) => {
             assert!(e.to_string().contains("nested"), "{e}");

@@ -8,6 +8,11 @@
 //!   `SHMQ_TORTURE_ROUNDS=1000 cargo test --release --test torture -- --nocapture`.
 //! * `SHMQ_TORTURE_SEED` — RNG seed (default: time based; printed).
 //!
+//! The load includes the inputs that found lost wake-ups (issue 9 §1): one message in
+//! eight is larger than half the ring (up to `max_message()`), producers pause now and
+//! then so that consumers drain the ring and fall asleep, and half of the single puts and
+//! of the gets are untimed (a missed wake-up then shows as a deadlock, not as a delay).
+//!
 //! Counted (all must be 0): deadlocks (no progress on a side for 10 s after a kill, or
 //! children that do not finish after close), torn messages, duplicates, out-of-order
 //! messages per producer, and messages whose `put` returned `Ok` but were never delivered
@@ -45,11 +50,21 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 33)
 }
 
+/// Largest message body: the message (`12 + body + 8` bytes) is then `max_message()`.
+const MAX_BODY: u64 = CAPACITY as u64 - 8 - 20;
+
 /// Message for (producer id, seq): `id u32 | seq u64 | body | checksum u64`, variable size
-/// so that records wrap around the 4 KiB ring at every offset.
+/// so that records wrap around the 4 KiB ring at every offset. One in eight is larger than
+/// half the ring (up to `max_message()`): those need a SKIP record and most of the ring,
+/// the case that lost wake-ups after SKIP records (issue 9 §1) stall on.
 fn message(id: u32, seq: u64) -> Vec<u8> {
     let h = mix(((id as u64) << 40) ^ seq);
-    let body = (h % 700) as usize;
+    let half = CAPACITY as u64 / 2;
+    let body = if h.is_multiple_of(8) {
+        (half + (h >> 8) % (MAX_BODY - half + 1)) as usize
+    } else {
+        (h % 700) as usize
+    };
     let mut m = Vec::with_capacity(12 + body + 8);
     m.extend_from_slice(&id.to_le_bytes());
     m.extend_from_slice(&seq.to_le_bytes());
@@ -104,14 +119,26 @@ fn torture_child() {
     let parts: Vec<&str> = role.splitn(4, ':').collect();
     let (what, name, id, log) = (parts[0], parts[1], parts[2], parts[3]);
     let id: u32 = id.parse().unwrap();
+    let log_path = log;
     let mut log = File::options().create(true).append(true).open(log).unwrap();
     let q = RawQueue::open(name).unwrap();
+    // The parent aims kills at lock holders: tell it which holder id is ours.
+    std::fs::write(
+        format!("{log_path}.holder"),
+        q.holder_id_for_test().unwrap().to_string(),
+    )
+    .unwrap();
     match what {
         "producer" => {
             let mut seq = 0u64;
             let mut rng = mix(id as u64);
             loop {
                 rng = mix(rng);
+                // Now and then pause, so that the consumers drain the ring and fall asleep
+                // in get: the next (possibly large, wrapping) put must wake them.
+                if (rng >> 16).is_multiple_of(16) {
+                    std::thread::sleep(Duration::from_micros((rng >> 24) % 2000));
+                }
                 // Mostly single puts, sometimes a batch (published under one lock hold).
                 let n = if rng.is_multiple_of(4) {
                     1 + (rng >> 8) % 4
@@ -119,8 +146,11 @@ fn torture_child() {
                     1
                 };
                 let msgs: Vec<Vec<u8>> = (seq..seq + n).map(|s| message(id, s)).collect();
-                let r = if n == 1 {
+                let r = if n == 1 && (rng >> 32).is_multiple_of(2) {
                     q.put_timeout(&msgs[0], Duration::from_millis(200))
+                } else if n == 1 {
+                    // Untimed: a lost wake-up would block it for good.
+                    q.put(&msgs[0])
                 } else {
                     q.put_many(&msgs)
                 };
@@ -139,8 +169,17 @@ fn torture_child() {
         }
         "consumer" => {
             let mut buf = Vec::new();
+            let mut rng = mix(!(id as u64));
             loop {
-                match q.get_into_timeout(&mut buf, Duration::from_millis(200)) {
+                rng = mix(rng);
+                // Half of the gets are untimed: a consumer asleep in get() must be woken by
+                // every put it could take (a lost wake-up is then a deadlock, not a delay).
+                let r = if rng.is_multiple_of(2) {
+                    q.get_into(&mut buf)
+                } else {
+                    q.get_into_timeout(&mut buf, Duration::from_millis(200))
+                };
+                match r {
                     Ok(_) => match check(&buf) {
                         Some((pid, seq)) => append(&mut log, pid, KIND_OK, seq),
                         None => append(&mut log, u32::MAX, KIND_TORN, buf.len() as u64),
@@ -158,6 +197,7 @@ fn torture_child() {
 struct Proc {
     child: Child,
     producer: bool,
+    log: std::path::PathBuf,
 }
 
 fn spawn(name: &str, producer: bool, id: u32, dir: &std::path::Path) -> Proc {
@@ -172,7 +212,11 @@ fn spawn(name: &str, producer: bool, id: u32, dir: &std::path::Path) -> Proc {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    Proc { child, producer }
+    Proc {
+        child,
+        producer,
+        log,
+    }
 }
 
 /// Wait (bounded) until process `pid` is in the stopped state.
@@ -217,8 +261,12 @@ fn describe(procs: &[Proc]) -> String {
         .collect()
 }
 
-fn is_thread_of(pid: u32, tid: u32) -> bool {
-    tid != 0 && std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists()
+/// The holder id the child with this log writes into the lock words (0 until it said).
+fn holder_of(log: &std::path::Path) -> u32 {
+    std::fs::read_to_string(log.with_extension("log.holder"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[derive(Default, Debug)]
@@ -298,7 +346,7 @@ fn torture_kill9_producers_and_consumers() {
                 } else {
                     s.consumer_lock_holder
                 };
-                if is_thread_of(pid, h) {
+                if h != 0 && h == holder_of(&procs[victim].log) {
                     holder = h;
                     break;
                 }

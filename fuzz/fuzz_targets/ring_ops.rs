@@ -1,11 +1,27 @@
 //! `ring_ops`: an arbitrary sequence of put / get / try / batch / close / crash-simulation
-//! operations on a ring in process-private memory (`Ring::in_memory`), checked after every
-//! step against a reference model: a `VecDeque` of messages plus an exact model of the
-//! ring's byte accounting (positions, skip records), so that `Full`, `Empty`, `TooLarge`,
-//! `Timeout`, `Closed`, `len()` and `used_bytes` must all match, not just the payloads.
+//! operations on a ring in process-private memory (`Ring::in_memory`), plus operations
+//! with a *sleeping* peer (a consumer thread asleep in `get` while this thread puts, a
+//! producer thread asleep in `put` while this thread drains), checked after every step
+//! against a reference model.
+//!
+//! The model is exact at the level of messages (what a get returns, `len()`, the put and
+//! get counters, `Closed`, `TooLarge`) and bounds the byte placement from both sides
+//! instead of copying the ring's placement rules (a copy would share the ring's faults: it
+//! did, for the lost wake-up after a SKIP record of issue 9):
+//!
+//! * a put must take at least the messages that fit where the ring's positions stand
+//!   (directly, or after a SKIP record to the end of the ring), and any message that fits
+//!   the ring at all when the ring is empty (`head == tail`, no consumer needed);
+//! * it can take at most what the ring's capacity allows next to the queued messages;
+//! * positions never decrease, stay multiples of 8, and `tail - head` covers the queued
+//!   records and never exceeds the capacity.
+//!
+//! Message sizes favour the hard cases: near `max_message()`, near half the ring, and
+//! anything up to a little more than the ring (`TooLarge`).
 #![no_main]
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
@@ -13,8 +29,11 @@ use libfuzzer_sys::fuzz_target;
 use shmq::ring::{Block, Ring};
 use shmq::Error;
 
-/// A TID above `PID_MAX_LIMIT`: no thread can have it, so it stands for a dead holder.
-const DEAD_TID: u32 = 4_194_305;
+/// A holder id that no handle holds (the heap ring's only live id is its own): a dead holder.
+const DEAD_HOLDER: u32 = 4_194_305;
+
+/// How long a sleeping peer may take to be served before it counts as a lost wake-up.
+const PEER_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -33,18 +52,32 @@ enum Op {
     /// Copy the segment image out and back in (as another process would see it), after a
     /// dead producer scribbled `u8`-derived garbage over the free space.
     Reload(u8),
+    /// A consumer thread falls asleep in a blocking `get` on the empty ring; then this
+    /// thread puts the message (blocking): both must return, with that message.
+    SleepingConsumer(Msg),
+    /// A producer thread blocks in `put` of the message; this thread drains the ring: the
+    /// producer must get its message in.
+    SleepingProducer(Msg),
 }
 
 #[derive(Arbitrary, Debug)]
 struct Msg {
+    kind: u8,
     len: u16,
     fill: u8,
 }
 
 impl Msg {
     fn bytes(&self, cap: u64) -> Vec<u8> {
-        // Mostly fitting sizes, sometimes too large.
-        let len = self.len as u64 % (cap + 16);
+        let l = self.len as u64;
+        let len = match self.kind % 4 {
+            // Near max_message (cap - 8), a few bytes either side (some TooLarge).
+            0 => (cap - 8 + 8).saturating_sub(l % 72),
+            // Near half the ring.
+            1 => (cap / 2 + l % 64).saturating_sub(32),
+            // Anything up to a little more than the ring.
+            _ => l % (cap + 16),
+        };
         (0..len).map(|i| self.fill.wrapping_add(i as u8)).collect()
     }
 }
@@ -59,78 +92,79 @@ fn align8(n: u64) -> u64 {
     (n + 7) & !7
 }
 
-/// Exact model of the ring's byte accounting.
+fn rec(len: usize) -> u64 {
+    align8(8 + len as u64)
+}
+
+/// Message-level model of the ring.
 struct Model {
     cap: u64,
-    head: u64,
-    tail: u64,
-    /// Records from head to tail: `Some(msg)` or `None` for a skip record.
-    recs: VecDeque<(Option<Vec<u8>>, u64)>,
+    msgs: VecDeque<Vec<u8>>,
     closed: bool,
     puts: u64,
     gets: u64,
 }
 
-enum PutRes {
-    Ok,
-    Full,
-    TooLarge,
+impl Model {
+    fn queued_bytes(&self) -> u64 {
+        self.msgs.iter().map(|m| rec(m.len())).sum()
+    }
 }
 
-impl Model {
-    fn free(&self) -> u64 {
-        self.cap - (self.tail - self.head)
-    }
+/// `head` and the `tail` position (bit 0 of the tail word is the closed flag).
+fn positions(r: &Ring) -> (u64, u64) {
+    let h = r.header();
+    (
+        h.cons.head.load(Ordering::Acquire),
+        h.prod.tail.load(Ordering::Acquire) & !shmq::ring::CLOSED,
+    )
+}
 
-    /// Mirrors `Ring::put_batch`'s placement of one message (skip records are published
-    /// even when the message then does not fit).
-    fn put_one(&mut self, msg: &[u8]) -> PutRes {
-        let rec = align8(8 + msg.len() as u64);
-        if rec > self.cap {
-            return PutRes::TooLarge;
+/// How many of `msgs` a put starting at (`head`, `tail`) must take at least, and how many
+/// it may take at most. Stops at the first message larger than the ring.
+fn put_bounds(cap: u64, head: u64, tail: u64, queued: u64, msgs: &[Vec<u8>]) -> (usize, usize) {
+    // Lower bound: the ring's own placement rules, from where its positions stand.
+    let mut lo = 0;
+    let (h, mut t) = (head, tail);
+    for m in msgs {
+        let r = rec(m.len());
+        if r > cap {
+            break;
         }
-        loop {
-            let off = self.tail % self.cap;
-            let to_end = self.cap - off;
-            if rec > to_end {
-                if to_end <= self.free() {
-                    self.recs.push_back((None, to_end));
-                    self.tail += to_end;
-                    continue;
-                }
-                return PutRes::Full;
-            }
-            if rec > self.free() {
-                return PutRes::Full;
-            }
-            self.recs.push_back((Some(msg.to_vec()), rec));
-            self.tail += rec;
-            self.puts += 1;
-            return PutRes::Ok;
+        if h == t {
+            // An empty ring takes any message that fits the ring (realigned if needed).
+            // Where it goes is the ring's choice: stop predicting after it.
+            lo += 1;
+            break;
         }
-    }
-
-    /// Up to `max` messages; skip records in front of (and between) them are consumed.
-    fn get(&mut self, max: usize) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        while out.len() < max {
-            match self.recs.pop_front() {
-                None => break,
-                Some((m, size)) => {
-                    self.head += size;
-                    if let Some(m) = m {
-                        self.gets += 1;
-                        out.push(m);
-                    }
-                }
+        let free = cap - (t - h);
+        let off = t % cap;
+        let to_end = cap - off;
+        if r <= to_end {
+            if r > free {
+                break;
             }
+            t += r;
+        } else {
+            if to_end > free || r > free - to_end {
+                break;
+            }
+            t += to_end + r;
         }
-        out
+        lo += 1;
     }
-
-    fn len(&self) -> usize {
-        self.recs.iter().filter(|(m, _)| m.is_some()).count()
+    // Upper bound: capacity next to the queued records.
+    let mut hi = 0;
+    let mut used = queued;
+    for m in msgs {
+        let r = rec(m.len());
+        if r > cap || used + r > cap {
+            break;
+        }
+        used += r;
+        hi += 1;
     }
+    (lo, hi)
 }
 
 fn put_batch(r: &Ring, msgs: &[Vec<u8>], block: Block) -> shmq::Result<usize> {
@@ -162,53 +196,97 @@ fn now() -> Block {
     Block::Until(Some(Instant::now()))
 }
 
-/// Model outcome of putting `msgs` (all of them, or as many as fit with `try_`).
-fn model_put(m: &mut Model, msgs: &[Vec<u8>], try_: bool) -> shmq::Result<usize> {
+/// Put `msgs` and check the outcome against the model (which it then updates).
+fn checked_put(ring: &Ring, m: &mut Model, msgs: &[Vec<u8>], try_: bool, what: &str) {
+    let cap = m.cap;
+    let (head, tail) = positions(ring);
+    let before = ring.stats().puts;
+    let got = put_batch(ring, msgs, if try_ { Block::No } else { now() });
+    let done = (ring.stats().puts - before) as usize;
     if msgs.is_empty() {
-        return Ok(0);
+        assert!(matches!(got, Ok(0)), "{what}: empty batch gave {got:?}");
+        return;
     }
     if m.closed {
-        return Err(Error::Closed);
+        assert!(
+            matches!(got, Err(Error::Closed)),
+            "{what}: closed, got {got:?}"
+        );
+        assert_eq!(done, 0);
+        return;
     }
-    let mut done = 0;
-    for msg in msgs {
-        match m.put_one(msg) {
-            PutRes::Ok => done += 1,
-            PutRes::TooLarge => {
-                return Err(Error::TooLarge {
-                    size: msg.len(),
-                    max: (m.cap - 8) as usize,
-                })
-            }
-            PutRes::Full => {
-                return if try_ {
-                    if done > 0 {
-                        Ok(done)
-                    } else {
-                        Err(Error::Full)
-                    }
-                } else {
-                    Err(Error::Timeout)
-                }
-            }
+    let (lo, hi) = put_bounds(cap, head, tail, m.queued_bytes(), msgs);
+    assert!(
+        lo <= done && done <= hi,
+        "{what}: {done} of {} messages (sizes {:?}) went in at head {head} tail {tail} \
+         (capacity {cap}, {} queued): expected {lo}..={hi}",
+        msgs.len(),
+        msgs.iter().map(|x| x.len()).collect::<Vec<_>>(),
+        m.msgs.len()
+    );
+    for x in &msgs[..done] {
+        m.msgs.push_back(x.clone());
+        m.puts += 1;
+    }
+    let next_too_large = msgs.get(done).is_some_and(|x| rec(x.len()) > cap);
+    match got {
+        Ok(n) => {
+            assert_eq!(n, done, "{what}: returned {n}, published {done}");
+            assert!(
+                n == msgs.len() || (try_ && n > 0 && !next_too_large),
+                "{what}: Ok({n}) of {}",
+                msgs.len()
+            );
         }
+        Err(Error::TooLarge { size, max }) => {
+            assert!(next_too_large, "{what}: TooLarge at message {done}");
+            assert_eq!((size, max), (msgs[done].len(), (cap - 8) as usize));
+        }
+        Err(Error::Full) => assert!(try_ && done == 0 && !next_too_large, "{what}: Full"),
+        Err(Error::Timeout) => {
+            assert!(
+                !try_ && done < msgs.len() && !next_too_large,
+                "{what}: Timeout"
+            )
+        }
+        Err(e) => panic!("{what}: unexpected {e:?}"),
     }
-    Ok(done)
 }
 
-fn same(a: &shmq::Result<usize>, b: &shmq::Result<usize>) -> bool {
-    match (a, b) {
-        (Ok(x), Ok(y)) => x == y,
-        (Err(Error::Full), Err(Error::Full))
-        | (Err(Error::Empty), Err(Error::Empty))
-        | (Err(Error::Timeout), Err(Error::Timeout))
-        | (Err(Error::Closed), Err(Error::Closed)) => true,
-        (
-            Err(Error::TooLarge { size: s1, max: m1 }),
-            Err(Error::TooLarge { size: s2, max: m2 }),
-        ) => s1 == s2 && m1 == m2,
-        _ => false,
+/// Get up to `max` messages and check them against the model (exact).
+fn checked_get(ring: &Ring, m: &mut Model, max: usize, block: Block, try_: bool, what: &str) {
+    let got = get_batch(ring, max, block);
+    if max == 0 {
+        assert!(matches!(got, Ok(ref v) if v.is_empty()), "{got:?}");
+        return;
     }
+    let n = max.min(m.msgs.len());
+    let want: Vec<Vec<u8>> = m.msgs.drain(..n).collect();
+    m.gets += n as u64;
+    match got {
+        Ok(v) => assert!(
+            v == want,
+            "{what}: got {} messages, want {}",
+            v.len(),
+            want.len()
+        ),
+        Err(Error::Closed) => assert!(m.closed && want.is_empty(), "{what}: Closed"),
+        Err(Error::Empty) => assert!(try_ && !m.closed && want.is_empty(), "{what}: Empty"),
+        Err(Error::Timeout) => assert!(!try_ && !m.closed && want.is_empty(), "{what}: Timeout"),
+        Err(e) => panic!("{what}: unexpected {e:?}"),
+    }
+}
+
+/// Wait (bounded) until `cond` holds.
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    cond()
 }
 
 fuzz_target!(|input: Input| {
@@ -218,33 +296,31 @@ fuzz_target!(|input: Input| {
     let cap = ring.capacity();
     let mut m = Model {
         cap,
-        head: 0,
-        tail: 0,
-        recs: VecDeque::new(),
+        msgs: VecDeque::new(),
         closed: false,
         puts: 0,
         gets: 0,
     };
     let mut dead_holders = 0;
+    let mut peers = 0;
+    let mut last = (0u64, 0u64);
     for op in input.ops.iter().take(256) {
         match op {
             Op::TryPut(msg) | Op::PutNow(msg) => {
                 let b = msg.bytes(cap);
                 let try_ = matches!(op, Op::TryPut(_));
-                let got = put_batch(
+                checked_put(
                     &ring,
+                    &mut m,
                     std::slice::from_ref(&b),
-                    if try_ { Block::No } else { now() },
+                    try_,
+                    &format!("{op:?}"),
                 );
-                let want = model_put(&mut m, std::slice::from_ref(&b), try_);
-                assert!(same(&got, &want), "{op:?}: ring {got:?}, model {want:?}");
             }
             Op::TryPutBatch(msgs) | Op::PutBatchNow(msgs) => {
                 let bs: Vec<Vec<u8>> = msgs.iter().take(16).map(|x| x.bytes(cap)).collect();
                 let try_ = matches!(op, Op::TryPutBatch(_));
-                let got = put_batch(&ring, &bs, if try_ { Block::No } else { now() });
-                let want = model_put(&mut m, &bs, try_);
-                assert!(same(&got, &want), "{op:?}: ring {got:?}, model {want:?}");
+                checked_put(&ring, &mut m, &bs, try_, &format!("{op:?}"));
             }
             Op::TryGet | Op::GetNow | Op::TryGetBatch(_) | Op::GetBatchNow(_) => {
                 let max = match op {
@@ -252,19 +328,8 @@ fuzz_target!(|input: Input| {
                     _ => 1,
                 };
                 let try_ = matches!(op, Op::TryGet | Op::TryGetBatch(_));
-                let got = get_batch(&ring, max, if try_ { Block::No } else { now() });
-                if max == 0 {
-                    assert!(matches!(got, Ok(ref v) if v.is_empty()), "{got:?}");
-                    continue;
-                }
-                let want = m.get(max);
-                match got {
-                    Ok(v) => assert_eq!(v, want, "{op:?}"),
-                    Err(Error::Closed) => assert!(m.closed && want.is_empty()),
-                    Err(Error::Empty) => assert!(try_ && !m.closed && want.is_empty()),
-                    Err(Error::Timeout) => assert!(!try_ && !m.closed && want.is_empty()),
-                    Err(e) => panic!("{op:?}: unexpected {e:?}"),
-                }
+                let block = if try_ { Block::No } else { now() };
+                checked_get(&ring, &mut m, max, block, try_, &format!("{op:?}"));
             }
             Op::Close => {
                 ring.close();
@@ -280,15 +345,16 @@ fuzz_target!(|input: Input| {
                     } else {
                         &h.cons.lock
                     };
-                    w.store(DEAD_TID, std::sync::atomic::Ordering::Relaxed);
+                    w.store(DEAD_HOLDER, Ordering::Relaxed);
                 }
             }
             Op::Reload(fill) => {
+                let (head, tail) = positions(&ring);
                 let mut img = ring.to_bytes();
                 // Garbage in the free space, as a producer killed mid-copy leaves it.
                 let base = shmq::segment::RING_OFFSET;
-                let mut p = m.tail;
-                while p < m.head + cap {
+                let mut p = tail;
+                while p < head + cap {
                     img[(base + p % cap) as usize] = fill.wrapping_add(p as u8);
                     p += 1;
                 }
@@ -296,25 +362,123 @@ fuzz_target!(|input: Input| {
                 r2.set_spin(Duration::ZERO);
                 ring = r2;
             }
+            Op::SleepingConsumer(msg) => {
+                let mut b = msg.bytes(cap);
+                b.truncate((cap - 8) as usize);
+                // Threads cost time: a few per input. A queued message would be taken at
+                // once (no sleeper): then this is a plain blocking get.
+                if m.closed || !m.msgs.is_empty() || peers >= 4 {
+                    let what = format!("{op:?} (as a get)");
+                    checked_get(&ring, &mut m, 1, now(), false, &what);
+                    continue;
+                }
+                peers += 1;
+                let r = &ring;
+                let got = std::thread::scope(|s| {
+                    let consumer = s.spawn(move || {
+                        get_batch(r, 1, Block::Until(Some(Instant::now() + PEER_LIMIT)))
+                    });
+                    // Let it fall asleep (bounded: a peer that does not sleep is fine too).
+                    wait_for(Duration::from_secs(2), || {
+                        r.stats().consumers_waiting > 0 || consumer.is_finished()
+                    });
+                    let (head, tail) = positions(r);
+                    let t = Instant::now();
+                    let put = put_batch(
+                        r,
+                        std::slice::from_ref(&b),
+                        Block::Until(Some(t + PEER_LIMIT)),
+                    );
+                    assert!(
+                        matches!(put, Ok(1)),
+                        "{op:?}: put of {} B at head {head} tail {tail} (capacity {cap}) with \
+                         a consumer asleep in get: {put:?} after {:?}",
+                        b.len(),
+                        t.elapsed()
+                    );
+                    consumer.join().expect("consumer thread")
+                });
+                assert!(
+                    matches!(&got, Ok(v) if v.len() == 1 && v[0] == b),
+                    "{op:?}: the sleeping consumer got {:?}",
+                    got.as_ref()
+                        .map(|v| v.iter().map(|x| x.len()).collect::<Vec<_>>())
+                );
+                m.puts += 1;
+                m.gets += 1;
+            }
+            Op::SleepingProducer(msg) => {
+                let b = msg.bytes(cap);
+                if m.closed || rec(b.len()) > cap || peers >= 4 {
+                    let what = format!("{op:?} (as a put)");
+                    checked_put(&ring, &mut m, std::slice::from_ref(&b), false, &what);
+                    continue;
+                }
+                peers += 1;
+                let r = &ring;
+                let done = AtomicBool::new(false);
+                let done = &done;
+                let b2 = b.clone();
+                let (put, extra) = std::thread::scope(|s| {
+                    let producer = s.spawn(move || {
+                        let t = Instant::now();
+                        let res = put_batch(
+                            r,
+                            std::slice::from_ref(&b2),
+                            Block::Until(Some(t + PEER_LIMIT)),
+                        );
+                        done.store(true, Ordering::SeqCst);
+                        res
+                    });
+                    wait_for(Duration::from_secs(2), || {
+                        r.stats().producers_waiting > 0 || done.load(Ordering::SeqCst)
+                    });
+                    // Drain what was queued before, one message at a time.
+                    while let Some(want) = m.msgs.pop_front() {
+                        let got = get_batch(r, 1, Block::No);
+                        assert!(
+                            matches!(&got, Ok(v) if v.len() == 1 && v[0] == want),
+                            "{op:?}: draining under a sleeping producer: {:?}",
+                            got.map(|v| v.len())
+                        );
+                        m.gets += 1;
+                    }
+                    // One more get: consumes a SKIP record the producer may have written,
+                    // or takes the producer's message if it is already in.
+                    let extra = get_batch(r, 1, Block::No);
+                    (producer.join().expect("producer thread"), extra)
+                });
+                assert!(
+                    matches!(put, Ok(1)),
+                    "{op:?}: a producer asleep in put of {} B (capacity {cap}) was not let \
+                     in after the ring was drained: {put:?}",
+                    b.len()
+                );
+                m.puts += 1;
+                match extra {
+                    Ok(v) => {
+                        assert!(v.len() == 1 && v[0] == b, "{op:?}: extra get");
+                        m.gets += 1;
+                    }
+                    Err(Error::Empty) => m.msgs.push_back(b),
+                    Err(e) => panic!("{op:?}: extra get: {e:?}"),
+                }
+            }
         }
-        assert_eq!(ring.len(), m.len());
+        assert_eq!(ring.len(), m.msgs.len(), "len after {op:?}");
         let s = ring.stats();
-        assert_eq!(s.used_bytes, m.tail - m.head);
-        assert_eq!((s.puts, s.gets), (m.puts, m.gets));
+        let (head, tail) = positions(&ring);
+        assert!(head % 8 == 0 && tail % 8 == 0, "positions {head} {tail}");
+        assert!(
+            head >= last.0 && tail >= last.1,
+            "positions went back: {last:?} -> ({head}, {tail}) after {op:?}"
+        );
+        last = (head, tail);
+        let used = tail - head;
+        assert!(used <= cap, "used {used} > capacity {cap}");
+        assert!(used >= m.queued_bytes(), "used {used} < queued records");
+        assert_eq!(s.used_bytes, used);
+        assert_eq!((s.puts, s.gets), (m.puts, m.gets), "counters after {op:?}");
         assert_eq!(s.closed, m.closed);
-        assert_eq!(
-            ring.header()
-                .prod
-                .tail
-                .load(std::sync::atomic::Ordering::Relaxed),
-            m.tail
-        );
-        assert_eq!(
-            ring.header()
-                .cons
-                .head
-                .load(std::sync::atomic::Ordering::Relaxed),
-            m.head
-        );
     }
 });

@@ -1,20 +1,23 @@
-//! The parent's handle on a child process.
+//! The parent's handle on a child process, waiting for several children, and the
+//! registry behind [`active_children`](super::active_children).
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::marker::PhantomData;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use super::{Outcome, ProcessError};
+use super::exchange::{self, Report};
+use super::ProcessError;
 use crate::error::{Error, Result};
 
-/// A running (or finished) child process started by [`spawn`](super::spawn),
-/// [`Builder::spawn`](super::Builder::spawn) or [`Command::spawn`](super::Command::spawn).
+/// A running (or finished) child process started by [`start`](super::start),
+/// [`Builder::start`](super::Builder::start) or [`Command::spawn`](super::Command::spawn).
 ///
 /// `R` is the function's return value, delivered by [`join`](Child::join). A child that is
 /// dropped without being joined is still reaped, by a background thread (no zombies).
@@ -23,12 +26,13 @@ use crate::error::{Error, Result};
 /// # shmq::process::init();
 /// # fn run() -> shmq::Result<()> {
 /// use std::time::Duration;
-/// let mut child = shmq::process::spawn(100u64, |ms| {
+/// let mut child = shmq::process::start(|ms| {
 ///     std::thread::sleep(Duration::from_millis(ms));
 ///     "done".to_string()
-/// })?;
+/// }, 100u64)?;
 /// println!("started {}", child.pid());
 /// assert!(matches!(child.join_timeout(Duration::from_millis(1)), Err(shmq::Error::Timeout)));
+/// assert_eq!(child.exit_status(), None); // still running
 /// assert_eq!(child.join_timeout(Duration::from_secs(60))?, "done");
 /// # Ok(()) }
 /// # run().unwrap();
@@ -36,13 +40,14 @@ use crate::error::{Error, Result};
 pub struct Child<R> {
     pid: u32,
     proc_: Option<std::process::Child>,
-    /// Read end of the result pipe (function children only) until EOF.
+    /// The exchange file (function children only; see `exchange`).
     result: Option<File>,
-    function: bool,
-    buf: Vec<u8>,
+    /// `pidfd_open` of the child: readable once it has exited (`None` on kernels before 5.3).
+    pidfd: Option<OwnedFd>,
     status: Option<ExitStatus>,
     taken: bool,
     test_mode: bool,
+    name: Option<String>,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -50,6 +55,7 @@ impl<R> std::fmt::Debug for Child<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Child")
             .field("pid", &self.pid)
+            .field("name", &self.name)
             .field("status", &self.status)
             .finish()
     }
@@ -64,17 +70,119 @@ pub(crate) fn describe_status(status: ExitStatus) -> String {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// The registry of children not yet reaped (for `active_children`)
+
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn register(pid: u32) {
+    if let Ok(mut c) = CHILDREN.lock() {
+        c.push(pid);
+    }
+}
+
+fn unregister(pid: u32) {
+    if let Ok(mut c) = CHILDREN.lock() {
+        c.retain(|&p| p != pid);
+    }
+}
+
+/// The exit status of child `pid` if it has exited, without reaping it (`waitid` with
+/// `WNOWAIT`); `None` while it runs or if it is not an unreaped child of this process.
+fn peek_status(pid: u32) -> Option<ExitStatus> {
+    // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid siginfo_t for waitid to fill; WNOWAIT leaves the child
+    // waitable, so this never reaps (the pid cannot be reused under our feet).
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: waitid succeeded, so si_pid / si_status are the fields it filled.
+    if r != 0 || unsafe { info.si_pid() } == 0 {
+        return None;
+    }
+    // SAFETY: as above.
+    let st = unsafe { info.si_status() };
+    let raw = match info.si_code {
+        libc::CLD_EXITED => (st & 0xff) << 8,
+        libc::CLD_KILLED => st & 0x7f,
+        libc::CLD_DUMPED => (st & 0x7f) | 0x80,
+        _ => return None,
+    };
+    Some(ExitStatus::from_raw(raw))
+}
+
+/// Process ids of this process's children that are still running: every child started by
+/// [`start`](super::start), [`Builder::start`](super::Builder::start),
+/// [`Command::spawn`](super::Command::spawn) or a [`Pool`](super::Pool) (its workers),
+/// and not finished yet — Python's `multiprocessing.active_children()`. Unlike Python's,
+/// it does not reap anything: finished children are reaped by their handles.
+///
+/// ```
+/// # shmq::process::init();
+/// let mut c = shmq::process::start(|()| std::thread::sleep(std::time::Duration::from_secs(60)), ())?;
+/// assert!(shmq::process::active_children().contains(&c.pid()));
+/// c.kill()?;
+/// let _ = c.join_timeout(std::time::Duration::from_secs(60));
+/// assert!(!shmq::process::active_children().contains(&c.pid()));
+/// # Ok::<(), shmq::Error>(())
+/// ```
+pub fn active_children() -> Vec<u32> {
+    let pids = CHILDREN.lock().map(|c| c.clone()).unwrap_or_default();
+    pids.into_iter()
+        .filter(|&pid| {
+            // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: as in `peek_status`: WNOWAIT never reaps.
+            let r = unsafe {
+                libc::waitid(
+                    libc::P_PID,
+                    pid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                )
+            };
+            // SAFETY: waitid succeeded, so si_pid is set (0: still running).
+            r == 0 && unsafe { info.si_pid() } == 0
+        })
+        .collect()
+}
+
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the syscall returned a new descriptor (close-on-exec) that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    super::exchange::above_stdio(fd).ok()
+}
+
 impl<R> Child<R> {
-    pub(crate) fn new(proc_: std::process::Child, result: Option<File>, test_mode: bool) -> Self {
+    pub(crate) fn new(
+        proc_: std::process::Child,
+        result: Option<File>,
+        test_mode: bool,
+        name: Option<String>,
+    ) -> Self {
+        let pid = proc_.id();
+        register(pid);
         Child {
-            pid: proc_.id(),
+            pid,
+            // The child is ours and not reaped, so the pid still names it here.
+            pidfd: pidfd_open(pid),
             proc_: Some(proc_),
-            function: result.is_some(),
             result,
-            buf: Vec::new(),
             status: None,
             taken: false,
             test_mode,
+            name,
             _r: PhantomData,
         }
     }
@@ -84,29 +192,59 @@ impl<R> Child<R> {
         self.pid
     }
 
+    /// The name given with [`Builder::name`](super::Builder::name), if any.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
     fn proc_mut(&mut self) -> &mut std::process::Child {
         self.proc_.as_mut().expect("child handle is live")
     }
 
+    fn record(&mut self, status: ExitStatus) {
+        if self.status.is_none() {
+            self.status = Some(status);
+            unregister(self.pid);
+        }
+    }
+
     /// Reap the child if it has exited; its exit status, or `None` while it runs.
     ///
-    /// Reaping does not lose the function's result: it stays in the pipe until `join`.
+    /// Reaping does not lose the function's result: it stays available to `join`.
     pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
         if self.status.is_none() {
-            self.status = self.proc_mut().try_wait()?;
+            if let Some(s) = self.proc_mut().try_wait()? {
+                self.record(s);
+            }
         }
         Ok(self.status)
     }
 
-    /// The exit status, once the child has been reaped (by `join`, `try_wait` or
-    /// `is_alive`).
+    /// The exit status once the child has exited (whether or not it was reaped yet),
+    /// `None` while it runs — Python's `exitcode`, as a plain accessor.
     pub fn exit_status(&self) -> Option<ExitStatus> {
-        self.status
+        self.status.or_else(|| peek_status(self.pid))
     }
 
-    /// Whether the child is still running (reaps it if it has exited).
+    /// Python's `exitcode`: the exit code once the child has exited, `-signal` if a
+    /// signal killed it, `None` while it runs.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit_status()
+            .map(|s| s.code().unwrap_or_else(|| -s.signal().unwrap_or(0)))
+    }
+
+    /// Whether the child is still running (reaps it if it has exited). The child never
+    /// waits for the parent to read its result, so this turns `false` as soon as the
+    /// function has returned and the process exited, whatever the result's size.
     pub fn is_alive(&mut self) -> bool {
         matches!(self.try_wait(), Ok(None))
+    }
+
+    /// A descriptor that becomes readable (`poll`/`epoll`, or an async runtime's reactor)
+    /// when the child exits: a Linux pidfd (`pidfd_open`, Linux 5.3 or newer; `None` on
+    /// older kernels). Python's `Process.sentinel`.
+    pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(|f| f.as_fd())
     }
 
     /// Send signal `sig` to the child, unless it has already been reaped (then it is a
@@ -137,61 +275,33 @@ impl<R> Child<R> {
         self.signal(libc::SIGTERM)
     }
 
-    /// Read the result pipe to EOF and reap; `false` if the deadline passed first.
+    /// Wait until the child has exited and reap it; `false` if the deadline passed first.
     fn wait_until(&mut self, deadline: Option<Instant>) -> Result<bool> {
-        while let Some(file) = self.result.as_mut() {
-            let timeout_ms: libc::c_int = match deadline {
-                None => -1,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
-                }
-            };
-            let mut pfd = libc::pollfd {
-                fd: file.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-            let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e.into());
+        if self.status.is_some() {
+            return Ok(true);
+        }
+        let Some(d) = deadline else {
+            let s = self.proc_mut().wait()?;
+            self.record(s);
+            return Ok(true);
+        };
+        let mut nap = Duration::from_micros(200);
+        loop {
+            if self.try_wait()?.is_some() {
+                return Ok(true);
             }
-            if n == 0 {
+            let now = Instant::now();
+            if now >= d {
                 return Ok(false);
             }
-            let mut chunk = [0u8; 8192];
-            match file.read(&mut chunk) {
-                Ok(0) => self.result = None,
-                Ok(k) => self.buf.extend_from_slice(&chunk[..k]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if self.status.is_none() {
-            match deadline {
-                None => self.status = Some(self.proc_mut().wait()?),
-                Some(d) => {
-                    let mut nap = Duration::from_micros(200);
-                    loop {
-                        if self.try_wait()?.is_some() {
-                            break;
-                        }
-                        let now = Instant::now();
-                        if now >= d {
-                            return Ok(false);
-                        }
-                        std::thread::sleep(nap.min(d - now));
-                        nap = (nap * 2).min(Duration::from_millis(10));
-                    }
+            match &self.pidfd {
+                Some(fd) => poll_fds(&[fd.as_raw_fd()], Some(d - now))?,
+                None => {
+                    std::thread::sleep(nap.min(d - now));
+                    nap = (nap * 2).min(Duration::from_millis(10));
                 }
             }
         }
-        Ok(true)
     }
 
     fn finish(&mut self) -> Result<R>
@@ -204,21 +314,39 @@ impl<R> Child<R> {
         self.taken = true;
         let status = self.status.expect("finish after reaping");
         let pid = self.pid;
-        if self.function {
-            if let Some(outcome) = Outcome::decode(&self.buf) {
-                self.buf = Vec::new();
-                return outcome.into_result(pid);
-            }
-        }
+        let report = match self.result.take() {
+            Some(f) => exchange::read_report(&f),
+            // A command: a success is the `()` it returns.
+            None => Report::Started,
+        };
+        let started = match report {
+            Report::Done(outcome) => return outcome.into_result(pid),
+            Report::Bad(message) => return Err(ProcessError::Failed { pid, message }.into()),
+            Report::Started => true,
+            Report::NotStarted => false,
+        };
         if let Some(signal) = status.signal() {
             return Err(ProcessError::Signaled { pid, signal }.into());
         }
         match status.code() {
-            Some(0) if self.function => {
+            Some(0) if started => {
+                // The function called `exit(0)` (or a command succeeded): a success for a
+                // function that returns `()` (postcard decodes `()` from nothing).
+                postcard::from_bytes(&[]).map_err(|_| {
+                    ProcessError::NoResult {
+                        pid,
+                        hint:
+                            " (the function called std::process::exit(0) before returning a value)"
+                                .into(),
+                    }
+                    .into()
+                })
+            }
+            Some(0) => {
                 let hint = if self.test_mode {
                     ": in a test binary, put shmq::enable_test_support!() at the top level of the test file"
                 } else {
-                    " (did the function call std::process::exit, or does main not call shmq::process::init() on every path?)"
+                    " (does main call shmq::process::init() first, on every path?)"
                 };
                 Err(ProcessError::NoResult {
                     pid,
@@ -226,8 +354,6 @@ impl<R> Child<R> {
                 }
                 .into())
             }
-            // A command: success. `R` is `()` here, which postcard decodes from nothing.
-            Some(0) => postcard::from_bytes(&[]).map_err(|e| Error::Codec(e.to_string())),
             Some(code) => Err(ProcessError::Exited { pid, code }.into()),
             None => Err(ProcessError::Exited { pid, code: -1 }.into()),
         }
@@ -237,7 +363,8 @@ impl<R> Child<R> {
     ///
     /// Errors: [`ProcessError::Panicked`] with the panic message, [`ProcessError::Exited`]
     /// with the exit code, [`ProcessError::Signaled`] with the signal (all inside
-    /// [`Error::Process`]), [`Error::Codec`] if the value does not decode.
+    /// [`Error::Process`]), [`Error::Codec`] if the value does not decode. A function that
+    /// calls `std::process::exit(0)` instead of returning succeeds if it returns `()`.
     pub fn join(mut self) -> Result<R>
     where
         R: DeserializeOwned,
@@ -253,7 +380,7 @@ impl<R> Child<R> {
         R: DeserializeOwned,
     {
         let deadline = Instant::now().checked_add(timeout);
-        if self.wait_until(deadline)? {
+        if self.wait_until(Some(deadline.unwrap_or_else(far_future)))? {
             self.finish()
         } else {
             Err(Error::Timeout)
@@ -273,23 +400,143 @@ impl<R> Child<R> {
     }
 }
 
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+}
+
 impl<R> Drop for Child<R> {
     fn drop(&mut self) {
-        // Close our end first: a child blocked writing a large result gets EPIPE and exits.
-        self.result = None;
         if self.status.is_some() {
             return;
         }
         if let Some(mut p) = self.proc_.take() {
             if let Ok(Some(_)) = p.try_wait() {
+                unregister(self.pid);
                 return;
             }
             // Reap it whenever it ends, without blocking the caller.
+            let pid = self.pid;
             let _ = std::thread::Builder::new()
                 .name("shmq-reaper".into())
                 .spawn(move || {
                     let _ = p.wait();
+                    unregister(pid);
                 });
+        }
+    }
+}
+
+/// `poll` the descriptors for readability for at most `timeout` (`None`: for ever).
+fn poll_fds(fds: &[i32], timeout: Option<Duration>) -> Result<()> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms: libc::c_int = match timeout {
+        None => -1,
+        Some(t) => t.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int,
+    };
+    // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs for the call.
+    let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+/// Something [`wait_any`](super::wait_any) can wait for: a [`Child`] of any result type
+/// (or a `&mut` to one, or a `&mut dyn Waitable` to mix result types).
+pub trait Waitable {
+    /// Reap if exited; whether it has.
+    fn has_exited(&mut self) -> Result<bool>;
+    /// The pidfd to poll, if the kernel gave one.
+    fn sentinel(&self) -> Option<BorrowedFd<'_>>;
+}
+
+impl<R> Waitable for Child<R> {
+    fn has_exited(&mut self) -> Result<bool> {
+        Ok(self.try_wait()?.is_some())
+    }
+    fn sentinel(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd()
+    }
+}
+
+impl<W: Waitable + ?Sized> Waitable for &mut W {
+    fn has_exited(&mut self) -> Result<bool> {
+        (**self).has_exited()
+    }
+    fn sentinel(&self) -> Option<BorrowedFd<'_>> {
+        (**self).sentinel()
+    }
+}
+
+/// Wait until one of `children` has exited and return its index (the lowest, if several
+/// have) — Python's `multiprocessing.connection.wait([p.sentinel, …])`. The child is reaped;
+/// its result stays available to `join`. [`Error::Timeout`] if none exits within `timeout`
+/// (`None`: wait for ever); [`Error::InvalidArgument`] for an empty slice.
+///
+/// It sleeps in `poll(2)` on the children's pidfds (no polling loop; on kernels without
+/// pidfds it checks every few milliseconds instead).
+///
+/// ```
+/// # shmq::process::init();
+/// use std::time::Duration;
+/// use shmq::process::{self, Waitable};
+/// let mut kids = vec![
+///     process::start(|ms| std::thread::sleep(Duration::from_millis(ms)), 60_000u64)?,
+///     process::start(|ms| std::thread::sleep(Duration::from_millis(ms)), 10u64)?,
+/// ];
+/// assert_eq!(process::wait_any(&mut kids, Some(Duration::from_secs(60)))?, 1);
+/// kids[0].kill()?;
+/// // Children with different result types:
+/// let mut a = process::start(|()| 1u8, ())?;
+/// let mut b = process::start(|()| "two".to_string(), ())?;
+/// let i = process::wait_any(&mut [&mut a as &mut dyn Waitable, &mut b], None)?;
+/// assert!(i < 2);
+/// # Ok::<(), shmq::Error>(())
+/// ```
+pub fn wait_any<W: Waitable>(children: &mut [W], timeout: Option<Duration>) -> Result<usize> {
+    if children.is_empty() {
+        return Err(Error::InvalidArgument(
+            "wait_any needs at least one child".into(),
+        ));
+    }
+    let deadline = timeout.map(|t| Instant::now().checked_add(t).unwrap_or_else(far_future));
+    let mut nap = Duration::from_micros(200);
+    loop {
+        for (i, c) in children.iter_mut().enumerate() {
+            if c.has_exited()? {
+                return Ok(i);
+            }
+        }
+        let left = match deadline {
+            None => None,
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Err(Error::Timeout);
+                }
+                Some(d - now)
+            }
+        };
+        let fds: Vec<i32> = children
+            .iter()
+            .filter_map(|c| c.sentinel().map(|f| f.as_raw_fd()))
+            .collect();
+        if fds.len() == children.len() {
+            poll_fds(&fds, left)?;
+        } else {
+            let t = left.map_or(nap, |l| l.min(nap));
+            std::thread::sleep(t);
+            nap = (nap * 2).min(Duration::from_millis(10));
         }
     }
 }

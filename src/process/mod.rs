@@ -1,5 +1,6 @@
 //! Run Rust functions in child processes that attach to queues by name — the counterpart
-//! of Python's `multiprocessing.Process`, `Pool` and `JoinableQueue`.
+//! of Python's `multiprocessing.Process`, `Pool` and `JoinableQueue` (the locks, events,
+//! semaphores, barriers, conditions and shared values are in [`crate::primitives`]).
 //!
 //! ```
 //! use shmq::{process, Queue};
@@ -9,10 +10,10 @@
 //!
 //!     let name = format!("seed-demo-{}", std::process::id());
 //!     let q: Queue<(String, String)> = Queue::create(&name, 1 << 16)?;
-//!     let child = process::spawn((q.clone(), "zsq".to_string()), |(q, who)| {
+//!     let child = process::start(|(q, who)| {
 //!         q.put(&("multiprocess queue test".to_string(), who)).unwrap();
 //!         std::process::id()
-//!     })?;
+//!     }, (q.clone(), "zsq".to_string()))?;
 //!     println!("{:?}", q.get()?);
 //!     let child_pid: u32 = child.join()?; // the function's return value
 //!     println!("child {child_pid} done");
@@ -24,27 +25,39 @@
 //! | Python `multiprocessing` | shmq |
 //! |---|---|
 //! | `if __name__ == "__main__":` guard | [`init()`](init) as the first statement of `main` |
-//! | `p = Process(target=f, args=(q, "x")); p.start()` | `let p = spawn((q.clone(), "x".to_string()), f)?` |
-//! | `p.join()`, `p.join(timeout)`, `p.exitcode` | [`Child::join`] (returns `f`'s value), [`Child::join_timeout`], [`Child::exit_status`] |
+//! | `p = Process(target=f, args=(q, "x")); p.start()` | `let p = start(f, (q.clone(), "x".to_string()))?` |
+//! | `Process(name=...)`, `current_process().name` | [`Builder::name`], [`current_name`] |
+//! | `p.join()`, `p.join(timeout)`, `p.exitcode` | [`Child::join`] (returns `f`'s value), [`Child::join_timeout`], [`Child::exit_code`] / [`Child::exit_status`] |
 //! | `p.is_alive()`, `p.kill()`, `p.terminate()`, `p.pid` | [`Child::is_alive`], [`Child::kill`], [`Child::terminate`], [`Child::pid`] |
+//! | `p.sentinel`, `connection.wait(sentinels)` | [`Child::pidfd`], [`wait_any`] |
+//! | `active_children()` | [`active_children`] |
 //! | `p.daemon = True` (killed with the parent) | the default; [`Builder::die_with_parent`]`(false)` opts out |
-//! | `Pool(n).map / imap / apply / apply_async` | [`Pool::map`], [`Pool::imap`], [`Pool::apply`], [`Pool::apply_async`] |
-//! | `JoinableQueue`: `task_done()`, `join()` | [`JoinableQueue::task_done`], [`JoinableQueue::join`] |
+//! | `Pool(n, initializer, initargs, maxtasksperchild)` | [`Pool::builder`] with [`PoolBuilder::initializer`], [`PoolBuilder::max_tasks_per_child`] |
+//! | `pool.map / imap / imap_unordered / starmap / apply` | [`Pool::map`], [`Pool::imap`], [`Pool::imap_unordered`], [`Pool::starmap`], [`Pool::apply`] |
+//! | `pool.apply_async / map_async / starmap_async`, `callback=`, `error_callback=` | [`Pool::apply_async`], [`Pool::map_async`], [`Pool::starmap_async`], their `_with` forms taking [`Callbacks`] |
+//! | `chunksize=` | [`Pool::chunked`] |
+//! | `pool.close(); pool.join()`, `pool.terminate()` | [`Pool::close`], [`Pool::join`], [`Pool::terminate`] (and drop) |
+//! | `JoinableQueue`: `task_done()`, `join()` | [`JoinableQueue::task_done`], [`JoinableQueue::join`], [`JoinableQueue::shutdown`] |
+//! | `Lock`, `RLock`, `Event`, `Semaphore`, `Barrier`, `Condition`, `Value`, `Array` | [`crate::primitives`] |
 //! | `subprocess.Popen(cmd, env=...)` | [`Command`] with [`Command::queue`] |
 //!
-//! A spawn + join of a trivial function costs about 1.5–3 ms (it is a `fork` + `exec` of
+//! The function comes first, then its arguments, everywhere: [`start`]`(f, args)`,
+//! [`Pool::map`]`(f, inputs)`. ([`spawn`]`(args, f)` is the deprecated old order.)
+//!
+//! A start + join of a trivial function costs about 1.5–3 ms (it is a `fork` + `exec` of
 //! the binary); a [`Pool`] task round trip costs tens of microseconds.
 //!
 //! # How it works
-//! [`spawn`] re-executes the current executable (`/proc/self/exe`) with an environment
+//! [`start`] re-executes the current executable (`/proc/self/exe`) with an environment
 //! variable that tells [`init`] "you are a child". The function is identified by its
 //! address relative to a known symbol of the same binary (stable across a re-exec even with
 //! ASLR); its arguments are serialised with serde (postcard) and sent over a pipe; the
 //! return value, or the panic message, comes back over a second pipe. A [`Queue`] or
 //! [`RawQueue`] among the arguments travels as its name and the child attaches on arrival.
 //!
-//! The function must be a `fn` item or a **non-capturing** closure (checked at compile
-//! time: its type must be zero-sized). Pass everything it needs as the `args` value.
+//! The function is a plain `fn(A) -> R` pointer: a `fn` item or a **non-capturing**
+//! closure. A capturing closure is a type error that `cargo check` reports ("expected fn
+//! pointer, found closure"). Pass everything the function needs as the `args` value.
 //!
 //! # ⚠ The rule: call [`init`] first in `main`
 //! A child is a fresh run of the same program. **Everything `main` does before
@@ -55,7 +68,7 @@
 //! initialisers (`LazyLock`, `thread_local!`) are per process and simply run again when
 //! first used in the child; that is normally what you want.
 //!
-//! [`spawn`] refuses to start a child when [`init`] has not been called in this process
+//! [`start`] refuses to start a child when [`init`] has not been called in this process
 //! ([`ProcessError::NotInitialized`]), so forgetting it is an error, not a silent
 //! double run of your program — except in `cargo test` binaries, see below.
 //!
@@ -74,8 +87,11 @@
 //! * By default a child is killed (SIGKILL) when its parent process dies (Linux
 //!   `PR_SET_PDEATHSIG`); [`Builder::die_with_parent`] turns that off. Children are forked
 //!   from one long-lived helper thread, so the signal follows the parent *process*, not
-//!   the thread that happened to call [`spawn`].
-//! * stdin, stdout and stderr are inherited.
+//!   the thread that happened to call [`start`].
+//! * stdin, stdout and stderr are inherited (a standard stream this process has closed is
+//!   `/dev/null` in the child).
+//! * [`active_children`] lists the children still running; [`wait_any`] waits for the
+//!   first of several to end.
 //!
 //! # External programs
 //! [`Command`] starts any program and hands it queue names in its environment
@@ -83,19 +99,21 @@
 //! reading the variable itself).
 //!
 //! # Pools and joinable queues
-//! [`Pool`] keeps N worker processes and runs `map`/`imap`/`apply` tasks on them; a worker
-//! that crashes fails its task with [`ProcessError::WorkerDied`] and is replaced.
-//! [`JoinableQueue`] adds `task_done` / `join` across processes.
+//! [`Pool`] keeps N worker processes and runs `map`/`imap`/`starmap`/`apply` tasks (and
+//! their async forms) on them; a worker that crashes fails its task with
+//! [`ProcessError::WorkerDied`] and is replaced. [`JoinableQueue`] adds `task_done` /
+//! `join` across processes, with its counters in the queue's own header.
 //!
 //! [`Queue`]: crate::Queue
 //! [`RawQueue`]: crate::RawQueue
 
 mod child;
+mod exchange;
 mod joinable;
 mod pool;
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::panic::{self, AssertUnwindSafe};
@@ -107,12 +125,14 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
-pub use child::Child;
+pub use child::{active_children, wait_any, Child, Waitable};
 pub use joinable::JoinableQueue;
-pub use pool::{AsyncResult, Imap, Pool, PoolBuilder};
+pub use pool::{AsyncResult, Callbacks, Chunked, Imap, ImapUnordered, Pool, PoolBuilder, StarFn};
 
-/// Environment variable that marks a child started by [`spawn`]: `<in fd>:<out fd>:<stdout fd>`.
+/// Environment variable that marks a child started by [`start`]: `<exchange fd>:<stdout fd>`.
 const ENV_CHILD: &str = "SHMQ_PROCESS_CHILD";
+/// The child's name ([`Builder::name`]), read (and removed from the environment) by [`init`].
+const ENV_NAME: &str = "SHMQ_PROCESS_NAME";
 /// Set in children started through the test harness, so that their own children are too.
 const ENV_VIA_TEST: &str = "SHMQ_PROCESS_VIA_TEST";
 /// Nesting depth of shmq child processes (guards against runaway recursive spawning).
@@ -190,7 +210,7 @@ pub enum ProcessError {
         /// How it died, e.g. "killed by signal 9 (SIGKILL)".
         cause: String,
     },
-    /// [`spawn`] was called but [`init`] was never called in this process.
+    /// [`start`] was called but [`init`] was never called in this process.
     #[error("shmq::process::init() was not called: make it the first statement of main() (in integration tests, add shmq::enable_test_support!() at the top level of the test file)")]
     NotInitialized,
     /// The child's result was already taken by an earlier `join_timeout`.
@@ -198,6 +218,25 @@ pub enum ProcessError {
     AlreadyJoined {
         /// Child's process id.
         pid: u32,
+    },
+    /// The [`Pool`] takes no new tasks: [`Pool::close`] or [`Pool::terminate`] was called
+    /// (Python's `ValueError: Pool not running`).
+    #[error("the pool is closed or terminated: it takes no new tasks")]
+    PoolClosed,
+    /// [`Pool::terminate`] (or dropping the pool) stopped this task before it finished.
+    #[error("the pool was terminated before task {task} finished")]
+    Terminated {
+        /// The task's sequence number within the pool.
+        task: u64,
+    },
+    /// A [`Barrier`](crate::Barrier) is broken: [`abort`](crate::Barrier::abort) or
+    /// [`reset`](crate::Barrier::reset) was called while this process waited, a waiter
+    /// timed out, or a process died inside the barrier's short critical section (Python's
+    /// `BrokenBarrierError`). [`reset`](crate::Barrier::reset) makes it usable again.
+    #[error("the barrier {name:?} is broken (aborted, reset, a waiter timed out, or a process died inside it); reset() it to use it again")]
+    BrokenBarrier {
+        /// The barrier's name.
+        name: String,
     },
 }
 
@@ -286,7 +325,8 @@ impl Outcome {
     }
 }
 
-/// The monomorphised trampoline a child calls: decode args, call `F`, encode the result.
+/// The monomorphised trampoline a child calls: read the function, decode the args, call
+/// it, encode the result. Its input is a call record made by [`Target::encode`].
 type Entry = fn(&[u8]) -> Outcome;
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -299,49 +339,229 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-fn entry<F, A, R>(args: &[u8]) -> Outcome
-where
-    F: Fn(A) -> R + Copy,
-    A: DeserializeOwned,
-    R: Serialize,
-{
-    let a: A = match postcard::from_bytes(args) {
-        Ok(a) => a,
-        Err(e) => {
-            return Outcome::Error(format!(
-                "decoding the arguments ({}) failed: {e} (if they contain queues: each must \
-                 still exist when the child starts, so keep the creating handle alive until \
-                 the child has attached)",
-                std::any::type_name::<A>()
-            ))
-        }
-    };
-    assert_zero_sized::<F>();
-    // SAFETY: `F` is zero-sized (asserted at compile time by `assert_zero_sized`), so a
-    // value of it has no bytes that could be invalid, and it is `Copy` (no drop glue, no
-    // ownership to duplicate). The parent held a value of this exact type (it called
-    // `entry_offset::<F, A, R>` with one), so the type is inhabited: it is a `fn` item or a
-    // non-capturing closure, whose every value is the same.
-    let f: F = unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() };
+fn decode_args<A: DeserializeOwned>(args: &[u8]) -> std::result::Result<A, String> {
+    postcard::from_bytes(args).map_err(|e| {
+        format!(
+            "decoding the arguments ({}) failed: {e} (if they contain queues: each must \
+             still exist when the child starts, so keep the creating handle alive until \
+             the child has attached)",
+            std::any::type_name::<A>()
+        )
+    })
+}
+
+/// Run `f(a)`, catching a panic, and encode the return value (keeping a `Serialize`
+/// impl's own error message).
+fn call_one<A, R: Serialize>(f: fn(A) -> R, a: A) -> Outcome {
     match panic::catch_unwind(AssertUnwindSafe(move || f(a))) {
         Ok(r) => match postcard::to_allocvec(&r) {
             Ok(b) => Outcome::Ok(b),
             Err(e) => Outcome::Error(format!(
-                "encoding the return value ({}) failed: {e}",
-                std::any::type_name::<R>()
+                "encoding the return value ({}) failed: {}",
+                std::any::type_name::<R>(),
+                crate::encode::describe(&r, &e)
             )),
         },
         Err(p) => Outcome::Panic(panic_message(&*p)),
     }
 }
 
+/// A call record, split: the user's function and its encoded arguments.
+type Call<'a, A, R> = (fn(A) -> R, &'a [u8]);
+
+/// Split a call record into the user's function and the encoded arguments.
+///
+/// # Safety
+/// `call` must be a call record made by [`Target::encode`] for a `Target` of this `A` and
+/// `R`, in a process running this same executable.
+unsafe fn split_call<A, R>(call: &[u8]) -> std::result::Result<Call<'_, A, R>, String> {
+    let Some((func, args)) = call.split_first_chunk::<8>() else {
+        return Err("malformed call record (shorter than 8 bytes)".into());
+    };
+    // SAFETY: per the contract, the offset was computed by `Target::new::<A, R>` (or
+    // `Target::chunk`) from a `fn(A) -> R` pointer into this executable.
+    Ok((unsafe { func_at::<A, R>(i64::from_le_bytes(*func)) }, args))
+}
+
+fn entry<A, R>(call: &[u8]) -> Outcome
+where
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    // SAFETY: call records are made only by `Target::encode` in a process running this
+    // same executable (checked by the bootstrap), and this trampoline is `entry::<A, R>`
+    // for the `A` and `R` of that `Target`.
+    let (f, args) = match unsafe { split_call::<A, R>(call) } {
+        Ok(x) => x,
+        Err(m) => return Outcome::Error(m),
+    };
+    match decode_args::<A>(args) {
+        Ok(a) => call_one(f, a),
+        Err(m) => Outcome::Error(m),
+    }
+}
+
+/// The trampoline of a chunk of pool tasks: the arguments are a `Vec<A>`; each item is run
+/// on its own (a panic fails only its item), and the outcomes come back as frames
+/// ([`encode_chunk_item`]) in one `Outcome::Ok`.
+fn entry_chunk<A, R>(call: &[u8]) -> Outcome
+where
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    // SAFETY: as in `entry`, for `entry_chunk::<A, R>` (from `Target::chunk::<A, R>`).
+    let (f, args) = match unsafe { split_call::<A, R>(call) } {
+        Ok(x) => x,
+        Err(m) => return Outcome::Error(m),
+    };
+    let items = match decode_args::<Vec<A>>(args) {
+        Ok(v) => v,
+        Err(m) => return Outcome::Error(m),
+    };
+    let mut out = Vec::new();
+    for a in items {
+        encode_chunk_item(&call_one(f, a), &mut out);
+    }
+    Outcome::Ok(out)
+}
+
+/// One item of a chunk's reply: tag (u8), length (u32 LE), the [`Outcome`]'s payload.
+pub(crate) fn encode_chunk_item(o: &Outcome, out: &mut Vec<u8>) {
+    let (tag, bytes): (u8, &[u8]) = match o {
+        Outcome::Ok(b) => (0, b),
+        Outcome::Panic(m) => (1, m.as_bytes()),
+        Outcome::Error(m) => (2, m.as_bytes()),
+    };
+    out.push(tag);
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// Split a chunk's reply into its items' outcomes (`None`: malformed).
+pub(crate) fn decode_chunk(mut b: &[u8]) -> Option<Vec<Outcome>> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let (&tag, rest) = b.split_first()?;
+        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let body = rest.get(4..4 + len)?;
+        out.push(match tag {
+            0 => Outcome::Ok(body.to_vec()),
+            1 => Outcome::Panic(String::from_utf8_lossy(body).into_owned()),
+            2 => Outcome::Error(String::from_utf8_lossy(body).into_owned()),
+            _ => return None,
+        });
+        b = &rest[4 + len..];
+    }
+    Some(out)
+}
+
+/// What a child process or pool worker runs: a trampoline for `(A, R)` and the user's
+/// function, both as offsets from [`base_addr`] (stable across a re-exec with ASLR).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Target {
+    /// Offset of `entry::<A, R>` (or `entry_chunk::<A, R>`).
+    pub(crate) entry: i64,
+    /// Offset of the `fn(A) -> R`.
+    func: i64,
+}
+
+impl Target {
+    /// The target that runs `f` on one argument. Fails when `f` lives in a shared library
+    /// rather than in this executable: its offset would mean nothing in the re-executed
+    /// child.
+    pub(crate) fn new<A, R>(f: fn(A) -> R) -> Result<Target>
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        Self::with_entry(entry::<A, R>, f as usize)
+    }
+
+    /// The target that runs `f` on each of a chunk (a `Vec<A>`) of arguments.
+    pub(crate) fn chunk<A, R>(f: fn(A) -> R) -> Result<Target>
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        Self::with_entry(entry_chunk::<A, R>, f as usize)
+    }
+
+    fn with_entry(entry: Entry, func: usize) -> Result<Target> {
+        let entry = entry as usize;
+        if !same_object(func, base_addr()) || !same_object(entry, base_addr()) {
+            return Err(Error::InvalidArgument(
+                "shmq::process runs functions of the executable itself; this one is in a \
+                 shared library (wrap it in a fn or closure of your program)"
+                    .into(),
+            ));
+        }
+        Ok(Target {
+            entry: entry.wrapping_sub(base_addr()) as i64,
+            func: func.wrapping_sub(base_addr()) as i64,
+        })
+    }
+
+    /// The call record for `args`: the function's offset, then the postcard args (a
+    /// `Serialize` impl's own error message is kept; `what` names them in the error).
+    pub(crate) fn encode<A: Serialize + ?Sized>(&self, args: &A, what: &str) -> Result<Vec<u8>> {
+        postcard::to_extend(args, self.func.to_le_bytes().to_vec()).map_err(|e| {
+            Error::Codec(format!(
+                "encoding {what}: {}",
+                crate::encode::describe(args, &e)
+            ))
+        })
+    }
+}
+
+/// Whether two code addresses are in the same loaded object (executable or shared
+/// library), as far as the dynamic loader can tell; `true` when it cannot (a static
+/// executable is one object).
+fn same_object(a: usize, b: usize) -> bool {
+    fn base(addr: usize) -> Option<usize> {
+        // SAFETY: Dl_info is plain data that dladdr fills in; an all-zero value is valid.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        // SAFETY: dladdr only reads the loader's tables for `addr` and writes `info`.
+        let ok = unsafe { libc::dladdr(addr as *const libc::c_void, &mut info) };
+        (ok != 0 && !info.dli_fbase.is_null()).then_some(info.dli_fbase as usize)
+    }
+    match (base(a), base(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => true,
+    }
+}
+
+/// The user's function at `offset`.
+///
+/// # Safety
+/// `offset` must have been produced by [`Target::new::<A, R>`] (or `Target::chunk`) in a
+/// process running this very executable.
+unsafe fn func_at<A, R>(offset: i64) -> fn(A) -> R {
+    let addr = base_addr().wrapping_add(offset as usize);
+    // SAFETY: per the contract, `addr` is the address of a function of type `fn(A) -> R`
+    // in this executable; fn pointers and usize have the same size.
+    unsafe { std::mem::transmute::<usize, fn(A) -> R>(addr) }
+}
+
+/// Compile-time check that `F` is zero-sized (a `fn` item or a non-capturing closure):
+/// [`StarFn`](pool::StarFn) turns such an `F` into a plain `fn` pointer.
 const fn assert_zero_sized<F>() {
     const {
         assert!(
             std::mem::size_of::<F>() == 0,
-            "shmq::process needs a fn item or a non-capturing closure: pass captured values through the `args` argument instead"
+            "shmq::process needs a fn item or a non-capturing closure: pass captured values through the arguments instead"
         )
     }
+}
+
+/// The value of the zero-sized `F`.
+pub(crate) fn conjure<F: Copy>() -> F {
+    assert_zero_sized::<F>();
+    // SAFETY: `F` is zero-sized (asserted at compile time by `assert_zero_sized`), so a
+    // value of it has no bytes that could be invalid, and it is `Copy` (no drop glue, no
+    // ownership to duplicate). The caller held a value of this exact type (`StarFn::into_fn`
+    // takes one), so the type is inhabited: a `fn` item or a non-capturing closure, whose
+    // every value is the same.
+    unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() }
 }
 
 /// Base symbol that offsets are taken from.
@@ -354,26 +574,16 @@ fn check_offset() -> i64 {
     (run_child as fn(&OsStr) -> i32 as usize).wrapping_sub(base_addr()) as i64
 }
 
-/// Offset of the trampoline for `F` from the base symbol.
-pub(crate) fn entry_offset<F, A, R>() -> i64
-where
-    F: Fn(A) -> R + Copy,
-    A: DeserializeOwned,
-    R: Serialize,
-{
-    assert_zero_sized::<F>();
-    (entry::<F, A, R> as Entry as usize).wrapping_sub(base_addr()) as i64
-}
-
 /// The trampoline at `offset` (in the same binary as the process that computed it).
 ///
 /// # Safety
-/// `offset` must have been produced by [`entry_offset`] in a process running this very
-/// executable (the bootstrap's check offset vouches for that).
+/// `offset` must be a [`Target::entry`] made in a process running this very executable
+/// (the bootstrap's check offset vouches for that).
 pub(crate) unsafe fn entry_at(offset: i64) -> Entry {
     let addr = base_addr().wrapping_add(offset as usize);
-    // SAFETY: per the contract, `addr` is the address of an `entry::<F, A, R>` function in
-    // this binary, whose type is `Entry`; fn pointers and usize have the same size.
+    // SAFETY: per the contract, `addr` is the address of an `entry::<A, R>` or
+    // `entry_chunk::<A, R>` function in this binary, whose type is `Entry`; fn pointers and
+    // usize have the same size.
     unsafe { std::mem::transmute::<usize, Entry>(addr) }
 }
 
@@ -383,7 +593,7 @@ pub(crate) unsafe fn entry_at(offset: i64) -> Entry {
 /// Dispatch point for child processes. **Call it first thing in `main`.**
 ///
 /// In the parent (no child marker in the environment) it only records that it was called
-/// and returns at once. In a child started by [`spawn`] it runs the function, sends its
+/// and returns at once. In a child started by [`start`] it runs the function, sends its
 /// return value (or panic message) to the parent and exits the process — it never returns.
 /// Everything before this call runs again in every child; see the
 /// [module docs](self#-the-rule-call-init-first-in-main).
@@ -419,7 +629,7 @@ fn dispatch_child() {
     std::process::exit(code);
 }
 
-/// Whether this process is a child started by [`spawn`] (before [`init`] consumed the
+/// Whether this process is a child started by [`start`] (before [`init`] consumed the
 /// marker). Useful in a test binary to skip expensive set-up.
 ///
 /// ```
@@ -444,18 +654,43 @@ fn set_cloexec(fd: RawFd) {
     }
 }
 
+static NAME: OnceLock<Option<String>> = OnceLock::new();
+
+/// In a child started with [`Builder::name`]: that name (Python's
+/// `current_process().name`); `None` elsewhere.
+///
+/// ```
+/// # shmq::process::init();
+/// let c = shmq::process::Builder::new()
+///     .name("resizer")
+///     .start(|()| shmq::process::current_name(), ())?;
+/// assert_eq!(c.join()?.as_deref(), Some("resizer"));
+/// assert_eq!(shmq::process::current_name(), None); // the parent has none
+/// # Ok::<(), shmq::Error>(())
+/// ```
+pub fn current_name() -> Option<String> {
+    NAME.get().cloned().flatten()
+}
+
+/// Give this process the name `ps`, `top` and `pgrep` show (`/proc/self/comm`, at most
+/// 15 bytes; the main thread's, also when called from another thread).
+fn set_process_name(name: &str) {
+    let mut bytes: Vec<u8> = name.bytes().filter(|&b| b != 0).take(15).collect();
+    // The main thread's name is the process's; /proc/self/comm is the main thread's.
+    let _ = std::fs::write("/proc/self/comm", &bytes);
+    bytes.push(0);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, bytes.as_ptr() as libc::c_ulong, 0, 0, 0) };
+}
+
 fn run_child(spec: &OsStr) -> i32 {
     let spec = spec.to_string_lossy();
     let mut parts = spec.split(':');
-    let (Some(in_fd), Some(out_fd), Some(stdout_fd)) = (
-        parse_fd(parts.next()),
-        parse_fd(parts.next()),
-        parse_fd(parts.next()),
-    ) else {
+    let (Some(x_fd), Some(stdout_fd)) = (parse_fd(parts.next()), parse_fd(parts.next())) else {
         eprintln!("shmq::process: malformed {ENV_CHILD}={spec:?}");
         return 2;
     };
-    for fd in [in_fd, out_fd, stdout_fd] {
+    for fd in [x_fd, stdout_fd] {
         if fd >= 0 {
             set_cloexec(fd);
         }
@@ -467,25 +702,28 @@ fn run_child(spec: &OsStr) -> i32 {
             libc::close(stdout_fd);
         }
     }
-    // SAFETY: the parent passed these two pipe ends to this process alone, and nothing
-    // else in this process owns them.
-    let (mut input, mut output) = unsafe {
-        (
-            std::fs::File::from_raw_fd(in_fd),
-            std::fs::File::from_raw_fd(out_fd),
-        )
-    };
-    let mut boot = Vec::new();
-    if let Err(e) = input.read_to_end(&mut boot) {
-        eprintln!("shmq::process: reading the bootstrap from the parent failed: {e}");
-        return 2;
+    let name = std::env::var(ENV_NAME).ok();
+    std::env::remove_var(ENV_NAME);
+    if let Some(n) = &name {
+        set_process_name(n);
     }
-    drop(input);
+    let _ = NAME.set(name);
+    // SAFETY: the parent passed this descriptor to this process alone, and nothing else in
+    // this process owns it.
+    let x = unsafe { exchange::adopt(x_fd) };
+    let boot = match exchange::read_call(&x) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("shmq::process: reading the call from the parent failed: {e}");
+            return 2;
+        }
+    };
     let outcome = match decode_bootstrap(&boot) {
         Err(msg) => Outcome::Error(msg),
         Ok((offset, args)) => {
+            let _ = exchange::mark_running(&x);
             // SAFETY: decode_bootstrap checked that the parent runs this same binary (equal
-            // check offsets), and the offset came from `entry_offset` there.
+            // check offsets), and the offset came from `Target::new` there.
             let f = unsafe { entry_at(offset) };
             f(args)
         }
@@ -495,9 +733,10 @@ fn run_child(spec: &OsStr) -> i32 {
         Outcome::Panic(_) => 101,
         Outcome::Error(_) => 1,
     };
-    let mut buf = Vec::new();
-    outcome.encode(&mut buf);
-    let _ = output.write_all(&buf);
+    if let Err(e) = exchange::write_outcome(&x, &outcome) {
+        eprintln!("shmq::process: writing the result for the parent failed: {e}");
+        return 2;
+    }
     code
 }
 
@@ -556,14 +795,10 @@ fn spawn_from_spawner_thread(cmd: std::process::Command) -> io::Result<std::proc
         .map_err(|_| io::Error::other("shmq spawner thread is gone"))?
 }
 
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is a valid 2-element array for pipe2 to fill.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(Error::last_os("pipe2"));
-    }
-    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+/// Whether descriptor `fd` is open in this process.
+fn fd_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD on a descriptor number has no memory-safety preconditions.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
 /// Whether this process is a cargo test (or bench) binary: cargo puts those in `deps/`.
@@ -616,14 +851,16 @@ fn install_pre_exec(cmd: &mut std::process::Command, die_with_parent: bool, keep
     }
 }
 
-/// Options for starting a child process; [`spawn`] uses the defaults.
+/// Options for starting a child process; [`start`] uses the defaults.
 ///
 /// ```
 /// # shmq::process::init();
 /// let child = shmq::process::Builder::new()
+///     .name("greeter")
 ///     .die_with_parent(true)
 ///     .env("GREETING", "hi")
-///     .spawn((), |()| std::env::var("GREETING").unwrap())?;
+///     .start(|()| std::env::var("GREETING").unwrap(), ())?;
+/// assert_eq!(child.name(), Some("greeter"));
 /// assert_eq!(child.join()?, "hi");
 /// # Ok::<(), shmq::Error>(())
 /// ```
@@ -631,6 +868,7 @@ fn install_pre_exec(cmd: &mut std::process::Command, die_with_parent: bool, keep
 pub struct Builder {
     die_with_parent: bool,
     envs: Vec<(OsString, OsString)>,
+    name: Option<String>,
 }
 
 impl Default for Builder {
@@ -638,6 +876,7 @@ impl Default for Builder {
         Builder {
             die_with_parent: true,
             envs: Vec::new(),
+            name: None,
         }
     }
 }
@@ -662,18 +901,36 @@ impl Builder {
         self
     }
 
-    /// Run `f(args)` in a new child process; see [`spawn`].
-    pub fn spawn<F, A, R>(&self, args: A, f: F) -> Result<Child<R>>
+    /// Name the child (Python's `Process(name=...)`): `ps`, `top` and `pgrep` show it
+    /// (the kernel keeps 15 bytes of it, `PR_SET_NAME`), `ps -f` shows it as the command
+    /// line's first word, [`Child::name`] returns it in the parent and [`current_name`]
+    /// in the child. Without a name a child shows up under the executable's name.
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Run `f(args)` in a new child process; see [`start`].
+    pub fn start<A, R>(&self, f: fn(A) -> R, args: A) -> Result<Child<R>>
     where
-        F: Fn(A) -> R + Copy + Send + 'static,
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let _ = f;
-        let offset = entry_offset::<F, A, R>();
-        let args = postcard::to_allocvec(&args)
-            .map_err(|e| Error::Codec(format!("encoding the child's arguments: {e}")))?;
-        self.spawn_entry(offset, &args)
+        let target = Target::new(f)?;
+        let call = target.encode(&args, "the child's arguments")?;
+        self.spawn_entry(target.entry, &call)
+    }
+
+    /// The old argument order of [`start`](Self::start): arguments first.
+    #[deprecated(
+        note = "use Builder::start(f, args): the function comes first everywhere in shmq::process, as in Pool::map(f, inputs) and Python's Process(target=f, args=...)"
+    )]
+    pub fn spawn<A, R>(&self, args: A, f: fn(A) -> R) -> Result<Child<R>>
+    where
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.start(f, args)
     }
 
     fn spawn_entry<R>(&self, offset: i64, args: &[u8]) -> Result<Child<R>> {
@@ -696,30 +953,52 @@ impl Builder {
                 "refusing to spawn: already {depth} levels of nested shmq child processes"
             )));
         }
-        let (in_r, in_w) = pipe()?;
-        let (out_r, out_w) = pipe()?;
+        // The call and, later, the outcome travel in a memfd (numbered above 2, so that it
+        // never stands in for a standard stream this process has closed).
+        let exchange = exchange::create(&encode_bootstrap(offset, args))?;
         let mut cmd = std::process::Command::new("/proc/self/exe");
-        let mut keep = vec![in_r.as_raw_fd(), out_w.as_raw_fd()];
+        let mut keep = vec![exchange.as_raw_fd()];
+        // A standard stream closed here is /dev/null in the child: otherwise the first file
+        // the child opens would take its number and receive, say, its println! output.
+        if !fd_open(0) {
+            cmd.stdin(std::process::Stdio::null());
+        }
+        if !fd_open(1) {
+            cmd.stdout(std::process::Stdio::null());
+        }
+        if !fd_open(2) {
+            cmd.stderr(std::process::Stdio::null());
+        }
         // In a test binary the harness prints "running 1 test" on stdout: send that to
         // /dev/null and hand the child the real stdout on a spare fd instead.
         let saved_stdout = if test_mode {
             cmd.args([TEST_SUPPORT_NAME, "--nocapture", "--test-threads=1", "-q"]);
             cmd.stdout(std::process::Stdio::null());
-            // SAFETY: F_DUPFD_CLOEXEC on fd 1 creates a new fd owned by us (or fails).
-            let fd = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
-            if fd < 0 {
-                return Err(Error::last_os("dup(stdout)"));
+            if fd_open(1) {
+                // SAFETY: F_DUPFD_CLOEXEC on fd 1 creates a new fd owned by us (or fails).
+                let fd = unsafe { libc::fcntl(1, libc::F_DUPFD_CLOEXEC, 3) };
+                if fd < 0 {
+                    return Err(Error::last_os("dup(stdout)"));
+                }
+                // SAFETY: `fd` was just created and nothing else owns it.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                keep.push(fd.as_raw_fd());
+                Some(fd)
+            } else {
+                None
             }
-            // SAFETY: `fd` was just created and nothing else owns it.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            keep.push(fd.as_raw_fd());
-            Some(fd)
         } else {
-            if let Some(arg0) = std::env::args_os().next() {
-                cmd.arg0(arg0);
-            }
             None
         };
+        match (&self.name, std::env::args_os().next()) {
+            (Some(n), _) => {
+                cmd.arg0(n);
+            }
+            (None, Some(arg0)) if !test_mode => {
+                cmd.arg0(arg0);
+            }
+            _ => {}
+        }
         cmd.env(ENV_DEPTH, (depth + 1).to_string());
         if test_mode {
             cmd.env(ENV_VIA_TEST, "1");
@@ -727,55 +1006,97 @@ impl Builder {
         cmd.env(
             ENV_CHILD,
             format!(
-                "{}:{}:{}",
-                in_r.as_raw_fd(),
-                out_w.as_raw_fd(),
+                "{}:{}",
+                exchange.as_raw_fd(),
                 saved_stdout.as_ref().map_or(-1, |f| f.as_raw_fd())
             ),
         );
+        match &self.name {
+            Some(n) => {
+                cmd.env(ENV_NAME, n);
+            }
+            None => {
+                cmd.env_remove(ENV_NAME);
+            }
+        }
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
         install_pre_exec(&mut cmd, self.die_with_parent, keep);
         let proc_ = spawn_from_spawner_thread(cmd)?;
-        drop((in_r, out_w, saved_stdout));
-        let mut input = std::fs::File::from(in_w);
-        let boot = encode_bootstrap(offset, args);
-        let mut child = Child::new(proc_, Some(std::fs::File::from(out_r)), test_mode);
-        if let Err(e) = input.write_all(&boot) {
-            // The child died before reading its arguments; join reports how it died.
-            if e.kind() != io::ErrorKind::BrokenPipe {
-                let _ = child.kill();
-                return Err(e.into());
-            }
-        }
-        drop(input);
-        Ok(child)
+        drop(saved_stdout);
+        Ok(Child::new(
+            proc_,
+            Some(exchange),
+            test_mode,
+            self.name.clone(),
+        ))
     }
 }
 
-/// Run `f(args)` in a new child process and return its handle.
+/// Run `f(args)` in a new child process and return its handle — Python's
+/// `Process(target=f, args=args).start()`.
 ///
-/// `f` must be a `fn` item or a non-capturing closure (a compile-time check); `args` is any
-/// serde value — queues inside it re-attach by name in the child. `join` returns what `f`
-/// returns. Needs [`init`] at the top of `main` (or
-/// [`enable_test_support!`](crate::enable_test_support) in a test file).
+/// `f` is a plain function pointer, `fn(A) -> R`: a `fn` item or a closure that captures
+/// nothing (it coerces to one). Whatever the function needs travels in `args`, any serde
+/// value — queues, primitives (`Lock`, `Event`, `Value`, …) and joinable queues inside it
+/// re-attach by name in the child. `join` returns what `f` returns. Needs [`init`] at the
+/// top of `main` (or [`enable_test_support!`](crate::enable_test_support) in a test file).
+///
+/// The function comes first, then its arguments, everywhere in `shmq::process` (as in
+/// [`Pool::map`] and Python).
 ///
 /// ```
 /// # shmq::process::init();
 /// # fn run() -> shmq::Result<()> {
-/// let child = shmq::process::spawn((6u32, 7u32), |(a, b)| a * b)?;
+/// let child = shmq::process::start(|(a, b)| a * b, (6u32, 7u32))?;
+/// assert_eq!(child.join()?, 42);
+///
+/// fn greet(name: String) -> String {
+///     format!("hello, {name}")
+/// }
+/// assert_eq!(shmq::process::start(greet, "zsq".to_string())?.join()?, "hello, zsq");
+/// # Ok(()) }
+/// # run().unwrap();
+/// ```
+///
+/// A closure that captures a variable is not a `fn` pointer, so `cargo check` (and the
+/// IDE) rejects it with "expected fn pointer, found closure"; pass the value in `args`:
+///
+/// ```compile_fail,E0308
+/// # fn run() -> shmq::Result<()> {
+/// let factor = 6u32;
+/// let child = shmq::process::start(move |x: u32| x * factor, 7u32)?; // captures `factor`
+/// # Ok(()) }
+/// ```
+///
+/// ```
+/// # shmq::process::init();
+/// # fn run() -> shmq::Result<()> {
+/// let factor = 6u32;
+/// let child = shmq::process::start(|(x, factor)| x * factor, (7u32, factor))?;
 /// assert_eq!(child.join()?, 42);
 /// # Ok(()) }
 /// # run().unwrap();
 /// ```
-pub fn spawn<F, A, R>(args: A, f: F) -> Result<Child<R>>
+pub fn start<A, R>(f: fn(A) -> R, args: A) -> Result<Child<R>>
 where
-    F: Fn(A) -> R + Copy + Send + 'static,
     A: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
-    Builder::new().spawn(args, f)
+    Builder::new().start(f, args)
+}
+
+/// The old argument order of [`start`]: arguments first.
+#[deprecated(
+    note = "use shmq::process::start(f, args): the function comes first everywhere in shmq::process, as in Pool::map(f, inputs) and Python's Process(target=f, args=...)"
+)]
+pub fn spawn<A, R>(args: A, f: fn(A) -> R) -> Result<Child<R>>
+where
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    Builder::new().start(f, args)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -860,7 +1181,7 @@ impl Command {
         let mut cmd = self.inner;
         install_pre_exec(&mut cmd, self.die_with_parent, Vec::new());
         let proc_ = spawn_from_spawner_thread(cmd)?;
-        Ok(Child::new(proc_, None, false))
+        Ok(Child::new(proc_, None, false, None))
     }
 }
 
@@ -907,7 +1228,7 @@ pub fn raw_queue_from_env(key: &str) -> Result<crate::RawQueue> {
     crate::RawQueue::open_with(env_location(key)?, &crate::Options::new())
 }
 
-/// Make [`spawn`](crate::process::spawn) and [`Pool`](crate::process::Pool) work inside this test binary (`tests/*.rs`, or a
+/// Make [`start`](crate::process::start) and [`Pool`](crate::process::Pool) work inside this test binary (`tests/*.rs`, or a
 /// `#[cfg(test)]` module). Invoke once at the top level of the test file.
 ///
 /// It adds a test named `shmq_process_test_support`; children re-run the test binary with
@@ -922,7 +1243,7 @@ pub fn raw_queue_from_env(key: &str) -> Result<crate::RawQueue> {
 ///
 /// #[test]
 /// fn square_in_a_child() {
-///     let c = shmq::process::spawn(7u64, |x| x * x).unwrap();
+///     let c = shmq::process::start(|x| x * x, 7u64).unwrap();
 ///     assert_eq!(c.join().unwrap(), 49);
 /// }
 /// ```
@@ -962,16 +1283,11 @@ mod tests {
         fn double(x: u32) -> u32 {
             x * 2
         }
-        let off = {
-            fn off_of<F: Fn(u32) -> u32 + Copy>(_: F) -> i64 {
-                entry_offset::<F, u32, u32>()
-            }
-            off_of(double)
-        };
-        // SAFETY: the offset comes from entry_offset in this same process.
-        let f = unsafe { entry_at(off) };
-        let args = postcard::to_allocvec(&21u32).unwrap();
-        match f(&args) {
+        let target = Target::new(double as fn(u32) -> u32).unwrap();
+        // SAFETY: the offset comes from Target::new in this same process.
+        let f = unsafe { entry_at(target.entry) };
+        let call = target.encode(&21u32, "the arguments").unwrap();
+        match f(&call) {
             Outcome::Ok(b) => assert_eq!(postcard::from_bytes::<u32>(&b).unwrap(), 42),
             _ => panic!("unexpected outcome"),
         }
@@ -996,7 +1312,11 @@ mod tests {
 
     #[test]
     fn spawn_in_unit_test() {
-        let c = spawn(5u8, |x| x + 1).unwrap();
+        let c = start(|x| x + 1, 5u8).unwrap();
         assert_eq!(c.join().unwrap(), 6u8);
+        // The old argument order still works, deprecated.
+        #[allow(deprecated)]
+        let c = spawn(5u8, |x| x + 2).unwrap();
+        assert_eq!(c.join().unwrap(), 7u8);
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
-//!     cargo test --release --no-default-features --lib ring::loom_tests -- --nocapture
+//!     cargo test --release --lib ring::loom_tests -- --nocapture
 //! ```
 //!
 //! The ring is [`MIN_CAPACITY`](crate::segment::MIN_CAPACITY) = 64 bytes, so that records

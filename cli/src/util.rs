@@ -98,51 +98,23 @@ pub fn parse_name(s: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
-/// `4096`, `64K`, `1M`, `1MiB`, `2G` (binary multiples; `B` and `iB` suffixes optional).
+/// `4096`, `64K`, `1M`, `1MiB`, `1.5G` (K, M, G, T are binary multiples: 64K = 65536).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits_end = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '_'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(digits_end);
-    let num: u64 = num
-        .replace('_', "")
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (examples: 4096, 64K, 1M, 1GiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("unknown size unit in {s:?} (use K, M, G or T)")),
-    };
-    num.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(s.trim())
+        .map_err(|e| format!("{s:?} is not a size ({e}; examples: 4096, 64K, 1M, 1GiB)"))
 }
 
-/// `500ms`, `2s`, `1.5s`, `1m`, `250us`; a bare number is seconds.
+/// `500ms`, `2s`, `1m 30s`, `250us` (humantime's format); a bare number is seconds (`1.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let end = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(end);
-    let bad = || format!("{s:?} is not a duration (examples: 500ms, 2s, 1.5s, 1m)");
-    let x: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit.trim() {
-        "" | "s" | "sec" | "secs" => x,
-        "ms" => x / 1e3,
-        "us" | "µs" => x / 1e6,
-        "ns" => x / 1e9,
-        "m" | "min" => x * 60.0,
-        "h" => x * 3600.0,
-        _ => return Err(bad()),
-    };
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(bad());
+    if let Ok(secs) = t.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("{s:?} is not a duration (examples: 500ms, 2s, 1m)"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    humantime::parse_duration(t)
+        .map_err(|e| format!("{s:?} is not a duration ({e}; examples: 500ms, 2s, 1m)"))
 }
 
 /// Permission bits in octal (`600`, `0660`, `0o644`).
@@ -156,26 +128,13 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
     Ok(m)
 }
 
-/// `512 B`, `4 KiB`, `1.5 MiB`.
+/// `512 B`, `4.0 KiB`, `1.5 MiB` (binary units).
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut x = n as f64 / 1024.0;
-    let mut u = 0;
-    while x >= 1024.0 && u + 1 < UNITS.len() {
-        x /= 1024.0;
-        u += 1;
-    }
-    trim_float(x, UNITS[u])
+    bytesize::ByteSize(n).display().iec().to_string()
 }
 
 /// A rate of bytes per second: `12.5 MiB/s`.
 pub fn byte_rate(x: f64) -> String {
-    if x < 1024.0 {
-        return format!("{x:.0} B/s");
-    }
     format!("{}/s", bytes(x as u64))
 }
 
@@ -235,18 +194,9 @@ pub fn latency(d: Duration) -> String {
     }
 }
 
-/// `1h02m`, `3m12s`, `45s`.
+/// `1h 2m 5s`, `3m 12s`, `45s`.
 pub fn age(secs: u64) -> String {
-    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    if d > 0 {
-        format!("{d}d{h:02}h")
-    } else if h > 0 {
-        format!("{h}h{m:02}m")
-    } else if m > 0 {
-        format!("{m}m{s:02}s")
-    } else {
-        format!("{s}s")
-    }
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
 }
 
 pub fn now_unix() -> u64 {
@@ -256,47 +206,22 @@ pub fn now_unix() -> u64 {
         .unwrap_or(0)
 }
 
-/// `2026-11-28 15:40:00 UTC` for seconds since the Unix epoch.
+/// `2026-11-28T15:40:00Z` for seconds since the Unix epoch.
 pub fn utc(secs: u64) -> String {
-    let (y, mo, d) = civil_from_days((secs / 86400) as i64);
-    let t = secs % 86400;
-    format!(
-        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        t / 3600,
-        t / 60 % 60,
-        t % 60
-    )
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
 /// `HH:MM:SS` (UTC) of now.
 pub fn clock() -> String {
-    let t = now_unix() % 86400;
-    format!("{:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    let t = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    t.get(11..19).unwrap_or(&t).to_string()
 }
 
 /// Lowercase hex of `bytes` into `out` (replacing its contents).
 pub fn to_hex(bytes: &[u8], out: &mut Vec<u8>) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     out.clear();
-    out.reserve(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)]);
-        out.push(DIGITS[usize::from(b & 15)]);
-    }
+    out.resize(bytes.len() * 2, 0);
+    hex::encode_to_slice(bytes, out).expect("the buffer is twice the input");
 }
 
 /// Bytes from hex text; ASCII whitespace is ignored.
@@ -306,19 +231,58 @@ pub fn from_hex(text: &[u8]) -> Result<Vec<u8>, String> {
         .copied()
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
-    if !digits.len().is_multiple_of(2) {
-        return Err(format!("odd number of hex digits ({})", digits.len()));
+    hex::decode(digits).map_err(|e| e.to_string())
+}
+
+/// This process's effective user id.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The user who owns a named queue's object, if it exists.
+pub fn owner(name: &str) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(shmq::segment::shm_path(name))
+        .ok()
+        .map(|m| m.uid())
+}
+
+/// A user's login name, or the uid as text when it has none.
+pub fn user_name(uid: u32) -> String {
+    let mut pw: libc::passwd = unsafe_zeroed();
+    let mut buf = vec![0 as libc::c_char; 1024];
+    let mut res: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call: `pw` and `res` are locals, `buf` is a
+    // live buffer of the given length that getpwuid_r writes the strings into.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
+    if rc != 0 || res.is_null() || pw.pw_name.is_null() {
+        return uid.to_string();
     }
-    let val = |d: u8| -> Result<u8, String> {
-        (d as char)
-            .to_digit(16)
-            .map(|v| v as u8)
-            .ok_or_else(|| format!("{:?} is not a hex digit", d as char))
-    };
-    digits
-        .chunks(2)
-        .map(|p| Ok(val(p[0])? << 4 | val(p[1])?))
-        .collect()
+    // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`, alive here.
+    unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn unsafe_zeroed() -> libc::passwd {
+    // SAFETY: passwd is a plain C struct of integers and pointers; all-zero is valid.
+    unsafe { std::mem::zeroed() }
+}
+
+/// A table with no borders: columns two spaces apart, `right[i]` right-aligns column i.
+pub fn table(header: &[&str], right: &[bool]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header.to_vec());
+    for (i, col) in t.column_iter_mut().enumerate() {
+        col.set_padding((0, 2));
+        if right.get(i).copied().unwrap_or(false) {
+            col.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    t
 }
 
 /// Name of a codec id recorded in the header.
@@ -343,8 +307,10 @@ mod tests {
         assert!(parse_size("1X").is_err());
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1").is_err());
         assert_eq!(parse_mode("660"), Ok(0o660));
         assert_eq!(parse_name("/dev/shm/shmq.jobs"), Ok("jobs".into()));
         assert_eq!(parse_name("shmq.jobs"), Ok("shmq.jobs".into()));
@@ -361,12 +327,12 @@ mod tests {
     #[test]
     fn formatting() {
         assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(1 << 20), "1 MiB");
+        assert_eq!(bytes(1 << 20), "1.0 MiB");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(thousands(1234567), "1,234,567");
         assert_eq!(count(12_345.0), "12.3k");
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(1_795_873_200), "2026-11-28 13:40:00 UTC");
-        assert_eq!(age(192), "3m12s");
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_795_873_200), "2026-11-28T13:40:00Z");
+        assert_eq!(age(192), "3m 12s");
     }
 }

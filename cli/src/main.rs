@@ -10,16 +10,14 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde::Serialize;
 use shmq::ring::Ring;
 use shmq::segment::{self, Location, Segment};
 use shmq::{Error, Options, RawQueue, Stats};
 
 #[macro_use]
-#[path = "shmq/util.rs"]
 mod util;
-#[path = "shmq/bench.rs"]
 mod bench;
 
 use util::{bytes, count, parse_duration, parse_mode, parse_name, parse_size, CliError, CliResult};
@@ -34,10 +32,11 @@ Exit status: 0 success, 1 error (what went wrong and what to do is printed on st
 Examples:
   shmq create jobs --capacity 4M        # a queue that outlives this command
   printf 'a\\nb\\n' | shmq put jobs       # one message per line
-  shmq ls                               # every queue on the machine
+  shmq ls                               # your queues on this machine (--all: everyone's)
   shmq watch jobs                       # live messages/s and bytes/s
   shmq get jobs --follow                # print messages as they arrive
-  shmq rm jobs                          # remove it (attached processes keep working)";
+  shmq rm jobs                          # remove it (attached processes keep working)
+  shmq completions bash                 # shell completions; `shmq man` prints the man page";
 
 /// See, tap, clean up and benchmark shmq shared-memory queues.
 #[derive(Parser, Debug)]
@@ -49,7 +48,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// List every shmq queue on this machine.
+    /// List your shmq queues on this machine (every user's with --all).
     #[command(visible_alias = "list")]
     Ls(LsArgs),
     /// Show one queue in detail: state, owner, attached processes and lifetime counters.
@@ -69,6 +68,10 @@ enum Cmd {
     Rm(RmArgs),
     /// Measure throughput and latency between two processes on this machine.
     Bench(bench::BenchArgs),
+    /// Print a shell completion script (e.g. `shmq completions bash > /etc/bash_completion.d/shmq`).
+    Completions(CompletionsArgs),
+    /// Print the manual page in roff, or write one page per command into a directory.
+    Man(ManArgs),
     /// Internal: the other process of `shmq bench`.
     #[command(name = "__bench-peer", hide = true)]
     BenchPeer(bench::PeerArgs),
@@ -78,9 +81,15 @@ enum Cmd {
 #[command(after_help = "\
 Columns: CAPACITY of the ring; USED bytes (records and framing); MSGS queued; PUT-WAIT / \
 GET-WAIT producers / consumers asleep because the queue is full / empty; CLOSED; CREATOR \
-pid and whether it is ALIVE; PROCS that have the queue mapped now. Objects whose header \
-cannot be read show `?` and a note on stderr explaining why.")]
+pid and whether it is ALIVE; PROCS that have the queue mapped now; OWNER (with --all) the \
+user who owns the object. Objects whose header cannot be read show `?` and a note on stderr \
+explaining why. Only your own queues are listed unless --all.")]
 struct LsArgs {
+    /// Only queues whose name matches: a glob (`jobs-*`), or text the name contains.
+    pattern: Option<String>,
+    /// Every user's queues, with an OWNER column (default: only yours).
+    #[arg(short, long)]
+    all: bool,
     /// Print a JSON array instead of a table (sizes in bytes, all counters).
     #[arg(long)]
     json: bool,
@@ -134,14 +143,16 @@ struct CreateArgs {
 Without MESSAGE arguments, stdin is read until EOF: one message per line (the newline is \
 not part of the message), per NUL-terminated record with -0, or all of it as one message \
 with --raw (--chunk splits raw input into messages of at most that size). Blocks while the \
-queue is full, unless --timeout.")]
+queue is full, unless --timeout. A queue made by Queue<T> or PodQueue<T> holds encoded \
+values: put refuses text into it unless --hex (encoded bytes in hex) or --raw says so.")]
 struct PutArgs {
     /// Queue name.
     #[arg(value_parser = parse_name)]
     name: String,
     /// Messages to put (instead of reading stdin).
     messages: Vec<OsString>,
-    /// Read stdin as raw bytes: all of it is one message (see --chunk).
+    /// Read stdin as raw bytes: all of it is one message (see --chunk). Also what lets
+    /// text into a typed (postcard/pod) queue.
     #[arg(long, conflicts_with = "null")]
     raw: bool,
     /// With --raw: split stdin into messages of at most this many bytes (e.g. 64K).
@@ -168,9 +179,11 @@ struct PutArgs {
 #[command(after_help = "\
 Without --count or --follow, prints the messages queued now and exits (nothing if empty). \
 With --count N, waits until N messages were taken. With --follow, keeps taking messages \
-until the queue is closed. --timeout bounds each wait: with --count it is an error (exit 1) \
-if fewer than N arrived; with --follow alone it just ends the command. Messages are taken \
-(consumed), not peeked.")]
+until the queue is closed or its name removed; a queue created again under the name is \
+followed on. --timeout bounds each wait: with --count it is an error (exit 1) if fewer \
+than N arrived; with --follow alone it just ends the command. Messages are taken \
+(consumed), not peeked. Messages of a typed queue (Queue<T>, PodQueue<T>: encoded values) \
+are printed as hex unless --raw.")]
 struct GetArgs {
     /// Queue name.
     #[arg(value_parser = parse_name)]
@@ -178,7 +191,7 @@ struct GetArgs {
     /// Take exactly this many messages, waiting for them.
     #[arg(short = 'n', long)]
     count: Option<u64>,
-    /// Keep taking messages as they arrive, until the queue is closed.
+    /// Keep taking messages as they arrive, until the queue is closed or removed.
     #[arg(short, long)]
     follow: bool,
     /// Wait at most this long for each message (e.g. 500ms, 5s).
@@ -196,6 +209,27 @@ struct GetArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+bash: `shmq completions bash > ~/.local/share/bash-completion/completions/shmq`; \
+zsh: `shmq completions zsh > ~/.zfunc/_shmq` (with ~/.zfunc in $fpath); \
+fish: `shmq completions fish > ~/.config/fish/completions/shmq.fish`.")]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "\
+`shmq man > shmq.1` writes the main page; `shmq man --dir ~/.local/share/man/man1` writes \
+shmq.1 and a page per command (shmq-ls.1, shmq-get.1, ...), for `man shmq-get`.")]
+struct ManArgs {
+    /// Write shmq.1 and shmq-COMMAND.1 for every command into this directory.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug)]
 struct CloseArgs {
     /// Queue names.
     #[arg(required = true, value_parser = parse_name)]
@@ -207,8 +241,10 @@ struct CloseArgs {
 Removing a name does not disturb processes that have the queue open: they keep working, \
 but nobody can open it by name any more. A queue is stale when no process has it mapped \
 and the process that created it is dead (e.g. left behind by a crash; queues made by \
-`shmq create` or with keep_on_drop are persistent and never stale), or when it never finished initialising and its creator is dead (with no \
-creator recorded: once it is a minute old).")]
+`shmq create` or with keep_on_drop are persistent and never stale), or when it never \
+finished initialising and its creator is dead (with no creator recorded: once it is a \
+minute old). `rm --stale` considers only your own queues unless --all. An object named \
+shmq.NAME that is not a shmq queue (another program's) is only removed with --force.")]
 struct RmArgs {
     /// Queue names to remove (with --stale: only consider these).
     #[arg(value_parser = parse_name, required_unless_present = "stale")]
@@ -219,6 +255,12 @@ struct RmArgs {
     /// With --stale: only print what would be removed.
     #[arg(short = 'n', long, requires = "stale")]
     dry_run: bool,
+    /// With --stale and no names: every user's stale queues (default: only yours).
+    #[arg(short, long, requires = "stale")]
+    all: bool,
+    /// Also remove objects named shmq.NAME that are not shmq queues.
+    #[arg(short, long)]
+    force: bool,
 }
 
 fn main() -> ExitCode {
@@ -234,6 +276,20 @@ fn main() -> ExitCode {
         Cmd::Rm(a) => cmd_rm(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::BenchPeer(a) => bench::peer(a),
+        Cmd::Completions(a) => {
+            let mut out = Vec::new();
+            clap_complete::generate(a.shell, &mut Cli::command(), "shmq", &mut out);
+            io::stdout().write_all(&out).map_err(CliError::from)
+        }
+        Cmd::Man(ManArgs { dir: Some(dir) }) => clap_mangen::generate_to(Cli::command(), &dir)
+            .map_err(|e| CliError::new(format!("writing man pages to {}: {e}", dir.display()))),
+        Cmd::Man(ManArgs { dir: None }) => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(CliError::from)
+                .and_then(|()| io::stdout().write_all(&out).map_err(CliError::from))
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -311,6 +367,7 @@ fn percent(part: u64, whole: u64) -> String {
 struct LsJson<'a> {
     name: &'a str,
     object: String,
+    owner_uid: Option<u32>,
     size: u64,
     attached: Vec<u32>,
     stale: bool,
@@ -320,9 +377,47 @@ struct LsJson<'a> {
     stats: Option<&'a Stats>,
 }
 
+/// Which queues a listing (`ls`, `rm --stale`) covers: the caller's own unless `--all`,
+/// and those whose name matches the filter.
+struct Filter {
+    uid: Option<u32>,
+    pattern: Option<glob::Pattern>,
+}
+
+impl Filter {
+    fn new(all: bool, pattern: Option<&str>) -> CliResult<Filter> {
+        let pattern = pattern
+            .map(|p| {
+                // Without wildcards, a pattern matches names that contain it.
+                let p = if p.contains(['*', '?', '[']) {
+                    p.to_string()
+                } else {
+                    format!("*{}*", glob::Pattern::escape(p))
+                };
+                glob::Pattern::new(&p)
+            })
+            .transpose()
+            .map_err(|e| CliError::new(format!("bad name pattern: {e}")))?;
+        Ok(Filter {
+            uid: (!all).then(util::euid),
+            pattern,
+        })
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.pattern.as_ref().is_none_or(|p| p.matches(name))
+            && self
+                .uid
+                .is_none_or(|uid| util::owner(name).is_none_or(|o| o == uid))
+    }
+}
+
 fn cmd_ls(a: LsArgs) -> CliResult<()> {
-    let infos = shmq::list()
+    let filter = Filter::new(a.all, a.pattern.as_deref())?;
+    let all = shmq::list()
         .map_err(|e| CliError::from(e).hint("shmq lists /dev/shm; is it mounted and readable?"))?;
+    let total = all.len();
+    let infos: Vec<_> = all.into_iter().filter(|i| filter.wants(&i.name)).collect();
     let out = io::stdout();
     let mut out = out.lock();
     if a.json {
@@ -331,6 +426,7 @@ fn cmd_ls(a: LsArgs) -> CliResult<()> {
             .map(|i| LsJson {
                 name: &i.name,
                 object: segment::shm_path(&i.name).display().to_string(),
+                owner_uid: util::owner(&i.name),
                 size: i.size,
                 attached: i.attached.clone(),
                 stale: i.is_stale(),
@@ -343,23 +439,36 @@ fn cmd_ls(a: LsArgs) -> CliResult<()> {
         return Ok(());
     }
     if infos.is_empty() {
-        eprintln!(
-            "no shmq queues on this machine (create one from a program, or with `shmq create NAME`)"
-        );
+        let hidden = total - infos.len();
+        if hidden == 0 {
+            eprintln!(
+                "no shmq queues on this machine (create one from a program, or with `shmq create NAME`)"
+            );
+        } else {
+            eprintln!(
+                "no matching shmq queues ({hidden} not shown: other users' or other names; `shmq ls --all` lists every user's)"
+            );
+        }
         return Ok(());
     }
-    let header = [
+    let mut header = vec![
         "NAME", "CAPACITY", "USED", "MSGS", "PUT-WAIT", "GET-WAIT", "CLOSED", "CREATOR", "ALIVE",
         "PROCS",
     ];
-    let mut rows: Vec<Vec<String>> = Vec::new();
+    let right = [
+        false, true, true, true, true, true, false, true, false, true, false,
+    ];
+    if a.all {
+        header.push("OWNER");
+    }
+    let mut table = util::table(&header, &right);
     let mut notes = Vec::new();
     let mut stale = 0;
     for i in &infos {
         let procs = i.attached.len().to_string();
         stale += usize::from(i.is_stale());
-        match (i.stats(), i.problem()) {
-            (Some(s), _) => rows.push(vec![
+        let mut r = match (i.stats(), i.problem()) {
+            (Some(s), _) => vec![
                 i.name.clone(),
                 bytes(s.capacity),
                 format!(
@@ -374,7 +483,7 @@ fn cmd_ls(a: LsArgs) -> CliResult<()> {
                 s.creator_pid.to_string(),
                 yes_no(s.creator_alive).into(),
                 procs,
-            ]),
+            ],
             (None, problem) => {
                 let mut r = vec![i.name.clone()];
                 r.extend(std::iter::repeat_n("?".to_string(), 6));
@@ -390,44 +499,17 @@ fn cmd_ls(a: LsArgs) -> CliResult<()> {
                     _ => r.extend(["?".to_string(), "?".to_string()]),
                 }
                 r.push(procs);
-                rows.push(r);
                 notes.push(format!("{}: {}", i.name, problem.unwrap_or_default()));
+                r
             }
+        };
+        if a.all {
+            r.push(util::owner(&i.name).map_or("?".into(), util::user_name));
         }
+        table.add_row(r);
     }
-    // Column widths; numbers are right-aligned.
-    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (c, cell) in r.iter().enumerate() {
-            w[c] = w[c].max(cell.chars().count());
-        }
-    }
-    let right = [
-        false, true, true, true, true, true, false, true, false, true,
-    ];
-    let line = |cells: &[String]| -> String {
-        let mut s = String::new();
-        for (c, cell) in cells.iter().enumerate() {
-            let pad = w[c] - cell.chars().count();
-            if c > 0 {
-                s.push_str("  ");
-            }
-            if right[c] {
-                s.push_str(&" ".repeat(pad));
-                s.push_str(cell);
-            } else {
-                s.push_str(cell);
-                if c + 1 < cells.len() {
-                    s.push_str(&" ".repeat(pad));
-                }
-            }
-        }
-        s
-    };
-    let h: Vec<String> = header.iter().map(|s| s.to_string()).collect();
-    writeln!(out, "{}", line(&h))?;
-    for r in &rows {
-        writeln!(out, "{}", line(r))?;
+    for line in table.lines() {
+        writeln!(out, "{}", line.trim_end())?;
     }
     for n in notes {
         eprintln!("note: {n}");
@@ -501,11 +583,11 @@ fn cmd_stat(a: StatArgs) -> CliResult<()> {
     if s.codec == segment::codec_id::POD {
         codec.push_str(&format!(", {} bytes per item", snap.item_size));
     }
-    let lock = |tid: u32| {
-        if tid == 0 {
+    let lock = |holder: u32| {
+        if holder == 0 {
             "free".to_string()
         } else {
-            format!("held by tid {tid}")
+            format!("held by holder id {holder}")
         }
     };
     let pids = |v: &[u32]| {
@@ -739,6 +821,7 @@ fn cmd_rm(a: RmArgs) -> CliResult<()> {
         return rm_stale(&a);
     }
     if let [name] = a.names.as_slice() {
+        refuse_foreign(name, a.force)?;
         let attached = segment::mapped_by(name);
         shmq::remove(name)?;
         say!("removed {name}");
@@ -748,14 +831,13 @@ fn cmd_rm(a: RmArgs) -> CliResult<()> {
     let mut failed = 0;
     for name in &a.names {
         let attached = segment::mapped_by(name);
-        match shmq::remove(name) {
+        match refuse_foreign(name, a.force).and_then(|()| Ok(shmq::remove(name)?)) {
             Ok(()) => {
                 say!("removed {name}");
                 note_attached(name, &attached);
             }
             Err(e) => {
                 failed += 1;
-                let e = CliError::from(e);
                 eprintln!("shmq: error: {}", e.msg);
                 if let Some(h) = e.hint {
                     eprintln!("  hint: {h}");
@@ -772,6 +854,39 @@ fn cmd_rm(a: RmArgs) -> CliResult<()> {
     Ok(())
 }
 
+/// An object named `shmq.NAME` that is not a shmq queue (its first word is not shmq's
+/// magic) is someone else's: say what it is, and remove it only with `--force`.
+fn refuse_foreign(name: &str, force: bool) -> CliResult<()> {
+    let Ok(p) = segment::peek(name) else {
+        // Missing, or unreadable (another user's): `remove` reports what it can.
+        return Ok(());
+    };
+    if !p.foreign || force {
+        return Ok(());
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let path = segment::shm_path(name);
+    let meta = std::fs::metadata(&path)?;
+    let mut head = [0u8; 16];
+    let n = {
+        use std::os::unix::fs::FileExt;
+        std::fs::File::open(&path)?.read_at(&mut head, 0)?
+    };
+    Err(CliError::new(format!(
+        "{} is not a shmq queue: a {} object owned by {}, mode {:o}, modified {} ago, starting with \"{}\" (a shmq queue starts with \"{}\")",
+        path.display(),
+        bytes(meta.len()),
+        util::user_name(meta.uid()),
+        meta.permissions().mode() & 0o7777,
+        util::age(p.age.as_secs()),
+        head[..n].escape_ascii(),
+        segment::MAGIC.to_le_bytes().escape_ascii(),
+    ))
+    .hint(format!(
+        "another program may use it; remove it anyway with `shmq rm --force {name}`"
+    )))
+}
+
 fn note_attached(name: &str, attached: &[u32]) {
     if !attached.is_empty() {
         let list: Vec<String> = attached.iter().map(|p| p.to_string()).collect();
@@ -784,7 +899,11 @@ fn note_attached(name: &str, attached: &[u32]) {
 
 fn rm_stale(a: &RmArgs) -> CliResult<()> {
     let infos = if a.names.is_empty() {
+        let filter = Filter::new(a.all, None)?;
         shmq::list()?
+            .into_iter()
+            .filter(|i| filter.wants(&i.name))
+            .collect()
     } else {
         let mut v = Vec::new();
         for name in &a.names {
@@ -827,11 +946,13 @@ fn rm_stale(a: &RmArgs) -> CliResult<()> {
             eprintln!("kept {}: a process attached to it just now", info.name);
             continue;
         }
-        match shmq::remove(&info.name) {
-            Ok(()) => {
+        // Only the object examined above: a queue created since under the same name stays.
+        match info.remove_if_unchanged() {
+            Ok(true) => {
                 say!("removed {} ({why})", info.name);
                 removed += 1;
             }
+            Ok(false) => eprintln!("kept {}: the name now refers to another object", info.name),
             Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
@@ -845,8 +966,32 @@ fn rm_stale(a: &RmArgs) -> CliResult<()> {
 // ---------------------------------------------------------------------------------------
 // put / get
 
+/// The message type of a typed queue (`postcard`/`pod` codec), e.g. "postcard values of
+/// type app::Job"; `None` for a queue of raw byte messages.
+fn typed(q: &RawQueue) -> Option<String> {
+    let s = q.stats();
+    if s.codec == segment::codec_id::RAW {
+        return None;
+    }
+    let mut what = format!("{} values", util::codec_name(s.codec));
+    if !s.type_name.is_empty() {
+        what.push_str(&format!(" of type {}", s.type_name));
+    }
+    Some(what)
+}
+
 fn cmd_put(a: PutArgs) -> CliResult<()> {
     let q = RawQueue::open(&a.name)?;
+    if let (Some(what), false, false) = (typed(&q), a.raw, a.hex) {
+        return Err(CliError::new(format!(
+            "queue {} holds {what}: text put into it would not decode in its consumers",
+            a.name
+        ))
+        .hint(format!(
+            "put encoded messages with --hex (as `shmq get --hex {}` prints them), or bytes as they are with --raw",
+            a.name
+        )));
+    }
     let limit = a.count.unwrap_or(u64::MAX);
     let mut n = 0u64;
     let put = |msg: &[u8], n: u64| -> CliResult<()> {
@@ -961,8 +1106,94 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(len)
 }
 
+/// What identifies the object behind a queue name: a queue removed and created again under
+/// the same name is another object.
+fn object_id(name: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(segment::shm_path(name))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// How often a waiting `get` looks whether its queue's name still leads to the same object.
+const NAME_CHECK: Duration = Duration::from_millis(250);
+
+/// A queue followed by name: `get` notices when the name is removed or taken by a new queue.
+struct Followed {
+    name: String,
+    q: RawQueue,
+    id: Option<(u64, u64)>,
+    /// Print messages as hex: asked for, or the queue holds encoded (typed) values.
+    hex: bool,
+    /// What the command line asked for: --hex, --raw.
+    want_hex: bool,
+    raw: bool,
+}
+
+enum Wait {
+    Got,
+    Closed,
+    Timeout,
+    Removed,
+}
+
+impl Followed {
+    fn open(name: &str, hex: bool, raw: bool) -> shmq::Result<Followed> {
+        let q = RawQueue::open(name)?;
+        let id = object_id(name);
+        let typed = typed(&q);
+        if let (Some(what), false, false) = (&typed, hex, raw) {
+            eprintln!("shmq: queue {name} holds {what}; printing them as hex (--raw for the bytes as they are)");
+        }
+        Ok(Followed {
+            name: name.to_string(),
+            q,
+            id,
+            hex: hex || (typed.is_some() && !raw),
+            want_hex: hex,
+            raw,
+        })
+    }
+
+    /// Wait for a message (at most `timeout`), looking every [`NAME_CHECK`] whether the
+    /// name was removed (then [`Wait::Removed`]) or now leads to a new queue (then follow
+    /// that one).
+    fn wait(&mut self, buf: &mut Vec<u8>, timeout: Option<Duration>) -> CliResult<Wait> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let slice = deadline.map_or(NAME_CHECK, |d| {
+                d.saturating_duration_since(Instant::now()).min(NAME_CHECK)
+            });
+            match self.q.get_into_timeout(buf, slice) {
+                Ok(_) => return Ok(Wait::Got),
+                Err(Error::Closed) => return Ok(Wait::Closed),
+                Err(Error::Timeout) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(Wait::Timeout);
+            }
+            match object_id(&self.name) {
+                id if id == self.id => {}
+                None => return Ok(Wait::Removed),
+                Some(_) => {
+                    eprintln!(
+                        "shmq: queue {} was removed and created again; following the new one",
+                        self.name
+                    );
+                    match Followed::open(&self.name, self.want_hex, self.raw) {
+                        Ok(f) => *self = f,
+                        Err(Error::NotFound(_)) => return Ok(Wait::Removed),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn cmd_get(a: GetArgs) -> CliResult<()> {
-    let q = RawQueue::open(&a.name)?;
+    let mut f = Followed::open(&a.name, a.hex, a.raw)?;
     let wait = a.follow || a.count.is_some();
     let delim: Option<u8> = if a.raw {
         None
@@ -990,20 +1221,23 @@ fn cmd_get(a: GetArgs) -> CliResult<()> {
         if a.count.is_some_and(|c| got >= c) {
             break;
         }
-        let r = match q.try_get_into(&mut buf) {
+        let r = match f.q.try_get_into(&mut buf) {
+            Ok(_) => Wait::Got,
             Err(Error::Empty) if wait => {
                 out.flush().map_err(pipe_err)?;
-                match a.timeout {
-                    Some(t) => q.get_into_timeout(&mut buf, t),
-                    None => q.get_into(&mut buf),
-                }
+                f.wait(&mut buf, a.timeout)?
             }
-            r => r,
+            Err(Error::Empty) => break,
+            Err(Error::Closed) => Wait::Closed,
+            Err(e) => {
+                out.flush().map_err(pipe_err)?;
+                return Err(e.into());
+            }
         };
         match r {
-            Ok(_) => {
+            Wait::Got => {
                 got += 1;
-                if a.hex {
+                if f.hex {
                     util::to_hex(&buf, &mut hexbuf);
                     out.write_all(&hexbuf).map_err(pipe_err)?;
                 } else {
@@ -1016,8 +1250,7 @@ fn cmd_get(a: GetArgs) -> CliResult<()> {
                     out.flush().map_err(pipe_err)?;
                 }
             }
-            Err(Error::Empty) => break,
-            Err(Error::Closed) => {
+            Wait::Closed => {
                 if let Some(c) = a.count {
                     out.flush().map_err(pipe_err)?;
                     return Err(CliError::new(format!(
@@ -1027,12 +1260,12 @@ fn cmd_get(a: GetArgs) -> CliResult<()> {
                 }
                 break;
             }
-            Err(Error::Timeout) => {
+            Wait::Timeout => {
                 if let Some(c) = a.count {
                     out.flush().map_err(pipe_err)?;
                     return Err(CliError::new(format!(
-                        "timed out after {:?} waiting for a message; got {got} of {c}",
-                        a.timeout.unwrap_or_default()
+                        "timed out after {} waiting for a message; got {got} of {c}",
+                        humantime::format_duration(a.timeout.unwrap_or_default())
                     ))
                     .hint(format!(
                         "is a producer running? check with `shmq watch {}`",
@@ -1041,9 +1274,17 @@ fn cmd_get(a: GetArgs) -> CliResult<()> {
                 }
                 break;
             }
-            Err(e) => {
+            Wait::Removed => {
                 out.flush().map_err(pipe_err)?;
-                return Err(e.into());
+                let msg = format!(
+                    "queue {} was removed; processes that have it open may still use it",
+                    a.name
+                );
+                if let Some(c) = a.count {
+                    return Err(CliError::new(format!("{msg}; got {got} of {c} messages")));
+                }
+                eprintln!("shmq: {msg}");
+                break;
             }
         }
     }

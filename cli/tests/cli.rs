@@ -2,7 +2,6 @@
 //!
 //! Every test uses its own queue names (with this process's pid) and removes what it
 //! creates, so tests can run in parallel with each other and with other suites.
-#![cfg(feature = "cli")]
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -39,7 +38,14 @@ fn run_with(args: &[&str], stdin: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn shmq");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    // A command that fails before reading stdin closes it: not the test's error.
+    if let Err(e) = child.stdin.take().unwrap().write_all(stdin) {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "writing stdin: {e}"
+        );
+    }
     child.wait_with_output().expect("wait for shmq")
 }
 
@@ -88,7 +94,17 @@ fn json(s: &str) -> serde_json::Value {
 fn help_and_exit_codes() {
     let help = ok(&["--help"]);
     for cmd in [
-        "ls", "stat", "watch", "create", "put", "get", "close", "rm", "bench",
+        "ls",
+        "stat",
+        "watch",
+        "create",
+        "put",
+        "get",
+        "close",
+        "rm",
+        "bench",
+        "completions",
+        "man",
     ] {
         assert!(help.contains(cmd), "{cmd} missing from --help:\n{help}");
     }
@@ -127,7 +143,7 @@ fn ls_and_stat_show_a_program_queue() {
         .find(|l| l.split_whitespace().next() == Some(name.as_str()))
         .unwrap_or_else(|| panic!("{name} not listed:\n{table}"));
     let cells: Vec<&str> = row.split_whitespace().collect();
-    assert!(cells.contains(&"64"), "capacity: {row}");
+    assert!(cells.contains(&"64.0"), "capacity: {row}");
     assert!(cells.contains(&pid.as_str()), "creator pid: {row}");
     assert!(cells.contains(&"yes"), "creator alive: {row}");
     assert!(table.starts_with("NAME"), "{table}");
@@ -586,4 +602,278 @@ fn closed_stdout_is_quiet_and_rm_still_finishes() {
     for n in &names {
         assert!(!shmq::segment::shm_path(n).exists(), "{n} left behind");
     }
+}
+
+/// A typed queue (Queue<T>, PodQueue<T>) holds encoded values: `put` refuses text unless
+/// --hex or --raw says what the bytes are, and `get` prints its messages as hex.
+#[test]
+fn typed_queues_take_no_text_and_print_hex() {
+    let name = uniq("typed-put");
+    let q: shmq::Queue<(u32, String)> = shmq::Queue::create(&name, 4096).unwrap();
+    let e = fails(&["put", &name, "hello"], 1);
+    assert!(
+        e.contains("postcard values of type") && e.contains("--hex") && e.contains("--raw"),
+        "{e}"
+    );
+    let o = run_with(&["put", &name], b"line from stdin\n");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(q.is_empty(), "nothing was put");
+
+    // get prints the encoded values as hex (a note on stderr says so), which put --hex
+    // takes back.
+    q.put(&(7, "seven".to_string())).unwrap();
+    let o = run(&["get", &name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = stdout(&o);
+    assert_eq!(line.trim(), "0705736576656e", "{line}");
+    assert!(stderr(&o).contains("as hex"), "{}", stderr(&o));
+    ok(&["put", &name, "--hex", line.trim()]);
+    assert_eq!(q.get().unwrap(), (7, "seven".to_string()));
+
+    // --raw: the bytes as they are, both ways.
+    ok(&["put", &name, "--raw", "x"]);
+    let o = run(&["get", &name, "--raw"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, b"x");
+
+    // A Pod queue is typed too.
+    let pod = uniq("typed-pod");
+    let _p: shmq::PodQueue<u64> = shmq::PodQueue::create(&pod, 4096).unwrap();
+    let e = fails(&["put", &pod, "1"], 1);
+    assert!(e.contains("pod values"), "{e}");
+}
+
+/// `ls` lists the caller's queues whose names match; `--all` adds other users' with an
+/// OWNER column; `rm --stale` leaves other users' queues alone unless `--all`.
+#[test]
+fn ls_filters_by_name_and_owner() {
+    let a = uniq("lsf-alpha");
+    let b = uniq("lsf-beta");
+    let _qa = RawQueue::create(&a, 4096).unwrap();
+    let _qb = RawQueue::create(&b, 4096).unwrap();
+    let names = |out: &str| -> Vec<String> {
+        out.lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .collect()
+    };
+    let listed = names(&ok(&["ls", "lsf-alpha"]));
+    assert!(listed.contains(&a) && !listed.contains(&b), "{listed:?}");
+    let listed = names(&ok(&["ls", "cli-lsf-be?a-*"]));
+    assert!(!listed.contains(&a) && listed.contains(&b), "{listed:?}");
+    let o = run(&["ls", "no-such-queue-anywhere"]);
+    assert!(
+        o.status.success() && stdout(&o).is_empty(),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stderr(&o).contains("no matching"), "{}", stderr(&o));
+
+    let all = ok(&["ls", "--all", "lsf-"]);
+    assert!(all.lines().next().unwrap().ends_with("OWNER"), "{all}");
+    let me = all.lines().find(|l| l.starts_with(a.as_str())).unwrap();
+    assert!(
+        me.ends_with(&user_name()),
+        "owner of {a} should be {}: {me}",
+        user_name()
+    );
+
+    // Another user's queue: only root can make one here.
+    if my_uid() != 0 {
+        eprintln!("not root: skipping the other-user part");
+        return;
+    }
+    let other = uniq("lsf-other");
+    let _cleanup = Cleanup(other.clone());
+    let path = shmq::segment::shm_path(&other);
+    write_abandoned(&path);
+    std::os::unix::fs::chown(&path, Some(54321), Some(54321)).unwrap();
+    assert!(!names(&ok(&["ls", "lsf-other"])).contains(&other));
+    let all = ok(&["ls", "--all", "lsf-other"]);
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with(other.as_str()) && l.ends_with("54321")),
+        "{all}"
+    );
+    // rm --stale: not another user's queue by default, but with --all.
+    let out = ok(&["rm", "--stale", "--dry-run"]);
+    assert!(!out.contains(&other), "{out}");
+    let out = ok(&["rm", "--stale", "--all", "--dry-run"]);
+    assert!(out.contains(&format!("would remove {other}")), "{out}");
+    assert!(path.exists());
+}
+
+fn user_name() -> String {
+    let uid = my_uid();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.get(2) == Some(&uid.to_string().as_str())).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
+fn my_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    // The owner of a file this process just created is its effective uid.
+    let dir = std::env::temp_dir().join(format!("shmq-cli-uid-{}", std::process::id()));
+    std::fs::write(&dir, b"").unwrap();
+    let uid = std::fs::metadata(&dir).unwrap().uid();
+    std::fs::remove_file(&dir).unwrap();
+    uid
+}
+
+/// An object with shmq's magic and a dead creator but no published header: stale.
+fn write_abandoned(path: &std::path::Path) {
+    use std::mem::offset_of;
+    use std::os::unix::fs::FileExt;
+    let dead = {
+        let mut c = Command::new("true").spawn().unwrap();
+        c.wait().unwrap();
+        c.id()
+    };
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(8192).unwrap();
+    let id = offset_of!(shmq::segment::Header, id);
+    f.write_at(
+        &shmq::segment::MAGIC.to_ne_bytes(),
+        (id + offset_of!(shmq::segment::Identity, magic)) as u64,
+    )
+    .unwrap();
+    f.write_at(
+        &dead.to_ne_bytes(),
+        (id + offset_of!(shmq::segment::Identity, creator_pid)) as u64,
+    )
+    .unwrap();
+}
+
+/// `rm` of an object named shmq.X that is not a shmq queue says what it is and wants
+/// --force.
+#[test]
+fn rm_refuses_a_foreign_object_without_force() {
+    let name = uniq("foreign");
+    let _cleanup = Cleanup(name.clone());
+    let path = shmq::segment::shm_path(&name);
+    std::fs::write(&path, b"PGSQL shared memory, not a queue").unwrap();
+    let e = fails(&["rm", &name], 1);
+    assert!(
+        e.contains("is not a shmq queue") && e.contains("PGSQL") && e.contains("--force"),
+        "{e}"
+    );
+    assert!(path.exists(), "removed without --force");
+    // Among several names: the others are removed, the foreign one is kept.
+    let other = uniq("foreign-ok");
+    drop(RawQueue::create_with(other.as_str(), &Options::new().keep_on_drop(true)).unwrap());
+    let o = run(&["rm", &other, &name]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!shmq::segment::shm_path(&other).exists());
+    assert!(path.exists());
+    let out = ok(&["rm", "--force", &name]);
+    assert!(out.contains(&format!("removed {name}")), "{out}");
+    assert!(!path.exists());
+}
+
+#[test]
+fn completions_and_man_pages() {
+    let bash = ok(&["completions", "bash"]);
+    assert!(
+        bash.contains("_shmq()") && bash.contains("complete"),
+        "{bash}"
+    );
+    for shell in ["zsh", "fish"] {
+        assert!(ok(&["completions", shell]).contains("shmq"));
+    }
+    fails(&["completions", "cmd.exe"], 2);
+    let man = ok(&["man"]);
+    assert!(man.contains(".TH shmq 1"), "{man}");
+    assert!(
+        man.contains("SUBCOMMANDS") && !man.contains("bench-peer"),
+        "{man}"
+    );
+    let dir = std::env::temp_dir().join(uniq("man"));
+    std::fs::create_dir_all(&dir).unwrap();
+    ok(&["man", "--dir", dir.to_str().unwrap()]);
+    let get = std::fs::read_to_string(dir.join("shmq-get.1")).unwrap();
+    assert!(get.contains("follow"), "{get}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Wait for `child` to exit on its own (at most 30 s, generous for a busy machine).
+fn wait_exit(child: &mut std::process::Child, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("{what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `get --follow` ends when the queue's name is removed, as `watch` does, and follows a
+/// queue created again under the same name.
+#[test]
+fn get_follow_notices_removal_and_recreation() {
+    let name = uniq("follow-rm");
+    let q = RawQueue::create(&name, 4096).unwrap();
+    q.put(b"before").unwrap();
+    let mut child = Command::new(BIN)
+        .args(["get", &name, "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(q); // the creating handle removes the name
+    wait_exit(
+        &mut child,
+        "get --follow did not end after its queue was removed",
+    );
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "before\n");
+    assert!(stderr(&o).contains("was removed"), "{}", stderr(&o));
+
+    // Recreated: a new queue takes the name in one step (a rename over it), so the
+    // follower never sees the name missing; it drains the old queue, then follows the new.
+    let name = uniq("follow-new");
+    let tmp = uniq("follow-tmp");
+    let _cleanup = (Cleanup(name.clone()), Cleanup(tmp.clone()));
+    let keep = Options::new().keep_on_drop(true);
+    let old = RawQueue::create_with(name.as_str(), &keep).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["get", &name, "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    old.put(b"old").unwrap();
+    // Once "old" is taken the follower is attached to the old queue.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !old.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower took nothing"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let new = RawQueue::create_with(tmp.as_str(), &keep).unwrap();
+    new.put(b"new").unwrap();
+    std::fs::rename(
+        shmq::segment::shm_path(&tmp),
+        shmq::segment::shm_path(&name),
+    )
+    .unwrap();
+    new.close(); // the follower drains "new", then ends
+    wait_exit(
+        &mut child,
+        "get --follow did not follow the recreated queue",
+    );
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "old\nnew\n");
+    assert!(stderr(&o).contains("created again"), "{}", stderr(&o));
 }

@@ -1,0 +1,108 @@
+//! Removing this process's own queues when it is interrupted (Ctrl-C) or terminated.
+//!
+//! A creating handle removes its queue's name when it drops, but a process killed by
+//! SIGINT or SIGTERM runs no destructors, so its `/dev/shm/shmq.*` objects stay behind
+//! (stale, until someone runs `shmq rm --stale`). [`cleanup_on_signals`] closes that gap
+//! for the common signals; [`remove_own_queues`] is the removal itself, for programs that
+//! handle signals their own way (tokio's `ctrl_c`, a `ctrlc` handler, ...).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::{Error, Result};
+use crate::segment::{self, Location, Segment};
+
+/// The signals [`cleanup_on_signals`] handles: SIGINT (Ctrl-C), SIGTERM (`kill`,
+/// systemd, docker stop) and SIGHUP (the terminal went away).
+pub const CLEANUP_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// On SIGINT, SIGTERM or SIGHUP, remove the named queues this process created (as
+/// [`remove_own_queues`] does), then die of that signal as the program would have without
+/// this call (same exit status for the shell or the supervisor).
+///
+/// Call it once, early in `main` (after [`process::init`](crate::process::init)); later
+/// calls do nothing. It starts a small thread that waits for the signals (with
+/// `signal-hook`), so the removal runs as ordinary code, not inside a signal handler.
+/// Queues made with [`Options::keep_on_drop`](crate::Options::keep_on_drop) are kept, as
+/// on a normal exit; file-backed queues (`create_at`) are not touched. SIGKILL cannot be
+/// caught: what a killed process leaves behind is stale and removed by
+/// [`remove_stale`](crate::remove_stale) or `shmq rm --stale`.
+///
+/// ```no_run
+/// fn main() -> shmq::Result<()> {
+///     shmq::process::init();
+///     shmq::cleanup_on_signals()?; // Ctrl-C no longer leaves /dev/shm/shmq.jobs behind
+///     let q: shmq::Queue<String> = shmq::Queue::create("jobs", 1 << 20)?;
+///     loop {
+///         println!("{}", q.get()?);
+///     }
+/// }
+/// ```
+pub fn cleanup_on_signals() -> Result<()> {
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    if INSTALLED.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
+    let mut signals = match signal_hook::iterator::Signals::new(CLEANUP_SIGNALS) {
+        Ok(s) => s,
+        Err(e) => {
+            INSTALLED.store(false, Ordering::SeqCst);
+            return Err(Error::Io(e));
+        }
+    };
+    std::thread::Builder::new()
+        .name("shmq-cleanup".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let _ = remove_own_queues();
+                // Die of the signal: the default action, as without the handler.
+                let _ = signal_hook::low_level::emulate_default_handler(sig);
+                std::process::exit(128 + sig);
+            }
+        })
+        .map_err(Error::Io)?;
+    Ok(())
+}
+
+/// Remove the name of every queue in `/dev/shm` that this process created and did not
+/// mark to outlive it ([`Options::keep_on_drop`](crate::Options::keep_on_drop)); returns
+/// the names removed. Handles in this or other processes keep working, exactly as after
+/// the creating handle dropped.
+///
+/// ```
+/// # let name = format!("doc-own-{}", std::process::id());
+/// let q = shmq::RawQueue::create(&name, 4096)?;
+/// assert!(shmq::remove_own_queues()?.contains(&name));
+/// assert!(matches!(shmq::RawQueue::open(&name), Err(shmq::Error::NotFound(_))));
+/// q.put(b"still works")?; // the handle keeps its ring
+/// # Ok::<(), shmq::Error>(())
+/// ```
+pub fn remove_own_queues() -> Result<Vec<String>> {
+    let me = std::process::id();
+    let my_start = crate::sync::process_start_time(me);
+    let mut removed = Vec::new();
+    for name in segment::list_names()? {
+        // A cheap look first: only objects whose header names this pid are opened.
+        let Ok(peek) = segment::peek(&name) else {
+            continue;
+        };
+        if peek.foreign || peek.creator_pid != Some(me) {
+            continue;
+        }
+        if peek.initialised {
+            let Ok(seg) = Segment::open(Location::Name(name.clone())) else {
+                continue;
+            };
+            let start = seg.header().id.creator_start.load(Ordering::Relaxed);
+            // Another process that had this pid before us, or a queue meant to stay.
+            if my_start.is_some_and(|s| s != start) || seg.is_persistent() {
+                continue;
+            }
+        }
+        match crate::remove(&name) {
+            Ok(()) => removed.push(name),
+            Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}

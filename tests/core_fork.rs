@@ -1,0 +1,101 @@
+//! Fork without exec and the lock's liveness (issue 9, section 2): a child created by
+//! `fork` inherits its parent's descriptors, and so the parent's liveness locks. The
+//! child's handles must take a holder id of their own, and a parent that dies holding a
+//! lock must be seen dead even while such a child lives.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{lines, role, say, spawn_role, uniq};
+use shmq::{Error, RawQueue};
+
+const ENTRY: &str = "child_entry";
+
+#[test]
+#[ignore = "child process entry point"]
+fn child_entry() {
+    let Some((role, args)) = role() else { return };
+    match role.as_str() {
+        // hold_and_fork:<queue> — holds the producer lock, forks a child that sleeps
+        // without touching the queue, prints the child's pid, waits to be killed.
+        "hold_and_fork" => {
+            let q = RawQueue::open(&args[0]).unwrap();
+            let guard = q.hold_lock_for_test(true).unwrap();
+            // SAFETY: the child only sleeps and exits through async-signal-safe calls.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                // SAFETY: sleep and _exit are async-signal-safe.
+                unsafe {
+                    libc::sleep(60);
+                    libc::_exit(0);
+                }
+            }
+            say(format!("forked {pid}"));
+            std::thread::sleep(Duration::from_secs(120));
+            drop(guard);
+        }
+        // fork_and_put:<queue> — forks; the child puts through the inherited handle (a new
+        // holder id), the parent waits for it.
+        "fork_and_put" => {
+            let q = RawQueue::open(&args[0]).unwrap();
+            q.put(b"from the parent").unwrap();
+            // SAFETY: this process runs one test thread (--test-threads=1) besides the
+            // harness's; the child uses the queue (futex, fcntl, open) and leaves with _exit.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let ok = q.put_timeout(b"from the fork child", Duration::from_secs(10));
+                // SAFETY: _exit ends the child without running the parent's destructors.
+                unsafe { libc::_exit(if ok.is_ok() { 0 } else { 1 }) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            say(format!("child status {status}"));
+            q.put(b"parent again").unwrap();
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+#[test]
+fn fork_child_takes_its_own_holder_id() {
+    let name = uniq("forkput");
+    let q = RawQueue::create(&name, 4096).unwrap();
+    let mut child = spawn_role(ENTRY, "fork_and_put", std::slice::from_ref(&name));
+    let out: Vec<String> = lines(child.stdout.take().unwrap()).collect();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(out, ["child status 0"]);
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    while let Ok(n) = q.try_get_into(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(
+        got,
+        ["from the parent", "from the fork child", "parent again"]
+    );
+}
+
+#[test]
+fn parent_dead_holding_the_lock_is_recovered_while_its_fork_child_lives() {
+    let name = uniq("forkdead");
+    let q = RawQueue::create(&name, 4096).unwrap();
+    let mut holder = spawn_role(ENTRY, "hold_and_fork", std::slice::from_ref(&name));
+    let line = lines(holder.stdout.as_mut().unwrap()).next().unwrap();
+    let grandchild: i32 = line.strip_prefix("forked ").unwrap().parse().unwrap();
+    // While the holder lives, the lock is its: a timed put waits and times out.
+    assert!(matches!(
+        q.put_timeout(b"x", Duration::from_millis(300)),
+        Err(Error::Timeout)
+    ));
+    holder.kill().unwrap(); // SIGKILL; the fork child still has the inherited descriptors
+    holder.wait().unwrap();
+    let t = Instant::now();
+    let r = q.put_timeout(b"after", Duration::from_secs(20));
+    // SAFETY: signalling the grandchild we started (it only sleeps).
+    unsafe { libc::kill(grandchild, libc::SIGKILL) };
+    r.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(q.get_vec().unwrap(), b"after");
+}
