@@ -53,6 +53,8 @@ mod encode;
 #[cfg(target_os = "linux")]
 pub mod error;
 #[cfg(target_os = "linux")]
+mod prim;
+#[cfg(target_os = "linux")]
 pub mod primitives;
 #[cfg(target_os = "linux")]
 pub mod process;

@@ -47,12 +47,14 @@ use std::fs::{File, FileType, Metadata};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use memmap2::{MmapOptions, MmapRaw};
 
 use crate::error::{Error, Result};
+// The header's words: std atomics, or loom's under `cfg(loom)` (see `prim`).
+use crate::prim::{AtomicU32, AtomicU64};
 use crate::sync;
 
 /// `b"SHMQRING"` as a little-endian u64.
@@ -240,6 +242,67 @@ impl Header {
         }
         let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
         String::from_utf8_lossy(&buf[..end]).into_owned()
+    }
+}
+
+/// Under loom: a freshly initialised header as a typed value (loom's atomics are built with
+/// their constructors, not read from bytes), for the model ring `Ring::in_memory`.
+#[cfg(loom)]
+impl Header {
+    pub(crate) fn for_model(capacity: u64) -> Header {
+        let u32 = AtomicU32::new;
+        let u64 = AtomicU64::new;
+        Header {
+            id: Identity {
+                magic: u64(MAGIC),
+                version: u32(VERSION),
+                header_size: u32(std::mem::size_of::<Header>() as u32),
+                ring_offset: u64(RING_OFFSET),
+                capacity: u64(capacity),
+                creator_pid: u32(0),
+                init: u32(INIT_DONE),
+                creator_start: u64(0),
+                created_unix: u64(0),
+                codec: u32(codec_id::RAW),
+                item_size: u32(0),
+            },
+            type_name: TypeName {
+                bytes: std::array::from_fn(|_| u64(0)),
+            },
+            shared: Shared {
+                reserved: u32(0),
+                consumers_waiting: u32(0),
+                producers_waiting: u32(0),
+                flags: u32(0),
+                full_events: u64(0),
+                empty_events: u64(0),
+            },
+            prod: ProducerSide {
+                lock: u32(0),
+                data_seq: u32(0),
+                tail: u64(0),
+                pending_tail: u64(0),
+                pending_count: u64(0),
+                put_count: u64(0),
+                put_bytes: u64(0),
+            },
+            cons: ConsumerSide {
+                lock: u32(0),
+                space_seq: u32(0),
+                head: u64(0),
+                pending_head: u64(0),
+                pending_count: u64(0),
+                get_count: u64(0),
+                get_bytes: u64(0),
+            },
+            tasks: Tasks {
+                done: u64(0),
+                join_seq: u32(0),
+                join_waiters: u32(0),
+                max_messages: u64(0),
+                reserved: std::array::from_fn(|_| u64(0)),
+            },
+        }
     }
 }
 

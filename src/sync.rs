@@ -40,11 +40,14 @@
 use std::cell::Cell;
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+// Process-local words (statics, a holder's own id) are always the standard library's...
+use std::sync::atomic::{AtomicU32 as LocalU32, AtomicU64 as LocalU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+// ...words in the segment are `prim`'s (loom's under `cfg(loom)`).
+use crate::prim::{self, fence, AtomicU32, AtomicU64};
 
 /// Bit set in a lock word while a thread may be sleeping on it.
 pub const WAITERS: u32 = 1 << 31;
@@ -62,9 +65,13 @@ pub const LIVENESS_SLICE: Duration = Duration::from_millis(10);
 /// Longest single kernel sleep of a waiter before it re-checks its condition.
 pub const MAX_SLEEP: Duration = Duration::from_millis(100);
 /// Spin iterations on a contended lock before sleeping.
+#[cfg(not(loom))]
 const LOCK_SPIN: u32 = 200;
+/// Under loom every spin is a scheduling point: keep one, to cover the spinning path.
+#[cfg(loom)]
+const LOCK_SPIN: u32 = 1;
 
-static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+static FORK_GENERATION: LocalU64 = LocalU64::new(0);
 
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
@@ -175,7 +182,7 @@ pub enum Wake {
 }
 
 /// `FUTEX_WAIT` (shared) on `word` while it equals `expected`, for at most `timeout`.
-pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> Wake {
+pub fn futex_wait(word: &LocalU32, expected: u32, timeout: Option<Duration>) -> Wake {
     let ts;
     let ts_ptr = match timeout {
         Some(d) => {
@@ -209,7 +216,7 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) ->
 }
 
 /// `FUTEX_WAKE` (shared) up to `n` waiters on `word`.
-pub fn futex_wake(word: &AtomicU32, n: i32) {
+pub fn futex_wake(word: &LocalU32, n: i32) {
     // SAFETY: `word` is a valid aligned 32-bit atomic; FUTEX_WAKE does not access user memory
     // beyond using its address as the key.
     unsafe {
@@ -262,8 +269,12 @@ impl Deadline {
         }
     }
 
-    /// The deadline instant (`None`: never), fixed at the first call.
+    /// The deadline instant (`None`: never), fixed at the first call. Under loom there is
+    /// no clock: every deadline is "never".
     pub fn get(&self) -> Option<Instant> {
+        if cfg!(loom) {
+            return None;
+        }
         match self.at.get() {
             Some(at) => at,
             None => {
@@ -376,8 +387,8 @@ impl Drop for LiveFile {
 /// The identity under which a queue handle takes the segment's locks, and the liveness
 /// check of other holders. See the module docs.
 pub struct Holder {
-    id: AtomicU32,
-    generation: AtomicU64,
+    id: LocalU32,
+    generation: LocalU64,
     live: Option<Mutex<LiveFile>>,
 }
 
@@ -391,8 +402,12 @@ impl std::fmt::Debug for Holder {
 }
 
 fn random_id() -> u32 {
+    if cfg!(loom) {
+        // A fixed id, so that every loom execution runs the same code.
+        return 1;
+    }
     use std::hash::{BuildHasher, Hasher};
-    static N: AtomicU64 = AtomicU64::new(0);
+    static N: LocalU64 = LocalU64::new(0);
     loop {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(N.fetch_add(1, Ordering::Relaxed));
@@ -415,8 +430,8 @@ impl Holder {
     /// id is alive, every other id is dead.
     pub fn local() -> Holder {
         Holder {
-            id: AtomicU32::new(random_id()),
-            generation: AtomicU64::new(fork_generation()),
+            id: LocalU32::new(random_id()),
+            generation: LocalU64::new(fork_generation()),
             live: None,
         }
     }
@@ -444,8 +459,8 @@ impl Holder {
         };
         let id = Self::claim_on(&mut live, file, &in_use)?;
         Ok(Holder {
-            id: AtomicU32::new(id),
-            generation: AtomicU64::new(generation),
+            id: LocalU32::new(id),
+            generation: LocalU64::new(generation),
             live: Some(Mutex::new(live)),
         })
     }
@@ -605,7 +620,7 @@ impl<'a> RobustLock<'a> {
         deadline: &Deadline,
     ) -> Result<(LockGuard<'a>, Acquired)> {
         for _ in 0..LOCK_SPIN {
-            std::hint::spin_loop();
+            prim::spin_loop();
             if self.word.load(Ordering::Relaxed) == 0
                 && self
                     .word
@@ -641,9 +656,10 @@ impl<'a> RobustLock<'a> {
             }
             // Ask whether the holder lives once it has kept the lock for a slice, and once
             // more when the caller's deadline has passed: a short timeout must not make a
-            // dead holder look alive for ever.
+            // dead holder look alive for ever. (Under loom, which has no clock: every time.)
             let expired = deadline.expired();
             let check_now = expired
+                || cfg!(loom)
                 || match stuck_since {
                     Some((o, t)) if o == owner => t.elapsed() >= LIVENESS_SLICE,
                     _ => {
@@ -676,7 +692,7 @@ impl<'a> RobustLock<'a> {
                 Some(r) => r.min(LIVENESS_SLICE),
                 None => LIVENESS_SLICE,
             };
-            futex_wait(self.word, v | WAITERS, Some(slice));
+            prim::futex_wait(self.word, v | WAITERS, Some(slice));
         }
     }
 }
@@ -708,7 +724,7 @@ impl Drop for LockGuard<'_> {
             }
         }
         if v & WAITERS != 0 {
-            futex_wake(self.word, 1);
+            prim::futex_wake(self.word, 1);
         }
     }
 }
@@ -742,7 +758,8 @@ pub fn wait_until_counting(
     deadline: &Deadline,
     mut ready: impl FnMut() -> bool,
 ) -> Result<()> {
-    if !spin.is_zero() {
+    // (Under loom there is no clock to end a spin phase: waiters go straight to sleep.)
+    if !spin.is_zero() && !cfg!(loom) {
         let start = Instant::now();
         let spin_until = match (start.checked_add(spin), deadline.get()) {
             (Some(s), Some(d)) => Some(s.min(d)),
@@ -759,13 +776,13 @@ pub fn wait_until_counting(
                     return Ok(());
                 }
                 for _ in 0..4 {
-                    std::hint::spin_loop();
+                    prim::spin_loop();
                 }
             }
             // ...then let a peer on the same CPU run: it is the one we wait for, and with
             // both pinned to one CPU every µs spent polling delays it. With nothing else
             // runnable, sched_yield returns in about 0.3 µs. Reading the clock is cheap (vDSO).
-            std::thread::yield_now();
+            prim::yield_now();
             if spin_until.is_some_and(|u| Instant::now() >= u) {
                 break;
             }
@@ -784,7 +801,7 @@ pub fn wait_until_counting(
             Some(r) if r.is_zero() => Err(Error::Timeout),
             r => {
                 let slice = r.map_or(MAX_SLEEP, |r| r.min(MAX_SLEEP));
-                futex_wait(seq, seq0, Some(slice));
+                prim::futex_wait(seq, seq0, Some(slice));
                 Ok(())
             }
         }
@@ -800,17 +817,17 @@ pub fn notify(seq: &AtomicU32, waiters: &AtomicU32, n: i32) {
     fence(Ordering::SeqCst);
     if waiters.load(Ordering::Relaxed) != 0 {
         seq.fetch_add(1, Ordering::SeqCst);
-        futex_wake(seq, n);
+        prim::futex_wake(seq, n);
     }
 }
 
 /// Unconditionally bump `seq` and wake every sleeper (used by `close`).
 pub fn notify_all(seq: &AtomicU32) {
     seq.fetch_add(1, Ordering::SeqCst);
-    futex_wake(seq, i32::MAX);
+    prim::futex_wake(seq, i32::MAX);
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::Arc;
@@ -836,6 +853,9 @@ mod tests {
         .unwrap()
     }
 
+    /// Rounds per thread (fewer under Miri, which is some 1000 times slower).
+    const ROUNDS: u64 = if cfg!(miri) { 300 } else { 10_000 };
+
     #[test]
     fn lock_excludes_threads() {
         let word = Arc::new(AtomicU32::new(0));
@@ -848,7 +868,7 @@ mod tests {
                 let holder = holder.clone();
                 std::thread::spawn(move || {
                     let me = holder.id(|_| false).unwrap();
-                    for _ in 0..10_000 {
+                    for _ in 0..ROUNDS {
                         let lock = RobustLock::new(&word);
                         let (_g, how) = lock.lock(me, &holder, &Deadline::never()).unwrap();
                         assert_eq!(how, Acquired::Clean);
@@ -862,7 +882,7 @@ mod tests {
         for h in handles {
             h.join().unwrap();
         }
-        assert_eq!(counter.load(Ordering::Relaxed), 40_000);
+        assert_eq!(counter.load(Ordering::Relaxed), 4 * ROUNDS);
         assert_eq!(word.load(Ordering::Relaxed), 0);
     }
 
@@ -902,6 +922,10 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "needs files and fcntl(F_OFD_SETLK/GETLK), which Miri lacks"
+    )]
     fn file_holders_see_each_other_alive_and_a_closed_one_dead() {
         let (t, _f) = lock_file();
         let a = file_holder(t.path());
@@ -925,6 +949,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "needs files and fcntl(F_OFD_SETLK), which Miri lacks")]
     fn claim_avoids_ids_named_in_lock_words() {
         let (t, f) = lock_file();
         let p = t.path().to_path_buf();
@@ -959,6 +984,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "reads /proc: Miri runs isolated from the file system")]
     fn own_process_is_alive_and_start_time_known() {
         let pid = std::process::id();
         assert!(tid_alive(pid));

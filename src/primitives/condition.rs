@@ -266,7 +266,7 @@ impl CondGuard<'_> {
         o.seq().fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if o.waiters().load(Ordering::SeqCst) != 0 {
-            crate::sync::futex_wake(o.seq(), i32::MAX);
+            crate::prim::futex_wake(o.seq(), i32::MAX);
         }
     }
 

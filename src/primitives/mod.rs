@@ -42,10 +42,12 @@ pub use lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use semaphore::{Semaphore, SemaphoreGuard};
 pub use value::{Array, ArrayGuard, Value, ValueGuard};
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+// Words in the segment: std atomics, or loom's under `cfg(loom)` (as the sync functions take).
+use crate::prim::{AtomicU32, AtomicU64};
 use crate::segment::{Location, Segment};
 use crate::sync::{Acquired, Deadline, Holder, RobustLock};
 use crate::Options;

@@ -1,1 +1,0 @@
-//! Empty: the model lives in ../tests/loom_protocol.rs (see Cargo.toml).
