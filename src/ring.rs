@@ -41,7 +41,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::prim::{AtomicU32, AtomicU64, RaceCheck};
+use crate::prim::{self, AtomicU32, AtomicU64, RaceCheck};
 use crate::segment::{self, Header, Location, Segment};
 use crate::sync::{self, Acquired, Deadline, Holder, RobustLock};
 
@@ -63,6 +63,18 @@ const UNSET: u64 = u64::MAX;
 
 /// Default spin time before a blocked producer or consumer sleeps in the kernel.
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
+
+/// Longest a spinning producer waits for a quarter of the ring rather than for its record.
+const HYSTERESIS_MAX: Duration = Duration::from_micros(50);
+
+/// The length field of a [`SKIP`] record that pads `to_end` bytes to the end of the ring:
+/// `to_end - 8`, kept to 32 bits (rings above 4 GiB pad more than a `u32` holds; both the
+/// writer and the reader compare the same truncated value, and the record's extent comes
+/// from its offset, never from this field).
+#[inline]
+fn skip_len(to_end: u64) -> u32 {
+    (to_end - FRAME) as u32
+}
 
 #[inline]
 fn align8(n: u64) -> u64 {
@@ -420,9 +432,10 @@ impl Ring {
         self.cap
     }
 
-    /// Largest message payload this ring accepts.
+    /// Largest message payload this ring accepts: `capacity - 8`, and at most
+    /// `u32::MAX` bytes (a frame records its length in 32 bits).
     pub fn max_message(&self) -> usize {
-        (self.cap - FRAME) as usize
+        (self.cap - FRAME).min(u32::MAX as u64) as usize
     }
 
     /// Largest number of queued messages (0: bounded by bytes only).
@@ -525,7 +538,15 @@ impl Ring {
     ) -> Result<(sync::LockGuard<'a>, Acquired)> {
         let h = self.h();
         let me = self.holder.id(|id| lock_names(h, id))?;
-        RobustLock::new(word).lock(me, &self.holder, deadline)
+        // A closed queue frees a producer waiting for its lock at once, and a consumer once
+        // nothing is left to drain (`close` also wakes sleepers on both lock words).
+        let producer = std::ptr::eq(word, &h.prod.lock);
+        let abandon = || {
+            let t = h.prod.tail.load(Ordering::Acquire);
+            let drained = t & !CLOSED == h.cons.head.load(Ordering::Acquire);
+            (t & CLOSED != 0 && (producer || drained)).then_some(Error::Closed)
+        };
+        RobustLock::new(word).lock_or_abandon(me, &self.holder, deadline, &abandon)
     }
 
     /// Take the producer or consumer lock (repairing after a dead holder) and return its
@@ -615,7 +636,7 @@ impl Ring {
         let off = self.offset(head);
         let (len, tag) = self.read_frame(off);
         let end = head + (self.cap - off);
-        (tag == SKIP && off + FRAME + len as u64 == self.cap && end <= tail).then_some(end)
+        (tag == SKIP && len == skip_len(self.cap - off) && end <= tail).then_some(end)
     }
 
     /// A producer found no room while the queue may hold nothing but padding: with the
@@ -626,7 +647,7 @@ impl Ring {
         let h = self.h();
         let (guard, how) = match self.lock(&h.cons.lock, deadline) {
             Ok(g) => g,
-            Err(Error::Timeout) => return Ok(false),
+            Err(Error::Timeout) | Err(Error::Closed) => return Ok(false),
             Err(e) => return Err(e),
         };
         if let Acquired::Recovered(_) = how {
@@ -715,7 +736,7 @@ impl Ring {
                         }
                     },
                 };
-                if len as u64 > self.cap - FRAME {
+                if len > self.max_message() {
                     result = Err(Error::TooLarge {
                         size: len,
                         max: self.max_message(),
@@ -739,7 +760,7 @@ impl Ring {
                 };
                 if rec > to_end {
                     if to_end <= free {
-                        self.write_frame(off, (to_end - FRAME) as u32, SKIP);
+                        self.write_frame(off, skip_len(to_end), SKIP);
                         tail += to_end;
                         continue;
                     }
@@ -843,7 +864,9 @@ impl Ring {
             // writes runs of messages instead of trading one cache line with them per
             // message. After half the spin time (so always before sleeping) `need` suffices.
             let plenty = (self.cap / 4).max(need);
-            let hysteresis_until = Instant::now().checked_add(self.spin / 2);
+            // At most a short while: a long spin setting must not make a producer hold out
+            // for a quarter of the ring while its message fits (nor past its deadline).
+            let hysteresis_until = Instant::now().checked_add((self.spin / 2).min(HYSTERESIS_MAX));
             sync::wait_until_counting(
                 &h.cons.space_seq,
                 &h.shared.producers_waiting,
@@ -923,7 +946,7 @@ impl Ring {
                 let len = len as u64;
                 let to_end = self.cap - off;
                 match tag {
-                    SKIP if FRAME + len == to_end && to_end <= avail => {
+                    SKIP if len as u32 == skip_len(to_end) && to_end <= avail => {
                         head += to_end;
                     }
                     MSG if align8(FRAME + len) <= to_end && align8(FRAME + len) <= avail => {
@@ -1008,6 +1031,9 @@ impl Ring {
         h.prod.tail.fetch_or(CLOSED, Ordering::SeqCst);
         sync::notify_all(&h.prod.data_seq);
         sync::notify_all(&h.cons.space_seq);
+        // Callers waiting for a lock give up on a closed queue (see `lock`): wake them too.
+        prim::futex_wake(&h.prod.lock, i32::MAX);
+        prim::futex_wake(&h.cons.lock, i32::MAX);
     }
 
     /// Messages queued now.
@@ -1343,6 +1369,42 @@ mod tests {
             assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
             done_tx.send(()).unwrap();
         });
+    }
+
+    /// `close` frees a producer waiting for the producer lock that a live, stuck holder
+    /// keeps, and a consumer waiting for the consumer lock once nothing is left to drain.
+    #[test]
+    fn close_frees_callers_waiting_for_a_held_lock() {
+        let r = Ring::in_memory(256).unwrap();
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let r = &r;
+            s.spawn(move || {
+                let _p = r.hold_lock(true).unwrap();
+                let _c = r.hold_lock(false).unwrap();
+                held_tx.send(()).unwrap();
+                let _ = done_rx.recv();
+            });
+            held_rx.recv().unwrap();
+            let p = s.spawn(move || put(r, b"x", Block::Until(None)));
+            let g = s.spawn(move || get(r, Block::Until(None)));
+            std::thread::sleep(Duration::from_millis(100));
+            let t = Instant::now();
+            r.close();
+            assert!(matches!(p.join().unwrap(), Err(Error::Closed)));
+            assert!(matches!(g.join().unwrap(), Err(Error::Closed)));
+            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+            done_tx.send(()).unwrap();
+        });
+    }
+
+    /// A frame records its length in 32 bits: a larger message is `TooLarge`, never torn.
+    #[test]
+    fn max_message_fits_a_frame() {
+        assert_eq!(skip_len(FRAME + (1u64 << 33)), 0);
+        let r = Ring::in_memory(256).unwrap();
+        assert_eq!(r.max_message(), 248);
     }
 
     #[test]

@@ -551,7 +551,10 @@ impl Holder {
         let live = live.lock().unwrap_or_else(|p| p.into_inner());
         match &live.file {
             Some(f) => !matches!(
-                ofd_lock(f, libc::F_WRLCK, id, libc::F_OFD_GETLK),
+                // Probe for a read lock: only a *write* lock conflicts, and only a handle
+                // with write access can hold one; read locks that a user with read access
+                // may place on the byte do not make a dead holder look alive.
+                ofd_lock(f, libc::F_RDLCK, id, libc::F_OFD_GETLK),
                 Ok(t) if t == libc::F_UNLCK as i16
             ),
             None => true,
@@ -594,6 +597,21 @@ impl<'a> RobustLock<'a> {
         holder: &Holder,
         deadline: &Deadline,
     ) -> Result<(LockGuard<'a>, Acquired)> {
+        self.lock_or_abandon(me, holder, deadline, &|| None)
+    }
+
+    /// [`RobustLock::lock`] that gives up with the error `abandon()` returns, asked before
+    /// every sleep of a contended wait (so within [`LIVENESS_SLICE`], and at once after a
+    /// wake of the lock word): e.g. `Closed` once the queue is closed, so that `close`
+    /// also frees callers waiting for a lock that a live but stopped process holds.
+    #[inline]
+    pub fn lock_or_abandon(
+        &self,
+        me: u32,
+        holder: &Holder,
+        deadline: &Deadline,
+        abandon: &dyn Fn() -> Option<Error>,
+    ) -> Result<(LockGuard<'a>, Acquired)> {
         debug_assert!(me != 0 && me & WAITERS == 0);
         if self
             .word
@@ -602,7 +620,7 @@ impl<'a> RobustLock<'a> {
         {
             return Ok((self.guard(me), Acquired::Clean));
         }
-        self.lock_contended(me, holder, deadline)
+        self.lock_contended(me, holder, deadline, abandon)
     }
 
     fn guard(&self, me: u32) -> LockGuard<'a> {
@@ -618,6 +636,7 @@ impl<'a> RobustLock<'a> {
         me: u32,
         holder: &Holder,
         deadline: &Deadline,
+        abandon: &dyn Fn() -> Option<Error>,
     ) -> Result<(LockGuard<'a>, Acquired)> {
         for _ in 0..LOCK_SPIN {
             prim::spin_loop();
@@ -686,6 +705,9 @@ impl<'a> RobustLock<'a> {
                     continue;
                 }
                 stuck_since = Some((owner, Instant::now()));
+            }
+            if let Some(e) = abandon() {
+                return Err(e);
             }
             let slice = match deadline.remaining() {
                 Some(r) if r.is_zero() => return Err(Error::Timeout),
