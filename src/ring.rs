@@ -288,11 +288,13 @@ impl Ring {
         let hdr = seg.header() as *const Header;
         let (data, cap) = seg.ring();
         let loc = seg.location().clone();
-        let file = liveness_file(seg.take_file(), &loc, seg.object_id())?;
+        let mapped = seg.take_file();
+        let object = seg.object_id();
         // SAFETY: `hdr` points at the header of the mapping `seg` owns (alive here).
         let h = unsafe { &*hdr };
+        let reopen_loc = loc.clone();
         let holder = Holder::claim(
-            file,
+            move || liveness_file(mapped, &reopen_loc, object),
             |id| lock_names(h, id),
             Box::new(move || {
                 segment::open_existing(&loc, true)

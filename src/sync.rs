@@ -39,10 +39,8 @@
 
 use std::cell::Cell;
 use std::fs::File;
-use std::os::fd::AsRawFd;
 // Process-local words (statics, a holder's own id) are always the standard library's...
 use std::sync::atomic::{AtomicU32 as LocalU32, AtomicU64 as LocalU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -73,27 +71,89 @@ const LOCK_SPIN: u32 = 1;
 
 static FORK_GENERATION: LocalU64 = LocalU64::new(0);
 
+/// Held while a liveness descriptor is being opened and registered, and by `fork` (the
+/// `pthread_atfork` prepare handler), so that no child is forked between the open and the
+/// registration (a child would keep an unregistered copy of the parent's description, and
+/// with it the parent's id, alive). A spin flag: the fork handlers may take no lock that a
+/// vanished thread could hold.
+static ATTACH: LocalU32 = LocalU32::new(0);
+
+fn attach_lock() {
+    while ATTACH
+        .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        std::thread::yield_now();
+    }
+}
+
+fn attach_unlock() {
+    ATTACH.store(0, Ordering::Release);
+}
+
+extern "C" fn before_fork() {
+    attach_lock();
+}
+
+extern "C" fn after_fork_in_parent() {
+    attach_unlock();
+}
+
 extern "C" fn after_fork_in_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-    // Only the forking thread exists now. Close the inherited liveness descriptors: they
-    // share the parent's open file descriptions, whose locks say "the parent lives".
-    for slot in LIVE_FD_SLOTS.iter() {
-        let fd = slot.swap(-1, Ordering::AcqRel);
+    // Only the forking thread exists now. The inherited liveness descriptors share the
+    // parent's open file descriptions, whose locks say "the parent lives": replace each by a
+    // fresh description of the same file (`/proc/self/fd/N` re-opens the very object, so
+    // this works after the name was removed), which the child's holder claims a new id on,
+    // and close the inherited one. Only async-signal-safe calls (open, close, atomics).
+    for_each_live_slot(|slot| {
+        let fd = slot.load(Ordering::Relaxed);
         if fd >= 0 {
-            // SAFETY: close is async-signal-safe; the slot held one of our liveness
-            // descriptors (inherited; the parent keeps its own copy), closed once here.
+            let fresh = reopen_proc_fd(fd);
+            // SAFETY: close is async-signal-safe; `fd` is our registered liveness
+            // descriptor (the parent keeps its own copy), closed once, here.
             unsafe { libc::close(fd) };
+            slot.store(fresh, Ordering::Relaxed);
+        }
+    });
+    attach_unlock();
+}
+
+/// `open("/proc/self/fd/<fd>", O_RDWR | O_CLOEXEC)` without allocating (fork child
+/// handler); -1 on failure.
+fn reopen_proc_fd(fd: i32) -> i32 {
+    let mut buf = [0u8; 32];
+    let prefix = b"/proc/self/fd/";
+    buf[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 11];
+    let (mut n, mut v) = (0, fd as u32);
+    loop {
+        digits[n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
         }
     }
+    for k in 0..n {
+        buf[prefix.len() + k] = digits[n - 1 - k];
+    }
+    // buf[prefix.len() + n] is 0: the terminator.
+    // SAFETY: `buf` is a NUL-terminated path; open is async-signal-safe.
+    unsafe { libc::open(buf.as_ptr().cast(), libc::O_RDWR | libc::O_CLOEXEC) }
 }
 
 fn register_atfork() {
     static ATFORK: std::sync::Once = std::sync::Once::new();
     ATFORK.call_once(|| {
-        // SAFETY: registers a plain extern "C" function that only touches atomics, a
-        // try_lock and close(2), all valid in a freshly forked child.
+        // SAFETY: registers plain extern "C" functions that use only atomics, open(2) and
+        // close(2), all valid around fork and in a freshly forked child.
         unsafe {
-            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_in_parent),
+                Some(after_fork_in_child),
+            );
         }
     });
 }
@@ -307,73 +367,137 @@ pub enum Acquired {
     Recovered(u32),
 }
 
-/// Slots of the liveness descriptors that the `fork` child handler closes (lock-free, so
-/// that the handler never waits for a lock a vanished thread held). Holders beyond this
-/// many in one process still work; only their descriptors are not closed in fork children.
-const LIVE_SLOTS: usize = 4096;
-static LIVE_FD_SLOTS: [std::sync::atomic::AtomicI32; LIVE_SLOTS] =
-    [const { std::sync::atomic::AtomicI32::new(-1) }; LIVE_SLOTS];
+/// The liveness descriptors of this process, which the `fork` child handler replaces: a
+/// lock-free table of chunks of slots (the handler must not wait for a lock a vanished
+/// thread held), allocated as needed, up to `LIVE_CHUNKS * CHUNK` descriptors (more than a
+/// process can have open under any usual `ulimit -n`).
+const CHUNK: usize = 1024;
+const LIVE_CHUNKS: usize = 1024;
+type Chunk = [std::sync::atomic::AtomicI32; CHUNK];
+static LIVE_SLOTS: [std::sync::atomic::AtomicPtr<Chunk>; LIVE_CHUNKS] =
+    [const { std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()) }; LIVE_CHUNKS];
 
-fn register_live_fd(fd: i32) -> Option<usize> {
-    (0..LIVE_SLOTS).find(|&i| {
-        LIVE_FD_SLOTS[i]
-            .compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-    })
-}
-
-/// Remove `fd` from slot `slot`. `false`: the fork child handler closed it already.
-fn unregister_live_fd(slot: Option<usize>, fd: i32) -> bool {
-    match slot {
-        Some(i) => LIVE_FD_SLOTS[i]
-            .compare_exchange(fd, -1, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok(),
-        None => true,
+fn chunk(i: usize, create: bool) -> Option<&'static Chunk> {
+    let p = LIVE_SLOTS[i].load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: chunks are leaked boxes, never freed: the pointer stays valid.
+        return Some(unsafe { &*p });
+    }
+    if !create {
+        return None;
+    }
+    let fresh: Box<Chunk> = Box::new([const { std::sync::atomic::AtomicI32::new(-1) }; CHUNK]);
+    let fresh = Box::into_raw(fresh);
+    match LIVE_SLOTS[i].compare_exchange(
+        std::ptr::null_mut(),
+        fresh,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
+        // SAFETY: just stored; leaked for the process's life.
+        Ok(_) => Some(unsafe { &*fresh }),
+        Err(other) => {
+            // SAFETY: `fresh` was never shared; `other` is a leaked chunk as above.
+            unsafe {
+                drop(Box::from_raw(fresh));
+                Some(&*other)
+            }
+        }
     }
 }
 
-fn ofd_lock(file: &File, typ: libc::c_int, id: u32, cmd: libc::c_int) -> std::io::Result<i16> {
+fn for_each_live_slot(mut f: impl FnMut(&std::sync::atomic::AtomicI32)) {
+    for i in 0..LIVE_CHUNKS {
+        match chunk(i, false) {
+            Some(c) => c.iter().for_each(&mut f),
+            None => break,
+        }
+    }
+}
+
+/// Put `fd` in a free slot; `None` only if the whole table is full.
+fn register_live_fd(fd: i32) -> Option<&'static std::sync::atomic::AtomicI32> {
+    (0..LIVE_CHUNKS).find_map(|i| {
+        chunk(i, true)?.iter().find(|s| {
+            s.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })
+    })
+}
+
+fn ofd_lock_fd(fd: i32, typ: libc::c_int, id: u32, cmd: libc::c_int) -> std::io::Result<i16> {
     // SAFETY: an all-zero flock is a valid value of this plain C struct.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = typ as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
     fl.l_start = LIVE_BASE + id as i64;
     fl.l_len = 1;
-    // SAFETY: the descriptor is open for the duration of the call (borrowed from `file`);
-    // `fl` is a valid flock the kernel reads and, for F_OFD_GETLK, writes.
-    let r = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+    // SAFETY: `fd` is this holder's open liveness descriptor (see `LiveFile`); `fl` is a
+    // valid flock the kernel reads and, for F_OFD_GETLK, writes.
+    let r = unsafe { libc::fcntl(fd, cmd, &mut fl as *mut libc::flock) };
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(fl.l_type)
 }
 
+fn dev_ino_fd(fd: i32) -> std::io::Result<(u64, u64)> {
+    // SAFETY: an all-zero stat is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open; `st` is a valid out-pointer.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((st.st_dev, st.st_ino))
+}
+
 /// The liveness descriptor of a file-backed holder and how to get a new one after `fork`.
 struct LiveFile {
-    file: Option<File>,
-    slot: Option<usize>,
+    /// The descriptor, owned through its slot (the fork child handler replaces a slot's
+    /// descriptor; whoever takes it out of the slot closes it). -1: none.
+    fd: std::sync::atomic::AtomicI32,
+    slot: std::sync::atomic::AtomicPtr<std::sync::atomic::AtomicI32>,
+    /// `(generation << 1) | 1` while a thread of that fork generation re-claims; 0 idle. A
+    /// value of an older generation was left by a thread that did not survive a fork.
+    claiming: LocalU64,
     /// Device and inode of the segment, to check a re-opened file is the same object.
     dev_ino: (u64, u64),
-    /// Re-opens the segment's file (by name or path; checked against `dev_ino`).
-    reopen: Box<dyn Fn() -> std::io::Result<File> + Send + Sync>,
+    /// Re-opens the segment's file (by name or path; checked against `dev_ino`), when the
+    /// fork child handler could not re-open it through `/proc/self/fd`.
+    /// (Unwind safe: it only opens a file; a panic in it leaves no broken state.)
+    reopen: std::panic::AssertUnwindSafe<Box<dyn Fn() -> std::io::Result<File> + Send + Sync>>,
 }
 
 impl LiveFile {
-    fn fd(&self) -> i32 {
-        self.file.as_ref().map_or(-1, |f| f.as_raw_fd())
+    /// Open a descriptor with `open` and register it, with forks held off in between.
+    fn open_registered(&self, open: impl FnOnce() -> Result<File>) -> Result<i32> {
+        attach_lock();
+        let r = open().map(|f| {
+            let fd = std::os::fd::IntoRawFd::into_raw_fd(f);
+            let slot = register_live_fd(fd).map_or(std::ptr::null_mut(), |s| {
+                s as *const std::sync::atomic::AtomicI32 as *mut _
+            });
+            self.slot.store(slot, Ordering::Release);
+            self.fd.store(fd, Ordering::Release);
+            fd
+        });
+        attach_unlock();
+        r
     }
 
-    /// Give up the current descriptor (closing it unless the fork handler already did).
-    fn release(&mut self) {
-        if let Some(f) = self.file.take() {
-            let fd = f.as_raw_fd();
-            if unregister_live_fd(self.slot.take(), fd) {
-                drop(f);
-            } else {
-                // Closed in the fork child handler: its number may already name another
-                // file of this process, which must not be closed here.
-                std::mem::forget(f);
-            }
+    /// Take the registered descriptor out of its slot and close it.
+    fn release(&self) {
+        let slot = self.slot.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        let fd = if slot.is_null() {
+            self.fd.swap(-1, Ordering::AcqRel)
+        } else {
+            self.fd.store(-1, Ordering::Release);
+            // SAFETY: slots live in leaked chunks for the process's life.
+            unsafe { &*slot }.swap(-1, Ordering::AcqRel)
+        };
+        if fd >= 0 {
+            // SAFETY: the descriptor came out of our slot: nobody else closes it.
+            unsafe { libc::close(fd) };
         }
     }
 }
@@ -389,7 +513,7 @@ impl Drop for LiveFile {
 pub struct Holder {
     id: LocalU32,
     generation: LocalU64,
-    live: Option<Mutex<LiveFile>>,
+    live: Option<LiveFile>,
 }
 
 impl std::fmt::Debug for Holder {
@@ -419,12 +543,6 @@ fn random_id() -> u32 {
     }
 }
 
-fn dev_ino(file: &File) -> std::io::Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = file.metadata()?;
-    Ok((m.dev(), m.ino()))
-}
-
 impl Holder {
     /// A holder for memory private to this process (heap rings in tests and fuzzing): its
     /// id is alive, every other id is dead.
@@ -436,47 +554,45 @@ impl Holder {
         }
     }
 
-    /// Claim a holder id on the segment whose open file is `file` (the holder keeps it: it
-    /// is the descriptor whose open file description carries the liveness lock). `in_use`
+    /// Claim a holder id on a segment: `open` opens the segment's file with an open file
+    /// description of its own (the holder keeps it: it carries the liveness lock). `in_use`
     /// says whether an id appears in a lock word now (a dead holder's id is not re-used
-    /// while a lock word still names it). `reopen` opens the same file again (used in a
-    /// `fork` child, whose inherited descriptor is closed).
+    /// while a lock word still names it). `reopen` opens the same file again by name or
+    /// path (used in a `fork` child when `/proc/self/fd` is not available).
     ///
     /// Errors: [`Error::Io`] if the file system refuses OFD locks or the process is out of
     /// file descriptors.
     pub fn claim(
-        file: File,
+        open: impl FnOnce() -> Result<File>,
         in_use: impl Fn(u32) -> bool,
         reopen: Box<dyn Fn() -> std::io::Result<File> + Send + Sync>,
     ) -> Result<Holder> {
         let generation = fork_generation();
-        let dev_ino = dev_ino(&file)?;
         let mut live = LiveFile {
-            file: None,
-            slot: None,
-            dev_ino,
-            reopen,
+            fd: std::sync::atomic::AtomicI32::new(-1),
+            slot: std::sync::atomic::AtomicPtr::new(std::ptr::null_mut()),
+            claiming: LocalU64::new(0),
+            dev_ino: (0, 0),
+            reopen: std::panic::AssertUnwindSafe(reopen),
         };
-        let id = Self::claim_on(&mut live, file, &in_use)?;
+        let fd = live.open_registered(open)?;
+        live.dev_ino = dev_ino_fd(fd)?;
+        let id = Self::claim_on(fd, &in_use)?;
         Ok(Holder {
             id: LocalU32::new(id),
             generation: LocalU64::new(generation),
-            live: Some(Mutex::new(live)),
+            live: Some(live),
         })
     }
 
-    fn claim_on(live: &mut LiveFile, file: File, in_use: &dyn Fn(u32) -> bool) -> Result<u32> {
+    fn claim_on(fd: i32, in_use: &dyn Fn(u32) -> bool) -> Result<u32> {
         for _ in 0..1000 {
             let id = random_id();
             if in_use(id) {
                 continue;
             }
-            match ofd_lock(&file, libc::F_WRLCK, id, libc::F_OFD_SETLK) {
-                Ok(_) => {
-                    live.slot = register_live_fd(file.as_raw_fd());
-                    live.file = Some(file);
-                    return Ok(id);
-                }
+            match ofd_lock_fd(fd, libc::F_WRLCK, id, libc::F_OFD_SETLK) {
+                Ok(_) => return Ok(id),
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => {
                     continue
                 }
@@ -488,16 +604,19 @@ impl Holder {
                 }
             }
         }
-        Err(Error::corrupt(
-            "no free holder id after 1000 tries (a hostile process holds the liveness locks?)",
-        ))
+        Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ResourceBusy,
+            "no free holder id after 1000 tries: another process holds locks on the \
+             segment's liveness range (a user with access to the segment may block new \
+             handles this way)",
+        )))
     }
 
     /// This holder's id, re-claimed first if this process is a `fork` child of the one that
     /// claimed it.
     #[inline]
     pub fn id(&self, in_use: impl Fn(u32) -> bool) -> Result<u32> {
-        if self.generation.load(Ordering::Relaxed) == FORK_GENERATION.load(Ordering::Relaxed) {
+        if self.generation.load(Ordering::Acquire) == FORK_GENERATION.load(Ordering::Relaxed) {
             return Ok(self.id.load(Ordering::Relaxed));
         }
         self.reclaim(&in_use)
@@ -505,42 +624,84 @@ impl Holder {
 
     #[cold]
     fn reclaim(&self, in_use: &dyn Fn(u32) -> bool) -> Result<u32> {
-        let generation = FORK_GENERATION.load(Ordering::Relaxed);
         let Some(live) = &self.live else {
             self.id.store(random_id(), Ordering::Relaxed);
-            self.generation.store(generation, Ordering::Relaxed);
+            self.generation
+                .store(FORK_GENERATION.load(Ordering::Relaxed), Ordering::Release);
             return Ok(self.id.load(Ordering::Relaxed));
         };
-        let mut live = live.lock().unwrap_or_else(|p| p.into_inner());
-        if self.generation.load(Ordering::Relaxed) == generation {
-            return Ok(self.id.load(Ordering::Relaxed));
+        loop {
+            let generation = FORK_GENERATION.load(Ordering::Relaxed);
+            if self.generation.load(Ordering::Acquire) == generation {
+                return Ok(self.id.load(Ordering::Relaxed));
+            }
+            let mine = (generation << 1) | 1;
+            let c = live.claiming.load(Ordering::Acquire);
+            if c == mine {
+                // Another thread of this process is re-claiming: wait for it.
+                std::thread::yield_now();
+                continue;
+            }
+            // Idle, or left by a thread of an older generation that did not survive a fork.
+            if live
+                .claiming
+                .compare_exchange(c, mine, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
+            let r = self.reclaim_as(live, generation, in_use);
+            live.claiming.store(0, Ordering::Release);
+            return r;
         }
-        // The inherited descriptor shares the parent's open file description and with it
-        // the parent's id: give it up (unless the fork handler closed it) and open the
-        // segment afresh.
-        live.release();
-        let file = (live.reopen)().map_err(|e| {
-            Error::Io(std::io::Error::new(
-                e.kind(),
-                format!("re-opening the segment in a fork child: {e}"),
-            ))
-        })?;
-        if dev_ino(&file)? != live.dev_ino {
+    }
+
+    fn reclaim_as(
+        &self,
+        live: &LiveFile,
+        generation: u64,
+        in_use: &dyn Fn(u32) -> bool,
+    ) -> Result<u32> {
+        // The fork child handler replaced our inherited descriptor (which shared the
+        // parent's description and id) by a fresh description of the same file, in our
+        // slot. If it could not (no /proc), open the segment again by name or path.
+        let slot = live.slot.load(Ordering::Acquire);
+        // SAFETY: slots live in leaked chunks for the process's life.
+        let fresh = (!slot.is_null()).then(|| unsafe { &*slot }.load(Ordering::Acquire));
+        let fd = match fresh {
+            Some(fd) if fd >= 0 => {
+                live.fd.store(fd, Ordering::Release);
+                fd
+            }
+            _ => {
+                live.release();
+                live.open_registered(|| {
+                    (live.reopen.0)().map_err(|e| {
+                        Error::Io(std::io::Error::new(
+                            e.kind(),
+                            format!("re-opening the segment in a fork child: {e}"),
+                        ))
+                    })
+                })?
+            }
+        };
+        if dev_ino_fd(fd)? != live.dev_ino {
             return Err(Error::Io(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 "re-opening the segment in a fork child: its name now refers to another object",
             )));
         }
-        let id = Self::claim_on(&mut live, file, in_use)?;
+        let id = Self::claim_on(fd, in_use)?;
         self.id.store(id, Ordering::Relaxed);
-        self.generation.store(generation, Ordering::Relaxed);
+        self.generation.store(generation, Ordering::Release);
         Ok(id)
     }
 
     /// Whether holder `id` is alive: for a file-backed holder, whether any open file
     /// description still holds `id`'s liveness lock (asked of the kernel); for a local one,
     /// whether `id` is this holder's. Errors of the kernel call count as alive (waiting is
-    /// safe; taking a live holder's lock is not).
+    /// safe; taking a live holder's lock is not). Call [`Holder::id`] first in a process
+    /// that may be a fork child (the lock does).
     pub fn is_alive(&self, id: u32) -> bool {
         if id == self.id.load(Ordering::Relaxed) {
             return true;
@@ -548,24 +709,24 @@ impl Holder {
         let Some(live) = &self.live else {
             return false;
         };
-        let live = live.lock().unwrap_or_else(|p| p.into_inner());
-        match &live.file {
-            Some(f) => !matches!(
-                // Probe for a read lock: only a *write* lock conflicts, and only a handle
-                // with write access can hold one; read locks that a user with read access
-                // may place on the byte do not make a dead holder look alive.
-                ofd_lock(f, libc::F_RDLCK, id, libc::F_OFD_GETLK),
-                Ok(t) if t == libc::F_UNLCK as i16
-            ),
-            None => true,
+        let fd = live.fd.load(Ordering::Acquire);
+        if fd < 0 {
+            return true;
         }
+        // Probe for a read lock: only a *write* lock conflicts, and only a handle with
+        // write access can hold one; read locks that a user with read access may place on
+        // the byte do not make a dead holder look alive.
+        !matches!(
+            ofd_lock_fd(fd, libc::F_RDLCK, id, libc::F_OFD_GETLK),
+            Ok(t) if t == libc::F_UNLCK as i16
+        )
     }
 
     /// The liveness descriptor (for tests; -1 for a local holder).
     pub fn fd(&self) -> i32 {
         self.live
             .as_ref()
-            .map_or(-1, |l| l.lock().unwrap_or_else(|p| p.into_inner()).fd())
+            .map_or(-1, |l| l.fd.load(Ordering::Acquire))
     }
 }
 
@@ -868,7 +1029,7 @@ mod tests {
         let f = File::options().read(true).write(true).open(path).unwrap();
         let p = path.to_path_buf();
         Holder::claim(
-            f,
+            move || Ok(f),
             |_| false,
             Box::new(move || File::options().read(true).write(true).open(&p)),
         )
@@ -976,7 +1137,7 @@ mod tests {
         let (t, f) = lock_file();
         let p = t.path().to_path_buf();
         let h = Holder::claim(
-            f,
+            move || Ok(f),
             |id| id % 2 == 0,
             Box::new(move || File::options().read(true).write(true).open(&p)),
         )

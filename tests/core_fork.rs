@@ -54,6 +54,28 @@ fn child_entry() {
             say(format!("child status {status}"));
             q.put(b"parent again").unwrap();
         }
+        // fork_after_remove:<queue> — the name is removed, then a fork child puts through
+        // the inherited handle (it re-opens the object itself, not the name).
+        "fork_after_remove" => {
+            let q = RawQueue::open(&args[0]).unwrap();
+            shmq::remove(&args[0]).unwrap();
+            // SAFETY: as in fork_and_put.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let ok = q.put_timeout(b"child after remove", Duration::from_secs(10));
+                // SAFETY: _exit ends the child without running the parent's destructors.
+                unsafe { libc::_exit(if ok.is_ok() { 0 } else { 1 }) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            let mut buf = Vec::new();
+            let got = q.try_get_into(&mut buf).map(|n| buf[..n].to_vec());
+            say(format!(
+                "child status {status} got {:?}",
+                got.map(String::from_utf8)
+            ));
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -98,4 +120,19 @@ fn parent_dead_holding_the_lock_is_recovered_while_its_fork_child_lives() {
     r.unwrap();
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     assert_eq!(q.get_vec().unwrap(), b"after");
+}
+
+#[test]
+fn fork_child_uses_an_inherited_handle_after_the_name_is_removed() {
+    let name = uniq("forkrm");
+    let q = RawQueue::create(&name, 4096).unwrap();
+    let mut child = spawn_role(ENTRY, "fork_after_remove", std::slice::from_ref(&name));
+    let out: Vec<String> = lines(child.stdout.take().unwrap()).collect();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        out,
+        ["child status 0 got Ok(Ok(\"child after remove\"))"],
+        "{out:?}"
+    );
+    drop(q);
 }

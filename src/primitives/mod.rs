@@ -240,9 +240,11 @@ impl Object {
         let (state, len) = seg.ring();
         let loc = seg.location().clone();
         let name = loc.display_name();
-        let file = crate::ring::liveness_file(seg.take_file(), &loc, seg.object_id())?;
+        let mapped = seg.take_file();
+        let object = seg.object_id();
+        let reopen_loc = loc.clone();
         let holder = Holder::claim(
-            file,
+            move || crate::ring::liveness_file(mapped, &reopen_loc, object),
             move |id| lock_named(state, id),
             Box::new(move || {
                 crate::segment::open_existing(&loc, true)
