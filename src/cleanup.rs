@@ -42,7 +42,15 @@ pub fn cleanup_on_signals() -> Result<()> {
     if INSTALLED.swap(true, Ordering::SeqCst) {
         return Ok(());
     }
-    let mut signals = match signal_hook::iterator::Signals::new(CLEANUP_SIGNALS) {
+    // Signals the program ignores (started under `nohup`, or with SIGINT ignored as a
+    // background job) stay ignored: handling them would kill a program that was meant to
+    // survive them.
+    let wanted: Vec<i32> = CLEANUP_SIGNALS
+        .iter()
+        .copied()
+        .filter(|&sig| !signal_is_ignored(sig))
+        .collect();
+    let mut signals = match signal_hook::iterator::Signals::new(&wanted) {
         Ok(s) => s,
         Err(e) => {
             INSTALLED.store(false, Ordering::SeqCst);
@@ -105,4 +113,13 @@ pub fn remove_own_queues() -> Result<Vec<String>> {
         }
     }
     Ok(removed)
+}
+
+/// Whether `sig`'s disposition is SIG_IGN now (asked without changing it).
+fn signal_is_ignored(sig: i32) -> bool {
+    // SAFETY: an all-zero sigaction is a valid out-value for this plain C struct.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only queries the current one into `old`.
+    let r = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+    r == 0 && old.sa_sigaction == libc::SIG_IGN
 }

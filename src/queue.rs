@@ -847,13 +847,20 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Postcard {
     }
 
     fn decode(bytes: &[u8]) -> Result<T> {
-        postcard::from_bytes(bytes).map_err(|e| {
+        let fail = |e: &dyn std::fmt::Display| {
             Error::Codec(format!(
                 "cannot decode a {}-byte message as {}: {e}",
                 bytes.len(),
                 std::any::type_name::<T>()
             ))
-        })
+        };
+        // The whole message must be the value: trailing bytes mean it is not a `T` (a
+        // message put by another writer), not a `T` followed by garbage.
+        match postcard::take_from_bytes(bytes) {
+            Ok((v, [])) => Ok(v),
+            Ok((_, rest)) => Err(fail(&format_args!("{} bytes left over", rest.len()))),
+            Err(e) => Err(fail(&e)),
+        }
     }
 }
 

@@ -30,3 +30,26 @@ fn messages_past_u32_max_are_too_large_on_a_huge_ring() {
     assert_eq!(q.get_vec().unwrap(), vec![1u8; 100]);
     assert!(q.is_empty());
 }
+
+#[test]
+fn an_array_too_large_for_a_segment_is_an_error_not_a_panic() {
+    let name = format!("lim-arr-{}", std::process::id());
+    match shmq::Array::<u64>::create_zeroed(&name, usize::MAX / 4) {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("does not fit"), "{m}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
+fn a_typed_get_refuses_a_message_with_trailing_bytes() {
+    let name = format!("lim-trail-{}", std::process::id());
+    let q: shmq::Queue<u64> = shmq::Queue::create(&name, 4096).unwrap();
+    let raw = RawQueue::open(&name).unwrap();
+    raw.try_put(b"garbage that is not postcard").unwrap();
+    match q.try_get() {
+        Err(Error::Codec(m)) => assert!(m.contains("left over"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    q.put(&103).unwrap();
+    assert_eq!(q.get().unwrap(), 103);
+}

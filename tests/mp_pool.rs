@@ -287,6 +287,28 @@ fn callbacks_run_in_the_parent_before_get_returns() {
         .contains("an Unsendable never leaves its process"));
 }
 
+/// A callback that panics is reported and otherwise ignored: the result still arrives.
+#[test]
+fn a_panicking_callback_does_not_lose_the_result() {
+    let pool = Pool::new(1).unwrap();
+    let r = pool
+        .apply_async_with(
+            sqr,
+            7,
+            Callbacks::new().on_success(|_: u64| panic!("the callback panics")),
+        )
+        .unwrap();
+    assert_eq!(r.get_timeout(Duration::from_secs(30)).unwrap(), 49);
+    let r = pool
+        .apply_async_with(
+            |()| -> u8 { panic!("task fails") },
+            (),
+            Callbacks::new().on_error(|_| panic!("the error callback panics")),
+        )
+        .unwrap();
+    assert!(r.get_timeout(Duration::from_secs(30)).is_err());
+}
+
 #[test]
 fn close_then_join_finishes_every_queued_task() {
     // The repro: 6 tasks on 2 workers, then close + join: all 6 results arrive.

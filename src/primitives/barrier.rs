@@ -125,7 +125,8 @@ impl Barrier {
         let generation = o.u32_at(GENERATION).load(Ordering::SeqCst);
         let resets = o.u32_at(RESETS).load(Ordering::SeqCst);
         let index = o.u32_at(COUNT).load(Ordering::Relaxed);
-        if index + 1 >= parties {
+        // `index` is a shared word (untrusted): no overflow on a hostile value.
+        if index.saturating_add(1) >= parties {
             // The last to arrive: start the next round and release everybody.
             o.u32_at(COUNT).store(0, Ordering::Relaxed);
             o.u32_at(GENERATION)

@@ -444,32 +444,48 @@ impl<T: Pod> Array<T> {
     }
 
     /// Create the array `name` of `len` zeroed elements (Python's `Array(typecode, len)`).
+    /// The segment starts zeroed: no copy of `len` elements is built on the heap.
+    ///
+    /// Errors: [`Error::InvalidArgument`] if `len` elements do not fit a segment.
     pub fn create_zeroed(name: &str, len: usize) -> Result<Array<T>> {
-        Self::create_with(name, &vec![T::zeroed(); len], &Options::new())
+        Self::create_inner(name.into(), len, None, &Options::new())
     }
 
     /// Create with [`Options`], by name or at a path.
     pub fn create_with(loc: impl Into<Location>, init: &[T], opts: &Options) -> Result<Array<T>> {
+        Self::create_inner(loc.into(), init.len(), Some(init), opts)
+    }
+
+    fn create_inner(
+        loc: Location,
+        len: usize,
+        init: Option<&[T]>,
+        opts: &Options,
+    ) -> Result<Array<T>> {
         check_align::<T>()?;
-        let bytes = std::mem::size_of_val(init);
-        let obj = Object::create(
-            loc.into(),
-            Kind::Array,
-            DATA + bytes,
-            item::<T>(),
-            opts,
-            |o| {
-                o.u64_at(LEN).store(init.len() as u64, Ordering::Relaxed);
+        let too_big = || {
+            Error::InvalidArgument(format!(
+                "an array of {len} elements of {} bytes does not fit a segment",
+                std::mem::size_of::<T>()
+            ))
+        };
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(too_big)?;
+        let total = DATA.checked_add(bytes).ok_or_else(too_big)?;
+        let obj = Object::create(loc, Kind::Array, total, item::<T>(), opts, |o| {
+            o.u64_at(LEN).store(len as u64, Ordering::Relaxed);
+            if let Some(init) = init {
                 // SAFETY: the data area holds at least `bytes` bytes (we sized it), not yet
-                // published; `init` is process-local.
+                // published; `init` is process-local and `bytes` long.
                 unsafe {
                     std::ptr::copy_nonoverlapping(init.as_ptr() as *const u8, o.data().0, bytes)
                 };
-            },
-        )?;
+            }
+        })?;
         Ok(Array {
             obj: Arc::new(obj),
-            len: init.len(),
+            len,
             _t: PhantomData,
         })
     }

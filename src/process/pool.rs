@@ -833,7 +833,9 @@ impl Pool {
         Box::new(move |r| {
             let job = move || {
                 let Callbacks { ok, err } = cbs;
-                match &r {
+                // A panicking callback is reported and otherwise ignored: the result is
+                // still set, so `get()` returns it (it hung for ever before).
+                let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &r {
                     Ok(v) => match decode(v) {
                         Ok(value) => {
                             if let Some(f) = ok {
@@ -851,8 +853,11 @@ impl Pool {
                             f(e)
                         }
                     }
-                }
+                }));
                 slot.set(r);
+                if let Err(p) = called {
+                    std::panic::resume_unwind(p);
+                }
             };
             let job: CallbackJob = Box::new(job);
             match cb_tx {
