@@ -161,7 +161,11 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether the process that recorded (`pid`, `start`) is still running.
+/// Whether the process that recorded (`pid`, `start`) is still running, as seen from the
+/// caller's PID namespace (a process in another namespace, or hidden by `hidepid`, looks
+/// dead or is mistaken for another). Informational only (a creator's liveness in `stats`
+/// and `shmq stat`): whether a queue is stale is decided by its attach marker
+/// (`segment::MAPPED_BYTE`), never by a pid.
 pub fn process_alive(pid: u32, start: u64) -> bool {
     if !tid_alive(pid) {
         return false;
@@ -332,12 +336,22 @@ fn unregister_live_fd(slot: Option<usize>, fd: i32) -> bool {
     }
 }
 
-fn ofd_lock(file: &File, typ: libc::c_int, id: u32, cmd: libc::c_int) -> std::io::Result<i16> {
+/// An open-file-description lock request (`cmd`: `F_OFD_SETLK` or `F_OFD_GETLK`) of type
+/// `typ` on the one byte at `offset` of `file`. Returns the `l_type` the kernel leaves in
+/// the request (for `F_OFD_GETLK`: `F_UNLCK` if nothing conflicts). Used for the holders'
+/// liveness bytes (`LIVE_BASE + id`) and for the segment's attach marker
+/// (`segment::MAPPED_BYTE`).
+pub(crate) fn ofd_lock(
+    file: &File,
+    typ: libc::c_int,
+    offset: i64,
+    cmd: libc::c_int,
+) -> std::io::Result<i16> {
     // SAFETY: an all-zero flock is a valid value of this plain C struct.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = typ as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = LIVE_BASE + id as i64;
+    fl.l_start = offset;
     fl.l_len = 1;
     // SAFETY: the descriptor is open for the duration of the call (borrowed from `file`);
     // `fl` is a valid flock the kernel reads and, for F_OFD_GETLK, writes.
@@ -346,6 +360,11 @@ fn ofd_lock(file: &File, typ: libc::c_int, id: u32, cmd: libc::c_int) -> std::io
         return Err(std::io::Error::last_os_error());
     }
     Ok(fl.l_type)
+}
+
+/// The liveness byte of holder `id`.
+fn live_byte(id: u32) -> i64 {
+    LIVE_BASE + id as i64
 }
 
 /// The liveness descriptor of a file-backed holder and how to get a new one after `fork`.
@@ -471,7 +490,7 @@ impl Holder {
             if in_use(id) {
                 continue;
             }
-            match ofd_lock(&file, libc::F_WRLCK, id, libc::F_OFD_SETLK) {
+            match ofd_lock(&file, libc::F_WRLCK, live_byte(id), libc::F_OFD_SETLK) {
                 Ok(_) => {
                     live.slot = register_live_fd(file.as_raw_fd());
                     live.file = Some(file);
@@ -551,7 +570,7 @@ impl Holder {
         let live = live.lock().unwrap_or_else(|p| p.into_inner());
         match &live.file {
             Some(f) => !matches!(
-                ofd_lock(f, libc::F_WRLCK, id, libc::F_OFD_GETLK),
+                ofd_lock(f, libc::F_WRLCK, live_byte(id), libc::F_OFD_GETLK),
                 Ok(t) if t == libc::F_UNLCK as i16
             ),
             None => true,
