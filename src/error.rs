@@ -67,11 +67,12 @@ pub enum Error {
     #[error("{}", not_found_message(.0))]
     NotFound(String),
     /// A segment with that name or path exists already.
-    #[error("a queue {} exists already{}", place(.name), if *.stale { " and its creator is dead (stale): remove it with shmq::remove, `shmq rm`, or create with Options::replace_stale(true)" } else { " (open it instead, or pick another name)" })]
+    #[error("a queue {} exists already{}", place(.name), if *.stale { " and no process maps it any more (stale): remove it with shmq::remove, `shmq rm`, or create with Options::replace_stale(true)" } else { " (open it instead, or pick another name)" })]
     AlreadyExists {
         /// The name or path that exists.
         name: String,
-        /// `true` when the creator process recorded in the header is no longer alive.
+        /// `true` when the existing object is stale: no process maps it (its attach marker
+        /// is free, see [`crate::segment::MAPPED_BYTE`]) and it was not created persistent.
         stale: bool,
     },
     /// The name breaks the naming rules (see [`crate::segment::validate_name`]).

@@ -86,9 +86,10 @@ impl Options {
         self
     }
 
-    /// When `create` finds a segment of that name whose creator process is dead (a stale
-    /// segment left by a crash), remove it and create afresh instead of failing with
-    /// [`Error::AlreadyExists`]. A segment whose creator is alive is never replaced.
+    /// When `create` finds a stale segment of that name (one left by a crash: no process
+    /// maps it any more and it was not created persistent; see [`QueueInfo::is_stale`]),
+    /// remove it and create afresh instead of failing with [`Error::AlreadyExists`]. A
+    /// segment that some process maps (in any PID namespace) is never replaced.
     pub fn replace_stale(mut self, yes: bool) -> Options {
         self.replace_stale = yes;
         self
@@ -1380,7 +1381,8 @@ pub enum QueueState {
     Uninit {
         /// Creator pid recorded in the header, if it got that far.
         creator: Option<u32>,
-        /// Whether that creator is still running.
+        /// Whether that creator is still running, as seen from this PID namespace
+        /// (informational: staleness does not depend on it).
         creator_alive: bool,
     },
     /// Not readable as a queue: another user's, a foreign object, another layout version…
@@ -1396,8 +1398,14 @@ pub struct QueueInfo {
     pub size: u64,
     /// Time since the object was last modified.
     pub age: Duration,
-    /// Pids that have it mapped now.
+    /// Pids that have it mapped now, from `/proc/*/maps` (informational: processes of
+    /// other users may be invisible, and those of other PID namespaces always are; see
+    /// [`QueueInfo::mapped`] for what staleness is decided on).
     pub attached: Vec<u32>,
+    /// Some process (in any PID namespace; this one's other handles included) maps the
+    /// object: its attach marker is held (see [`segment::MAPPED_BYTE`]). `false` when the
+    /// object could not be opened to ask.
+    pub mapped: bool,
     /// Header state.
     pub state: QueueState,
     /// The object examined (device and inode), if it could be opened.
@@ -1422,22 +1430,22 @@ impl QueueInfo {
         }
     }
 
-    /// Stale: no process has it mapped, and either its creator is dead and it was not
-    /// created to outlive it (see [`Options::keep_on_drop`]), or it was abandoned while
-    /// being created ([`segment::Peek::is_abandoned`]). Unreadable objects are never stale.
+    /// Stale: no process maps it (its attach marker is free: [`QueueInfo::mapped`], right
+    /// across PID namespaces), and either it was not created to outlive its creator (see
+    /// [`Options::keep_on_drop`]), or it was abandoned while being created
+    /// ([`segment::Peek::is_abandoned`]). No pid is consulted. Unreadable objects are never
+    /// stale.
     pub fn is_stale(&self) -> bool {
-        if !self.attached.is_empty() {
+        if self.mapped {
             return false;
         }
         match &self.state {
-            QueueState::Ready(s) => !s.creator_alive && !s.persistent,
-            QueueState::Uninit {
-                creator,
-                creator_alive,
-            } => match creator {
-                Some(_) => !creator_alive,
-                None => self.age > segment::UNINIT_GRACE,
-            },
+            QueueState::Ready(s) => !s.persistent,
+            // Its creator wrote the header (so it took the marker first, and is gone), or
+            // it is old enough that no creator can still be sizing it.
+            QueueState::Uninit { creator, .. } => {
+                creator.is_some() || self.age > segment::UNINIT_GRACE
+            }
             QueueState::Unreadable(_) => false,
         }
     }
@@ -1447,7 +1455,7 @@ impl QueueInfo {
     /// `Ok(false)` if the name now holds another object (left alone, e.g. a queue created
     /// after the scan) or the object could not be opened when examined,
     /// [`Error::NotFound`] if the name is gone. This is what [`remove_stale`] does for each
-    /// stale queue; the caller judges staleness (and re-checks [`QueueInfo::attached`] if
+    /// stale queue; the caller judges staleness (and re-checks [`segment::is_attached`] if
     /// time has passed). A small window remains between the check and the unlink (see
     /// [`segment::unlink_if_same`]).
     pub fn remove_if_unchanged(&self) -> Result<bool> {
@@ -1462,9 +1470,8 @@ impl QueueInfo {
         match &self.state {
             QueueState::Ready(_) => None,
             QueueState::Uninit {
-                creator: Some(pid),
-                creator_alive: true,
-            } => Some(format!("being created by pid {pid} (not initialised yet)")),
+                creator: Some(pid), ..
+            } if self.mapped => Some(format!("being created by pid {pid} (not initialised yet)")),
             QueueState::Uninit {
                 creator: Some(pid), ..
             } => Some(format!(
@@ -1485,6 +1492,7 @@ impl QueueInfo {
 }
 
 fn inspect_with(name: &str, attached: Vec<u32>) -> Result<QueueInfo> {
+    let mut mapped = false;
     let (state, size, age, object) = match segment::peek(name) {
         Err(Error::NotFound(n)) => return Err(Error::NotFound(n)),
         // Not a regular file (a FIFO, a directory, a symlink...): not a queue at all.
@@ -1504,26 +1512,32 @@ fn inspect_with(name: &str, attached: Vec<u32>) -> Result<QueueInfo> {
             None,
         ),
         Ok(p) if p.foreign => (
+            // (`mapped` stays false: a foreign object is never stale anyway.)
             QueueState::Unreadable("not a shmq segment (bad magic)".into()),
             p.size,
             p.age,
             Some(p.object),
         ),
-        Ok(p) if !p.initialised => (
-            QueueState::Uninit {
-                creator: p.creator_pid,
-                creator_alive: p.creator_pid.is_some_and(crate::sync::tid_alive),
-            },
-            p.size,
-            p.age,
-            Some(p.object),
-        ),
+        Ok(p) if !p.initialised => {
+            mapped = p.attached;
+            (
+                QueueState::Uninit {
+                    creator: p.creator_pid,
+                    creator_alive: p.creator_pid.is_some_and(crate::sync::tid_alive),
+                },
+                p.size,
+                p.age,
+                Some(p.object),
+            )
+        }
         // Initialised: opening does not wait.
         Ok(p) => match Segment::open(Location::Name(name.to_string())) {
             // The state describes the object opened (the name may have moved on since the
             // peek), so that is the object a later removal may remove.
             Ok(seg) => {
                 let object = seg.object_id();
+                // Asked before the ring takes the mapped descriptor.
+                mapped = seg.attached_by_others();
                 match Ring::new(seg) {
                     Ok(ring) => (
                         QueueState::Ready(Box::new(ring.stats())),
@@ -1540,12 +1554,15 @@ fn inspect_with(name: &str, attached: Vec<u32>) -> Result<QueueInfo> {
                 }
             }
             Err(Error::NotFound(n)) => return Err(Error::NotFound(n)),
-            Err(e) => (
-                QueueState::Unreadable(e.to_string()),
-                p.size,
-                p.age,
-                Some(p.object),
-            ),
+            Err(e) => {
+                mapped = p.attached;
+                (
+                    QueueState::Unreadable(e.to_string()),
+                    p.size,
+                    p.age,
+                    Some(p.object),
+                )
+            }
         },
     };
     Ok(QueueInfo {
@@ -1553,6 +1570,7 @@ fn inspect_with(name: &str, attached: Vec<u32>) -> Result<QueueInfo> {
         size,
         age,
         attached,
+        mapped,
         state,
         object,
     })
@@ -1570,6 +1588,7 @@ fn inspect_with(name: &str, attached: Vec<u32>) -> Result<QueueInfo> {
 /// q.put(b"x")?;
 /// let info = shmq::queue::inspect(&name)?;
 /// assert_eq!(info.stats().unwrap().len, 1);
+/// assert!(info.mapped);
 /// assert!(info.attached.contains(&std::process::id()));
 /// assert!(!info.is_stale());
 /// # Ok::<(), shmq::Error>(())
@@ -1606,6 +1625,7 @@ pub fn list() -> Result<Vec<QueueInfo>> {
                 name,
                 age: Duration::ZERO,
                 attached: pids,
+                mapped: false,
                 state: QueueState::Unreadable(e.to_string()),
                 object: None,
             }),
@@ -1627,8 +1647,10 @@ pub fn list() -> Result<Vec<QueueInfo>> {
 pub fn remove_stale() -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for info in list()? {
-        // Re-check the mappings right before removing: a process may have attached since.
-        if info.is_stale() && segment::mapped_by(&info.name).is_empty() {
+        // Re-check the attach marker right before removing: a process may have attached
+        // since (the object examined, or one created since under the name, which
+        // `remove_if_unchanged` leaves alone anyway).
+        if info.is_stale() && !segment::is_attached(&info.name) {
             match info.remove_if_unchanged() {
                 Ok(true) => removed.push(info.name),
                 Ok(false) | Err(Error::NotFound(_)) => {}

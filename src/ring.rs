@@ -235,7 +235,9 @@ pub struct Stats {
     pub consumer_lock_holder: u32,
     /// Creator's pid.
     pub creator_pid: u32,
-    /// Whether the creator is still running.
+    /// Whether the creator is still running, as seen from this process's PID namespace
+    /// (a creator in another namespace looks dead). Informational: whether a queue is
+    /// stale is decided by its attach marker ([`segment::MAPPED_BYTE`]), not by this.
     pub creator_alive: bool,
     /// Created to outlive its creator (`Options::keep_on_drop(true)`): never stale.
     pub persistent: bool,

@@ -28,6 +28,26 @@
 //! `/dev/shm/shmq.<name>`, exactly where glibc's `shm_open` puts them, so that these flags
 //! and checks apply to them too.
 //!
+//! # Stale objects: the attach marker
+//! Whether an object is still in use is asked of the kernel, never of `/proc` or a pid
+//! (pids mean nothing across PID namespaces). [`Segment::create`] and [`Segment::open`]
+//! take an open-file-description read lock on the byte [`MAPPED_BYTE`] of the descriptor
+//! they map the object from, right after mapping it (before the creator writes any header
+//! word). The mapping holds a reference to that open file description (a `fork` child that
+//! inherits the mapping too), so the marker is held exactly as long as some process maps
+//! the object. Whether *someone else* maps it is `F_OFD_GETLK` for a write lock on that
+//! byte through one's own descriptor (the kernel ignores the caller's own description's
+//! locks; a read-only descriptor will do): see [`attached_by_others`].
+//!
+//! One predicate: an object is **stale** iff it was not created persistent
+//! ([`FLAG_PERSISTENT`]) and nobody holds its marker; an object whose header was never
+//! published counts as stale when nobody holds its marker and either its creator got as
+//! far as writing the header (it took the marker before) or it is older than
+//! [`UNINIT_GRACE`]. `replace_stale`, [`crate::QueueInfo::is_stale`],
+//! [`crate::remove_stale`] and `shmq rm --stale` all use it. A process that can open the
+//! object can hold the marker and keep a dead queue from looking stale; that only stops
+//! automatic clean-up (`shmq rm` still removes it).
+//!
 //! # Who removes a name
 //! A name belongs to the object that holds it. A [`Segment`] made by [`Segment::create`]
 //! records, in process memory, the creating process's pid and the device and inode of the
@@ -75,6 +95,14 @@ pub const MAX_NAME_LEN: usize = 200;
 pub const INIT_WAIT: Duration = Duration::from_secs(2);
 /// Prefix of shmq objects in the shared-memory namespace.
 pub const PREFIX: &str = "shmq.";
+/// File offset of the **attach marker**: every mapping of a segment holds an
+/// open-file-description read lock on this one byte (far past the segment's end, below the
+/// holders' liveness bytes at [`sync::LIVE_BASE`]), taken on the descriptor the segment is
+/// mapped from. A mapping keeps its open file description alive, so the kernel drops the
+/// lock exactly when the last mapping (and descriptor) of that description is gone, in
+/// whatever process or PID namespace, however the process died. See
+/// [the module docs](self#stale-objects-the-attach-marker).
+pub const MAPPED_BYTE: i64 = sync::LIVE_BASE - 1;
 
 /// Codec identifiers recorded in the header (`0`: untyped/raw).
 pub mod codec_id {
@@ -377,7 +405,8 @@ pub fn object_name(name: &str) -> Result<CString> {
 pub struct CreateOptions {
     /// Permission bits of the new object (default 0o600).
     pub mode: u32,
-    /// Replace an existing segment whose creator is dead.
+    /// Replace an existing segment that is stale ([`Segment::is_stale`], or abandoned
+    /// while being created).
     pub replace_stale: bool,
     /// Codec id to record.
     pub codec: u32,
@@ -794,6 +823,9 @@ impl Segment {
             .len(size as usize)
             .map_raw(&file)
             .map_err(|e| cleanup(Error::io_at("map", &path, e)))?;
+        // The attach marker, before any header word is written (see the module docs: a
+        // written header without a marker means its creator is gone).
+        take_marker(&file, &path).map_err(cleanup)?;
         let seg = Segment {
             map,
             file: Some(file),
@@ -837,7 +869,7 @@ impl Segment {
         // first: `open` would wait for it to be initialised).
         if let Location::Name(n) = loc {
             if let Ok(p) = peek(n) {
-                if p.is_abandoned() && mapped_by(n).is_empty() {
+                if p.is_abandoned() {
                     return Some(p.object);
                 }
             }
@@ -910,6 +942,7 @@ impl Segment {
             .len((RING_OFFSET + capacity) as usize)
             .map_raw(&file)
             .map_err(|e| Error::io_at("map", &path, e))?;
+        take_marker(&file, &path)?;
         Ok(Segment {
             map,
             file: Some(file),
@@ -980,12 +1013,24 @@ impl Segment {
         self.header().shared.flags.load(Ordering::Relaxed) & FLAG_PERSISTENT != 0
     }
 
-    /// Stale: the creator is dead and the segment was not created to outlive it.
+    /// Stale: not created to outlive its creator ([`FLAG_PERSISTENT`]) and no mapping but
+    /// this one holds the attach marker (see the
+    /// [module docs](self#stale-objects-the-attach-marker)). `false` once the ring took
+    /// the mapped descriptor (the question cannot be asked without it).
     pub fn is_stale(&self) -> bool {
-        !self.is_persistent() && !self.creator_alive()
+        !self.is_persistent() && !self.attached_by_others()
     }
 
-    /// Whether the creator process recorded in the header is still running.
+    /// Whether a mapping other than this one (in any process, including this one's other
+    /// handles) holds the attach marker. `true` when it cannot be asked (the ring took the
+    /// mapped descriptor, or the kernel call failed).
+    pub fn attached_by_others(&self) -> bool {
+        self.file.as_ref().is_none_or(attached_by_others)
+    }
+
+    /// Whether the creator process recorded in the header is still running, as seen from
+    /// this process's PID namespace ([`sync::process_alive`]). Informational only: a
+    /// creator in another PID namespace looks dead; staleness does not depend on it.
     pub fn creator_alive(&self) -> bool {
         let h = self.header();
         sync::process_alive(
@@ -1003,6 +1048,46 @@ impl Drop for Segment {
         if self.remove_on_drop && self.creator == Some(std::process::id()) {
             let _ = unlink_if_same(&self.location, self.object);
         }
+    }
+}
+
+/// Take the attach marker (an OFD read lock on [`MAPPED_BYTE`]) on `file`, the descriptor
+/// a segment is mapped from. A write lock that another description holds on the byte
+/// (only a hostile process takes one) already marks the object attached: not an error.
+fn take_marker(file: &File, path: &Path) -> Result<()> {
+    match sync::ofd_lock(file, libc::F_RDLCK, MAPPED_BYTE, libc::F_OFD_SETLK) {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) => Ok(()),
+        Err(e) => Err(Error::Io(std::io::Error::new(
+            e.kind(),
+            format!(
+                "taking the attach marker (F_OFD_SETLK) on {}: {e}",
+                path.display()
+            ),
+        ))),
+    }
+}
+
+/// Whether some open file description other than `file`'s holds the attach marker of the
+/// object `file` refers to, i.e. whether some mapping other than the caller's own (through
+/// this description) exists, in any process or PID namespace. `file` may be read-only.
+/// Errors of the kernel call count as attached (keeping a queue is safe; removing a live
+/// one is not).
+pub fn attached_by_others(file: &File) -> bool {
+    !matches!(
+        sync::ofd_lock(file, libc::F_WRLCK, MAPPED_BYTE, libc::F_OFD_GETLK),
+        Ok(t) if t == libc::F_UNLCK as i16
+    )
+}
+
+/// Whether the named object is mapped by some process now (its attach marker is held; see
+/// the [module docs](self#stale-objects-the-attach-marker)). `true` if it cannot be told
+/// (the object cannot be opened, except when it is missing).
+pub fn is_attached(name: &str) -> bool {
+    match peek(name) {
+        Ok(p) => p.attached,
+        Err(Error::NotFound(_)) => false,
+        Err(_) => true,
     }
 }
 
@@ -1029,6 +1114,9 @@ pub struct Peek {
     pub size: u64,
     /// Time since the object was last modified (its creation, for a header never published).
     pub age: Duration,
+    /// Some process maps the object: its attach marker is held ([`attached_by_others`],
+    /// asked after the header words were read).
+    pub attached: bool,
     /// The object that was read (device and inode), for removals that must not hit an
     /// object created under the same name afterwards ([`unlink_if_same`]).
     pub object: ObjectId,
@@ -1064,9 +1152,14 @@ pub fn peek(name: &str) -> Result<Peek> {
     };
     let init = read_u32(base + std::mem::offset_of!(Identity, init))?;
     let pid = read_u32(base + std::mem::offset_of!(Identity, creator_pid))?.filter(|&p| p != 0);
+    // After reading the header: a creator takes the marker before writing any header word,
+    // so a written magic read above with no marker seen here means that creator is gone.
+    let attached = attached_by_others(&file);
     Ok(Peek {
         initialised: magic == MAGIC && init == Some(INIT_DONE),
-        foreign: magic != 0 && magic != MAGIC,
+        // Another program's: a foreign magic, or a size no shmq object ever has (a creator
+        // sizes its object in one ftruncate, from 0 to at least a header and a ring).
+        foreign: (magic != 0 && magic != MAGIC) || (meta.len() > 0 && meta.len() < RING_OFFSET),
         // A creator pid is only meaningful in a shmq header (the creator writes the magic
         // before the pid); garbage in a foreign object must not pass for a dead creator.
         creator_pid: pid.filter(|_| magic == MAGIC),
@@ -1076,28 +1169,28 @@ pub fn peek(name: &str) -> Result<Peek> {
             .ok()
             .and_then(|m| m.elapsed().ok())
             .unwrap_or_default(),
+        attached,
         object: ObjectId::of(&meta),
     })
 }
 
 impl Peek {
-    /// Abandoned while being created: never initialised, and its recorded creator is dead
-    /// (or, with none recorded, it is older than [`UNINIT_GRACE`]). The caller checks
-    /// separately that no process maps it.
+    /// Abandoned while being created: never initialised, nobody holds its attach marker,
+    /// and either its creator got as far as writing the header (it took the marker before
+    /// that, so it is gone) or, with an empty header, it is older than [`UNINIT_GRACE`] (a
+    /// creator may still be between `open` and mapping it). No pid is consulted.
     pub fn is_abandoned(&self) -> bool {
         !self.initialised
             && !self.foreign
-            && match self.creator_pid {
-                Some(pid) => !sync::tid_alive(pid),
-                None => self.age > UNINIT_GRACE,
-            }
+            && !self.attached
+            && (self.creator_pid.is_some() || self.age > UNINIT_GRACE)
     }
 }
 
-/// Whether the named object was abandoned while being created ([`Peek::is_abandoned`]) and
-/// no process has it mapped. Such an object counts as stale.
+/// Whether the named object was abandoned while being created ([`Peek::is_abandoned`]).
+/// Such an object counts as stale.
 pub fn is_abandoned(name: &str) -> bool {
-    peek(name).is_ok_and(|p| p.is_abandoned()) && mapped_by(name).is_empty()
+    peek(name).is_ok_and(|p| p.is_abandoned())
 }
 
 /// Names of every shmq segment in `/dev/shm` (whatever their state).
@@ -1120,7 +1213,9 @@ pub fn list_names() -> Result<Vec<String>> {
 }
 
 /// For every shmq object mapped by some process: the pids mapping it, from one pass over
-/// `/proc/*/maps` (processes of other users may be invisible without privileges).
+/// `/proc/*/maps` (processes of other users may be invisible without privileges, and
+/// processes of other PID namespaces always are). Informational only (`shmq` shows it):
+/// whether an object is in use is its attach marker's business ([`is_attached`]).
 pub fn mapped_all() -> std::collections::HashMap<String, Vec<u32>> {
     let mut out: std::collections::HashMap<String, Vec<u32>> = Default::default();
     let prefix = format!("/dev/shm/{PREFIX}");
@@ -1153,7 +1248,8 @@ pub fn mapped_all() -> std::collections::HashMap<String, Vec<u32>> {
 }
 
 /// Pids of the processes that have the named queue's object mapped now (from
-/// `/proc/<pid>/maps`; processes of other users may be invisible without privileges).
+/// `/proc/<pid>/maps`; processes of other users may be invisible without privileges,
+/// other PID namespaces' always are). Informational only, like [`mapped_all`].
 pub fn mapped_by(name: &str) -> Vec<u32> {
     mapped_all().remove(name).unwrap_or_default()
 }

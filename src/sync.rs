@@ -221,7 +221,9 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether the process that recorded (`pid`, `start`) is still running.
+/// Whether the process that recorded (`pid`, `start`) is still running. Informational only,
+/// and right only inside the caller's PID namespace: no decision (lock takeover, staleness)
+/// rests on it.
 pub fn process_alive(pid: u32, start: u64) -> bool {
     if !tid_alive(pid) {
         return false;
@@ -425,15 +427,39 @@ fn register_live_fd(fd: i32) -> Option<&'static std::sync::atomic::AtomicI32> {
     })
 }
 
+/// An open-file-description lock request (`cmd`: `F_OFD_SETLK` or `F_OFD_GETLK`) of type
+/// `typ` on the one byte at `offset` of `file`. Returns the `l_type` the kernel leaves in
+/// the request (for `F_OFD_GETLK`: `F_UNLCK` if nothing conflicts). Used for the segment's
+/// attach marker (`segment::MAPPED_BYTE`); holders use [`ofd_lock_fd`] on their byte.
+pub(crate) fn ofd_lock(
+    file: &File,
+    typ: libc::c_int,
+    offset: i64,
+    cmd: libc::c_int,
+) -> std::io::Result<i16> {
+    ofd_lock_at(std::os::fd::AsRawFd::as_raw_fd(file), typ, offset, cmd)
+}
+
+/// The liveness byte of holder `id`.
+fn live_byte(id: u32) -> i64 {
+    LIVE_BASE + id as i64
+}
+
+/// [`ofd_lock_at`] on holder `id`'s liveness byte.
 fn ofd_lock_fd(fd: i32, typ: libc::c_int, id: u32, cmd: libc::c_int) -> std::io::Result<i16> {
+    ofd_lock_at(fd, typ, live_byte(id), cmd)
+}
+
+fn ofd_lock_at(fd: i32, typ: libc::c_int, offset: i64, cmd: libc::c_int) -> std::io::Result<i16> {
     // SAFETY: an all-zero flock is a valid value of this plain C struct.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = typ as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = LIVE_BASE + id as i64;
+    fl.l_start = offset;
     fl.l_len = 1;
-    // SAFETY: `fd` is this holder's open liveness descriptor (see `LiveFile`); `fl` is a
-    // valid flock the kernel reads and, for F_OFD_GETLK, writes.
+    // SAFETY: the callers pass an open descriptor (a holder's liveness descriptor, or a
+    // borrowed `File`'s); `fl` is a valid flock the kernel reads and, for F_OFD_GETLK,
+    // writes.
     let r = unsafe { libc::fcntl(fd, cmd, &mut fl as *mut libc::flock) };
     if r < 0 {
         return Err(std::io::Error::last_os_error());

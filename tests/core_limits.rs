@@ -53,3 +53,16 @@ fn a_typed_get_refuses_a_message_with_trailing_bytes() {
     q.put(&103).unwrap();
     assert_eq!(q.get().unwrap(), 103);
 }
+
+/// A regular file smaller than a header, with garbage in it, is another program's object:
+/// never "abandoned", so never removed as stale (a creator sizes its object in one go).
+#[test]
+fn a_tiny_foreign_file_is_foreign_not_abandoned() {
+    let name = format!("lim-tiny-{}", std::process::id());
+    let path = shmq::segment::shm_path(&name);
+    std::fs::write(&path, b"garbage").unwrap();
+    let p = shmq::segment::peek(&name);
+    let _ = std::fs::remove_file(&path);
+    let p = p.unwrap();
+    assert!(p.foreign && !p.is_abandoned(), "{p:?}");
+}

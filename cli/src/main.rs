@@ -133,7 +133,7 @@ struct CreateArgs {
     /// Permission bits in octal (0600: only your user may attach; 0660: also your group).
     #[arg(short, long, default_value = "600", value_parser = parse_mode)]
     mode: u32,
-    /// If a queue of that name exists and its creator is dead, replace it.
+    /// If a stale queue of that name exists (no process maps it), replace it.
     #[arg(long)]
     replace_stale: bool,
 }
@@ -239,17 +239,18 @@ struct CloseArgs {
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Removing a name does not disturb processes that have the queue open: they keep working, \
-but nobody can open it by name any more. A queue is stale when no process has it mapped \
-and the process that created it is dead (e.g. left behind by a crash; queues made by \
-`shmq create` or with keep_on_drop are persistent and never stale), or when it never \
-finished initialising and its creator is dead (with no creator recorded: once it is a \
-minute old). `rm --stale` considers only your own queues unless --all. An object named \
+but nobody can open it by name any more. A queue is stale when no process (in any PID \
+namespace) has it mapped, as the kernel reports through the queue's attach marker, and it \
+is not persistent (e.g. left behind by a crash; queues made by `shmq create` or with \
+keep_on_drop are persistent and never stale); one that never finished initialising is \
+stale once nobody maps it and its creator had written its header or it is over 30 s old. \
+`rm --stale` considers only your own queues unless --all. An object named \
 shmq.NAME that is not a shmq queue (another program's) is only removed with --force.")]
 struct RmArgs {
     /// Queue names to remove (with --stale: only consider these).
     #[arg(value_parser = parse_name, required_unless_present = "stale")]
     names: Vec<String>,
-    /// Remove stale queues: creator dead and mapped by no process.
+    /// Remove stale queues: not persistent and mapped by no process.
     #[arg(long)]
     stale: bool,
     /// With --stale: only print what would be removed.
@@ -516,7 +517,7 @@ fn cmd_ls(a: LsArgs) -> CliResult<()> {
     }
     if stale > 0 {
         eprintln!(
-            "note: {stale} stale (creator dead, no process attached); remove them with `shmq rm --stale`"
+            "note: {stale} stale (not persistent, no process attached); remove them with `shmq rm --stale`"
         );
     }
     Ok(())
@@ -557,7 +558,7 @@ fn cmd_stat(a: StatArgs) -> CliResult<()> {
     }
     let snap = snapshot(&a.name)?;
     let s = &snap.stats;
-    let stale = !s.creator_alive && !s.persistent && snap.attached.is_empty();
+    let stale = shmq::queue::inspect(&a.name).is_ok_and(|i| i.is_stale());
     let out = io::stdout();
     let mut out = out.lock();
     if a.json {
@@ -936,12 +937,12 @@ fn rm_stale(a: &RmArgs) -> CliResult<()> {
             .map_or("unknown".to_string(), |p| format!("pid {p}"));
         if !info.is_stale() {
             if !a.names.is_empty() {
-                let why = if !info.attached.is_empty() {
-                    format!("mapped by {} process(es)", info.attached.len())
+                let why = if info.mapped {
+                    "mapped by a process".to_string()
                 } else if let Some(p) = info.problem() {
                     p
                 } else {
-                    format!("its creator {creator} is alive")
+                    "persistent".to_string()
                 };
                 eprintln!("kept {}: not stale ({why})", info.name);
             }
@@ -949,7 +950,7 @@ fn rm_stale(a: &RmArgs) -> CliResult<()> {
         }
         let why = match info.problem() {
             Some(p) => p,
-            None => format!("creator {creator} is dead"),
+            None => format!("no process maps it; creator {creator}"),
         };
         if a.dry_run {
             say!("would remove {} ({why})", info.name);
@@ -957,7 +958,7 @@ fn rm_stale(a: &RmArgs) -> CliResult<()> {
             continue;
         }
         // Narrow the window between the scan and the unlink: someone may have attached.
-        if !segment::mapped_by(&info.name).is_empty() {
+        if segment::is_attached(&info.name) {
             eprintln!("kept {}: a process attached to it just now", info.name);
             continue;
         }
