@@ -981,11 +981,13 @@ impl Ring {
             }
             drop(guard);
             if head != start_head {
-                sync::notify(&h.cons.space_seq, &h.shared.producers_waiting, i32::MAX);
+                // One fence orders the head store before both waiter-count reads.
+                prim::fence(Ordering::SeqCst);
+                sync::notify_fenced(&h.cons.space_seq, &h.shared.producers_waiting, i32::MAX);
                 if head != tail {
                     // More is queued than this call took: the next sleeping consumer may
                     // take it (a wake-one put woke only us).
-                    sync::notify(&h.prod.data_seq, &h.shared.consumers_waiting, 1);
+                    sync::notify_fenced(&h.prod.data_seq, &h.shared.consumers_waiting, 1);
                 }
             }
             result?;

@@ -1024,6 +1024,13 @@ pub fn wait_until_counting(
 #[inline]
 pub fn notify(seq: &AtomicU32, waiters: &AtomicU32, n: i32) {
     fence(Ordering::SeqCst);
+    notify_fenced(seq, waiters, n);
+}
+
+/// [`notify`] for a caller that issued the `SeqCst` fence after its change itself (one
+/// fence serves several notifications of the same change).
+#[inline]
+pub fn notify_fenced(seq: &AtomicU32, waiters: &AtomicU32, n: i32) {
     if waiters.load(Ordering::Relaxed) != 0 {
         seq.fetch_add(1, Ordering::SeqCst);
         prim::futex_wake(seq, n);
