@@ -412,6 +412,12 @@ impl RawQueue {
         if msgs.is_empty() {
             return Ok(0);
         }
+        // A message that can never fit fails the whole call before anything is published
+        // (a caller that retries must not duplicate the messages in front of it).
+        let max = self.max_message();
+        if let Some(m) = msgs.iter().map(|m| m.as_ref().len()).find(|&n| n > max) {
+            return Err(Error::TooLarge { size: m, max });
+        }
         self.ring().put_batch(
             msgs.len(),
             block,
@@ -427,7 +433,9 @@ impl RawQueue {
     }
 
     /// Append every message of `msgs` in order, taking the producer lock once per run of
-    /// messages that fit; waits for room as needed.
+    /// messages that fit; waits for room as needed. A message larger than
+    /// [`max_message`](Self::max_message) fails the call with [`Error::TooLarge`] before any
+    /// message is queued.
     ///
     /// ```
     /// # let name = format!("doc-rawpm-{}", std::process::id());

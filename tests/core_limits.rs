@@ -66,3 +66,18 @@ fn a_tiny_foreign_file_is_foreign_not_abandoned() {
     let p = p.unwrap();
     assert!(p.foreign && !p.is_abandoned(), "{p:?}");
 }
+
+/// `put_many` with one message that can never fit queues nothing (a retry must not
+/// duplicate the messages in front of it).
+#[test]
+fn put_many_with_a_too_large_message_queues_nothing() {
+    let name = format!("lim-many-{}", std::process::id());
+    let q = RawQueue::create(&name, 4096).unwrap();
+    let big = vec![0u8; 5000];
+    let r = q.put_many(&[b"a".as_slice(), b"b", &big]);
+    assert!(
+        matches!(r, Err(Error::TooLarge { size: 5000, .. })),
+        "{r:?}"
+    );
+    assert!(q.is_empty());
+}
