@@ -25,9 +25,11 @@
 //! pthread mutex: see `docs/design.md`.
 //!
 //! A process created by `fork` without `exec` inherits the parent's descriptors, and with
-//! them the parent's holder ids. A `pthread_atfork` child handler closes the inherited
-//! liveness descriptors in the child (so a parent that dies holding a lock is seen dead even
-//! while such a child lives), and the child's handles claim new ids on their next use.
+//! them the parent's holder ids. `pthread_atfork` handlers keep forks out of the window
+//! between opening and registering a liveness descriptor, and in the child replace each
+//! registered descriptor by a fresh open file description of the same file (so a parent
+//! that dies holding a lock is seen dead even while such a child lives); the child's
+//! handles claim new ids on their next use.
 //!
 //! # Waiting
 //! [`wait_until`] implements the sleep side of a sequence-word protocol: spin, then register
