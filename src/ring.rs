@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::prim::{self, AtomicU32, AtomicU64, RaceCheck};
-use crate::segment::{self, Header, Location, Segment};
+use crate::segment::{self, Header, Segment};
 use crate::sync::{self, Acquired, Deadline, Holder, RobustLock};
 
 /// Frame tag of a message record.
@@ -249,37 +249,6 @@ pub struct Stats {
     pub type_name: String,
 }
 
-/// A descriptor of the segment's object with an open file description of its own, for the
-/// handle's liveness lock. Not the mapped one: a mapping keeps its file description alive,
-/// and a `fork` child inherits mappings, so a lock on the mapped description would outlive
-/// the parent in such a child. The mapped descriptor (`mapped`) is re-opened through
-/// `/proc/self/fd` (the same object for certain) and then closed (the mapping does not need
-/// it); without `/proc`, the name is opened again and checked to be the same object.
-pub(crate) fn liveness_file(
-    mapped: Option<std::fs::File>,
-    loc: &Location,
-    object: segment::ObjectId,
-) -> Result<std::fs::File> {
-    if let Some(f) = &mapped {
-        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(f));
-        if let Ok(g) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-        {
-            return Ok(g);
-        }
-    }
-    let (g, meta) = segment::open_existing(loc, true)?;
-    if segment::ObjectId::of(&meta) != object {
-        return Err(Error::Incompatible {
-            name: loc.display_name(),
-            reason: "the name was given to another object while it was being opened".into(),
-        });
-    }
-    Ok(g)
-}
-
 impl Ring {
     /// A ring over a created or opened segment. Claims this handle's holder id (one file
     /// descriptor, kept for the ring's life).
@@ -289,21 +258,9 @@ impl Ring {
     pub fn new(mut seg: Segment) -> Result<Ring> {
         let hdr = seg.header() as *const Header;
         let (data, cap) = seg.ring();
-        let loc = seg.location().clone();
-        let mapped = seg.take_file();
-        let object = seg.object_id();
         // SAFETY: `hdr` points at the header of the mapping `seg` owns (alive here).
         let h = unsafe { &*hdr };
-        let reopen_loc = loc.clone();
-        let holder = Holder::claim(
-            move || liveness_file(mapped, &reopen_loc, object),
-            |id| lock_names(h, id),
-            Box::new(move || {
-                segment::open_existing(&loc, true)
-                    .map(|(f, _)| f)
-                    .map_err(std::io::Error::other)
-            }),
-        )?;
+        let holder = seg.claim_holder(|id| lock_names(h, id))?;
         let max_msgs = h.tasks.max_messages.load(Ordering::Relaxed);
         Ok(Ring {
             backing: Backing::Segment(seg),
@@ -1270,31 +1227,38 @@ mod tests {
         assert!(matches!(put(&r2, b"x", Block::No), Err(Error::Corrupt(_))));
     }
 
-    #[test]
-    fn try_calls_do_not_wait_for_a_live_lock_holder() {
-        let r = Ring::in_memory(256).unwrap();
-        put(&r, b"x", Block::No).unwrap();
-        // Another live thread of this process holds both locks (as a stopped process would).
+    /// Run `f` while another thread of this process holds the consumer lock, and the
+    /// producer lock too if `producer`, as a stopped process would.
+    fn with_locks_held<T>(r: &Ring, producer: bool, f: impl FnOnce() -> T) -> T {
         let (held_tx, held_rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         std::thread::scope(|s| {
-            let r = &r;
             s.spawn(move || {
-                let _p = r.hold_lock(true).unwrap();
+                let _p = producer.then(|| r.hold_lock(true).unwrap());
                 let _c = r.hold_lock(false).unwrap();
                 held_tx.send(()).unwrap();
                 let _ = done_rx.recv();
             });
             held_rx.recv().unwrap();
+            let out = f();
+            done_tx.send(()).unwrap();
+            out
+        })
+    }
+
+    #[test]
+    fn try_calls_do_not_wait_for_a_live_lock_holder() {
+        let r = Ring::in_memory(256).unwrap();
+        put(&r, b"x", Block::No).unwrap();
+        with_locks_held(&r, true, || {
             let t = Instant::now();
-            assert!(matches!(put(r, b"y", Block::No), Err(Error::Full)));
-            assert!(matches!(get(r, Block::No), Err(Error::Empty)));
+            assert!(matches!(put(&r, b"y", Block::No), Err(Error::Full)));
+            assert!(matches!(get(&r, Block::No), Err(Error::Empty)));
             assert!(matches!(
-                get(r, Block::timeout(Duration::from_millis(20))),
+                get(&r, Block::timeout(Duration::from_millis(20))),
                 Err(Error::Timeout)
             ));
             assert!(t.elapsed() < Duration::from_secs(5));
-            done_tx.send(()).unwrap();
         });
         assert_eq!(get(&r, Block::No).unwrap(), b"x");
     }
@@ -1357,23 +1321,15 @@ mod tests {
         let r = Ring::in_memory(4096).unwrap();
         put(&r, &[1; 100], Block::No).unwrap();
         get(&r, Block::No).unwrap();
-        let (held_tx, held_rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        std::thread::scope(|s| {
-            let r = &r;
-            s.spawn(move || {
-                let _c = r.hold_lock(false).unwrap();
-                held_tx.send(()).unwrap();
-                let _ = done_rx.recv();
-            });
-            held_rx.recv().unwrap();
-            let p = s.spawn(move || put(r, &[2; 4088], Block::Until(None)));
-            std::thread::sleep(Duration::from_millis(200));
-            let t = Instant::now();
-            r.close();
-            assert!(matches!(p.join().unwrap(), Err(Error::Closed)));
-            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-            done_tx.send(()).unwrap();
+        with_locks_held(&r, false, || {
+            std::thread::scope(|s| {
+                let p = s.spawn(|| put(&r, &[2; 4088], Block::Until(None)));
+                std::thread::sleep(Duration::from_millis(200));
+                let t = Instant::now();
+                r.close();
+                assert!(matches!(p.join().unwrap(), Err(Error::Closed)));
+                assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+            })
         });
     }
 
@@ -1382,26 +1338,17 @@ mod tests {
     #[test]
     fn close_frees_callers_waiting_for_a_held_lock() {
         let r = Ring::in_memory(256).unwrap();
-        let (held_tx, held_rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        std::thread::scope(|s| {
-            let r = &r;
-            s.spawn(move || {
-                let _p = r.hold_lock(true).unwrap();
-                let _c = r.hold_lock(false).unwrap();
-                held_tx.send(()).unwrap();
-                let _ = done_rx.recv();
-            });
-            held_rx.recv().unwrap();
-            let p = s.spawn(move || put(r, b"x", Block::Until(None)));
-            let g = s.spawn(move || get(r, Block::Until(None)));
-            std::thread::sleep(Duration::from_millis(100));
-            let t = Instant::now();
-            r.close();
-            assert!(matches!(p.join().unwrap(), Err(Error::Closed)));
-            assert!(matches!(g.join().unwrap(), Err(Error::Closed)));
-            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-            done_tx.send(()).unwrap();
+        with_locks_held(&r, true, || {
+            std::thread::scope(|s| {
+                let p = s.spawn(|| put(&r, b"x", Block::Until(None)));
+                let g = s.spawn(|| get(&r, Block::Until(None)));
+                std::thread::sleep(Duration::from_millis(100));
+                let t = Instant::now();
+                r.close();
+                assert!(matches!(p.join().unwrap(), Err(Error::Closed)));
+                assert!(matches!(g.join().unwrap(), Err(Error::Closed)));
+                assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+            })
         });
     }
 

@@ -440,9 +440,9 @@ impl Default for CreateOptions {
 /// the [module docs](self#who-removes-a-name).
 pub struct Segment {
     map: MmapRaw,
-    /// The descriptor the segment was mapped from (`O_CLOEXEC`), until the ring takes it
-    /// ([`Segment::take_file`]) as the handle's liveness descriptor: its open file
-    /// description carries the handle's OFD liveness lock. One descriptor per handle.
+    /// The descriptor the segment was mapped from (`O_CLOEXEC`), until
+    /// [`Segment::claim_holder`] re-opens it as the handle's liveness descriptor (with an
+    /// open file description of its own) and closes it. One descriptor per handle.
     file: Option<File>,
     location: Location,
     /// The object this segment maps (from `fstat` of `file`).
@@ -984,10 +984,43 @@ impl Segment {
         self.file.as_ref()
     }
 
-    /// Hand the mapped file over (to the ring, which keeps it as the handle's liveness
-    /// descriptor for the handle's life; see `sync::Holder`).
-    pub(crate) fn take_file(&mut self) -> Option<File> {
-        self.file.take()
+    /// Claim this handle's lock identity ([`sync::Holder`]) on the segment. The holder's
+    /// descriptor has an open file description of its own, not the mapped one: a mapping
+    /// keeps its file description alive, and a `fork` child inherits mappings, so a lock on
+    /// the mapped description would outlive the parent in such a child. The mapped
+    /// descriptor is re-opened through `/proc/self/fd` (the same object for certain) and then
+    /// closed (the mapping does not need it); without `/proc`, the name is opened again and
+    /// checked to be the same object. `in_use` says whether a lock word names an id now.
+    pub(crate) fn claim_holder(&mut self, in_use: impl Fn(u32) -> bool) -> Result<sync::Holder> {
+        let mapped = self.file.take();
+        let object = self.object;
+        let loc = self.location.clone();
+        let reopen_loc = loc.clone();
+        sync::Holder::claim(
+            move || {
+                if let Some(f) = &mapped {
+                    let path = format!("/proc/self/fd/{}", f.as_raw_fd());
+                    if let Ok(g) = File::options().read(true).write(true).open(path) {
+                        return Ok(g);
+                    }
+                }
+                let (g, meta) = open_existing(&loc, true)?;
+                if ObjectId::of(&meta) != object {
+                    return Err(Error::Incompatible {
+                        name: loc.display_name(),
+                        reason: "the name was given to another object while it was being opened"
+                            .into(),
+                    });
+                }
+                Ok(g)
+            },
+            in_use,
+            Box::new(move || {
+                open_existing(&reopen_loc, true)
+                    .map(|(f, _)| f)
+                    .map_err(std::io::Error::other)
+            }),
+        )
     }
 
     /// Device and inode of the object this segment maps.

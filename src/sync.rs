@@ -167,26 +167,6 @@ pub fn fork_generation() -> u64 {
     FORK_GENERATION.load(Ordering::Relaxed)
 }
 
-thread_local! {
-    static TID_CACHE: Cell<(u64, u32)> = const { Cell::new((u64::MAX, 0)) };
-}
-
-/// The calling thread's kernel thread id, cached per thread (and re-read after `fork`).
-/// Informational only: lock ownership uses [`Holder`] ids, never TIDs.
-pub fn current_tid() -> u32 {
-    let generation = fork_generation();
-    TID_CACHE.with(|c| {
-        let (g, tid) = c.get();
-        if g == generation && tid != 0 {
-            return tid;
-        }
-        // SAFETY: gettid has no preconditions.
-        let tid = unsafe { libc::gettid() } as u32;
-        c.set((generation, tid));
-        tid
-    })
-}
-
 /// Whether the thread (or process) `tid` still exists and is not a zombie.
 ///
 /// Uses `/proc/<tid>/stat` (works for thread ids too); falls back to `kill(tid, 0)` when
@@ -748,13 +728,6 @@ impl Holder {
             ofd_lock_fd(fd, libc::F_RDLCK, id, libc::F_OFD_GETLK),
             Ok(t) if t == libc::F_UNLCK as i16
         )
-    }
-
-    /// The liveness descriptor (for tests; -1 for a local holder).
-    pub fn fd(&self) -> i32 {
-        self.live
-            .as_ref()
-            .map_or(-1, |l| l.fd.load(Ordering::Acquire))
     }
 }
 

@@ -240,18 +240,7 @@ impl Object {
         let (state, len) = seg.ring();
         let loc = seg.location().clone();
         let name = loc.display_name();
-        let mapped = seg.take_file();
-        let object = seg.object_id();
-        let reopen_loc = loc.clone();
-        let holder = Holder::claim(
-            move || crate::ring::liveness_file(mapped, &reopen_loc, object),
-            move |id| lock_named(state, id),
-            Box::new(move || {
-                crate::segment::open_existing(&loc, true)
-                    .map(|(f, _)| f)
-                    .map_err(std::io::Error::other)
-            }),
-        )?;
+        let holder = seg.claim_holder(move |id| lock_named(state, id))?;
         Ok(Object {
             seg,
             holder,
