@@ -72,7 +72,7 @@ pub enum Error {
         /// The name or path that exists.
         name: String,
         /// `true` when the existing object is stale: no process maps it (its attach marker
-        /// is free, see [`crate::segment::MAPPED_BYTE`]) and it was not created persistent.
+        /// is free, see `MAPPED_BYTE` in docs/design.md) and it was not created persistent.
         stale: bool,
     },
     /// The name breaks the naming rules (see [`crate::segment::validate_name`]).

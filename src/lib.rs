@@ -18,11 +18,10 @@
 //!
 //! ## Layers (bottom up; each builds on the ones listed before it)
 //! * [`error`] — the [`Error`] enum and [`Result`].
-//! * [`sync`] — the process-shared lock that survives a SIGKILLed holder, futex waiting,
-//!   process liveness.
-//! * [`segment`] — create / open / validate / remove a named (`/dev/shm/shmq.<name>`) or
-//!   file-backed segment and its `#[repr(C)]` header.
-//! * [`ring`] — the byte ring of framed variable-length records (two-lock MPMC).
+//! * Internal layers, private (see `docs/design.md`): `sync` (the process-shared lock that
+//!   survives a SIGKILLed holder, futex waiting), `segment` (create / open / validate /
+//!   remove a named `/dev/shm/shmq.<name>` or file-backed segment and its header) and
+//!   `ring` (the byte ring of framed variable-length records, two-lock MPMC).
 //! * [`queue`] — [`RawQueue`] (bytes), [`Queue<T>`] (serde/postcard) and [`PodQueue<T>`]
 //!   (`bytemuck::Pod`, no serialisation), plus [`Options`].
 //! * [`primitives`] — process-shared `Lock`, `RLock`, `Event`, `Semaphore`, `Barrier`,
@@ -61,11 +60,11 @@ pub mod process;
 #[cfg(target_os = "linux")]
 pub mod queue;
 #[cfg(target_os = "linux")]
-pub mod ring;
+mod ring;
 #[cfg(target_os = "linux")]
-pub mod segment;
+mod segment;
 #[cfg(target_os = "linux")]
-pub mod sync;
+mod sync;
 #[cfg(target_os = "linux")]
 mod typename;
 
@@ -87,6 +86,20 @@ pub use queue::{
 pub use ring::Stats;
 #[cfg(target_os = "linux")]
 pub use segment::Location;
+
+/// Internals that shmq's own tools reach for (the `shmq` CLI, the fuzz targets, the
+/// benchmarks and the integration tests that forge hostile segments). Not part of the API:
+/// anything here may change in any release.
+#[cfg(target_os = "linux")]
+#[doc(hidden)]
+pub mod internal {
+    pub use crate::ring::{Block, Ring, CLOSED};
+    pub use crate::segment::{
+        codec_id, is_attached, mapped_by, peek, shm_path, validate_name, Header, Identity,
+        Location, Segment, INIT_DONE, MAGIC, PREFIX, RING_OFFSET,
+    };
+    pub use crate::sync::{tid_alive, Holder};
+}
 
 /// The README's examples, compiled and run as doc tests so that it stays true.
 #[cfg(doctest)]

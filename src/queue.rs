@@ -397,7 +397,7 @@ impl RawQueue {
     }
 
     /// Append `msg` if there is room now, else [`Error::Full`] (also when another live
-    /// process has held the producer lock for [`TRY_LOCK_WAIT`](crate::ring::TRY_LOCK_WAIT),
+    /// process has held the producer lock for 50 ms (`TRY_LOCK_WAIT`),
     /// e.g. because it is stopped).
     pub fn try_put(&self, msg: &[u8]) -> Result<()> {
         self.put_block(msg, Block::No)
@@ -478,7 +478,7 @@ impl RawQueue {
 
     /// Like [`get_into`](Self::get_into) but [`Error::Empty`] instead of waiting (also when
     /// another live process has held the consumer lock for
-    /// [`TRY_LOCK_WAIT`](crate::ring::TRY_LOCK_WAIT)).
+    /// 50 ms (`TRY_LOCK_WAIT`)).
     pub fn try_get_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
         self.get_block(buf, Block::No)
     }
@@ -1080,7 +1080,7 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
     }
 
     /// Append `msg` if there is room now, else [`Error::Full`] (also when another live
-    /// process has held the producer lock for [`TRY_LOCK_WAIT`](crate::ring::TRY_LOCK_WAIT),
+    /// process has held the producer lock for 50 ms (`TRY_LOCK_WAIT`),
     /// e.g. because it is stopped).
     pub fn try_put(&self, msg: &T) -> Result<()> {
         self.put_block(msg, Block::No)
@@ -1145,7 +1145,7 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
     }
 
     /// Take the oldest message, or [`Error::Empty`] (also when the consumer lock stays busy
-    /// for [`TRY_LOCK_WAIT`](crate::ring::TRY_LOCK_WAIT)).
+    /// for 50 ms (`TRY_LOCK_WAIT`)).
     pub fn try_get(&self) -> Result<T> {
         self.get_block(Block::No)
     }
@@ -1411,7 +1411,7 @@ pub struct QueueInfo {
     /// [`QueueInfo::mapped`] for what staleness is decided on).
     pub attached: Vec<u32>,
     /// Some process (in any PID namespace; this one's other handles included) maps the
-    /// object: its attach marker is held (see [`segment::MAPPED_BYTE`]). `false` when the
+    /// object: its attach marker is held (see `MAPPED_BYTE` in docs/design.md). `false` when the
     /// object could not be opened to ask.
     pub mapped: bool,
     /// Header state.
@@ -1441,7 +1441,7 @@ impl QueueInfo {
     /// Stale: no process maps it (its attach marker is free: [`QueueInfo::mapped`], right
     /// across PID namespaces), and either it was not created to outlive its creator (see
     /// [`Options::keep_on_drop`]), or it was abandoned while being created
-    /// ([`segment::Peek::is_abandoned`]). No pid is consulted. Unreadable objects are never
+    /// (abandoned while being created). No pid is consulted. Unreadable objects are never
     /// stale.
     pub fn is_stale(&self) -> bool {
         if self.mapped {
@@ -1465,7 +1465,7 @@ impl QueueInfo {
     /// [`Error::NotFound`] if the name is gone. This is what [`remove_stale`] does for each
     /// stale queue; the caller judges staleness (and re-checks [`segment::is_attached`] if
     /// time has passed). A small window remains between the check and the unlink (see
-    /// [`segment::unlink_if_same`]).
+    /// `unlink_if_same`).
     pub fn remove_if_unchanged(&self) -> Result<bool> {
         match self.object {
             Some(object) => segment::unlink_if_same(&Location::Name(self.name.clone()), object),

@@ -237,7 +237,7 @@ pub struct Stats {
     pub creator_pid: u32,
     /// Whether the creator is still running, as seen from this process's PID namespace
     /// (a creator in another namespace looks dead). Informational: whether a queue is
-    /// stale is decided by its attach marker ([`segment::MAPPED_BYTE`]), not by this.
+    /// stale is decided by its attach marker (`MAPPED_BYTE` in docs/design.md), not by this.
     pub creator_alive: bool,
     /// Created to outlive its creator (`Options::keep_on_drop(true)`): never stale.
     pub persistent: bool,

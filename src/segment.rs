@@ -62,7 +62,6 @@
 //! write `/dev/shm` (or the file's directory) can do that, and it could as well unlink the
 //! name directly.
 
-use std::ffi::CString;
 use std::fs::{File, FileType, Metadata};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
@@ -119,7 +118,7 @@ pub mod codec_id {
 pub struct Identity {
     /// [`MAGIC`].
     pub magic: AtomicU64,
-    /// [`VERSION`].
+    /// `VERSION`.
     pub version: AtomicU32,
     /// `size_of::<Header>()` of the creator.
     pub header_size: AtomicU32,
@@ -394,12 +393,6 @@ pub fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The POSIX shared-memory object name for a queue name (`/shmq.<name>`).
-pub fn object_name(name: &str) -> Result<CString> {
-    validate_name(name)?;
-    Ok(CString::new(format!("/{PREFIX}{name}")).expect("validated name has no NUL"))
-}
-
 /// Options for creating a segment.
 #[derive(Clone, Debug)]
 pub struct CreateOptions {
@@ -437,7 +430,7 @@ impl Default for CreateOptions {
 
 /// A mapped segment. Dropping it unmaps and closes its file; a segment made by
 /// [`Segment::create`] with `remove_on_drop` set also removes its name, under the rule in
-/// the [module docs](self#who-removes-a-name).
+/// the module docs (who removes a name).
 pub struct Segment {
     map: MmapRaw,
     /// The descriptor the segment was mapped from (`O_CLOEXEC`), until
@@ -1114,7 +1107,7 @@ pub fn attached_by_others(file: &File) -> bool {
 }
 
 /// Whether the named object is mapped by some process now (its attach marker is held; see
-/// the [module docs](self#stale-objects-the-attach-marker)). `true` if it cannot be told
+/// the module docs on the attach marker). `true` if it cannot be told
 /// (the object cannot be opened, except when it is missing).
 pub fn is_attached(name: &str) -> bool {
     match peek(name) {
@@ -1158,7 +1151,7 @@ pub struct Peek {
 /// Read a named object's `init` word and creator pid with `pread` (no mapping, so no
 /// reference into shared memory, and no waiting for a creator still at work). Never blocks:
 /// an object that is not a regular file is [`Error::Incompatible`] (see the
-/// [module docs](self#opening-a-path-in-a-shared-directory)); a missing one is
+/// module docs on opening a path in a shared directory); a missing one is
 /// [`Error::NotFound`].
 pub fn peek(name: &str) -> Result<Peek> {
     use std::os::unix::fs::FileExt;
@@ -1220,12 +1213,6 @@ impl Peek {
     }
 }
 
-/// Whether the named object was abandoned while being created ([`Peek::is_abandoned`]).
-/// Such an object counts as stale.
-pub fn is_abandoned(name: &str) -> bool {
-    peek(name).is_ok_and(|p| p.is_abandoned())
-}
-
 /// Names of every shmq segment in `/dev/shm` (whatever their state).
 pub fn list_names() -> Result<Vec<String>> {
     let mut names = Vec::new();
@@ -1282,7 +1269,7 @@ pub fn mapped_all() -> std::collections::HashMap<String, Vec<u32>> {
 
 /// Pids of the processes that have the named queue's object mapped now (from
 /// `/proc/<pid>/maps`; processes of other users may be invisible without privileges,
-/// other PID namespaces' always are). Informational only, like [`mapped_all`].
+/// other PID namespaces' always are). Informational only, like `mapped_all`.
 pub fn mapped_by(name: &str) -> Vec<u32> {
     mapped_all().remove(name).unwrap_or_default()
 }
@@ -1440,7 +1427,7 @@ mod tests {
     fn open_existing_refuses_what_is_not_a_regular_file_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
-        let c = CString::new(fifo.to_str().unwrap()).unwrap();
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let sub = dir.path().join("dir");

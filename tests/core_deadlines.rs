@@ -22,7 +22,7 @@ use common::{
     bounded, expect_line, line_channel, panic_text, pattern, role, say, signal, spawn_role, uniq,
     wait_exit, wait_stopped, Reap, RemoveOnDrop,
 };
-use shmq::segment::{Location, Segment};
+use shmq::internal::{Location, Segment};
 use shmq::{Error, Options, Queue, RawQueue};
 
 const ENTRY: &str = "child_entry";

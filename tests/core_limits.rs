@@ -59,9 +59,9 @@ fn a_typed_get_refuses_a_message_with_trailing_bytes() {
 #[test]
 fn a_tiny_foreign_file_is_foreign_not_abandoned() {
     let name = format!("lim-tiny-{}", std::process::id());
-    let path = shmq::segment::shm_path(&name);
+    let path = shmq::internal::shm_path(&name);
     std::fs::write(&path, b"garbage").unwrap();
-    let p = shmq::segment::peek(&name);
+    let p = shmq::internal::peek(&name);
     let _ = std::fs::remove_file(&path);
     let p = p.unwrap();
     assert!(p.foreign && !p.is_abandoned(), "{p:?}");

@@ -28,7 +28,7 @@ use common::{
     pattern, pid_namespaces_work, role, say, spawn_role, spawn_role_under, uniq, wait_exit, Reap,
     RemoveOnDrop, NEW_PID_NS,
 };
-use shmq::segment::{Location, Segment};
+use shmq::internal::{Location, Segment};
 use shmq::{Error, Options, RawQueue};
 
 const ENTRY: &str = "child_entry";

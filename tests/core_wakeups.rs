@@ -23,7 +23,7 @@ use common::{
     bounded, eventually, expect_line, fnv, is_pattern, line_channel, mix64, pattern, role, say,
     spawn_role, uniq, wait_exit, Reap, RemoveOnDrop,
 };
-use shmq::segment::{Location, Segment};
+use shmq::internal::{Location, Segment};
 use shmq::{Error, RawQueue};
 
 shmq::enable_test_support!();

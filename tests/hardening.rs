@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use shmq::segment::{shm_path, RING_OFFSET};
+use shmq::internal::{shm_path, RING_OFFSET};
 use shmq::{Error, Options, Queue, RawQueue};
 
 const ROLE: &str = "SHMQ_HARDENING_ROLE";
@@ -392,7 +392,7 @@ fn wrong_message_type_on_open_is_incompatible_and_harmless() {
 // Corrupted named segments (garbage written into /dev/shm/shmq.<name> with std::fs)
 
 fn offsets() -> (u64, u64, u64, u64) {
-    use shmq::segment::Header;
+    use shmq::internal::Header;
     let prod = std::mem::offset_of!(Header, prod) as u64;
     let cons = std::mem::offset_of!(Header, cons) as u64;
     // ProducerSide: lock u32, data_seq u32, tail u64; ConsumerSide: lock, space_seq, head.

@@ -20,7 +20,7 @@ fn uniq(tag: &str) -> String {
 }
 
 fn shm(name: &str) -> std::path::PathBuf {
-    shmq::segment::shm_path(name)
+    shmq::internal::shm_path(name)
 }
 
 const LONG: Duration = Duration::from_secs(60);

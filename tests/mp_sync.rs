@@ -600,7 +600,7 @@ fn arrays_are_shared() {
 fn primitives_follow_the_queue_rules() {
     let name = uniq("rules");
     let lock = Lock::create_with(name.as_str(), &Options::new().mode(0o640)).unwrap();
-    let meta = std::fs::metadata(shmq::segment::shm_path(&name)).unwrap();
+    let meta = std::fs::metadata(shmq::internal::shm_path(&name)).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o640);
     // Listed by `shmq ls` (shmq::list), as an empty closed object with its kind's name.
     let info = shmq::list()

@@ -21,7 +21,7 @@ fn uniq(tag: &str) -> String {
 fn wait_dead(pid: u32, within: Duration) -> bool {
     let end = Instant::now() + within;
     while Instant::now() < end {
-        if !shmq::sync::tid_alive(pid) {
+        if !shmq::internal::tid_alive(pid) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -190,7 +190,7 @@ fn grandchild_fate(die_with_parent: bool) -> (u32, bool) {
     )
     .unwrap();
     let grandchild = q.get_timeout(Duration::from_secs(60)).unwrap();
-    assert!(shmq::sync::tid_alive(grandchild));
+    assert!(shmq::internal::tid_alive(grandchild));
     middle.kill().unwrap();
     let _ = middle.join_timeout(Duration::from_secs(30));
     let died = wait_dead(

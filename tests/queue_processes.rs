@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{eventually, fnv, lines, role, say, spawn_role, uniq, wait_exit};
 use serde::{Deserialize, Serialize};
-use shmq::segment::{Location, Segment};
+use shmq::internal::{Location, Segment};
 use shmq::{Error, Queue, RawQueue};
 
 const ENTRY: &str = "child_entry";
@@ -351,7 +351,7 @@ fn write_at(name: &str, offset: u64, bytes: &[u8]) {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new()
         .write(true)
-        .open(shmq::segment::shm_path(name))
+        .open(shmq::internal::shm_path(name))
         .unwrap();
     f.write_all_at(bytes, offset).unwrap();
 }
@@ -368,7 +368,7 @@ fn corrupted_header_is_incompatible_not_a_crash() {
     drop(q);
     // A foreign object that merely has the prefix in its name.
     let name = uniq("foreign");
-    std::fs::write(shmq::segment::shm_path(&name), vec![0x5a; 10_000]).unwrap();
+    std::fs::write(shmq::internal::shm_path(&name), vec![0x5a; 10_000]).unwrap();
     let r = RawQueue::open(&name);
     assert!(matches!(r, Err(Error::Incompatible { .. })), "{r:?}");
     // Not ours to judge: listed as unreadable, never stale (its garbage "creator pid" is
@@ -380,7 +380,7 @@ fn corrupted_header_is_incompatible_not_a_crash() {
     );
     assert!(!info.is_stale());
     // A zero-length object (a creator that died before sizing it) times out as Incompatible.
-    std::fs::write(shmq::segment::shm_path(&name), b"").unwrap();
+    std::fs::write(shmq::internal::shm_path(&name), b"").unwrap();
     let r = RawQueue::open(&name);
     assert!(matches!(r, Err(Error::Incompatible { .. })), "{r:?}");
     shmq::remove(&name).unwrap();
@@ -403,7 +403,7 @@ fn corrupted_ring_index_and_frame_are_corrupt_errors() {
     assert!(matches!(q.try_put(b"x"), Err(Error::Corrupt(_))));
     // Restore the index, then break the frame header's length instead.
     write_at(&name, tail_offset as u64, &16u64.to_le_bytes());
-    write_at(&name, shmq::segment::RING_OFFSET, &u32::MAX.to_le_bytes());
+    write_at(&name, shmq::internal::RING_OFFSET, &u32::MAX.to_le_bytes());
     assert!(matches!(q.try_get_into(&mut buf), Err(Error::Corrupt(_))));
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{lines, role, say, spawn_role, uniq, wait_exit};
-use shmq::segment::{shm_path, Location, Segment, RING_OFFSET};
+use shmq::internal::{shm_path, Location, Segment, RING_OFFSET};
 use shmq::{Error, Options, Queue, QueueState, RawQueue};
 
 const ENTRY: &str = "child_entry";
@@ -445,7 +445,7 @@ fn a_toggled_capacity_word_never_gives_a_handle_a_wrong_capacity() {
     seg.header().id.capacity.store(0, Ordering::Relaxed);
     assert_eq!(seg.capacity(), 4096, "the private copy");
     assert_eq!(seg.ring().1, 4096);
-    let ring = shmq::ring::Ring::new(seg).unwrap();
+    let ring = shmq::internal::Ring::new(seg).unwrap();
     assert_eq!(ring.capacity(), 4096);
     assert_eq!(ring.max_message(), 4088);
     ring.header().id.capacity.store(4096, Ordering::Relaxed);

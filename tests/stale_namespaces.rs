@@ -23,7 +23,7 @@ use common::{
     command_works, eventually, expect_line, is_root, line_channel, pid_namespaces_work, role, say,
     spawn_role, spawn_role_under, uniq, wait_exit, Reap, RemoveOnDrop, NEW_PID_NS,
 };
-use shmq::segment::shm_path;
+use shmq::internal::shm_path;
 use shmq::{Error, Options, RawQueue};
 
 const ENTRY: &str = "child_entry";

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use serde::Serialize;
-use shmq::ring::Ring;
-use shmq::segment::{self, Location, Segment};
+use shmq::internal::Ring;
+use shmq::internal::{self as segment, Segment};
+use shmq::Location;
 use shmq::{Error, Options, RawQueue, Stats};
 
 #[macro_use]

@@ -92,9 +92,9 @@ impl From<std::io::Error> for CliError {
 pub fn parse_name(s: &str) -> Result<String, String> {
     let name = s
         .strip_prefix("/dev/shm/")
-        .and_then(|f| f.strip_prefix(shmq::segment::PREFIX))
+        .and_then(|f| f.strip_prefix(shmq::internal::PREFIX))
         .unwrap_or(s);
-    shmq::segment::validate_name(name).map_err(|e| e.to_string())?;
+    shmq::internal::validate_name(name).map_err(|e| e.to_string())?;
     Ok(name.to_string())
 }
 
@@ -243,7 +243,7 @@ pub fn euid() -> u32 {
 /// The user who owns a named queue's object, if it exists.
 pub fn owner(name: &str) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(shmq::segment::shm_path(name))
+    std::fs::metadata(shmq::internal::shm_path(name))
         .ok()
         .map(|m| m.uid())
 }
@@ -288,9 +288,9 @@ pub fn table(header: &[&str], right: &[bool]) -> comfy_table::Table {
 /// Name of a codec id recorded in the header.
 pub fn codec_name(id: u32) -> &'static str {
     match id {
-        shmq::segment::codec_id::RAW => "raw",
-        shmq::segment::codec_id::POSTCARD => "postcard",
-        shmq::segment::codec_id::POD => "pod",
+        shmq::internal::codec_id::RAW => "raw",
+        shmq::internal::codec_id::POSTCARD => "postcard",
+        shmq::internal::codec_id::POD => "pod",
         _ => "unknown",
     }
 }

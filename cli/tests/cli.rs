@@ -504,7 +504,7 @@ fn uninitialised_segments_are_reported_not_waited_for() {
     let empty = uniq("uninit-empty");
     let half = uniq("uninit-half");
     let _cleanup = (Cleanup(empty.clone()), Cleanup(half.clone()));
-    std::fs::write(shmq::segment::shm_path(&empty), b"").unwrap();
+    std::fs::write(shmq::internal::shm_path(&empty), b"").unwrap();
     // A header with the magic and a creator pid but no `init` word, from a process that is
     // now dead.
     let dead = {
@@ -512,15 +512,15 @@ fn uninitialised_segments_are_reported_not_waited_for() {
         c.wait().unwrap();
         c.id()
     };
-    let f = std::fs::File::create(shmq::segment::shm_path(&half)).unwrap();
+    let f = std::fs::File::create(shmq::internal::shm_path(&half)).unwrap();
     f.set_len(8192).unwrap();
     let off =
-        offset_of!(shmq::segment::Header, id) + offset_of!(shmq::segment::Identity, creator_pid);
+        offset_of!(shmq::internal::Header, id) + offset_of!(shmq::internal::Identity, creator_pid);
     f.write_at(&dead.to_ne_bytes(), off as u64).unwrap();
     // The creator writes the magic before its pid (a pid without the magic is garbage).
     let magic_off =
-        offset_of!(shmq::segment::Header, id) + offset_of!(shmq::segment::Identity, magic);
-    f.write_at(&shmq::segment::MAGIC.to_ne_bytes(), magic_off as u64)
+        offset_of!(shmq::internal::Header, id) + offset_of!(shmq::internal::Identity, magic);
+    f.write_at(&shmq::internal::MAGIC.to_ne_bytes(), magic_off as u64)
         .unwrap();
     drop(f);
 
@@ -560,9 +560,9 @@ fn uninitialised_segments_are_reported_not_waited_for() {
         "{}",
         stderr(&o)
     );
-    assert!(!shmq::segment::shm_path(&half).exists());
+    assert!(!shmq::internal::shm_path(&half).exists());
     ok(&["rm", &empty]);
-    assert!(!shmq::segment::shm_path(&empty).exists());
+    assert!(!shmq::internal::shm_path(&empty).exists());
 }
 
 /// A reader that goes away (`shmq ls | head -1`) is not an error, and does not stop `rm`
@@ -600,7 +600,7 @@ fn closed_stdout_is_quiet_and_rm_still_finishes() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     for n in &names {
-        assert!(!shmq::segment::shm_path(n).exists(), "{n} left behind");
+        assert!(!shmq::internal::shm_path(n).exists(), "{n} left behind");
     }
 }
 
@@ -685,7 +685,7 @@ fn ls_filters_by_name_and_owner() {
     }
     let other = uniq("lsf-other");
     let _cleanup = Cleanup(other.clone());
-    let path = shmq::segment::shm_path(&other);
+    let path = shmq::internal::shm_path(&other);
     write_abandoned(&path);
     std::os::unix::fs::chown(&path, Some(54321), Some(54321)).unwrap();
     assert!(!names(&ok(&["ls", "lsf-other"])).contains(&other));
@@ -737,15 +737,15 @@ fn write_abandoned(path: &std::path::Path) {
     };
     let f = std::fs::File::create(path).unwrap();
     f.set_len(8192).unwrap();
-    let id = offset_of!(shmq::segment::Header, id);
+    let id = offset_of!(shmq::internal::Header, id);
     f.write_at(
-        &shmq::segment::MAGIC.to_ne_bytes(),
-        (id + offset_of!(shmq::segment::Identity, magic)) as u64,
+        &shmq::internal::MAGIC.to_ne_bytes(),
+        (id + offset_of!(shmq::internal::Identity, magic)) as u64,
     )
     .unwrap();
     f.write_at(
         &dead.to_ne_bytes(),
-        (id + offset_of!(shmq::segment::Identity, creator_pid)) as u64,
+        (id + offset_of!(shmq::internal::Identity, creator_pid)) as u64,
     )
     .unwrap();
 }
@@ -756,7 +756,7 @@ fn write_abandoned(path: &std::path::Path) {
 fn rm_refuses_a_foreign_object_without_force() {
     let name = uniq("foreign");
     let _cleanup = Cleanup(name.clone());
-    let path = shmq::segment::shm_path(&name);
+    let path = shmq::internal::shm_path(&name);
     std::fs::write(&path, b"PGSQL shared memory, not a queue").unwrap();
     let e = fails(&["rm", &name], 1);
     assert!(
@@ -769,7 +769,7 @@ fn rm_refuses_a_foreign_object_without_force() {
     drop(RawQueue::create_with(other.as_str(), &Options::new().keep_on_drop(true)).unwrap());
     let o = run(&["rm", &other, &name]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(!shmq::segment::shm_path(&other).exists());
+    assert!(!shmq::internal::shm_path(&other).exists());
     assert!(path.exists());
     let out = ok(&["rm", "--force", &name]);
     assert!(out.contains(&format!("removed {name}")), "{out}");
@@ -782,7 +782,7 @@ fn rm_refuses_a_fifo_or_symlink_without_force() {
     for kind in ["fifo", "symlink"] {
         let name = uniq(kind);
         let _cleanup = Cleanup(name.clone());
-        let path = shmq::segment::shm_path(&name);
+        let path = shmq::internal::shm_path(&name);
         if kind == "fifo" {
             let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
             // SAFETY: a valid NUL-terminated path.
@@ -891,8 +891,8 @@ fn get_follow_notices_removal_and_recreation() {
     let new = RawQueue::create_with(tmp.as_str(), &keep).unwrap();
     new.put(b"new").unwrap();
     std::fs::rename(
-        shmq::segment::shm_path(&tmp),
-        shmq::segment::shm_path(&name),
+        shmq::internal::shm_path(&tmp),
+        shmq::internal::shm_path(&name),
     )
     .unwrap();
     new.close(); // the follower drains "new", then ends

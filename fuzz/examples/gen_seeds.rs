@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use shmq::ring::{Block, Ring};
+use shmq::internal::{Block, Ring};
 
 fn put(r: &Ring, msg: &[u8]) {
     r.put_batch(

@@ -14,7 +14,7 @@ use std::fmt::Debug;
 
 use libfuzzer_sys::fuzz_target;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use shmq::ring::{Block, Ring};
+use shmq::internal::{Block, Ring};
 use shmq::{Codec, Error, Postcard};
 
 #[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]

@@ -10,7 +10,7 @@
 //! * flags bit 0: also write the image to a file in /dev/shm and go through the real
 //!   `Segment::open` validation (`RawQueue::open_at`) instead of `Ring::from_bytes`.
 //! * Lock words are kept as the input has them: a lock word names a holder id, and an id
-//!   is alive only while some handle holds its liveness lock (see `shmq::sync::Holder`),
+//!   is alive only while some handle holds its liveness lock (see `shmq::internal::Holder`),
 //!   which no id in an input image does. So every non-zero lock word is a dead holder and
 //!   recovery and repair run on hostile state.
 #![no_main]
@@ -18,8 +18,8 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use shmq::ring::{Block, Ring};
-use shmq::segment::{INIT_DONE, MAGIC, RING_OFFSET};
+use shmq::internal::{Block, Ring};
+use shmq::internal::{INIT_DONE, MAGIC, RING_OFFSET};
 
 fn short() -> Block {
     Block::Until(Some(Instant::now() + Duration::from_millis(2)))

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use shmq::ring::{Block, Ring};
+use shmq::internal::{Block, Ring};
 use shmq::Error;
 
 /// A holder id that no handle holds (the heap ring's only live id is its own): a dead holder.
@@ -116,7 +116,7 @@ fn positions(r: &Ring) -> (u64, u64) {
     let h = r.header();
     (
         h.cons.head.load(Ordering::Acquire),
-        h.prod.tail.load(Ordering::Acquire) & !shmq::ring::CLOSED,
+        h.prod.tail.load(Ordering::Acquire) & !shmq::internal::CLOSED,
     )
 }
 
@@ -352,7 +352,7 @@ fuzz_target!(|input: Input| {
                 let (head, tail) = positions(&ring);
                 let mut img = ring.to_bytes();
                 // Garbage in the free space, as a producer killed mid-copy leaves it.
-                let base = shmq::segment::RING_OFFSET;
+                let base = shmq::internal::RING_OFFSET;
                 let mut p = tail;
                 while p < head + cap {
                     img[(base + p % cap) as usize] = fill.wrapping_add(p as u8);
