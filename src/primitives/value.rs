@@ -40,7 +40,7 @@ fn item<T>() -> (u32, &'static str) {
 /// `p` must be valid for `size_of::<T>()` bytes, aligned to that size, and only accessed
 /// atomically (or under the lock) by everyone.
 unsafe fn atomic_load<T: Pod>(p: *const u8) -> Option<T> {
-    // SAFETY (all arms): per the contract, `p` is valid and aligned for the atomic of
+    // SAFETY: (all arms) per the contract, `p` is valid and aligned for the atomic of
     // `T`'s size, and other processes access it only atomically.
     unsafe {
         Some(match std::mem::size_of::<T>() {
@@ -76,7 +76,7 @@ unsafe fn atomic_load<T: Pod>(p: *const u8) -> Option<T> {
 /// As for [`atomic_load`]; for other sizes the caller holds the lock.
 unsafe fn store<T: Pod>(p: *mut u8, v: T) {
     let b = bytemuck::bytes_of(&v);
-    // SAFETY (all arms): as in `atomic_load`; the plain copy writes `size_of::<T>()` bytes
+    // SAFETY: (all arms) as in `atomic_load`; the plain copy writes `size_of::<T>()` bytes
     // that only lock holders write.
     unsafe {
         match b.len() {
