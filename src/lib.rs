@@ -93,10 +93,11 @@ pub use segment::Location;
 #[cfg(target_os = "linux")]
 #[doc(hidden)]
 pub mod internal {
+    pub use crate::queue::codec_name;
     pub use crate::ring::{Block, Ring, CLOSED};
     pub use crate::segment::{
-        codec_id, is_attached, mapped_by, peek, shm_path, validate_name, Header, Identity,
-        Location, Segment, INIT_DONE, MAGIC, PREFIX, RING_OFFSET,
+        codec_id, is_attached, mapped_by, now_unix, peek, shm_path, validate_name, Header,
+        Identity, Location, Segment, INIT_DONE, MAGIC, PREFIX, RING_OFFSET, UNINIT_GRACE,
     };
     pub use crate::sync::{tid_alive, Holder};
 }

@@ -693,7 +693,8 @@ pub fn normalize_capacity(requested: usize) -> Result<u64> {
     Ok(c.div_ceil(64) * 64)
 }
 
-fn now_unix() -> u64 {
+/// Seconds since the Unix epoch, now (0 if the clock is before 1970).
+pub fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
