@@ -52,6 +52,10 @@ mod encode;
 #[cfg(target_os = "linux")]
 pub mod error;
 #[cfg(target_os = "linux")]
+mod loan;
+#[cfg(target_os = "linux")]
+mod mapping;
+#[cfg(target_os = "linux")]
 mod prim;
 #[cfg(target_os = "linux")]
 pub mod primitives;
@@ -83,7 +87,9 @@ pub use queue::{
     QueueState, RawQueue, TypedQueue,
 };
 #[cfg(target_os = "linux")]
-pub use ring::Stats;
+pub use loan::{ReadLoan, ReadLoans, WriteLoan};
+#[cfg(target_os = "linux")]
+pub use ring::{Slot, Stats};
 #[cfg(target_os = "linux")]
 pub use segment::Location;
 
@@ -94,7 +100,10 @@ pub use segment::Location;
 #[doc(hidden)]
 pub mod internal {
     pub use crate::queue::codec_name;
-    pub use crate::ring::{Block, Ring, CLOSED};
+    #[cfg(not(loom))]
+    pub use crate::mapping::HeapImage;
+    pub use crate::mapping::Memory;
+    pub use crate::ring::{Block, HeapRing, Record, Ring, CLOSED};
     pub use crate::segment::{
         codec_id, is_attached, mapped_by, now_unix, peek, shm_path, validate_name, Header,
         Identity, Location, Segment, INIT_DONE, MAGIC, PREFIX, RING_OFFSET, UNINIT_GRACE,

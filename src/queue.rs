@@ -378,12 +378,7 @@ impl RawQueue {
             1,
             block,
             |_| Ok(msg.len()),
-            |_, dst, len| {
-                // SAFETY: put_batch guarantees `dst` is valid for `len` (= msg.len()) bytes of
-                // writes in free ring space, which no other process reads or writes now.
-                unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst, len) };
-                Ok(len)
-            },
+            |_, slot| slot.write(msg),
         )?;
         Ok(())
     }
@@ -422,13 +417,7 @@ impl RawQueue {
             msgs.len(),
             block,
             |i| Ok(msgs[i].as_ref().len()),
-            |i, dst, len| {
-                let m = msgs[i].as_ref();
-                debug_assert_eq!(m.len(), len);
-                // SAFETY: dst is valid for `len` = m.len() bytes of writes (put_batch contract).
-                unsafe { std::ptr::copy_nonoverlapping(m.as_ptr(), dst, len) };
-                Ok(len)
-            },
+            |i, slot| slot.write(msgs[i].as_ref()),
         )
     }
 
@@ -455,15 +444,9 @@ impl RawQueue {
     }
 
     fn get_block(&self, buf: &mut Vec<u8>, block: Block) -> Result<usize> {
-        self.ring().get_batch(1, block, |src, len| {
+        self.ring().get_batch(1, block, |rec| {
             buf.clear();
-            buf.reserve(len);
-            // SAFETY: get_batch guarantees `src` is valid for `len` bytes of reads; `buf` has
-            // capacity for `len` bytes and the regions cannot overlap (one is shared memory).
-            unsafe {
-                std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), len);
-                buf.set_len(len);
-            }
+            rec.extend_vec(buf);
         })?;
         Ok(buf.len())
     }
@@ -506,16 +489,9 @@ impl RawQueue {
 
     fn get_many_block(&self, out: &mut Batch, max: usize, block: Block) -> Result<usize> {
         out.clear();
-        self.ring().get_batch(max, block, |src, len| {
-            let start = out.bytes.len();
-            out.bytes.reserve(len);
-            // SAFETY: `src` is valid for `len` bytes of reads (get_batch contract); the
-            // destination has `len` bytes of spare capacity after `start`.
-            unsafe {
-                std::ptr::copy_nonoverlapping(src, out.bytes.as_mut_ptr().add(start), len);
-                out.bytes.set_len(start + len);
-            }
-            out.ends.push(start + len);
+        self.ring().get_batch(max, block, |rec| {
+            rec.extend_vec(&mut out.bytes);
+            out.ends.push(out.bytes.len());
         })
     }
 
@@ -603,10 +579,7 @@ impl RawQueue {
 
     /// Where the queue lives.
     pub fn location(&self) -> &Location {
-        self.ring()
-            .segment()
-            .expect("a queue is always backed by a segment")
-            .location()
+        self.ring().memory().location()
     }
 
     /// Ring capacity in bytes.
@@ -759,59 +732,7 @@ pub fn codec_name(id: u32) -> &'static str {
 // ---------------------------------------------------------------------------------------
 // Codecs
 
-/// A writable window of ring memory handed to [`Codec::encode`]. Writes go through raw
-/// pointer copies (no `&mut` to shared memory is ever formed) and are bounds-checked.
-pub struct Slot<'a> {
-    ptr: *mut u8,
-    len: usize,
-    pos: usize,
-    _ring: PhantomData<&'a ()>,
-}
-
-impl Slot<'_> {
-    /// Append `bytes`; [`Error::Codec`] if they do not fit in the slot.
-    #[inline]
-    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        if bytes.len() > self.len - self.pos {
-            return Err(Error::Codec(format!(
-                "encoder wrote past its {}-byte slot",
-                self.len
-            )));
-        }
-        // SAFETY: `ptr` is valid for `len` bytes of writes (Slot's construction contract) and
-        // `pos + bytes.len() <= len`; `bytes` is process-local, so they do not overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(self.pos), bytes.len())
-        };
-        self.pos += bytes.len();
-        Ok(())
-    }
-
-    /// Bytes written so far.
-    pub fn written(&self) -> usize {
-        self.pos
-    }
-}
-
-impl postcard::ser_flavors::Flavor for &mut Slot<'_> {
-    type Output = usize;
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.write(data)
-            .map_err(|_| postcard::Error::SerializeBufferFull)
-    }
-
-    #[inline]
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.write(&[data])
-            .map_err(|_| postcard::Error::SerializeBufferFull)
-    }
-
-    fn finalize(self) -> postcard::Result<usize> {
-        Ok(self.pos)
-    }
-}
+pub use crate::ring::Slot;
 
 /// How a typed queue turns messages into bytes and back.
 ///
@@ -1059,16 +980,7 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
             1,
             block,
             |_| Ok(len),
-            |_, dst, len| {
-                let mut slot = Slot {
-                    ptr: dst,
-                    len,
-                    pos: 0,
-                    _ring: PhantomData,
-                };
-                C::encode(msg, &mut slot)?;
-                Ok(slot.pos)
-            },
+            |_, slot| C::encode(msg, slot),
         )?;
         Ok(())
     }
@@ -1099,16 +1011,7 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
             msgs.len(),
             block,
             |i| C::encoded_len(&msgs[i]),
-            |i, dst, len| {
-                let mut slot = Slot {
-                    ptr: dst,
-                    len,
-                    pos: 0,
-                    _ring: PhantomData,
-                };
-                C::encode(&msgs[i], &mut slot)?;
-                Ok(slot.pos)
-            },
+            |i, slot| C::encode(&msgs[i], slot),
         )
     }
 
@@ -1157,16 +1060,9 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
 
     fn get_many_block(&self, max: usize, block: Block, out: &mut Vec<T>) -> Result<usize> {
         with_scratch(|bytes, ends| {
-            self.raw.ring().get_batch(max, block, |src, len| {
-                let start = bytes.len();
-                bytes.reserve(len);
-                // SAFETY: `src` is valid for `len` bytes of reads (get_batch contract); the
-                // destination has `len` bytes of spare capacity after `start`.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(src, bytes.as_mut_ptr().add(start), len);
-                    bytes.set_len(start + len);
-                }
-                ends.push(start + len);
+            self.raw.ring().get_batch(max, block, |rec| {
+                rec.extend_vec(bytes);
+                ends.push(bytes.len());
             })?;
             out.reserve(ends.len());
             let mut start = 0;
@@ -1286,13 +1182,11 @@ impl<T: bytemuck::Pod + Send + Sync> TypedQueue<T, Pod> {
     fn get_into_block(&self, out: &mut T, block: Block) -> Result<()> {
         let dst = bytemuck::bytes_of_mut(out);
         let mut got = None;
-        self.raw.ring().get_batch(1, block, |src, len| {
-            if len == dst.len() {
-                // SAFETY: `src` is valid for `len` bytes of reads (get_batch contract) and
-                // `dst` is a process-local `&mut [u8]` of exactly `len` bytes.
-                unsafe { std::ptr::copy_nonoverlapping(src, dst.as_mut_ptr(), len) };
+        self.raw.ring().get_batch(1, block, |rec| {
+            if rec.len() == dst.len() {
+                rec.copy_to(dst);
             }
-            got = Some(len);
+            got = Some(rec.len());
         })?;
         match got {
             Some(len) if len == std::mem::size_of::<T>() => Ok(()),

@@ -14,7 +14,9 @@
 //! every message is compared byte for byte. `LOOM_MAX_PREEMPTIONS` overrides the bound
 //! below (a larger bound explores more, for much longer).
 
+use super::frame::FRAME;
 use super::*;
+use crate::segment;
 use loom::sync::Arc;
 use loom::thread;
 
@@ -51,32 +53,24 @@ fn msg(i: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn put(r: &Ring, m: &[u8]) -> Result<usize> {
+fn put(r: &HeapRing, m: &[u8]) -> Result<usize> {
     r.put_batch(
         1,
         Block::Until(None),
         |_| Ok(m.len()),
-        |_, dst, len| {
-            // SAFETY: dst is valid for len bytes of writes per put_batch's contract.
-            unsafe { std::ptr::copy_nonoverlapping(m.as_ptr(), dst, len) };
-            Ok(len)
-        },
+        |_, slot| slot.write(m),
     )
 }
 
-fn get(r: &Ring) -> Result<Vec<u8>> {
+fn get(r: &HeapRing) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    r.get_batch(1, Block::Until(None), |src, len| {
-        out.resize(len, 0);
-        // SAFETY: src is valid for len bytes of reads per get_batch's contract.
-        unsafe { std::ptr::copy_nonoverlapping(src, out.as_mut_ptr(), len) };
-    })?;
+    r.get_batch(1, Block::Until(None), |rec| rec.extend_vec(&mut out))?;
     Ok(out)
 }
 
 /// A 64-byte ring whose positions stand at `pos` (a message of `pos - 8` bytes put and got,
 /// single-threaded, before the model threads start).
-fn ring_at(pos: usize) -> Arc<Ring> {
+fn ring_at(pos: usize) -> Arc<HeapRing> {
     let r = Ring::in_memory(segment::MIN_CAPACITY as usize).unwrap();
     if pos > 0 {
         put(&r, &vec![0xEE; pos - FRAME as usize]).unwrap();
@@ -86,7 +80,7 @@ fn ring_at(pos: usize) -> Arc<Ring> {
     Arc::new(r)
 }
 
-fn tail_pos(r: &Ring) -> u64 {
+fn tail_pos(r: &HeapRing) -> u64 {
     r.h().prod.tail.load(Ordering::SeqCst) & !CLOSED
 }
 

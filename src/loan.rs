@@ -1,0 +1,342 @@
+//! Zero-copy loans: write a message in place in the ring, or read it in place and remove it
+//! only when done with it ([`WriteLoan`], [`ReadLoan`], [`ReadLoans`]).
+//!
+//! A loan holds its side's lock (the producer lock for a write loan, the consumer lock for
+//! a read loan) for as long as it lives: other producers (consumers) of the queue wait
+//! meanwhile, so keep loans short. The lock is the same robust lock a put or get takes: a
+//! process killed while holding a loan is recovered from like one killed mid-put or mid-get.
+//!
+//! # Delivery
+//! A read loan that is dropped, or whose holder dies, leaves its messages at the head of the
+//! queue for the next consumer: taking a message with a read loan and committing it after
+//! it has been handled gives **at-least-once** delivery (a consumer killed between handling
+//! and commit hands the message to the next one again), where a plain `get` gives
+//! at-most-once (a consumer killed after `get` returned has taken the message with it).
+//!
+//! # What a loan guarantees about the bytes
+//! A read loan validates the record before lending it: its frame lies inside the ring and
+//! inside the published region, so every byte of the slice is inside the mapping. Against
+//! every process that follows the queue's protocol the lent bytes do not change while lent:
+//! producers write only between the published tail and the head, and the head moves only
+//! under the consumer lock this loan holds. A process that maps the segment writable and
+//! ignores the protocol can write anywhere in it at any time, lent bytes included: it can
+//! make a loan see wrong data or a decode fail with [`Error::Codec`]; it cannot make the
+//! loan read or write outside the mapping. (Rust's `&[u8]` promises the compiler that the
+//! bytes do not change while borrowed; like every crate that lends shared memory as a
+//! slice — iceoryx2, shared_memory — shmq can keep that promise only for processes that
+//! follow the protocol. Use `get_into`, which copies, when peers are not trusted.)
+
+use std::fmt;
+use std::ops::Deref;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::queue::{Codec, RawQueue, TypedQueue};
+use crate::ring::{Block, ReadLease, WriteLease};
+use crate::segment::Segment;
+
+/// Room for one message reserved in the ring, to fill in place
+/// ([`RawQueue::put_loan`]). [`commit`](Self::commit) publishes it; dropping it publishes
+/// nothing.
+///
+/// ```
+/// # let name = format!("doc-wloan-{}", std::process::id());
+/// let q = shmq::RawQueue::create(&name, 4096)?;
+/// let mut loan = q.put_loan(5)?;
+/// loan.as_mut_slice().copy_from_slice(b"hello");
+/// loan.commit()?;
+/// assert_eq!(q.get_vec()?, b"hello");
+/// # Ok::<(), shmq::Error>(())
+/// ```
+pub struct WriteLoan<'q> {
+    lease: WriteLease<'q, Segment>,
+}
+
+impl WriteLoan<'_> {
+    /// Length of the reservation in bytes.
+    pub fn len(&self) -> usize {
+        self.lease.len()
+    }
+
+    /// Whether the reservation is empty (a zero-length message).
+    pub fn is_empty(&self) -> bool {
+        self.lease.is_empty()
+    }
+
+    /// The reserved bytes, to fill in place. Their content before you write is whatever
+    /// the ring held there (not zeroes).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.lease.as_mut_slice()
+    }
+
+    /// Publish the whole reservation as one message. Errors: [`Error::Closed`] (nothing
+    /// published) if the queue was closed while the loan was held.
+    pub fn commit(self) -> Result<()> {
+        let len = self.lease.len();
+        self.lease.commit(len)
+    }
+
+    /// Publish only the first `len` bytes (reserve the most a message can take, write it,
+    /// then commit what it took). Errors: [`Error::Codec`] if `len` exceeds the
+    /// reservation, [`Error::Closed`] as for [`commit`](Self::commit).
+    pub fn commit_len(self, len: usize) -> Result<()> {
+        self.lease.commit(len)
+    }
+}
+
+impl fmt::Debug for WriteLoan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteLoan")
+            .field("len", &self.lease.len())
+            .finish()
+    }
+}
+
+/// The oldest message, lent in place ([`RawQueue::get_loan`]): dereferences to its bytes.
+/// [`commit`](Self::commit) removes it from the queue; dropping the loan (or dying while
+/// holding it) leaves it for the next consumer. See the [module docs](self) for the
+/// guarantee about the bytes.
+///
+/// ```
+/// # let name = format!("doc-rloan-{}", std::process::id());
+/// let q = shmq::RawQueue::create(&name, 4096)?;
+/// q.put(b"job 1")?;
+/// let loan = q.get_loan()?;
+/// assert_eq!(&*loan, b"job 1");
+/// drop(loan); // not committed: still queued
+/// let loan = q.get_loan()?;
+/// // ... hand it on, and only then:
+/// loan.commit();
+/// assert!(q.is_empty());
+/// # Ok::<(), shmq::Error>(())
+/// ```
+pub struct ReadLoan<'q> {
+    lease: ReadLease<'q, Segment>,
+}
+
+impl ReadLoan<'_> {
+    /// The message's sequence number: the position of its record in the ring, unique for
+    /// the life of the queue and strictly increasing in queue order (not dense: it grows by
+    /// the record's size). With [`RawQueue::uid`] it names the message across restarts of
+    /// the consumer (the bridge's deduplication id).
+    pub fn seq(&self) -> u64 {
+        self.lease.get(0).map_or(0, |(s, _)| s)
+    }
+
+    /// The message's bytes in place.
+    pub fn bytes(&self) -> &[u8] {
+        self.lease.get(0).map_or(&[], |(_, b)| b)
+    }
+
+    /// Decode the message with postcard, borrowing from the ring where the type borrows
+    /// (`&str`, `&[u8]`, `serde_bytes::Bytes`, structs of them): no copy. The whole message
+    /// must be one value ([`Error::Codec`] otherwise).
+    ///
+    /// ```
+    /// # let name = format!("doc-rdec-{}", std::process::id());
+    /// let q: shmq::Queue<String> = shmq::Queue::create(&name, 4096)?;
+    /// q.put(&"borrowed".to_string())?;
+    /// let loan = q.get_loan()?;
+    /// let s: &str = loan.decode()?;
+    /// assert_eq!(s, "borrowed");
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn decode<'a, U: Deserialize<'a>>(&'a self) -> Result<U> {
+        decode_postcard(self.bytes())
+    }
+
+    /// Remove the message from the queue.
+    pub fn commit(self) {
+        self.lease.commit_first(1)
+    }
+}
+
+impl Deref for ReadLoan<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
+impl fmt::Debug for ReadLoan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadLoan")
+            .field("seq", &self.seq())
+            .field("len", &self.bytes().len())
+            .finish()
+    }
+}
+
+/// Up to `max` of the oldest messages, lent in place ([`RawQueue::get_loans`]), in queue
+/// order. [`commit`](Self::commit) removes them all, [`commit_first`](Self::commit_first)
+/// the first `k`; the rest, and all of them if the loan is dropped or its holder dies, stay
+/// for the next consumer. The way to forward messages at least once in batches: lend,
+/// send, wait for the other side's acknowledgement, commit.
+///
+/// ```
+/// # let name = format!("doc-rloans-{}", std::process::id());
+/// let q = shmq::RawQueue::create(&name, 4096)?;
+/// q.put_many(&[b"a".as_slice(), b"b", b"c"])?;
+/// let loans = q.get_loans(2)?;
+/// let got: Vec<&[u8]> = loans.iter().map(|(_seq, m)| m).collect();
+/// assert_eq!(got, [b"a".as_slice(), b"b"]);
+/// loans.commit_first(1); // "a" is gone, "b" stays
+/// assert_eq!(q.get_vec()?, b"b");
+/// # Ok::<(), shmq::Error>(())
+/// ```
+pub struct ReadLoans<'q> {
+    lease: ReadLease<'q, Segment>,
+}
+
+impl ReadLoans<'_> {
+    /// Number of lent messages (at least 1).
+    pub fn len(&self) -> usize {
+        self.lease.len()
+    }
+
+    /// Always `false`: a loan lends at least one message.
+    pub fn is_empty(&self) -> bool {
+        self.lease.is_empty()
+    }
+
+    /// Message `i` as `(sequence number, bytes)` (see [`ReadLoan::seq`]).
+    pub fn get(&self, i: usize) -> Option<(u64, &[u8])> {
+        self.lease.get(i)
+    }
+
+    /// The lent messages in queue order, as `(sequence number, bytes)`.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+        (0..self.len()).filter_map(move |i| self.get(i))
+    }
+
+    /// Decode message `i` with postcard, borrowing where the type borrows (as
+    /// [`ReadLoan::decode`]). `None` if there is no message `i`.
+    pub fn decode<'a, U: Deserialize<'a>>(&'a self, i: usize) -> Option<Result<U>> {
+        self.get(i).map(|(_, b)| decode_postcard(b))
+    }
+
+    /// Remove every lent message from the queue.
+    pub fn commit(self) {
+        let n = self.len();
+        self.lease.commit_first(n)
+    }
+
+    /// Remove the first `k` lent messages (all if `k` is larger); the rest stay queued.
+    pub fn commit_first(self, k: usize) {
+        self.lease.commit_first(k)
+    }
+}
+
+impl fmt::Debug for ReadLoans<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadLoans")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+fn decode_postcard<'a, U: Deserialize<'a>>(bytes: &'a [u8]) -> Result<U> {
+    let fail = |e: &dyn fmt::Display| {
+        Error::Codec(format!(
+            "cannot decode a {}-byte message as {}: {e}",
+            bytes.len(),
+            std::any::type_name::<U>()
+        ))
+    };
+    match postcard::take_from_bytes(bytes) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(fail(&format_args!("{} bytes left over", rest.len()))),
+        Err(e) => Err(fail(&e)),
+    }
+}
+
+/// Loans on the byte queue.
+impl RawQueue {
+    fn put_loan_block(&self, len: usize, block: Block) -> Result<WriteLoan<'_>> {
+        Ok(WriteLoan {
+            lease: self.ring().lease_write(len, block)?,
+        })
+    }
+
+    /// Reserve room for a message of `len` bytes to fill in place, waiting while the queue
+    /// is full; the producer lock is held until the loan is committed or dropped.
+    /// Errors: [`Error::TooLarge`] at once if `len` exceeds
+    /// [`max_message`](Self::max_message), [`Error::Closed`].
+    pub fn put_loan(&self, len: usize) -> Result<WriteLoan<'_>> {
+        self.put_loan_block(len, Block::Until(None))
+    }
+
+    /// [`put_loan`](Self::put_loan) if there is room now, else [`Error::Full`].
+    pub fn try_put_loan(&self, len: usize) -> Result<WriteLoan<'_>> {
+        self.put_loan_block(len, Block::No)
+    }
+
+    /// [`put_loan`](Self::put_loan), waiting at most `timeout` ([`Error::Timeout`]).
+    pub fn put_loan_timeout(&self, len: usize, timeout: Duration) -> Result<WriteLoan<'_>> {
+        self.put_loan_block(len, Block::timeout(timeout))
+    }
+
+    fn get_loans_block(&self, max: usize, block: Block) -> Result<ReadLoans<'_>> {
+        Ok(ReadLoans {
+            lease: self.ring().lease_read(max, block)?,
+        })
+    }
+
+    /// Lend the oldest message in place, waiting while the queue is empty; the consumer
+    /// lock is held until the loan is committed or dropped. Errors: [`Error::Closed`] once
+    /// the queue is closed and drained, [`Error::Corrupt`].
+    pub fn get_loan(&self) -> Result<ReadLoan<'_>> {
+        self.get_loans_block(1, Block::Until(None))
+            .map(|l| ReadLoan { lease: l.lease })
+    }
+
+    /// [`get_loan`](Self::get_loan) if a message is queued now, else [`Error::Empty`].
+    pub fn try_get_loan(&self) -> Result<ReadLoan<'_>> {
+        self.get_loans_block(1, Block::No)
+            .map(|l| ReadLoan { lease: l.lease })
+    }
+
+    /// [`get_loan`](Self::get_loan), waiting at most `timeout` ([`Error::Timeout`]).
+    pub fn get_loan_timeout(&self, timeout: Duration) -> Result<ReadLoan<'_>> {
+        self.get_loans_block(1, Block::timeout(timeout))
+            .map(|l| ReadLoan { lease: l.lease })
+    }
+
+    /// Lend up to `max` of the oldest messages in place (at least one: waits while the
+    /// queue is empty; takes what is queued now up to `max`, without waiting for more).
+    /// Errors as for [`get_loan`](Self::get_loan).
+    pub fn get_loans(&self, max: usize) -> Result<ReadLoans<'_>> {
+        self.get_loans_block(max, Block::Until(None))
+    }
+
+    /// [`get_loans`](Self::get_loans) if a message is queued now, else [`Error::Empty`].
+    pub fn try_get_loans(&self, max: usize) -> Result<ReadLoans<'_>> {
+        self.get_loans_block(max, Block::No)
+    }
+
+    /// [`get_loans`](Self::get_loans), waiting at most `timeout` ([`Error::Timeout`]).
+    pub fn get_loans_timeout(&self, max: usize, timeout: Duration) -> Result<ReadLoans<'_>> {
+        self.get_loans_block(max, Block::timeout(timeout))
+    }
+}
+
+/// Read loans on a typed queue: the message's bytes in place, decoded with
+/// [`ReadLoan::decode`] (borrowing types decode without a copy).
+impl<T, C: Codec<T>> TypedQueue<T, C> {
+    /// [`RawQueue::get_loan`] on this queue.
+    pub fn get_loan(&self) -> Result<ReadLoan<'_>> {
+        self.raw().get_loan()
+    }
+
+    /// [`RawQueue::try_get_loan`] on this queue.
+    pub fn try_get_loan(&self) -> Result<ReadLoan<'_>> {
+        self.raw().try_get_loan()
+    }
+
+    /// [`RawQueue::get_loan_timeout`] on this queue.
+    pub fn get_loan_timeout(&self, timeout: Duration) -> Result<ReadLoan<'_>> {
+        self.raw().get_loan_timeout(timeout)
+    }
+}

@@ -1,0 +1,264 @@
+//! The consumer side: find the records at `head`, take (or lend) them, release.
+//!
+//! A get is a round under the consumer lock ([`GetRound`]):
+//! 1. [`Ring::begin_get`] takes the lock (repairing after a dead holder) and reads `head`;
+//! 2. [`Ring::next_record`] validates the frame at the round's cursor, stepping over SKIP
+//!    padding, and [`Ring::take`] moves the cursor past a message;
+//! 3. [`Ring::end_get`] publishes the cursor as the new `head` with one release store,
+//!    releases the lock and wakes producers (and, when messages are left, one consumer).
+//!
+//! `get_batch` copies each record out between steps 2 and 3; a read loan
+//! ([`ReadLoans`](super::ReadLoans)) holds the round and publishes only what it commits.
+
+use std::sync::atomic::Ordering;
+
+use super::frame::{record_size, skip_len, Record, CLOSED, MAX_POS, MSG, SKIP};
+use super::{Block, Ring};
+use crate::error::{Error, Result};
+use crate::mapping::Memory;
+use crate::prim;
+use crate::sync::{self, Acquired, Deadline, LockGuard};
+
+/// One hold of the consumer lock.
+pub(super) struct GetRound<'a> {
+    guard: LockGuard<'a>,
+    /// `head` as found under the lock.
+    pub(super) start: u64,
+    /// Cursor: after the records taken (and padding stepped over) so far.
+    pub(super) head: u64,
+    pub(super) count: u64,
+    pub(super) bytes: u64,
+    /// A published `tail` seen by this round (refreshed when the cursor reaches it).
+    tail: u64,
+}
+
+/// A message record found by [`Ring::next_record`].
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Found {
+    /// Position of its frame: unique for the life of the queue, strictly increasing.
+    pub(super) pos: u64,
+    /// Ring offset of its frame.
+    pub(super) off: u64,
+    /// Payload length.
+    pub(super) len: usize,
+}
+
+impl<M: Memory> Ring<M> {
+    /// Take the consumer lock, repairing after a dead holder.
+    pub(super) fn lock_consumer(&self, deadline: &Deadline) -> Result<LockGuard<'_>> {
+        let (guard, how) = self.lock(&self.h().cons.lock, deadline)?;
+        if let Acquired::Recovered(_) = how {
+            self.repair_consumer()?;
+        }
+        Ok(guard)
+    }
+
+    /// After taking over the consumer lock from a dead holder: validate and repair.
+    fn repair_consumer(&self) -> Result<()> {
+        let c = &self.h().cons;
+        let head = c.head.load(Ordering::Acquire);
+        let tail = self.h().prod.tail.load(Ordering::Acquire) & !CLOSED;
+        self.positions(head, tail)?;
+        if c.pending_head.load(Ordering::Relaxed) == head {
+            c.get_count
+                .store(c.pending_count.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Step 1: take the consumer lock and read `head`.
+    pub(super) fn begin_get(&self, deadline: &Deadline) -> Result<GetRound<'_>> {
+        let h = self.h();
+        let guard = self.lock_consumer(deadline)?;
+        let head = h.cons.head.load(Ordering::Relaxed);
+        if head > MAX_POS {
+            return Err(Error::corrupt(format!("head {head} out of range")));
+        }
+        Ok(GetRound {
+            guard,
+            start: head,
+            head,
+            count: h.cons.get_count.load(Ordering::Relaxed),
+            bytes: h.cons.get_bytes.load(Ordering::Relaxed),
+            tail: self.published_tail(head),
+        })
+    }
+
+    /// Step 2: the message record at the round's cursor, stepping over padding; `None` when
+    /// the cursor reached the published `tail`. The frame is validated against the ring and
+    /// the published region before it is returned.
+    pub(super) fn next_record(&self, r: &mut GetRound<'_>) -> Result<Option<Found>> {
+        loop {
+            if r.head == r.tail {
+                r.tail = self.published_tail(r.head);
+                if r.head == r.tail {
+                    return Ok(None);
+                }
+            }
+            let avail = self.positions(r.head, r.tail)?;
+            let off = self.offset(r.head);
+            let (len, tag) = self.read_frame(off);
+            let len = len as u64;
+            let to_end = self.cap - off;
+            match tag {
+                SKIP if len as u32 == skip_len(to_end) && to_end <= avail => r.head += to_end,
+                MSG if record_size(len) <= to_end && record_size(len) <= avail => {
+                    return Ok(Some(Found {
+                        pos: r.head,
+                        off,
+                        len: len as usize,
+                    }))
+                }
+                _ => {
+                    return Err(Error::corrupt(format!(
+                        "bad frame at position {} (tag {tag:#x}, length {len}, tail {})",
+                        r.head, r.tail
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Move the round's cursor past the message `f` (the last one `next_record` returned).
+    #[inline]
+    pub(super) fn take(&self, r: &mut GetRound<'_>, f: &Found) {
+        debug_assert_eq!(f.pos, r.head);
+        r.head += record_size(f.len as u64);
+        r.count = r.count.wrapping_add(1);
+        r.bytes = r.bytes.wrapping_add(f.len as u64);
+    }
+
+    /// Step 3: publish the cursor as `head` (if it moved), release the lock, wake.
+    pub(super) fn end_get(&self, mut r: GetRound<'_>) {
+        let h = self.h();
+        let moved = r.head != r.start;
+        if moved {
+            self.publish_head(r.head, r.count, r.bytes);
+            if r.head == r.tail {
+                // Whether more was published meanwhile decides the chain wake below.
+                r.tail = self.published_tail(r.head);
+            }
+        }
+        let GetRound {
+            guard, head, tail, ..
+        } = r;
+        drop(guard);
+        if moved {
+            // One fence orders the head store before both waiter-count reads.
+            prim::fence(Ordering::SeqCst);
+            sync::notify_fenced(&h.cons.space_seq, &h.shared.producers_waiting, i32::MAX);
+            if head != tail {
+                // More is queued than this call took: the next sleeping consumer may
+                // take it (a wake-one put woke only us).
+                sync::notify_fenced(&h.prod.data_seq, &h.shared.consumers_waiting, 1);
+            }
+        } else {
+            // Leaving without taking anything: a wake meant for a consumer may have been
+            // ours; pass it on so no message waits for a sleeper.
+            self.pass_on_wake();
+        }
+    }
+
+    pub(super) fn publish_head(&self, head: u64, count: u64, bytes: u64) {
+        let c = &self.h().cons;
+        c.pending_head.store(head, Ordering::Relaxed);
+        c.pending_count.store(count, Ordering::Relaxed);
+        c.head.store(head, Ordering::Release);
+        c.get_count.store(count, Ordering::Relaxed);
+        c.get_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// A consumer leaves without taking a message: if messages are queued, wake one
+    /// sleeping consumer in its place.
+    pub(super) fn pass_on_wake(&self) {
+        let h = self.h();
+        if h.prod.tail.load(Ordering::Acquire) & !CLOSED != h.cons.head.load(Ordering::Acquire) {
+            sync::notify(&h.prod.data_seq, &h.shared.consumers_waiting, 1);
+        }
+    }
+
+    /// Begin a round that finds at least one message: takes the consumer lock and waits
+    /// (per `block`) while the queue is empty. Errors: `Empty` (`Block::No`), `Timeout`,
+    /// `Closed` once drained, `Corrupt`.
+    pub(super) fn begin_nonempty(&self, block: Block) -> Result<(GetRound<'_>, Found)> {
+        let h = self.h();
+        let deadline = block.deadline();
+        loop {
+            let mut round = match self.begin_get(&deadline) {
+                Ok(r) => r,
+                Err(Error::Timeout) => {
+                    // Leaving without taking anything: pass a wake that may have been ours on.
+                    self.pass_on_wake();
+                    return Err(if matches!(block, Block::No) {
+                        Error::Empty
+                    } else {
+                        Error::Timeout
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            match self.next_record(&mut round) {
+                Ok(Some(f)) => return Ok((round, f)),
+                Ok(None) => {}
+                Err(e) => {
+                    // Padding stepped over before the bad frame is released.
+                    self.end_get(round);
+                    return Err(e);
+                }
+            }
+            let head = round.head;
+            self.end_get(round);
+            // Empty. Closed and still empty in the same read of the tail word: drained.
+            let word = h.prod.tail.load(Ordering::Acquire);
+            if word & CLOSED != 0 && word & !CLOSED == head {
+                return Err(Error::Closed);
+            }
+            if let Block::No = block {
+                h.shared.empty_events.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::Empty);
+            }
+            if let Err(e) = sync::wait_until_counting(
+                &h.prod.data_seq,
+                &h.shared.consumers_waiting,
+                Some(&h.shared.empty_events),
+                self.spin,
+                &deadline,
+                || h.prod.tail.load(Ordering::Acquire) != h.cons.head.load(Ordering::Relaxed),
+            ) {
+                self.pass_on_wake();
+                return Err(e);
+            }
+        }
+    }
+
+    /// Get up to `max` messages (at least one unless an error is returned): `read(record)`
+    /// is called once per message, in order, while the consumer lock is held; it copies the
+    /// payload out through the [`Record`] handle.
+    pub fn get_batch(
+        &self,
+        max: usize,
+        block: Block,
+        mut read: impl FnMut(Record<'_>),
+    ) -> Result<usize> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let (mut round, mut f) = self.begin_nonempty(block)?;
+        let mut got = 0usize;
+        let result = loop {
+            read(self.record(f.off, f.len));
+            self.take(&mut round, &f);
+            got += 1;
+            if got == max {
+                break Ok(());
+            }
+            match self.next_record(&mut round) {
+                Ok(Some(next)) => f = next,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        self.end_get(round);
+        result.map(|()| got)
+    }
+}

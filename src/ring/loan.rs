@@ -1,0 +1,217 @@
+//! Loans: the put and get rounds of `put.rs` and `get.rs`, held open across a caller's
+//! code.
+//!
+//! * A [`WriteLease`] is a put round stopped between reserve and publish: the caller fills
+//!   the reserved payload in place; `commit` writes the frame and publishes, drop publishes
+//!   nothing (padding written before the reserved record is dropped with it unless it was
+//!   already published to make room).
+//! * A [`ReadLease`] is a get round stopped before `head` is published: the caller reads
+//!   the lent records in place; `commit_first(k)` publishes `head` after the k-th, drop (or
+//!   the death of the holder: the robust consumer lock is recovered by the next consumer,
+//!   with `head` untouched) leaves every lent record for the next consumer.
+//!
+//! Both hold the side's lock for their whole life: other producers (consumers) wait.
+
+use std::sync::atomic::Ordering;
+
+use super::frame::Slot;
+use super::get::{Found, GetRound};
+use super::put::{PutRound, Reserve};
+use super::{Block, Ring};
+use crate::error::{Error, Result};
+use crate::mapping::Memory;
+
+/// Reserved room for one record, under the producer lock.
+pub struct WriteLease<'q, M: Memory> {
+    ring: &'q Ring<M>,
+    round: Option<PutRound<'q>>,
+    off: u64,
+    slot: Slot<'q>,
+}
+
+impl<M: Memory> Ring<M> {
+    /// Reserve room for a record with a payload of `len` bytes, waiting for room per
+    /// `block`. Errors as for a put: `TooLarge`, `Full` (`Block::No`), `Timeout`,
+    /// `Closed`, `Corrupt`.
+    pub fn lease_write(&self, len: usize, block: Block) -> Result<WriteLease<'_, M>> {
+        if len > self.max_message() {
+            return Err(Error::TooLarge {
+                size: len,
+                max: self.max_message(),
+            });
+        }
+        let deadline = block.deadline();
+        loop {
+            let mut round = match self.begin_put(&deadline) {
+                Ok(r) => r,
+                Err(Error::Timeout) if matches!(block, Block::No) => return Err(Error::Full),
+                Err(e) => return Err(e),
+            };
+            let need = match self.reserve(&mut round, len, &deadline) {
+                Ok(Reserve::At(off)) => {
+                    return Ok(WriteLease {
+                        ring: self,
+                        off,
+                        slot: self.slot(off, len),
+                        round: Some(round),
+                    })
+                }
+                Ok(Reserve::NoRoom(need)) => need,
+                Err(e) => {
+                    self.end_put(round);
+                    return Err(e);
+                }
+            };
+            let published = self.publish(&mut round);
+            self.end_put(round);
+            published?;
+            if let Block::No = block {
+                self.h().shared.full_events.fetch_add(1, Ordering::Relaxed);
+                return Err(Error::Full);
+            }
+            self.wait_for_room(need, &deadline)?;
+        }
+    }
+
+    /// Lend up to `max` (at least 1) messages at the head, waiting per `block` while the
+    /// queue is empty. Errors as for a get: `Empty` (`Block::No`), `Timeout`, `Closed`
+    /// once drained, `Corrupt`.
+    pub fn lease_read(&self, max: usize, block: Block) -> Result<ReadLease<'_, M>> {
+        let (mut round, first) = self.begin_nonempty(block)?;
+        let mut items = Vec::with_capacity(max.clamp(1, 64));
+        let mut f = first;
+        let result = loop {
+            self.take(&mut round, &f);
+            items.push(Lent {
+                found: f,
+                head: round.head,
+                count: round.count,
+                bytes: round.bytes,
+            });
+            if items.len() >= max.max(1) {
+                break Ok(());
+            }
+            match self.next_record(&mut round) {
+                Ok(Some(next)) => f = next,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        if let Err(e) = result {
+            // A bad frame after good ones: lend the good ones; the error comes to whoever
+            // reaches the bad frame next. Only the first can fail here.
+            if items.is_empty() {
+                round.head = round.start;
+                self.end_get(round);
+                return Err(e);
+            }
+        }
+        Ok(ReadLease {
+            ring: self,
+            round: Some(round),
+            items,
+        })
+    }
+}
+
+impl<M: Memory> WriteLease<'_, M> {
+    /// Size of the reserved payload in bytes.
+    pub fn len(&self) -> usize {
+        self.slot.capacity()
+    }
+
+    /// Whether the reserved payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The reserved payload, to fill in place (see [`Slot`] for why this is sound).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.slot.as_mut_slice()
+    }
+
+    /// Publish the first `len` bytes of the reserved payload as one message (`len` at most
+    /// [`len`](Self::len)). Errors: `Closed` (nothing published) if the queue was closed
+    /// meanwhile; `Codec` if `len` exceeds the reservation.
+    pub fn commit(mut self, len: usize) -> Result<()> {
+        if len > self.slot.capacity() {
+            return Err(Error::Codec(format!(
+                "committing {len} bytes of a {}-byte write loan",
+                self.slot.capacity()
+            )));
+        }
+        let mut round = self.round.take().expect("a lease is committed once");
+        self.ring.finish_record(&mut round, self.off, len);
+        let published = self.ring.publish(&mut round);
+        self.ring.end_put(round);
+        published
+    }
+}
+
+impl<M: Memory> Drop for WriteLease<'_, M> {
+    fn drop(&mut self) {
+        if let Some(round) = self.round.take() {
+            // Nothing of the reservation is published; padding published to make room was.
+            self.ring.end_put(round);
+        }
+    }
+}
+
+/// One lent message and the consumer state after it.
+struct Lent {
+    found: Found,
+    head: u64,
+    count: u64,
+    bytes: u64,
+}
+
+/// Messages lent in place at the head of the queue, under the consumer lock.
+pub struct ReadLease<'q, M: Memory> {
+    ring: &'q Ring<M>,
+    round: Option<GetRound<'q>>,
+    items: Vec<Lent>,
+}
+
+impl<M: Memory> ReadLease<'_, M> {
+    /// Number of lent messages (at least 1).
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether no message is lent (never, for a lease that was returned).
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Message `i`: its sequence number (the position of its record: unique for the life of
+    /// the queue and strictly increasing in queue order) and its payload in place.
+    pub fn get(&self, i: usize) -> Option<(u64, &[u8])> {
+        let l = self.items.get(i)?;
+        let bytes = self.ring.record(l.found.off, l.found.len).into_slice();
+        Some((l.found.pos, bytes))
+    }
+
+    /// Remove the first `k` lent messages from the queue (all of them if `k` is larger) and
+    /// end the loan; the others stay at the head for the next consumer.
+    pub fn commit_first(mut self, k: usize) {
+        let mut round = self.round.take().expect("a lease is committed once");
+        match k.min(self.items.len()).checked_sub(1).map(|i| &self.items[i]) {
+            Some(l) => {
+                round.head = l.head;
+                round.count = l.count;
+                round.bytes = l.bytes;
+            }
+            None => round.head = round.start,
+        }
+        self.ring.end_get(round);
+    }
+}
+
+impl<M: Memory> Drop for ReadLease<'_, M> {
+    fn drop(&mut self) {
+        if let Some(mut round) = self.round.take() {
+            round.head = round.start;
+            self.ring.end_get(round);
+        }
+    }
+}
