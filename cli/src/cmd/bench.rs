@@ -24,9 +24,8 @@ use crate::parse::{parse_duration, parse_size};
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Each case runs a second process (this binary, re-executed by shmq::process) as producer or \
-echo peer. \
-Numbers depend on load: on a busy machine, run it twice. For comparisons with other IPC \
-mechanisms use the criterion suite: `cargo bench -p shmq-benches` in the repository.")]
+echo peer. Numbers depend on load: on a busy machine, run it twice. For comparisons with \
+other IPC mechanisms use the criterion suite: `cargo bench -p shmq-benches` in the repository.")]
 pub struct BenchArgs {
     /// How long each case runs (e.g. 500ms, 2s).
     #[arg(short, long, default_value = "1s", value_parser = parse_duration)]

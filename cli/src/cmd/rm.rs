@@ -22,8 +22,8 @@ namespace) has it mapped, as the kernel reports through the queue's attach marke
 is not persistent (e.g. left behind by a crash; queues made by `shmq create` or with \
 keep_on_drop are persistent and never stale); one that never finished initialising is \
 stale once nobody maps it and its creator had written its header or it is over {} old. \
-`rm --stale` considers only your own queues unless --all. An object named \
-shmq.NAME that is not a shmq queue (another program's) is only removed with --force.",
+`rm --stale` considers only your own queues unless --all. An object under a queue's name \
+that is not a shmq queue (another program's) is only removed with --force.",
         humantime::format_duration(UNINIT_GRACE)
     )
 }
@@ -43,7 +43,7 @@ pub struct RmArgs {
     /// With --stale and no names: every user's stale queues (default: only yours).
     #[arg(short, long, requires = "stale")]
     all: bool,
-    /// Also remove objects named shmq.NAME that are not shmq queues.
+    /// Also remove objects under a queue's name that are not shmq queues.
     #[arg(short, long)]
     force: bool,
 }

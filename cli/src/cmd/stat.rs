@@ -16,7 +16,7 @@ use crate::parse::parse_name;
 
 #[derive(Args, Debug)]
 pub struct StatArgs {
-    /// Queue name (or its path, /dev/shm/shmq.NAME).
+    /// Queue name (or its path: the "object" of `shmq ls --json`).
     #[arg(value_parser = parse_name)]
     name: String,
     /// Print a JSON object instead of text.
