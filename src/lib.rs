@@ -96,7 +96,7 @@ pub use segment::Location;
 #[cfg(target_os = "linux")]
 #[doc(hidden)]
 pub mod internal {
-    pub use crate::queue::codec_name;
+    pub use crate::queue::{codec_name, DEFAULT_CAPACITY};
     pub use crate::ring::{Block, Ring, CLOSED};
     pub use crate::segment::{
         codec_id, is_attached, mapped_by, now_unix, peek, shm_path, validate_name, Header,

@@ -33,6 +33,7 @@ mod typed;
 pub use codec::{Codec, Postcard, Slot};
 pub use kind::codec_name;
 pub use options::Options;
+pub use options::DEFAULT_CAPACITY;
 pub use pod::{Pod, PodQueue};
 pub use raw::{Batch, RawQueue};
 pub use typed::{Queue, TypedQueue};

@@ -8,7 +8,7 @@ use crate::ring::DEFAULT_SPIN;
 use crate::segment::{CreateOptions, Location};
 
 /// Default ring capacity used by [`Options::new`]: 1 MiB.
-const DEFAULT_CAPACITY: usize = 1 << 20;
+pub const DEFAULT_CAPACITY: usize = 1 << 20;
 
 /// Settings for creating or opening a queue.
 ///
