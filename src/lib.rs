@@ -22,7 +22,7 @@
 //!   survives a SIGKILLed holder, futex waiting), `segment` (create / open / validate /
 //!   remove a named `/dev/shm/shmq.<name>` or file-backed segment and its header) and
 //!   `ring` (the byte ring of framed variable-length records, two-lock MPMC).
-//! * [`queue`] — [`RawQueue`] (bytes), [`Queue<T>`] (serde/postcard) and [`PodQueue<T>`]
+//! * `queue` — [`RawQueue`] (bytes), [`Queue<T>`] (serde/postcard) and [`PodQueue<T>`]
 //!   (`bytemuck::Pod`, no serialisation), plus [`Options`].
 //! * [`primitives`] — process-shared `Lock`, `RLock`, `Event`, `Semaphore`, `Barrier`,
 //!   `Condition`, `Value` and `Array`, each in a named segment.
@@ -46,6 +46,8 @@ compile_error!(
 );
 
 #[cfg(target_os = "linux")]
+mod admin;
+#[cfg(target_os = "linux")]
 mod cleanup;
 #[cfg(target_os = "linux")]
 mod encode;
@@ -62,7 +64,7 @@ pub mod primitives;
 #[cfg(target_os = "linux")]
 pub mod process;
 #[cfg(target_os = "linux")]
-pub mod queue;
+mod queue;
 #[cfg(target_os = "linux")]
 mod ring;
 #[cfg(target_os = "linux")]
@@ -72,6 +74,8 @@ mod sync;
 #[cfg(target_os = "linux")]
 mod typename;
 
+#[cfg(target_os = "linux")]
+pub use admin::{inspect, list, remove, remove_stale, QueueInfo, QueueState};
 #[cfg(target_os = "linux")]
 pub use cleanup::{cleanup_on_signals, remove_own_queues, CLEANUP_SIGNALS};
 #[cfg(target_os = "linux")]
@@ -83,13 +87,12 @@ pub use primitives::{
 };
 #[cfg(target_os = "linux")]
 pub use queue::{
-    list, remove, remove_stale, Codec, Options, Pod, PodQueue, Postcard, Queue, QueueInfo,
-    QueueState, RawQueue, TypedQueue,
+    Batch, Codec, Options, Pod, PodQueue, Postcard, Queue, RawQueue, Slot, TypedQueue,
 };
 #[cfg(target_os = "linux")]
 pub use loan::{ReadLoan, ReadLoans, WriteLoan};
 #[cfg(target_os = "linux")]
-pub use ring::{Slot, Stats};
+pub use ring::Stats;
 #[cfg(target_os = "linux")]
 pub use segment::Location;
 
@@ -99,7 +102,7 @@ pub use segment::Location;
 #[cfg(target_os = "linux")]
 #[doc(hidden)]
 pub mod internal {
-    pub use crate::queue::codec_name;
+    pub use crate::queue::{codec_name, DEFAULT_CAPACITY};
     #[cfg(not(loom))]
     pub use crate::mapping::HeapImage;
     pub use crate::mapping::Memory;
