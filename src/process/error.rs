@@ -8,7 +8,7 @@ use crate::error::Error;
 /// A failed system call (a `rustix` error) as [`Error::Io`], `context` first in the message
 /// — the form of [`Error::last_os`] for an errno that `rustix` returned rather than left in
 /// `errno`.
-pub(crate) fn os_error(context: &str, e: rustix::io::Errno) -> Error {
+pub(super) fn os_error(context: &str, e: rustix::io::Errno) -> Error {
     Error::Io(io::Error::new(e.kind(), format!("{context}: {e}")))
 }
 

@@ -37,7 +37,7 @@ const DATA: u64 = 16;
 /// Move `fd` to a number of at least 3 (close-on-exec), so that it can never take the
 /// place of a standard stream that this process has closed: a child would then read or
 /// write it as stdin/stdout/stderr.
-pub(crate) fn above_stdio(fd: OwnedFd) -> Result<OwnedFd> {
+pub(super) fn above_stdio(fd: OwnedFd) -> Result<OwnedFd> {
     if fd.as_raw_fd() > 2 {
         return Ok(fd);
     }
@@ -46,7 +46,7 @@ pub(crate) fn above_stdio(fd: OwnedFd) -> Result<OwnedFd> {
 }
 
 /// A new exchange file holding `boot`.
-pub(crate) fn create(boot: &Boot) -> Result<File> {
+pub(super) fn create(boot: &Boot) -> Result<File> {
     let call = wire::encode(boot, "the child's bootstrap record")?;
     let fd = rustix::fs::memfd_create(c"shmq-call", MemfdFlags::CLOEXEC)
         .map_err(|e| os_error("memfd_create", e))?;
@@ -83,23 +83,23 @@ fn read_data(f: &File) -> io::Result<Vec<u8>> {
 ///
 /// # Safety
 /// `fd` must be an open descriptor that nothing else in this process owns.
-pub(crate) unsafe fn adopt(fd: RawFd) -> File {
+pub(super) unsafe fn adopt(fd: RawFd) -> File {
     // SAFETY: per the contract.
     unsafe { File::from_raw_fd(fd) }
 }
 
 /// In the child: the boot record (checked: see [`Boot::decode`]).
-pub(crate) fn read_boot(f: &File) -> io::Result<std::result::Result<Boot, String>> {
+pub(super) fn read_boot(f: &File) -> io::Result<std::result::Result<Boot, String>> {
     Ok(Boot::decode(&read_data(f)?))
 }
 
 /// In the child: the function is about to run.
-pub(crate) fn mark_running(f: &File) -> io::Result<()> {
+pub(super) fn mark_running(f: &File) -> io::Result<()> {
     f.write_all_at(&RUNNING.to_le_bytes(), STATE)
 }
 
 /// In the child: the function's outcome (data, then its length, then the state word).
-pub(crate) fn write_outcome(f: &File, o: &Outcome) -> io::Result<()> {
+pub(super) fn write_outcome(f: &File, o: &Outcome) -> io::Result<()> {
     let buf = wire::encode(o, "the outcome").map_err(io::Error::other)?;
     f.set_len(DATA)?;
     f.write_all_at(&buf, DATA)?;
@@ -108,7 +108,7 @@ pub(crate) fn write_outcome(f: &File, o: &Outcome) -> io::Result<()> {
 }
 
 /// What the parent finds once the child has exited.
-pub(crate) enum Report {
+pub(super) enum Report {
     /// The child never got to the function (it died first, or it was not a shmq child).
     NotStarted,
     /// The function started and never returned (it exited, or the child was killed).
@@ -120,7 +120,7 @@ pub(crate) enum Report {
 }
 
 /// In the parent: read the child's report.
-pub(crate) fn read_report(f: &File) -> Report {
+pub(super) fn read_report(f: &File) -> Report {
     match read_u32(f, STATE) {
         Ok(CALL) => Report::NotStarted,
         Ok(RUNNING) => Report::Started,

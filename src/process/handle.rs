@@ -64,7 +64,7 @@ impl<R> std::fmt::Debug for Child<R> {
 }
 
 /// "killed by signal 9 (SIGKILL)" / "exited with code 3".
-pub(crate) fn describe_status(status: ExitStatus) -> String {
+pub(super) fn describe_status(status: ExitStatus) -> String {
     if let Some(sig) = status.signal() {
         format!("killed by signal {sig} ({})", super::signal_name(sig))
     } else {
@@ -81,7 +81,7 @@ fn pidfd_open(pid: u32) -> Option<OwnedFd> {
 }
 
 impl<R> Child<R> {
-    pub(crate) fn new(
+    pub(super) fn new(
         proc_: std::process::Child,
         result: Option<File>,
         test_mode: bool,

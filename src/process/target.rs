@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 /// trampoline was instantiated with (as a [`Target`] pairs them).
 type Entry = unsafe fn(i64, &[u8]) -> Outcome;
 
-pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+pub(super) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {
@@ -103,7 +103,7 @@ where
 /// What a child process or pool worker runs: a trampoline for `(A, R)` and the user's
 /// function, both as offsets from [`base_addr`] (stable across a re-exec with ASLR).
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub(crate) struct Target {
+pub(super) struct Target {
     /// Offset of `entry::<A, R>` (or `entry_chunk::<A, R>`).
     entry: i64,
     /// Offset of the `fn(A) -> R`.
@@ -114,7 +114,7 @@ impl Target {
     /// The target that runs `f` on one argument. Fails when `f` lives in a shared library
     /// rather than in this executable: its offset would mean nothing in the re-executed
     /// child.
-    pub(crate) fn new<A, R>(f: fn(A) -> R) -> Result<Target>
+    pub(super) fn new<A, R>(f: fn(A) -> R) -> Result<Target>
     where
         A: DeserializeOwned,
         R: Serialize,
@@ -123,7 +123,7 @@ impl Target {
     }
 
     /// The target that runs `f` on each of a chunk (a `Vec<A>`) of arguments.
-    pub(crate) fn chunk<A, R>(f: fn(A) -> R) -> Result<Target>
+    pub(super) fn chunk<A, R>(f: fn(A) -> R) -> Result<Target>
     where
         A: DeserializeOwned,
         R: Serialize,
@@ -149,7 +149,7 @@ impl Target {
     /// The call of this target on `args` (a `Serialize` impl's own error message is kept;
     /// `what` names them in the error). `args` is an `A` of [`Target::new`], a slice or
     /// `Vec` of `A` of [`Target::chunk`].
-    pub(crate) fn call<A: Serialize + ?Sized>(&self, args: &A, what: &str) -> Result<Call> {
+    pub(super) fn call<A: Serialize + ?Sized>(&self, args: &A, what: &str) -> Result<Call> {
         Ok(Call {
             target: *self,
             args: wire::encode(args, what)?,
@@ -162,7 +162,7 @@ impl Target {
     /// `self` must have been made by [`Target::new`] or [`Target::chunk`] in a process
     /// running this very executable, and `args` be what [`Target::call`] encoded for it.
     /// (Bad argument bytes are an `Outcome::Error`, not undefined behaviour.)
-    pub(crate) unsafe fn run(&self, args: &[u8]) -> Outcome {
+    pub(super) unsafe fn run(&self, args: &[u8]) -> Outcome {
         // SAFETY: per the contract, `self.entry` is a trampoline of this executable and
         // `self.func` the function it was paired with.
         unsafe { entry_at(self.entry)(self.func, args) }
@@ -211,7 +211,7 @@ const fn assert_zero_sized<F>() {
 }
 
 /// The value of the zero-sized `F`.
-pub(crate) fn conjure<F: Copy>() -> F {
+pub(super) fn conjure<F: Copy>() -> F {
     assert_zero_sized::<F>();
     // SAFETY: `F` is zero-sized (asserted at compile time by `assert_zero_sized`), so a
     // value of it has no bytes that could be invalid, and it is `Copy` (no drop glue, no
@@ -227,7 +227,7 @@ fn base_addr() -> usize {
 }
 
 /// A second symbol: parent and child compare its offset to check they run the same binary.
-pub(crate) fn check_offset() -> i64 {
+pub(super) fn check_offset() -> i64 {
     (super::child::run_child as fn(&OsStr) -> i32 as usize).wrapping_sub(base_addr()) as i64
 }
 

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 
 /// Environment variable that marks a child started by [`start`](super::start): the number of
 /// its exchange file descriptor, where it finds its [`Boot`].
-pub(crate) const ENV_CHILD: &str = "SHMQ_PROCESS_CHILD";
+pub(super) const ENV_CHILD: &str = "SHMQ_PROCESS_CHILD";
 
 /// The first field of a [`Boot`]: changes whenever a message of this file changes shape, so
 /// that a child never misreads a record of another build.
@@ -26,7 +26,7 @@ const BOOT_MAGIC: u32 = 0x5348_5032; // "SHP2"
 
 /// `postcard` bytes of `value` (`what` names it in the error; a `Serialize` impl's own
 /// message is kept).
-pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<Vec<u8>> {
+pub(super) fn encode<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<Vec<u8>> {
     postcard::to_allocvec(value).map_err(|e| {
         Error::Codec(format!(
             "encoding {what}: {}",
@@ -38,15 +38,15 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T, what: &str) -> Result<Vec
 /// A call of a user function in another process running this executable: which function
 /// (a [`Target`]) and its postcard-encoded argument.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct Call {
-    pub(crate) target: Target,
+pub(super) struct Call {
+    pub(super) target: Target,
     #[serde(with = "bytes")]
-    pub(crate) args: Vec<u8>,
+    pub(super) args: Vec<u8>,
 }
 
 impl Call {
     /// The call `f(args)` (`what` names the arguments in an encoding error).
-    pub(crate) fn new<A, R>(f: fn(A) -> R, args: &A, what: &str) -> Result<Call>
+    pub(super) fn new<A, R>(f: fn(A) -> R, args: &A, what: &str) -> Result<Call>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize,
@@ -60,7 +60,7 @@ impl Call {
     /// The call must have been made ([`Call::new`], [`Target::call`]) in a process running
     /// this very executable: a [`Boot`] that passed [`Boot::check`] vouches for that, and so
     /// does anything a pool worker receives from the pool that started it.
-    pub(crate) unsafe fn run(&self) -> Outcome {
+    pub(super) unsafe fn run(&self) -> Outcome {
         // SAFETY: per the contract.
         unsafe { self.target.run(&self.args) }
     }
@@ -69,22 +69,22 @@ impl Call {
 /// What a child started by [`start`](super::start) reads first, from its exchange file: all
 /// the parent tells it apart from the environment variables it inherits.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Boot {
+pub(super) struct Boot {
     magic: u32,
     /// The parent's [`check_offset`]: the child's equals it only when both run the same
     /// executable.
     check: i64,
     /// The function to run and its argument.
-    pub(crate) call: Call,
+    pub(super) call: Call,
     /// The child's name ([`Builder::name`](super::Builder::name)).
-    pub(crate) name: Option<String>,
+    pub(super) name: Option<String>,
     /// In a test binary: the descriptor of the parent's real stdout, to be restored as fd 1
     /// (the harness's own stdout goes to `/dev/null`).
-    pub(crate) stdout: Option<RawFd>,
+    pub(super) stdout: Option<RawFd>,
 }
 
 impl Boot {
-    pub(crate) fn new(call: Call, name: Option<String>, stdout: Option<RawFd>) -> Boot {
+    pub(super) fn new(call: Call, name: Option<String>, stdout: Option<RawFd>) -> Boot {
         Boot {
             magic: BOOT_MAGIC,
             check: check_offset(),
@@ -95,7 +95,7 @@ impl Boot {
     }
 
     /// Decode a boot record and check that it comes from a parent running this executable.
-    pub(crate) fn decode(b: &[u8]) -> std::result::Result<Boot, String> {
+    pub(super) fn decode(b: &[u8]) -> std::result::Result<Boot, String> {
         let boot = match postcard::from_bytes::<Boot>(b) {
             Ok(boot) if boot.magic == BOOT_MAGIC => boot,
             _ => return Err("the parent did not send a valid bootstrap message".into()),
@@ -109,7 +109,7 @@ impl Boot {
 
 /// What a function call sends back.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Outcome {
+pub(super) enum Outcome {
     /// postcard bytes of the return value (of a chunk: of one [`Outcome`] per item).
     Ok(#[serde(with = "bytes")] Vec<u8>),
     /// Panic message.
@@ -120,7 +120,7 @@ pub(crate) enum Outcome {
 
 impl Outcome {
     /// The encoded value, or the error of process `pid` that stands for the failure.
-    pub(crate) fn into_reply(self, pid: u32) -> Result<Vec<u8>> {
+    pub(super) fn into_reply(self, pid: u32) -> Result<Vec<u8>> {
         match self {
             Outcome::Ok(b) => Ok(b),
             Outcome::Panic(message) => Err(ProcessError::Panicked { pid, message }.into()),
@@ -129,7 +129,7 @@ impl Outcome {
     }
 
     /// Turn a received outcome into the caller's value or error.
-    pub(crate) fn into_result<R: DeserializeOwned>(self, pid: u32) -> Result<R> {
+    pub(super) fn into_result<R: DeserializeOwned>(self, pid: u32) -> Result<R> {
         let b = self.into_reply(pid)?;
         postcard::from_bytes(&b)
             .map_err(|e| Error::Codec(format!("decoding the return value of child {pid}: {e}")))
@@ -138,15 +138,15 @@ impl Outcome {
 
 /// A pool task, on a worker's task queue.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Task {
+pub(super) struct Task {
     /// The task's sequence number within the pool.
-    pub(crate) id: u64,
-    pub(crate) call: Call,
+    pub(super) id: u64,
+    pub(super) call: Call,
 }
 
 /// A message on a pool's result queue.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum PoolMsg {
+pub(super) enum PoolMsg {
     /// A worker finished task `id`.
     Done { id: u64, outcome: Outcome },
     /// A submitter woke the dispatcher up (it has new commands); carries nothing.

@@ -61,7 +61,7 @@ pub(super) struct Dispatcher {
 /// result queue).
 const CHECK_EVERY: Duration = Duration::from_millis(50);
 /// How long `terminate` (and dropping the pool) lets workers exit before killing them.
-pub(super) const TERMINATE_GRACE: Duration = Duration::from_secs(5);
+const TERMINATE_GRACE: Duration = Duration::from_secs(5);
 /// How long `close` + `join` lets idle workers exit before killing them.
 const CLOSE_GRACE: Duration = Duration::from_secs(10);
 /// How long reaping a worker that was told to exit, or killed, may take.
