@@ -64,6 +64,8 @@ impl Pending {
     }
 }
 
+/// Parent side of the cross-process row `row`: its resources, made under a fresh key before
+/// the peer starts, and the spec that tells the peer how to reach them.
 pub fn parent_link(row: &str, size: usize) -> Pending {
     let key = unique_key();
     match row {
