@@ -1,7 +1,7 @@
 //! shmq's own rows: `shmq-raw` (`RawQueue`), `shmq-batch` (`put_many` / `get_many_into`),
 //! `shmq-typed` (`Queue<T>`, serde) and `shmq-pod` (`PodQueue<T>`).
 
-use shmq::queue::Batch;
+use shmq::Batch;
 use shmq::{Options, PodQueue, Queue, RawQueue};
 
 use super::{channel_names, Ends, Pending};
