@@ -1,8 +1,7 @@
 //! shmq's own rows: `shmq-raw` (`RawQueue`), `shmq-batch` (`put_many` / `get_many_into`),
 //! `shmq-typed` (`Queue<T>`, serde) and `shmq-pod` (`PodQueue<T>`).
 
-use shmq::Batch;
-use shmq::{Options, PodQueue, Queue, RawQueue};
+use shmq::{Batch, Options, PodQueue, Queue, RawQueue};
 
 use super::{channel_names, Ends, Pending};
 use crate::payloads::{ring_cap, with_payload, with_pod, zeroed_box, Payload};
