@@ -31,7 +31,7 @@ use std::fs::File;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::{child, eventually, mix64 as mix, uniq, wait_stopped, RoleChild};
+use common::{child, eventually, mix64, uniq, wait_stopped, RoleChild};
 use shmq::{Error, Options, RawQueue};
 
 /// Log record: `[id: u32][kind: u32][seq: u64]`.
@@ -50,7 +50,7 @@ const MAX_BODY: u64 = CAPACITY as u64 - 8 - 20;
 /// half the ring (up to `max_message()`): those need a SKIP record and most of the ring,
 /// the case that lost wake-ups after SKIP records (issue 9 §1) stall on.
 fn message(id: u32, seq: u64) -> Vec<u8> {
-    let h = mix(((id as u64) << 40) ^ seq);
+    let h = mix64(((id as u64) << 40) ^ seq);
     let half = CAPACITY as u64 / 2;
     let body = if h.is_multiple_of(8) {
         (half + (h >> 8) % (MAX_BODY - half + 1)) as usize
@@ -61,7 +61,7 @@ fn message(id: u32, seq: u64) -> Vec<u8> {
     m.extend_from_slice(&id.to_le_bytes());
     m.extend_from_slice(&seq.to_le_bytes());
     m.extend((0..body).map(|i| (h >> (i % 8 * 8)) as u8 ^ i as u8));
-    let sum = m.iter().fold(h, |a, &b| mix(a ^ b as u64));
+    let sum = m.iter().fold(h, |a, &b| mix64(a ^ b as u64));
     m.extend_from_slice(&sum.to_le_bytes());
     m
 }
@@ -129,9 +129,9 @@ fn attach(args: &[String]) -> (u32, File, RawQueue) {
 fn producer(args: &[String]) {
     let (id, mut log, q) = attach(args);
     let mut seq = 0u64;
-    let mut rng = mix(id as u64);
+    let mut rng = mix64(id as u64);
     loop {
-        rng = mix(rng);
+        rng = mix64(rng);
         // Now and then pause, so that the consumers drain the ring and fall asleep in get:
         // the next (possibly large, wrapping) put must wake them.
         if (rng >> 16).is_multiple_of(16) {
@@ -171,9 +171,9 @@ fn producer(args: &[String]) {
 fn consumer(args: &[String]) {
     let (id, mut log, q) = attach(args);
     let mut buf = Vec::new();
-    let mut rng = mix(!(id as u64));
+    let mut rng = mix64(!(id as u64));
     loop {
-        rng = mix(rng);
+        rng = mix64(rng);
         // Half of the gets are untimed: a consumer asleep in get() must be woken by every
         // put it could take (a lost wake-up is then a deadlock, not a delay).
         let r = if rng.is_multiple_of(2) {
@@ -287,9 +287,9 @@ fn torture_kill9_producers_and_consumers() {
                 .as_nanos() as u64
         });
     eprintln!("torture: {rounds} rounds, SHMQ_TORTURE_SEED={seed}");
-    let mut rng = mix(seed);
+    let mut rng = mix64(seed);
     let mut next = move || {
-        rng = mix(rng.wrapping_add(0x9e37_79b9_7f4a_7c15));
+        rng = mix64(rng.wrapping_add(0x9e37_79b9_7f4a_7c15));
         rng
     };
     let name = uniq("torture");
