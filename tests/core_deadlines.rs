@@ -281,7 +281,7 @@ fn max_timeouts_block_until_served() {
 
 /// Store hostile `head`/`tail` words into the header of queue `name`.
 fn set_positions(name: &str, head: u64, tail: u64) {
-    let seg = segment(&name);
+    let seg = segment(name);
     let h = seg.header();
     h.cons.head.store(head, Ordering::SeqCst);
     h.cons.pending_head.store(head, Ordering::SeqCst);

@@ -35,7 +35,7 @@ fn align8(n: u64) -> u64 {
 
 /// `(head, tail)` as stored in the header of queue `name`.
 fn positions(name: &str) -> (u64, u64) {
-    let seg = segment(&name);
+    let seg = segment(name);
     let h = seg.header();
     (
         h.cons.head.load(Ordering::Acquire),
