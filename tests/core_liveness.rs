@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     bounded, can_run, child, children_of, is_pattern, mix64, pattern, say, segment, uniq,
-    wait_for_file, Reap, RemoveOnDrop, RoleChild, Wrapper, HIDEPID_NOBODY, NEW_PID_NS,
+    wait_for_file, Reap, Release, RemoveOnDrop, RoleChild, Wrapper, HIDEPID_NOBODY, NEW_PID_NS,
 };
 use shmq::{Error, Options, RawQueue};
 
@@ -353,9 +353,11 @@ fn start_holder(
     wrapper: Option<&'static Wrapper>,
     name: &str,
     side: &str,
-    release: &Path,
+    release: &Release,
 ) -> (RoleChild, u32) {
-    let mut role = child!(hold).args([name, side, &release.display().to_string()]);
+    let mut role = child!(hold)
+        .args([name, side])
+        .arg(release.path().display());
     if let Some(w) = wrapper {
         role = role.under(w);
     }
@@ -406,8 +408,7 @@ fn live_holder_hidden_by_hidepid_keeps_its_lock() {
     let _rm = RemoveOnDrop(name.clone());
     let q =
         RawQueue::create_with(name.as_str(), &Options::new().capacity(4096).mode(0o666)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let release = dir.path().join("release");
+    let release = Release::new();
     let (holder, pid) = start_holder(None, &name, "producer", &release);
     let out = observe(&HIDEPID_NOBODY, &name, 2000, Some(pid));
     assert_eq!(
@@ -421,7 +422,7 @@ fn live_holder_hidden_by_hidepid_keeps_its_lock() {
          take the lock (issue 9 §2); stats {:?}",
         q.stats()
     );
-    std::fs::write(&release, b"").unwrap();
+    release.release();
     assert_eq!(holder.line(LIMIT, "holder after release"), "released");
     let out = observe(&HIDEPID_NOBODY, &name, 5000, None);
     assert_eq!(out, ["ok"], "put after the holder released");
@@ -442,10 +443,8 @@ fn holder_in_root_namespace_keeps_its_lock_against_a_pid_namespace() {
     let name = uniq("nsobs");
     let _rm = RemoveOnDrop(name.clone());
     let q = RawQueue::create(&name, 4096).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let release = dir.path().join("release");
     for side in ["producer", "consumer"] {
-        let _ = std::fs::remove_file(&release);
+        let release = Release::new();
         let (holder, pid) = start_holder(None, &name, side, &release);
         if side == "producer" {
             let out = observe(&NEW_PID_NS, &name, 500, Some(pid));
@@ -469,7 +468,7 @@ fn holder_in_root_namespace_keeps_its_lock_against_a_pid_namespace() {
                 "an observer in another PID namespace took the live holder's consumer lock"
             );
         }
-        std::fs::write(&release, b"").unwrap();
+        release.release();
         assert_eq!(holder.line(LIMIT, "holder after release"), "released");
     }
     let mut buf = Vec::new();
@@ -504,8 +503,7 @@ fn holder_in_pid_namespace_keeps_its_lock_against_the_root_namespace() {
     let name = uniq("nsholder");
     let _rm = RemoveOnDrop(name.clone());
     let q = RawQueue::create(&name, 4096).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let release = dir.path().join("release");
+    let release = Release::new();
     let (holder, _) = start_holder(Some(&NEW_PID_NS), &name, "producer", &release);
     for i in 0..4 {
         let q2 = q.clone();
@@ -517,7 +515,7 @@ fn holder_in_pid_namespace_keeps_its_lock_against_the_root_namespace() {
             "attempt {i}: the holder in another PID namespace is alive, yet put gave {r:?}"
         );
     }
-    std::fs::write(&release, b"").unwrap();
+    release.release();
     assert_eq!(holder.line(LIMIT, "holder after release"), "released");
     q.put_timeout(b"root", Duration::from_secs(5)).unwrap();
     assert_eq!(q.len(), 1);
@@ -530,14 +528,13 @@ fn killed_holder_of_either_lock_is_recovered() {
     let name = uniq("kill9");
     let _rm = RemoveOnDrop(name.clone());
     let q = RawQueue::create(&name, 4096).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     for (i, side) in ["producer", "consumer", "producer", "consumer"]
         .into_iter()
         .enumerate()
     {
         q.put(&pattern(i as u64, 100)).unwrap();
-        let release = dir.path().join(format!("never-{i}"));
-        let (mut holder, _) = start_holder(None, &name, side, &release);
+        let never = Release::new();
+        let (mut holder, _) = start_holder(None, &name, side, &never);
         holder.kill();
         let q2 = q.clone();
         let t = Instant::now();
@@ -571,11 +568,10 @@ fn killed_holder_in_a_pid_namespace_is_recovered() {
     let name = uniq("nskill");
     let _rm = RemoveOnDrop(name.clone());
     let q = RawQueue::create(&name, 4096).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     for (i, side) in ["producer", "consumer"].into_iter().enumerate() {
         q.put(&pattern(i as u64, 100)).unwrap();
-        let release = dir.path().join(format!("never-{i}"));
-        let (mut unshare, _) = start_holder(Some(&NEW_PID_NS), &name, side, &release);
+        let never = Release::new();
+        let (mut unshare, _) = start_holder(Some(&NEW_PID_NS), &name, side, &never);
         let kids = children_of(unshare.id());
         assert_eq!(kids.len(), 1, "unshare's children: {kids:?}");
         common::signal(kids[0], libc::SIGKILL);

@@ -16,37 +16,22 @@
 mod common;
 
 use std::ffi::CString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::{
-    can_run, child, eventually, say, uniq, wait_for_file, RemoveOnDrop, RoleChild, Wrapper,
-    NEW_PID_NS, PRIVATE_SHM,
+    can_run, child, eventually, say, uniq, wait_for_file, Release, RemoveOnDrop, RoleChild,
+    Wrapper, NEW_PID_NS, PRIVATE_SHM,
 };
 use shmq::internal::shm_path;
 use shmq::{Error, Options, RawQueue};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// Creates its file when dropped (releases a holding child, also when a test fails).
-struct Release(PathBuf);
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        let _ = std::fs::write(&self.0, b"");
-    }
-}
-
-fn release_file(tag: &str) -> Release {
-    let p = std::env::temp_dir().join(format!("{}.release", uniq(tag)));
-    let _ = std::fs::remove_file(&p);
-    Release(p)
-}
-
 /// Start a child (under `wrapper`, if any) that creates queue `name`, puts "live" and
 /// holds it until `release` exists; returns once it said "created".
 fn start_creator(wrapper: Option<&'static Wrapper>, name: &str, release: &Release) -> RoleChild {
-    let mut role = child!(create_hold).args([name, &release.0.display().to_string()]);
+    let mut role = child!(create_hold).arg(name).arg(release.path().display());
     if let Some(w) = wrapper {
         role = role.under(w);
     }
@@ -152,14 +137,14 @@ fn a_live_creator_in_another_pid_namespace_is_not_stale() {
     }
     let name = uniq("ns-live");
     let _rm = RemoveOnDrop(name.clone());
-    let release = release_file("ns-live");
+    let release = Release::new();
     let mut creator = start_creator(Some(&NEW_PID_NS), &name, &release);
     assert_live_and_kept(&name);
     // Still the creator's queue, with its message: the next open by name reaches it.
     let q = RawQueue::open(&name).unwrap();
     assert_eq!(q.get_vec().unwrap(), b"live");
     drop(q);
-    drop(release);
+    release.release();
     assert!(creator.wait(LIMIT).success());
     // The creator's drop removed its name.
     assert!(!shm_path(&name).exists());
@@ -203,7 +188,7 @@ fn private_shm_scenario(_: &[String]) {
 
     // A: created in another PID namespace, alive.
     let a = uniq("ps-a");
-    let release = release_file("ps-a");
+    let release = Release::new();
     let mut creator = start_creator(Some(&NEW_PID_NS), &a, &release);
     // B: created here, alive.
     let b = uniq("ps-b");
@@ -238,7 +223,7 @@ fn private_shm_scenario(_: &[String]) {
     drop(qd);
     assert_eq!(remove_stale_in_new_pid_ns(), vec![d.clone()]);
 
-    drop(release);
+    release.release();
     assert!(creator.wait(LIMIT).success());
     drop(qb);
     // Everything cleaned up: A's and B's creators removed their names.
@@ -272,9 +257,10 @@ fn a_queue_whose_every_process_died_is_stale() {
 fn a_fork_child_that_inherited_the_mapping_keeps_it_attached() {
     let name = uniq("fork-kept");
     let _rm = RemoveOnDrop(name.clone());
-    let release = release_file("fork-kept");
+    let release = Release::new();
     let mut child = child!(fork_and_exit)
-        .args([&name, &release.0.display().to_string()])
+        .arg(&name)
+        .arg(release.path().display())
         .spawn();
     let line = child.line(LIMIT, "fork_and_exit");
     assert!(line.starts_with("forked "), "{line}");
@@ -288,7 +274,7 @@ fn a_fork_child_that_inherited_the_mapping_keeps_it_attached() {
             .unwrap()
             .creator_alive
     );
-    drop(release);
+    release.release();
     assert!(
         eventually(LIMIT, || shmq::queue::inspect(&name)
             .is_ok_and(|i| i.is_stale())),

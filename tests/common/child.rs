@@ -365,6 +365,35 @@ impl RoleChild {
     }
 }
 
+/// A file whose creation releases the children waiting for it (a role polls with
+/// [`wait_for_file`](super::wait_for_file)), so that no test depends on a sleep being long
+/// enough. It lives in a temporary directory of its own, removed when this is dropped
+/// (unreleased, when a test fails: its children are killed with their [`RoleChild`], and a
+/// process they forked gives up after its own bound).
+pub struct Release {
+    dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+}
+
+impl Release {
+    /// A release file that does not exist yet.
+    pub fn new() -> Release {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("release");
+        Release { dir, path }
+    }
+
+    /// Its path, for the children's arguments.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Create the file: the children waiting for it go on.
+    pub fn release(&self) {
+        std::fs::write(&self.path, b"").expect("create the release file");
+    }
+}
+
 /// Prefix of the lines a child prints for its parent (libtest prints its own lines to the
 /// same stdout).
 const MARK: &str = "@@ ";

@@ -19,8 +19,8 @@ pub mod forge;
 pub mod wait;
 
 pub use child::{
-    can_run, children_of, is_root, say, signal, Reap, Role, RoleChild, Wrapper, HIDEPID_NOBODY,
-    NEW_PID_NS, PRIVATE_SHM,
+    can_run, children_of, is_root, say, signal, Reap, Release, Role, RoleChild, Wrapper,
+    HIDEPID_NOBODY, NEW_PID_NS, PRIVATE_SHM,
 };
 pub(crate) use child::{child, child_roles};
 pub use cleanup::{stale_lock, RemoveOnDrop, RemovePath};
