@@ -6,7 +6,7 @@
 //!
 //! ```ignore
 //! mod common;
-//! use common::{child, child_roles, say};
+//! use common::{child, say};
 //!
 //! common::child_roles!(echo);
 //!
@@ -32,8 +32,10 @@
 //!
 //! The library's own way to run a function in a child, `shmq::process::start` (after
 //! `shmq::enable_test_support!()`), is the better fit for a test that only needs a
-//! function's result from another process; roles are for what it cannot do: run under
-//! `unshare` or as another user, `fork` without `exec`, or be killed at any instruction.
+//! function's result from another process, and it is what the `mp_*` and `process` tests
+//! exercise. Roles are for the rest: a child under `unshare` or as another user, a child
+//! whose progress the parent follows line by line while it runs, and the core tests, which
+//! must not depend on the library's process machinery working.
 
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
