@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::uniq;
 use proptest::prelude::*;
-use shmq::queue::Batch;
+use shmq::Batch;
 use shmq::{Error, Options, RawQueue};
 
 #[derive(Clone, Debug)]

@@ -147,7 +147,7 @@ fn remove_if_unchanged_and_remove_stale_leave_a_newer_object_alone() {
     let name = uniq("stale-then-new");
     let _c = RemovePath(shm_path(&name));
     child!(create_forget).arg(&name).run(LIMIT);
-    let info = shmq::queue::inspect(&name).unwrap();
+    let info = shmq::inspect(&name).unwrap();
     assert!(info.is_stale(), "{info:?}");
     // The stale object is replaced by a live queue between the scan and the removal.
     shmq::remove(&name).unwrap();
@@ -173,10 +173,7 @@ fn remove_stale_and_replace_stale_remove_a_stale_queue() {
     let name = uniq("stale");
     let _c = RemovePath(shm_path(&name));
     child!(create_forget).arg(&name).run(LIMIT);
-    assert!(shmq::queue::inspect(&name)
-        .unwrap()
-        .remove_if_unchanged()
-        .unwrap());
+    assert!(shmq::inspect(&name).unwrap().remove_if_unchanged().unwrap());
     assert!(!shm_path(&name).exists());
 
     child!(create_forget).arg(&name).run(LIMIT);
@@ -210,7 +207,7 @@ fn check_foreign(name: &str, kind: &'static str) {
         other => panic!("open of {kind}: {other:?}"),
     }
     let n = name.to_string();
-    let r = bounded(HANG, "inspect", move || shmq::queue::inspect(&n));
+    let r = bounded(HANG, "inspect", move || shmq::inspect(&n));
     match r {
         Err(Error::Incompatible { reason, .. }) => assert!(reason.contains(kind), "{reason}"),
         other => panic!("inspect of {kind}: {other:?}"),

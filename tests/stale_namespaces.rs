@@ -52,7 +52,7 @@ fn assert_live_and_kept(name: &str) {
         matches!(e, Error::AlreadyExists { stale: false, .. }),
         "{e:?}"
     );
-    let info = shmq::queue::inspect(name).unwrap();
+    let info = shmq::inspect(name).unwrap();
     assert!(info.mapped && !info.is_stale(), "{info:?}");
 }
 
@@ -240,7 +240,7 @@ fn a_queue_whose_every_process_died_is_stale() {
     let name = uniq("all-dead");
     let _rm = RemoveOnDrop(name.clone());
     child!(create_and_exit).arg(&name).run(LIMIT);
-    let info = shmq::queue::inspect(&name).unwrap();
+    let info = shmq::inspect(&name).unwrap();
     assert!(!info.mapped && info.is_stale(), "{info:?}");
     let e = RawQueue::create(&name, 4096).unwrap_err();
     assert!(
@@ -267,17 +267,10 @@ fn a_fork_child_that_inherited_the_mapping_keeps_it_attached() {
     assert!(child.wait(LIMIT).success());
     // The creator is dead; its fork child maps the queue.
     assert_live_and_kept(&name);
-    assert!(
-        !shmq::queue::inspect(&name)
-            .unwrap()
-            .stats()
-            .unwrap()
-            .creator_alive
-    );
+    assert!(!shmq::inspect(&name).unwrap().stats().unwrap().creator_alive);
     release.release();
     assert!(
-        eventually(LIMIT, || shmq::queue::inspect(&name)
-            .is_ok_and(|i| i.is_stale())),
+        eventually(LIMIT, || shmq::inspect(&name).is_ok_and(|i| i.is_stale())),
         "stale once the fork child exited"
     );
     let q = RawQueue::create_with(name.as_str(), &Options::new().replace_stale(true)).unwrap();

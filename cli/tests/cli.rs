@@ -30,6 +30,11 @@ impl Drop for Cleanup {
     }
 }
 
+/// The object a queue name stands for (`/dev/shm/shmq.NAME`).
+fn object_path(name: &str) -> std::path::PathBuf {
+    shmq::Location::Name(name.to_string()).object_path()
+}
+
 fn run_with(args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(BIN)
         .args(args)
@@ -112,6 +117,15 @@ fn help_and_exit_codes() {
     assert!(!help.contains("__bench-peer"), "hidden command shown");
     ok(&["get", "--help"]);
     ok(&["--version"]);
+    // Facts the help states come from the library: where queues live, and how old an
+    // uninitialised queue must be to count as stale.
+    assert!(
+        help.contains(&object_path("<NAME>").display().to_string()),
+        "{help}"
+    );
+    let rm = ok(&["rm", "--help"]);
+    let grace = humantime::format_duration(shmq::internal::UNINIT_GRACE).to_string();
+    assert!(rm.contains(&format!("over {grace} old")), "{rm}");
 
     // Usage errors: 2.
     fails(&["no-such-command"], 2);
@@ -174,7 +188,12 @@ fn ls_and_stat_show_a_program_queue() {
     assert_eq!(s["get_bytes"], 3);
     assert_eq!(s["len"], 2);
     assert_eq!(s["closed"], false);
-    assert_eq!(s["codec_name"], "raw");
+    // The library's name for the codec (`shmq::internal::codec_name`), not one of our own.
+    assert_eq!(
+        s["codec_name"],
+        shmq::internal::codec_name(shmq::internal::codec_id::RAW)
+    );
+    assert_eq!(s["kind"], "queue");
     assert_eq!(s["max_message"], (1 << 16) - 8);
     assert_eq!(s["creator_pid"], std::process::id());
 
@@ -188,6 +207,71 @@ fn ls_and_stat_show_a_program_queue() {
     let s = json(&ok(&["stat", &typed, "--json"]));
     assert_eq!(s["codec_name"], "postcard");
     assert!(s["type_name"].as_str().unwrap().contains("String"), "{s}");
+}
+
+/// Locks, events, values, ... live in segments like the queues' and are listed with them,
+/// but as what they are, not as closed empty queues; queue commands refuse them.
+#[test]
+fn primitives_are_listed_with_their_kind() {
+    let q = uniq("prim-queue");
+    let lock = uniq("prim-lock");
+    let value = uniq("prim-value");
+    let _q = RawQueue::create(&q, 4096).unwrap();
+    let _l = shmq::Lock::create(&lock).unwrap();
+    let _v = shmq::Value::<u64>::create(&value, 7).unwrap();
+
+    let table = ok(&["ls", "cli-prim-"]);
+    let mut sections = table.split("\n\n");
+    let (queues, others) = (sections.next().unwrap(), sections.next().unwrap_or(""));
+    assert!(queues.starts_with("NAME") && queues.contains(&q), "{table}");
+    assert!(
+        !queues.contains(&lock) && !queues.contains(&value),
+        "{table}"
+    );
+    let header: Vec<&str> = others.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "KIND", "CREATOR", "ALIVE", "PROCS"],
+        "{table}"
+    );
+    let row = others
+        .lines()
+        .find(|l| l.starts_with(lock.as_str()))
+        .unwrap();
+    assert!(row.contains("shmq Lock"), "{row}");
+    let row = others
+        .lines()
+        .find(|l| l.starts_with(value.as_str()))
+        .unwrap();
+    assert!(row.contains("shmq Value<u64>"), "{row}");
+
+    let all = json(&ok(&["ls", "--json", "cli-prim-"]));
+    let kind = |n: &str| {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == n)
+            .unwrap_or_else(|| panic!("{n} not in {all}"))["kind"]
+            .clone()
+    };
+    assert_eq!(kind(&q), "queue");
+    assert_eq!(kind(&lock), "shmq Lock");
+
+    let s = json(&ok(&["stat", &lock, "--json"]));
+    assert_eq!(s["kind"], "shmq Lock");
+    assert_eq!(s["max_message"], serde_json::Value::Null);
+    let text = ok(&["stat", &lock]);
+    assert!(text.contains("shmq Lock (not a queue)"), "{text}");
+    assert!(!text.contains("messages"), "{text}");
+
+    for cmd in [
+        &["put", &lock, "x"][..],
+        &["get", &lock],
+        &["watch", &lock, "-n", "1"],
+    ] {
+        let e = fails(cmd, 1);
+        assert!(e.contains("not a queue"), "{cmd:?}: {e}");
+    }
 }
 
 #[test]
@@ -504,7 +588,7 @@ fn uninitialised_segments_are_reported_not_waited_for() {
     let empty = uniq("uninit-empty");
     let half = uniq("uninit-half");
     let _cleanup = (Cleanup(empty.clone()), Cleanup(half.clone()));
-    std::fs::write(shmq::internal::shm_path(&empty), b"").unwrap();
+    std::fs::write(object_path(&empty), b"").unwrap();
     // A header with the magic and a creator pid but no `init` word, from a process that is
     // now dead.
     let dead = {
@@ -512,7 +596,7 @@ fn uninitialised_segments_are_reported_not_waited_for() {
         c.wait().unwrap();
         c.id()
     };
-    let f = std::fs::File::create(shmq::internal::shm_path(&half)).unwrap();
+    let f = std::fs::File::create(object_path(&half)).unwrap();
     f.set_len(8192).unwrap();
     let off =
         offset_of!(shmq::internal::Header, id) + offset_of!(shmq::internal::Identity, creator_pid);
@@ -560,9 +644,9 @@ fn uninitialised_segments_are_reported_not_waited_for() {
         "{}",
         stderr(&o)
     );
-    assert!(!shmq::internal::shm_path(&half).exists());
+    assert!(!object_path(&half).exists());
     ok(&["rm", &empty]);
-    assert!(!shmq::internal::shm_path(&empty).exists());
+    assert!(!object_path(&empty).exists());
 }
 
 /// A reader that goes away (`shmq ls | head -1`) is not an error, and does not stop `rm`
@@ -600,7 +684,7 @@ fn closed_stdout_is_quiet_and_rm_still_finishes() {
         .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     for n in &names {
-        assert!(!shmq::internal::shm_path(n).exists(), "{n} left behind");
+        assert!(!object_path(n).exists(), "{n} left behind");
     }
 }
 
@@ -685,7 +769,7 @@ fn ls_filters_by_name_and_owner() {
     }
     let other = uniq("lsf-other");
     let _cleanup = Cleanup(other.clone());
-    let path = shmq::internal::shm_path(&other);
+    let path = object_path(&other);
     write_abandoned(&path);
     std::os::unix::fs::chown(&path, Some(54321), Some(54321)).unwrap();
     assert!(!names(&ok(&["ls", "lsf-other"])).contains(&other));
@@ -756,7 +840,7 @@ fn write_abandoned(path: &std::path::Path) {
 fn rm_refuses_a_foreign_object_without_force() {
     let name = uniq("foreign");
     let _cleanup = Cleanup(name.clone());
-    let path = shmq::internal::shm_path(&name);
+    let path = object_path(&name);
     std::fs::write(&path, b"PGSQL shared memory, not a queue").unwrap();
     let e = fails(&["rm", &name], 1);
     assert!(
@@ -769,7 +853,7 @@ fn rm_refuses_a_foreign_object_without_force() {
     drop(RawQueue::create_with(other.as_str(), &Options::new().keep_on_drop(true)).unwrap());
     let o = run(&["rm", &other, &name]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(!shmq::internal::shm_path(&other).exists());
+    assert!(!object_path(&other).exists());
     assert!(path.exists());
     let out = ok(&["rm", "--force", &name]);
     assert!(out.contains(&format!("removed {name}")), "{out}");
@@ -782,7 +866,7 @@ fn rm_refuses_a_fifo_or_symlink_without_force() {
     for kind in ["fifo", "symlink"] {
         let name = uniq(kind);
         let _cleanup = Cleanup(name.clone());
-        let path = shmq::internal::shm_path(&name);
+        let path = object_path(&name);
         if kind == "fifo" {
             let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
             // SAFETY: a valid NUL-terminated path.
@@ -890,11 +974,7 @@ fn get_follow_notices_removal_and_recreation() {
     }
     let new = RawQueue::create_with(tmp.as_str(), &keep).unwrap();
     new.put(b"new").unwrap();
-    std::fs::rename(
-        shmq::internal::shm_path(&tmp),
-        shmq::internal::shm_path(&name),
-    )
-    .unwrap();
+    std::fs::rename(object_path(&tmp), object_path(&name)).unwrap();
     new.close(); // the follower drains "new", then ends
     wait_exit(
         &mut child,

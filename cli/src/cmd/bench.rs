@@ -1,7 +1,7 @@
 //! `shmq bench`: throughput and latency between two processes, with a progress bar.
 //!
-//! The measuring process (this one) creates the queues and re-executes the `shmq` binary
-//! with the hidden `__bench-peer` subcommand as the other side:
+//! The measuring process (this one) creates the queues and starts the other side with
+//! `shmq::process` (this binary, re-executed; `main` calls `shmq::process::init` first):
 //! * throughput: the peer puts messages of one size as fast as it can for `--duration`,
 //!   then closes the queue; this process takes them and counts.
 //! * latency: ping-pong over two queues; the peer echoes every message it gets, this
@@ -9,21 +9,23 @@
 //!
 //! The full suite (against other IPC crates) is in `benches/`.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use shmq::process::Child;
 use shmq::{Error, Options, RawQueue};
 
-use crate::util::{self, parse_duration, parse_size, CliError, CliResult};
+use crate::error::{CliError, CliResult};
+use crate::format;
+use crate::parse::{parse_duration, parse_size};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
-Each case runs a second process (this binary, re-executed) as producer or echo peer. \
-Numbers depend on load: on a busy machine, run it twice. For comparisons with other IPC \
-mechanisms use the criterion suite: `cargo bench -p shmq-benches` in the repository.")]
+Each case runs a second process (this binary, re-executed by shmq::process) as producer or \
+echo peer. Numbers depend on load: on a busy machine, run it twice. For comparisons with \
+other IPC mechanisms use the criterion suite: `cargo bench -p shmq-benches` in the repository.")]
 pub struct BenchArgs {
     /// How long each case runs (e.g. 500ms, 2s).
     #[arg(short, long, default_value = "1s", value_parser = parse_duration)]
@@ -51,26 +53,21 @@ pub struct BenchArgs {
     json: bool,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Role {
-    /// Put messages of --size bytes for --duration, then close the queue.
-    Produce,
-    /// Echo every message of QUEUE into --reply until QUEUE is closed.
-    Echo,
+/// What the peer process does (sent to it by `shmq::process`; a queue travels as its name).
+#[derive(Debug, Serialize, Deserialize)]
+enum Role {
+    /// Put messages of `size` bytes into `queue` for `duration`, then close it.
+    Produce {
+        queue: RawQueue,
+        size: u64,
+        duration: Duration,
+    },
+    /// Echo every message of `queue` into `reply` until `queue` is closed.
+    Echo { queue: RawQueue, reply: RawQueue },
 }
 
-#[derive(Args, Debug)]
-pub struct PeerArgs {
-    #[arg(value_enum)]
-    role: Role,
-    queue: String,
-    #[arg(long)]
-    reply: Option<String>,
-    #[arg(long, default_value = "64")]
-    size: u64,
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    duration: Duration,
-}
+/// What the peer's function returns: its error in words.
+type PeerResult = Result<(), String>;
 
 /// How long either side waits for the other before deciding it is gone.
 const PEER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -154,14 +151,14 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
     };
     for &size in &a.sizes {
         p.bar
-            .set_message(format!("throughput {}", util::bytes(size)));
+            .set_message(format!("throughput {}", format::bytes(size)));
         let r = throughput(size, &a, &p);
         report.throughput.push(r.inspect_err(|_| p.bar.abandon())?);
         p.case += 1;
     }
     if !a.no_latency {
         p.bar
-            .set_message(format!("latency {}", util::bytes(a.latency_size)));
+            .set_message(format!("latency {}", format::bytes(a.latency_size)));
         let r = latency(&a, &p);
         report.latency = Some(r.inspect_err(|_| p.bar.abandon())?);
     }
@@ -183,8 +180,8 @@ fn print_report(r: &Report) -> CliResult<()> {
         r.cpus,
         r.load_average
             .map_or(String::new(), |l| format!(" (load average {l:.2})")),
-        util::bytes(r.capacity),
-        util::latency(Duration::from_secs_f64(r.duration_secs))
+        format::bytes(r.capacity),
+        format::latency(Duration::from_secs_f64(r.duration_secs))
     );
     if !r.throughput.is_empty() {
         outln!();
@@ -198,10 +195,10 @@ fn print_report(r: &Report) -> CliResult<()> {
         for t in &r.throughput {
             outln!(
                 "{:<12} {:>14} {:>12} {:>14}",
-                util::bytes(t.size),
-                util::thousands(t.messages),
-                util::count(t.msgs_per_sec),
-                util::byte_rate(t.bytes_per_sec)
+                format::bytes(t.size),
+                format::thousands(t.messages),
+                format::count(t.msgs_per_sec),
+                format::byte_rate(t.bytes_per_sec)
             );
         }
     }
@@ -219,12 +216,12 @@ fn print_report(r: &Report) -> CliResult<()> {
         );
         outln!(
             "{:<12} {:>14} {:>12} {:>12} {:>12} {:>12}",
-            format!("{} ping", util::bytes(l.size)),
-            util::thousands(l.round_trips),
-            util::latency(d(l.rtt_p50_ns)),
-            util::latency(d(l.rtt_p99_ns)),
-            util::latency(d(l.rtt_p999_ns)),
-            util::latency(d(l.rtt_max_ns))
+            format!("{} ping", format::bytes(l.size)),
+            format::thousands(l.round_trips),
+            format::latency(d(l.rtt_p50_ns)),
+            format::latency(d(l.rtt_p99_ns)),
+            format::latency(d(l.rtt_p999_ns)),
+            format::latency(d(l.rtt_max_ns))
         );
         outln!("(one-way latency is about half the round trip)");
     }
@@ -235,61 +232,66 @@ fn bench_name(tag: &str) -> String {
     format!("bench-{}-{tag}", std::process::id())
 }
 
-fn spawn_peer(args: &[String]) -> CliResult<Child> {
-    let exe = std::env::current_exe()
-        .map_err(|e| CliError::new(format!("cannot find the shmq executable to re-run: {e}")))?;
-    Command::new(exe)
-        .arg("__bench-peer")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| CliError::new(format!("cannot start the benchmark peer process: {e}")))
-}
+/// The peer process; killed and reaped if the measuring side bails out early.
+struct Peer(Option<Child<PeerResult>>);
 
-/// Kills and reaps the peer if the measuring side bails out early.
-struct PeerGuard(Option<Child>);
+impl Peer {
+    fn start(role: Role) -> CliResult<Peer> {
+        shmq::process::start(peer, role)
+            .map(|c| Peer(Some(c)))
+            .map_err(|e| CliError::new(format!("cannot start the benchmark peer process: {e}")))
+    }
 
-impl PeerGuard {
-    /// Whether the peer has exited with failure (so waiting for it is pointless).
-    fn failed(&mut self) -> CliResult<bool> {
-        match self.0.as_mut().map(|c| c.try_wait()) {
-            Some(Ok(Some(st))) if !st.success() => Err(CliError::new(format!(
-                "the benchmark peer process failed ({st})"
-            ))),
-            Some(Ok(Some(_))) => Ok(true),
-            _ => Ok(false),
-        }
+    /// Whether the peer has exited (so waiting for it is pointless); an error if it failed.
+    fn exited(&mut self) -> CliResult<bool> {
+        let Some(child) = self.0.as_mut() else {
+            return Ok(true);
+        };
+        let r = match child.try_join() {
+            Ok(None) => return Ok(false),
+            Ok(Some(r)) => Ok(r),
+            Err(e) => Err(e),
+        };
+        self.0 = None;
+        outcome(r).map(|()| true)
     }
 
     fn join(mut self) -> CliResult<()> {
-        let mut child = self.0.take().expect("joined once");
-        let st = child.wait()?;
-        if !st.success() {
-            return Err(CliError::new(format!(
-                "the benchmark peer process failed ({st})"
-            )));
+        match self.0.take() {
+            Some(child) => outcome(child.join()),
+            // Joined by `exited` already.
+            None => Ok(()),
         }
-        Ok(())
     }
 }
 
-impl Drop for PeerGuard {
+impl Drop for Peer {
     fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
+        if let Some(mut c) = self.0.take() {
             let _ = c.kill();
-            let _ = c.wait();
+            let _ = c.join();
         }
     }
+}
+
+/// The peer's end: its function's result, or how its process failed.
+fn outcome(r: shmq::Result<PeerResult>) -> CliResult<()> {
+    let e = match r {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => e,
+        Err(e) => e.to_string(),
+    };
+    Err(CliError::new(format!(
+        "the benchmark peer process failed: {e}"
+    )))
 }
 
 fn check_fits(q: &RawQueue, size: u64) -> CliResult<()> {
     if size as usize > q.max_message() {
         return Err(CliError::new(format!(
             "messages of {} do not fit a ring of {} (largest message {} bytes)",
-            util::bytes(size),
-            util::bytes(q.capacity() as u64),
+            format::bytes(size),
+            format::bytes(q.capacity() as u64),
             q.max_message()
         ))
         .hint("raise --capacity or lower the message size"));
@@ -301,14 +303,11 @@ fn throughput(size: u64, a: &BenchArgs, p: &Progress) -> CliResult<Throughput> {
     let name = bench_name(&format!("t{size}"));
     let q = RawQueue::create_with(name.as_str(), &Options::new().capacity(a.capacity as usize))?;
     check_fits(&q, size)?;
-    let mut peer = PeerGuard(Some(spawn_peer(&[
-        "produce".into(),
-        name.clone(),
-        "--size".into(),
-        size.to_string(),
-        "--duration".into(),
-        format!("{}ms", a.duration.as_millis().max(1)),
-    ])?));
+    let mut peer = Peer::start(Role::Produce {
+        queue: q.clone(),
+        size,
+        duration: a.duration,
+    })?;
     let mut buf = Vec::with_capacity(size as usize);
     let started = Instant::now();
     let mut first: Option<Instant> = None;
@@ -334,7 +333,7 @@ fn throughput(size: u64, a: &BenchArgs, p: &Progress) -> CliResult<Throughput> {
             Err(Error::Timeout) => {
                 p.tick(first.unwrap_or(started));
                 idle += Duration::from_millis(100);
-                if peer.failed()? && q.is_empty() && !q.is_closed() {
+                if peer.exited()? && q.is_empty() && !q.is_closed() {
                     return Err(CliError::new(
                         "the benchmark peer exited without closing the queue",
                     ));
@@ -368,12 +367,10 @@ fn latency(a: &BenchArgs, p: &Progress) -> CliResult<Latency> {
     let ping = RawQueue::create_with(ping_name.as_str(), &opts)?;
     let pong = RawQueue::create_with(pong_name.as_str(), &opts)?;
     check_fits(&ping, size)?;
-    let mut peer = PeerGuard(Some(spawn_peer(&[
-        "echo".into(),
-        ping_name.clone(),
-        "--reply".into(),
-        pong_name.clone(),
-    ])?));
+    let mut peer = Peer::start(Role::Echo {
+        queue: ping.clone(),
+        reply: pong.clone(),
+    })?;
     let msg = vec![0x5au8; size as usize];
     let mut buf = Vec::with_capacity(size as usize);
     let mut round_trip = |buf: &mut Vec<u8>| -> CliResult<()> {
@@ -384,7 +381,7 @@ fn latency(a: &BenchArgs, p: &Progress) -> CliResult<Latency> {
                 Ok(_) => return Ok(()),
                 Err(Error::Timeout) => {
                     waited += Duration::from_millis(100);
-                    if peer.failed()? || waited > PEER_TIMEOUT {
+                    if peer.exited()? || waited > PEER_TIMEOUT {
                         return Err(CliError::new("the benchmark peer stopped answering"));
                     }
                 }
@@ -420,13 +417,20 @@ fn latency(a: &BenchArgs, p: &Progress) -> CliResult<Latency> {
     })
 }
 
-/// The hidden `__bench-peer` subcommand.
-pub fn peer(a: PeerArgs) -> CliResult<()> {
-    let q = RawQueue::open(&a.queue)?;
-    match a.role {
-        Role::Produce => {
-            let msg = vec![0xa5u8; a.size as usize];
-            let deadline = Instant::now() + a.duration;
+/// The peer process's function (`shmq::process` runs it in the child).
+fn peer(role: Role) -> PeerResult {
+    run_peer(role).map_err(|e| e.msg)
+}
+
+fn run_peer(role: Role) -> CliResult<()> {
+    match role {
+        Role::Produce {
+            queue: q,
+            size,
+            duration,
+        } => {
+            let msg = vec![0xa5u8; size as usize];
+            let deadline = Instant::now() + duration;
             'outer: loop {
                 for _ in 0..64 {
                     match q.put_timeout(&msg, PEER_TIMEOUT) {
@@ -441,12 +445,7 @@ pub fn peer(a: PeerArgs) -> CliResult<()> {
             }
             q.close();
         }
-        Role::Echo => {
-            let reply = a
-                .reply
-                .as_deref()
-                .ok_or_else(|| CliError::new("echo needs --reply QUEUE"))?;
-            let reply = RawQueue::open(reply)?;
+        Role::Echo { queue: q, reply } => {
             let mut buf = Vec::new();
             loop {
                 match q.get_into_timeout(&mut buf, PEER_TIMEOUT) {
