@@ -3,19 +3,20 @@
 
 Prints one JSON object on stdout:
   {"version": ..., "tput": [{"size", "place", "ns"}], "rtt": [{"size", "place", "p50", "p99", "p999", "n"}]}
-`ns` is nanoseconds per message. Payloads: an int for 8 B, bytes otherwise. The parent runs
-on CPU 0, the child on CPU 1 ("diff") or CPU 0 ("same"), as in benches/suite.rs.
-Run by the suite when python3 exists; `--quick` makes every case tiny.
+`ns` is nanoseconds per message. Payloads: an int for 8 B, bytes otherwise. Run by the suite
+(benches/suite/cases/python.rs) when python3 exists; the suite passes the payload sizes and
+the placement (the parent's CPU, and each place's peer CPU), so that they have one
+definition, in benches/suite/payloads.rs and benches/suite/place.rs:
+  mp_queue.py [--quick] --sizes 8,64,... --lat-sizes 8,4096 --parent-cpu 0 --place diff=1 --place same=0
+`--quick` makes every case tiny.
 """
+import argparse
 import json
 import multiprocessing as mp
 import os
 import platform
 import sys
 import time
-
-SIZES = [8, 64, 1024, 64 << 10, 1 << 20]
-LAT_SIZES = [8, 4096]
 
 
 def pin(cpu):
@@ -83,19 +84,34 @@ def rtt(size, cpu, n):
     return at(0.5), at(0.99), at(0.999), len(lat)
 
 
+def parse_sizes(text):
+    return [int(x) for x in text.split(",")]
+
+
+def parse_place(text):
+    name, cpu = text.split("=")
+    return name, int(cpu)
+
+
 def main():
-    quick = "--quick" in sys.argv
-    ncpu = os.cpu_count() or 1
-    places = [("diff", 1 % ncpu), ("same", 0)]
-    pin(0)
+    ap = argparse.ArgumentParser(description="multiprocessing.Queue on the shmq suite's workloads")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--sizes", type=parse_sizes, required=True, help="throughput payload sizes, comma-separated")
+    ap.add_argument("--lat-sizes", type=parse_sizes, required=True, help="round-trip payload sizes")
+    ap.add_argument("--parent-cpu", type=int, required=True)
+    ap.add_argument("--place", type=parse_place, action="append", required=True, help="NAME=CPU of the child, in order")
+    args = ap.parse_args()
+    quick = args.quick
+    places = args.place
+    pin(args.parent_cpu)
     out = {"version": platform.python_version(), "tput": [], "rtt": []}
     budget = 0.02 if quick else 0.6
-    for size in SIZES:
+    for size in args.sizes:
         for place, cpu in places:
             ns = tput(size, cpu, budget)
             out["tput"].append({"size": size, "place": place, "ns": ns})
             print(f"python mp.Queue tput {size} B {place}: {1e9 / ns:,.0f} msg/s", file=sys.stderr)
-    for size in LAT_SIZES:
+    for size in args.lat_sizes:
         for place, cpu in places:
             p50, p99, p999, n = rtt(size, cpu, 200 if quick else 5000)
             out["rtt"].append({"size": size, "place": place, "p50": p50, "p99": p99, "p999": p999, "n": n})

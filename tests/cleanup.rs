@@ -1,8 +1,11 @@
 //! `cleanup_on_signals`: a process stopped by SIGTERM or SIGINT removes the queues it
 //! created (not the persistent ones), and still dies of that signal.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{uniq, RemoveOnDrop};
 use shmq::process::{self, ProcessError};
 use shmq::{Error, Options, Queue, RawQueue};
 
@@ -22,9 +25,10 @@ fn child((base, ready): (String, Queue<u32>)) {
 }
 
 fn stopped_by(signal: i32) {
-    let base = format!("cleanup-{}-{signal}", std::process::id());
+    let base = uniq(&format!("cleanup-{signal}"));
     let ready: Queue<u32> = Queue::create(&format!("{base}-ready"), 4096).unwrap();
     let (own, kept) = (format!("{base}-own"), format!("{base}-kept"));
+    let _rm = (RemoveOnDrop(own.clone()), RemoveOnDrop(kept.clone()));
     let child = process::start(child, (base.clone(), ready.clone())).unwrap();
     ready.get_timeout(Duration::from_secs(60)).unwrap();
     assert!(RawQueue::open(&own).is_ok());
@@ -68,7 +72,8 @@ fn own_queues(base: String) -> Vec<String> {
 
 #[test]
 fn remove_own_queues_keeps_persistent_and_other_processes_queues() {
-    let base = format!("cleanup-own-{}", std::process::id());
+    let base = uniq("cleanup-own");
+    let _rm = RemoveOnDrop(format!("{base}-kept"));
     // The parent's queue: created by another process than the child's.
     let _parents = RawQueue::create(&format!("{base}-parent"), 4096).unwrap();
     let removed = process::start(own_queues, base.clone())

@@ -19,45 +19,34 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    bounded, expect_line, line_channel, panic_text, pattern, role, say, signal, spawn_role, uniq,
-    wait_exit, wait_stopped, Reap, RemoveOnDrop,
+    bounded, child, eventually, mix64, panic_text, pattern, say, segment, uniq, wait_stopped,
+    RemoveOnDrop,
 };
-use shmq::internal::{Location, Segment};
 use shmq::{Error, Options, Queue, RawQueue};
 
-const ENTRY: &str = "child_entry";
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// Entry point of every child process; ignored when the suite runs normally.
-#[test]
-#[ignore = "entry point for child processes started by the other tests"]
-fn child_entry() {
-    let Some((role, args)) = role() else {
-        panic!("child_entry runs only as a child process");
-    };
-    match role.as_str() {
-        // big_putter:<queue> — says "started", then puts 4 MiB messages (untimed) until an
-        // error; says "closed <ok puts>" or "err <e> <ok puts>".
-        "big_putter" => {
-            let q = RawQueue::open(&args[0]).unwrap();
-            let msg = pattern(4, 4 << 20);
-            say("started");
-            let mut ok = 0u64;
-            loop {
-                match q.put(&msg) {
-                    Ok(()) => ok += 1,
-                    Err(Error::Closed) => {
-                        say(format!("closed {ok}"));
-                        return;
-                    }
-                    Err(e) => {
-                        say(format!("err {e} {ok}"));
-                        return;
-                    }
-                }
+common::child_roles!(big_putter);
+
+/// big_putter:<queue> — says "started", then puts 4 MiB messages (untimed) until an error;
+/// says "closed <ok puts>" or "err <e> <ok puts>".
+fn big_putter(args: &[String]) {
+    let q = RawQueue::open(&args[0]).unwrap();
+    let msg = pattern(4, 4 << 20);
+    say("started");
+    let mut ok = 0u64;
+    loop {
+        match q.put(&msg) {
+            Ok(()) => ok += 1,
+            Err(Error::Closed) => {
+                say(format!("closed {ok}"));
+                return;
+            }
+            Err(e) => {
+                say(format!("err {e} {ok}"));
+                return;
             }
         }
-        other => panic!("unknown role {other}"),
     }
 }
 
@@ -292,7 +281,7 @@ fn max_timeouts_block_until_served() {
 
 /// Store hostile `head`/`tail` words into the header of queue `name`.
 fn set_positions(name: &str, head: u64, tail: u64) {
-    let seg = Segment::open(Location::Name(name.to_string())).unwrap();
+    let seg = segment(name);
     let h = seg.header();
     h.cons.head.store(head, Ordering::SeqCst);
     h.cons.pending_head.store(head, Ordering::SeqCst);
@@ -409,7 +398,7 @@ fn capacity_word_toggled_during_open_never_reaches_a_handle() {
     let stop = Arc::new(AtomicBool::new(false));
     let toggler = {
         let stop = stop.clone();
-        let seg = Segment::open(Location::Name(name.clone())).unwrap();
+        let seg = segment(&name);
         std::thread::spawn(move || {
             let w = &seg.header().id.capacity;
             while !stop.load(Ordering::Relaxed) {
@@ -490,7 +479,7 @@ fn capacity_word_zeroed_after_open_is_ignored_by_open_handles() {
     let _rm = RemoveOnDrop(name.clone());
     let q = RawQueue::create(&name, 4096).unwrap();
     let h = RawQueue::open(&name).unwrap();
-    let seg = Segment::open(Location::Name(name.clone())).unwrap();
+    let seg = segment(&name);
     seg.header().id.capacity.store(0, Ordering::SeqCst);
     let r = std::panic::catch_unwind(|| {
         let caps = (h.capacity(), h.max_message(), q.capacity(), q.max_message());
@@ -521,9 +510,8 @@ fn close_with_a_stopped_producer_publishes_nothing_afterwards() {
     let name = uniq("closestop");
     let _rm = RemoveOnDrop(name.clone());
     let q = RawQueue::create_with(name.as_str(), &Options::new().capacity(64 << 20)).unwrap();
-    let mut child = Reap(spawn_role(ENTRY, "big_putter", std::slice::from_ref(&name)));
-    let rx = line_channel(&mut child);
-    assert_eq!(expect_line(&rx, LIMIT, "big_putter"), "started");
+    let mut child = child!(big_putter).arg(&name).spawn();
+    assert_eq!(child.line(LIMIT, "big_putter"), "started");
     // Consume in the background so that the producer keeps copying (holding its lock).
     let qc = q.clone();
     let consumer = std::thread::spawn(move || {
@@ -540,7 +528,7 @@ fn close_with_a_stopped_producer_publishes_nothing_afterwards() {
         }
     });
     assert!(
-        common::eventually(LIMIT, || q.stats().puts >= 4),
+        eventually(LIMIT, || q.stats().puts >= 4),
         "the producer does not put: {:?}",
         q.stats()
     );
@@ -548,14 +536,14 @@ fn close_with_a_stopped_producer_publishes_nothing_afterwards() {
     let mut holding = false;
     let mut seed = 0x9e37_79b9u64;
     for _ in 0..400 {
-        signal(pid, libc::SIGSTOP);
+        child.signal(libc::SIGSTOP);
         assert!(wait_stopped(pid, LIMIT), "the producer did not stop");
         if q.stats().producer_lock_holder != 0 {
             holding = true;
             break;
         }
-        signal(pid, libc::SIGCONT);
-        seed = common::mix64(seed);
+        child.signal(libc::SIGCONT);
+        seed = mix64(seed);
         std::thread::sleep(Duration::from_micros(seed % 3000));
     }
     eprintln!(
@@ -567,11 +555,11 @@ fn close_with_a_stopped_producer_publishes_nothing_afterwards() {
     bounded(LIMIT, "close() with a stopped producer", move || q2.close());
     let took = t.elapsed();
     let puts_at_close = q.stats().puts;
-    signal(pid, libc::SIGCONT);
+    child.signal(libc::SIGCONT);
     std::thread::sleep(Duration::from_secs(1));
     let puts_after = q.stats().puts;
-    let line = expect_line(&rx, LIMIT, "producer after SIGCONT");
-    assert!(wait_exit(&mut child, LIMIT).success());
+    let line = child.line(LIMIT, "producer after SIGCONT");
+    assert!(child.wait(LIMIT).success());
     let got = bounded(LIMIT, "consumer after close", move || {
         consumer.join().unwrap()
     });

@@ -1,6 +1,9 @@
 //! A frame records a message's length in 32 bits: on a ring above 4 GiB a message longer
 //! than `u32::MAX` bytes is `TooLarge` at once (it was published torn and wedged the ring).
 
+mod common;
+
+use common::uniq;
 use shmq::{Error, RawQueue};
 
 #[test]
@@ -33,7 +36,7 @@ fn messages_past_u32_max_are_too_large_on_a_huge_ring() {
 
 #[test]
 fn an_array_too_large_for_a_segment_is_an_error_not_a_panic() {
-    let name = format!("lim-arr-{}", std::process::id());
+    let name = uniq("lim-arr");
     match shmq::Array::<u64>::create_zeroed(&name, usize::MAX / 4) {
         Err(Error::InvalidArgument(m)) => assert!(m.contains("does not fit"), "{m}"),
         other => panic!("{:?}", other.map(|_| ())),
@@ -42,7 +45,7 @@ fn an_array_too_large_for_a_segment_is_an_error_not_a_panic() {
 
 #[test]
 fn a_typed_get_refuses_a_message_with_trailing_bytes() {
-    let name = format!("lim-trail-{}", std::process::id());
+    let name = uniq("lim-trail");
     let q: shmq::Queue<u64> = shmq::Queue::create(&name, 4096).unwrap();
     let raw = RawQueue::open(&name).unwrap();
     raw.try_put(b"garbage that is not postcard").unwrap();
@@ -58,7 +61,7 @@ fn a_typed_get_refuses_a_message_with_trailing_bytes() {
 /// never "abandoned", so never removed as stale (a creator sizes its object in one go).
 #[test]
 fn a_tiny_foreign_file_is_foreign_not_abandoned() {
-    let name = format!("lim-tiny-{}", std::process::id());
+    let name = uniq("lim-tiny");
     let path = shmq::internal::shm_path(&name);
     std::fs::write(&path, b"garbage").unwrap();
     let p = shmq::internal::peek(&name);
@@ -71,7 +74,7 @@ fn a_tiny_foreign_file_is_foreign_not_abandoned() {
 /// duplicate the messages in front of it).
 #[test]
 fn put_many_with_a_too_large_message_queues_nothing() {
-    let name = format!("lim-many-{}", std::process::id());
+    let name = uniq("lim-many");
     let q = RawQueue::create(&name, 4096).unwrap();
     let big = vec![0u8; 5000];
     let r = q.put_many(&[b"a".as_slice(), b"b", &big]);

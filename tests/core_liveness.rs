@@ -24,37 +24,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
-    bounded, children_of, command_works, expect_line, is_pattern, is_root, line_channel, mix64,
-    pattern, pid_namespaces_work, role, say, spawn_role, spawn_role_under, uniq, wait_exit, Reap,
-    RemoveOnDrop, NEW_PID_NS,
+    bounded, can_run, child, children_of, is_pattern, mix64, pattern, say, segment, uniq,
+    wait_for_file, Reap, Release, RemoveOnDrop, RoleChild, Wrapper, HIDEPID_NOBODY, NEW_PID_NS,
 };
-use shmq::internal::{Location, Segment};
 use shmq::{Error, Options, RawQueue};
 
-const ENTRY: &str = "child_entry";
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// Run the rest of the command line as uid/gid `nobody` in a mount namespace whose
-/// `/proc` is a fresh proc instance mounted `hidepid=invisible` (same PID namespace).
-const HIDEPID_NOBODY: &[&str] = &[
-    "unshare",
-    "--mount",
-    "--",
-    "sh",
-    "-c",
-    "mount -t proc -o hidepid=invisible proc /proc && \
-     exec setpriv --reuid=65534 --regid=65534 --clear-groups -- \"$0\" \"$@\"",
-];
-
-fn hidepid_works() -> bool {
-    let mut cmd = HIDEPID_NOBODY.to_vec();
-    cmd.push("true");
-    is_root() && command_works(&cmd)
-}
-
-fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED {test}: {why}");
-}
 
 /// Length of message `seq` of producer `id` in the namespace run: 1..2 MiB.
 fn big_len(id: u64, seq: u64) -> usize {
@@ -107,90 +82,71 @@ fn check_big(m: &[u8], templates: &[Vec<u8>], per: u64) -> Option<(u64, u64)> {
     Some((id, seq))
 }
 
-/// Wait (bounded) for `path` to exist.
-fn wait_for_file(path: &Path, limit: Duration) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < limit {
-        if path.exists() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
+common::child_roles!(hold, observe_put, observe_get, big_producer);
+
+/// hold:<queue>:<producer|consumer>:<release file> — takes the lock through the real lock
+/// code, says "locked <pid as seen here>", holds it until the release file exists (at most
+/// 90 s), then says "released".
+fn hold(args: &[String]) {
+    let q = RawQueue::open(&args[0]).unwrap();
+    let guard = q.hold_lock_for_test(args[1] == "producer").unwrap();
+    say(format!("locked {}", std::process::id()));
+    wait_for_file(Path::new(&args[2]), Duration::from_secs(90));
+    drop(guard);
+    say("released");
 }
 
-/// Entry point of every child process; ignored when the suite runs normally.
-#[test]
-#[ignore = "entry point for child processes started by the other tests"]
-fn child_entry() {
-    let Some((role, args)) = role() else {
-        panic!("child_entry runs only as a child process");
-    };
-    match role.as_str() {
-        // hold:<queue>:<producer|consumer>:<release file> — takes the lock through the real
-        // lock code, says "locked <pid as seen here>", holds it until the release file
-        // exists (at most 90 s), then says "released".
-        "hold" => {
-            let q = RawQueue::open(&args[0]).unwrap();
-            let guard = q.hold_lock_for_test(args[1] == "producer").unwrap();
-            say(format!("locked {}", std::process::id()));
-            wait_for_file(Path::new(&args[2]), Duration::from_secs(90));
-            drop(guard);
-            say("released");
-        }
-        // observe_put:<queue>:<timeout ms>[:<pid>] — says "hidden" or "visible" for
-        // /proc/<pid> if a pid is given, then the outcome of one put_timeout: "ok",
-        // "timeout" or "err <e>".
-        "observe_put" => {
-            if let Some(pid) = args.get(2) {
-                let seen = Path::new(&format!("/proc/{pid}")).exists();
-                say(if seen { "visible" } else { "hidden" });
-            }
-            let q = RawQueue::open(&args[0]).unwrap();
-            let ms: u64 = args[1].parse().unwrap();
-            match q.put_timeout(b"observer", Duration::from_millis(ms)) {
-                Ok(()) => say("ok"),
-                Err(Error::Timeout) => say("timeout"),
-                Err(e) => say(format!("err {e}")),
-            }
-        }
-        // observe_get:<queue>:<timeout ms> — the outcome of one get_into_timeout: "ok",
-        // "timeout" or "err <e>".
-        "observe_get" => {
-            let q = RawQueue::open(&args[0]).unwrap();
-            let ms: u64 = args[1].parse().unwrap();
-            let mut buf = Vec::new();
-            match q.get_into_timeout(&mut buf, Duration::from_millis(ms)) {
-                Ok(_) => say("ok"),
-                Err(Error::Timeout) => say("timeout"),
-                Err(e) => say(format!("err {e}")),
-            }
-        }
-        // big_producer:<queue>:<id>:<count> — puts big_message(id, 0..count), retrying on
-        // Timeout; says "done" or "err <seq> <e>".
-        "big_producer" => {
-            let q = RawQueue::open(&args[0]).unwrap();
-            let id: u64 = args[1].parse().unwrap();
-            let n: u64 = args[2].parse().unwrap();
-            let start = Instant::now();
-            let tpl = template(id);
-            for seq in 0..n {
-                let m = big_message(&tpl, id, seq);
-                loop {
-                    match q.put_timeout(&m, Duration::from_secs(2)) {
-                        Ok(()) => break,
-                        Err(Error::Timeout) if start.elapsed() < Duration::from_secs(150) => {}
-                        Err(e) => {
-                            say(format!("err {seq} {e}"));
-                            return;
-                        }
-                    }
+/// observe_put:<queue>:<timeout ms>[:<pid>] — says "hidden" or "visible" for /proc/<pid> if
+/// a pid is given, then the outcome of one put_timeout: "ok", "timeout" or "err <e>".
+fn observe_put(args: &[String]) {
+    if let Some(pid) = args.get(2) {
+        let seen = Path::new(&format!("/proc/{pid}")).exists();
+        say(if seen { "visible" } else { "hidden" });
+    }
+    let q = RawQueue::open(&args[0]).unwrap();
+    let ms: u64 = args[1].parse().unwrap();
+    match q.put_timeout(b"observer", Duration::from_millis(ms)) {
+        Ok(()) => say("ok"),
+        Err(Error::Timeout) => say("timeout"),
+        Err(e) => say(format!("err {e}")),
+    }
+}
+
+/// observe_get:<queue>:<timeout ms> — the outcome of one get_into_timeout: "ok", "timeout"
+/// or "err <e>".
+fn observe_get(args: &[String]) {
+    let q = RawQueue::open(&args[0]).unwrap();
+    let ms: u64 = args[1].parse().unwrap();
+    let mut buf = Vec::new();
+    match q.get_into_timeout(&mut buf, Duration::from_millis(ms)) {
+        Ok(_) => say("ok"),
+        Err(Error::Timeout) => say("timeout"),
+        Err(e) => say(format!("err {e}")),
+    }
+}
+
+/// big_producer:<queue>:<id>:<count> — puts big_message(id, 0..count), retrying on
+/// Timeout; says "done" or "err <seq> <e>".
+fn big_producer(args: &[String]) {
+    let q = RawQueue::open(&args[0]).unwrap();
+    let id: u64 = args[1].parse().unwrap();
+    let n: u64 = args[2].parse().unwrap();
+    let start = Instant::now();
+    let tpl = template(id);
+    for seq in 0..n {
+        let m = big_message(&tpl, id, seq);
+        loop {
+            match q.put_timeout(&m, Duration::from_secs(2)) {
+                Ok(()) => break,
+                Err(Error::Timeout) if start.elapsed() < Duration::from_secs(150) => {}
+                Err(e) => {
+                    say(format!("err {seq} {e}"));
+                    return;
                 }
             }
-            say("done");
         }
-        other => panic!("unknown role {other}"),
     }
+    say("done");
 }
 
 #[derive(Default, Debug)]
@@ -207,11 +163,11 @@ struct Tally {
 /// 497 lost and 184 to 463 torn of 6000 2 MB messages; scaled down here to 2 x 500.)
 #[test]
 fn producers_in_two_pid_namespaces_lose_and_tear_nothing() {
-    if !pid_namespaces_work() {
-        return skip(
-            "producers_in_two_pid_namespaces_lose_and_tear_nothing",
-            "needs root and `unshare --pid --fork --mount-proc`",
-        );
+    if !can_run(
+        "producers_in_two_pid_namespaces_lose_and_tear_nothing",
+        &[&NEW_PID_NS],
+    ) {
+        return;
     }
     two_producer_run(true);
 }
@@ -251,15 +207,13 @@ fn two_producer_run(new_namespace: bool) {
             })
         })
         .collect();
-    let args = |id: u64| vec![name.clone(), id.to_string(), PER.to_string()];
-    let mut in_ns = Reap(if new_namespace {
-        spawn_role_under(NEW_PID_NS, ENTRY, "big_producer", &args(0))
+    let producer = |id: u64| child!(big_producer).arg(&name).arg(id).arg(PER);
+    let mut in_ns = if new_namespace {
+        producer(0).under(&NEW_PID_NS).spawn()
     } else {
-        spawn_role(ENTRY, "big_producer", &args(0))
-    });
-    let mut in_root = Reap(spawn_role(ENTRY, "big_producer", &args(1)));
-    let rx_ns = line_channel(&mut in_ns);
-    let rx_root = line_channel(&mut in_root);
+        producer(0).spawn()
+    };
+    let mut in_root = producer(1).spawn();
     let qc = q.clone();
     let consumer = std::thread::spawn(move || {
         let mut t = Tally::default();
@@ -300,18 +254,13 @@ fn two_producer_run(new_namespace: bool) {
         (t, seen)
     });
     let t0 = Instant::now();
-    let a = expect_line(
-        &rx_ns,
+    let a = in_ns.line(
         Duration::from_secs(200),
         "producer in the new PID namespace",
     );
-    let b = expect_line(
-        &rx_root,
-        Duration::from_secs(200),
-        "producer in the root namespace",
-    );
-    let _ = wait_exit(&mut in_ns, LIMIT);
-    let _ = wait_exit(&mut in_root, LIMIT);
+    let b = in_root.line(Duration::from_secs(200), "producer in the root namespace");
+    let _ = in_ns.wait(LIMIT);
+    let _ = in_root.wait(LIMIT);
     q.close();
     let (mut tally, seen) = bounded(LIMIT, "consumer draining after close", move || {
         consumer.join().unwrap()
@@ -369,7 +318,7 @@ fn lock_word_naming_an_unrelated_live_process_does_not_block() {
             .expect("spawn sleep"),
     );
     let pid = sleeper.id();
-    let seg = Segment::open(Location::Name(name.clone())).unwrap();
+    let seg = segment(&name);
     seg.header().prod.lock.store(pid, Ordering::SeqCst);
     let q2 = q.clone();
     let t = Instant::now();
@@ -401,43 +350,45 @@ fn lock_word_naming_an_unrelated_live_process_does_not_block() {
 /// Start a `hold` child (under `wrapper`, if any) holding the `side` lock of `name`; returns
 /// it, its line channel, and the pid it reported (as seen in its own PID namespace).
 fn start_holder(
-    wrapper: Option<&[&str]>,
+    wrapper: Option<&'static Wrapper>,
     name: &str,
     side: &str,
-    release: &Path,
-) -> (Reap, std::sync::mpsc::Receiver<String>, u32) {
-    let args = [
-        name.to_string(),
-        side.to_string(),
-        release.display().to_string(),
-    ];
-    let mut child = Reap(match wrapper {
-        Some(w) => spawn_role_under(w, ENTRY, "hold", &args),
-        None => spawn_role(ENTRY, "hold", &args),
-    });
-    let rx = line_channel(&mut child);
-    let line = expect_line(&rx, LIMIT, "lock holder");
+    release: &Release,
+) -> (RoleChild, u32) {
+    let mut role = child!(hold)
+        .args([name, side])
+        .arg(release.path().display());
+    if let Some(w) = wrapper {
+        role = role.under(w);
+    }
+    let child = role.spawn();
+    let line = child.line(LIMIT, "lock holder");
     let pid = line
         .strip_prefix("locked ")
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("lock holder said {line:?}"));
-    (child, rx, pid)
+    (child, pid)
 }
 
 /// One `observe_put` child under `wrapper`; returns its lines.
-fn observe(wrapper: &[&str], name: &str, timeout_ms: u64, pid: Option<u32>) -> Vec<String> {
-    let mut args = vec![name.to_string(), timeout_ms.to_string()];
-    if let Some(p) = pid {
-        args.push(p.to_string());
-    }
-    let mut child = Reap(spawn_role_under(wrapper, ENTRY, "observe_put", &args));
-    let rx = line_channel(&mut child);
+fn observe(
+    wrapper: &'static Wrapper,
+    name: &str,
+    timeout_ms: u64,
+    pid: Option<u32>,
+) -> Vec<String> {
+    let mut child = child!(observe_put)
+        .arg(name)
+        .arg(timeout_ms)
+        .args(pid)
+        .under(wrapper)
+        .spawn();
     let mut out = Vec::new();
     let n = if pid.is_some() { 2 } else { 1 };
     for _ in 0..n {
-        out.push(expect_line(&rx, LIMIT, "observer"));
+        out.push(child.line(LIMIT, "observer"));
     }
-    let _ = wait_exit(&mut child, LIMIT);
+    let _ = child.wait(LIMIT);
     out
 }
 
@@ -447,20 +398,19 @@ fn observe(wrapper: &[&str], name: &str, timeout_ms: u64, pid: Option<u32>) -> V
 /// succeeds and the queue holds exactly that message.
 #[test]
 fn live_holder_hidden_by_hidepid_keeps_its_lock() {
-    if !hidepid_works() {
-        return skip(
-            "live_holder_hidden_by_hidepid_keeps_its_lock",
-            "needs root, `unshare --mount`, a proc mount with hidepid=invisible and setpriv",
-        );
+    if !can_run(
+        "live_holder_hidden_by_hidepid_keeps_its_lock",
+        &[&HIDEPID_NOBODY],
+    ) {
+        return;
     }
     let name = uniq("hidepid");
     let _rm = RemoveOnDrop(name.clone());
     let q =
         RawQueue::create_with(name.as_str(), &Options::new().capacity(4096).mode(0o666)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let release = dir.path().join("release");
-    let (_holder, hrx, pid) = start_holder(None, &name, "producer", &release);
-    let out = observe(HIDEPID_NOBODY, &name, 2000, Some(pid));
+    let release = Release::new();
+    let (holder, pid) = start_holder(None, &name, "producer", &release);
+    let out = observe(&HIDEPID_NOBODY, &name, 2000, Some(pid));
     assert_eq!(
         out[0], "hidden",
         "setup: the observer should not see the holder {pid} in its /proc"
@@ -472,9 +422,9 @@ fn live_holder_hidden_by_hidepid_keeps_its_lock() {
          take the lock (issue 9 §2); stats {:?}",
         q.stats()
     );
-    std::fs::write(&release, b"").unwrap();
-    assert_eq!(expect_line(&hrx, LIMIT, "holder after release"), "released");
-    let out = observe(HIDEPID_NOBODY, &name, 5000, None);
+    release.release();
+    assert_eq!(holder.line(LIMIT, "holder after release"), "released");
+    let out = observe(&HIDEPID_NOBODY, &name, 5000, None);
     assert_eq!(out, ["ok"], "put after the holder released");
     assert_eq!(q.len(), 1);
     assert_eq!(q.get_vec().unwrap(), b"observer");
@@ -484,22 +434,20 @@ fn live_holder_hidden_by_hidepid_keeps_its_lock() {
 /// a new PID namespace (it cannot see the holder at all): it must wait, not take the lock.
 #[test]
 fn holder_in_root_namespace_keeps_its_lock_against_a_pid_namespace() {
-    if !pid_namespaces_work() {
-        return skip(
-            "holder_in_root_namespace_keeps_its_lock_against_a_pid_namespace",
-            "needs root and `unshare --pid --fork --mount-proc`",
-        );
+    if !can_run(
+        "holder_in_root_namespace_keeps_its_lock_against_a_pid_namespace",
+        &[&NEW_PID_NS],
+    ) {
+        return;
     }
     let name = uniq("nsobs");
     let _rm = RemoveOnDrop(name.clone());
     let q = RawQueue::create(&name, 4096).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let release = dir.path().join("release");
     for side in ["producer", "consumer"] {
-        let _ = std::fs::remove_file(&release);
-        let (_holder, hrx, pid) = start_holder(None, &name, side, &release);
+        let release = Release::new();
+        let (holder, pid) = start_holder(None, &name, side, &release);
         if side == "producer" {
-            let out = observe(NEW_PID_NS, &name, 500, Some(pid));
+            let out = observe(&NEW_PID_NS, &name, 500, Some(pid));
             assert_eq!(
                 out[0], "hidden",
                 "setup: the holder is in another namespace"
@@ -514,14 +462,14 @@ fn holder_in_root_namespace_keeps_its_lock_against_a_pid_namespace() {
         } else {
             // The consumer side: an observer get from the new namespace must time out too.
             q.put(b"x").unwrap();
-            let out = observe_get(&name, 500);
+            let out = observe_get_in_pid_ns(&name, 500);
             assert_eq!(
                 out, "timeout",
                 "an observer in another PID namespace took the live holder's consumer lock"
             );
         }
-        std::fs::write(&release, b"").unwrap();
-        assert_eq!(expect_line(&hrx, LIMIT, "holder after release"), "released");
+        release.release();
+        assert_eq!(holder.line(LIMIT, "holder after release"), "released");
     }
     let mut buf = Vec::new();
     assert_eq!(q.len(), 1);
@@ -530,16 +478,14 @@ fn holder_in_root_namespace_keeps_its_lock_against_a_pid_namespace() {
 }
 
 /// A get from a new PID namespace with `timeout_ms`: "ok", "timeout" or "err ...".
-fn observe_get(name: &str, timeout_ms: u64) -> String {
-    let mut child = Reap(spawn_role_under(
-        NEW_PID_NS,
-        ENTRY,
-        "observe_get",
-        &[name.to_string(), timeout_ms.to_string()],
-    ));
-    let rx = line_channel(&mut child);
-    let out = expect_line(&rx, LIMIT, "get observer");
-    let _ = wait_exit(&mut child, LIMIT);
+fn observe_get_in_pid_ns(name: &str, timeout_ms: u64) -> String {
+    let mut child = child!(observe_get)
+        .arg(name)
+        .arg(timeout_ms)
+        .under(&NEW_PID_NS)
+        .spawn();
+    let out = child.line(LIMIT, "get observer");
+    let _ = child.wait(LIMIT);
     out
 }
 
@@ -548,18 +494,17 @@ fn observe_get(name: &str, timeout_ms: u64) -> String {
 /// seconds), and succeeds once the holder releases.
 #[test]
 fn holder_in_pid_namespace_keeps_its_lock_against_the_root_namespace() {
-    if !pid_namespaces_work() {
-        return skip(
-            "holder_in_pid_namespace_keeps_its_lock_against_the_root_namespace",
-            "needs root and `unshare --pid --fork --mount-proc`",
-        );
+    if !can_run(
+        "holder_in_pid_namespace_keeps_its_lock_against_the_root_namespace",
+        &[&NEW_PID_NS],
+    ) {
+        return;
     }
     let name = uniq("nsholder");
     let _rm = RemoveOnDrop(name.clone());
     let q = RawQueue::create(&name, 4096).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let release = dir.path().join("release");
-    let (_holder, hrx, _) = start_holder(Some(NEW_PID_NS), &name, "producer", &release);
+    let release = Release::new();
+    let (holder, _) = start_holder(Some(&NEW_PID_NS), &name, "producer", &release);
     for i in 0..4 {
         let q2 = q.clone();
         let r = bounded(LIMIT, "put", move || {
@@ -570,8 +515,8 @@ fn holder_in_pid_namespace_keeps_its_lock_against_the_root_namespace() {
             "attempt {i}: the holder in another PID namespace is alive, yet put gave {r:?}"
         );
     }
-    std::fs::write(&release, b"").unwrap();
-    assert_eq!(expect_line(&hrx, LIMIT, "holder after release"), "released");
+    release.release();
+    assert_eq!(holder.line(LIMIT, "holder after release"), "released");
     q.put_timeout(b"root", Duration::from_secs(5)).unwrap();
     assert_eq!(q.len(), 1);
 }
@@ -583,16 +528,14 @@ fn killed_holder_of_either_lock_is_recovered() {
     let name = uniq("kill9");
     let _rm = RemoveOnDrop(name.clone());
     let q = RawQueue::create(&name, 4096).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     for (i, side) in ["producer", "consumer", "producer", "consumer"]
         .into_iter()
         .enumerate()
     {
         q.put(&pattern(i as u64, 100)).unwrap();
-        let release = dir.path().join(format!("never-{i}"));
-        let (mut holder, _rx, _) = start_holder(None, &name, side, &release);
-        holder.kill().unwrap();
-        holder.wait().unwrap();
+        let never = Release::new();
+        let (mut holder, _) = start_holder(None, &name, side, &never);
+        holder.kill();
         let q2 = q.clone();
         let t = Instant::now();
         let r = bounded(LIMIT, "put and get after the kill", move || {
@@ -616,24 +559,23 @@ fn killed_holder_of_either_lock_is_recovered() {
 /// names a live process of the root namespace, so the lock is never recovered).
 #[test]
 fn killed_holder_in_a_pid_namespace_is_recovered() {
-    if !pid_namespaces_work() {
-        return skip(
-            "killed_holder_in_a_pid_namespace_is_recovered",
-            "needs root and `unshare --pid --fork --mount-proc`",
-        );
+    if !can_run(
+        "killed_holder_in_a_pid_namespace_is_recovered",
+        &[&NEW_PID_NS],
+    ) {
+        return;
     }
     let name = uniq("nskill");
     let _rm = RemoveOnDrop(name.clone());
     let q = RawQueue::create(&name, 4096).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     for (i, side) in ["producer", "consumer"].into_iter().enumerate() {
         q.put(&pattern(i as u64, 100)).unwrap();
-        let release = dir.path().join(format!("never-{i}"));
-        let (mut unshare, _rx, _) = start_holder(Some(NEW_PID_NS), &name, side, &release);
+        let never = Release::new();
+        let (mut unshare, _) = start_holder(Some(&NEW_PID_NS), &name, side, &never);
         let kids = children_of(unshare.id());
         assert_eq!(kids.len(), 1, "unshare's children: {kids:?}");
         common::signal(kids[0], libc::SIGKILL);
-        let _ = wait_exit(&mut unshare, LIMIT);
+        let _ = unshare.wait(LIMIT);
         let q2 = q.clone();
         let t = Instant::now();
         let r = bounded(LIMIT, "put and get after the kill", move || {

@@ -20,15 +20,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::{
-    bounded, eventually, expect_line, fnv, is_pattern, line_channel, mix64, pattern, role, say,
-    spawn_role, uniq, wait_exit, Reap, RemoveOnDrop,
+    bounded, child, eventually, fnv, is_pattern, mix64, pattern, say, segment, uniq, RemoveOnDrop,
 };
-use shmq::internal::{Location, Segment};
 use shmq::{Error, RawQueue};
 
 shmq::enable_test_support!();
-
-const ENTRY: &str = "child_entry";
 
 /// How long a cross-process step may take before it counts as a hang.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -39,7 +35,7 @@ fn align8(n: u64) -> u64 {
 
 /// `(head, tail)` as stored in the header of queue `name`.
 fn positions(name: &str) -> (u64, u64) {
-    let seg = Segment::open(Location::Name(name.to_string())).unwrap();
+    let seg = segment(name);
     let h = seg.header();
     (
         h.cons.head.load(Ordering::Acquire),
@@ -65,96 +61,90 @@ fn mixed_message(seq: u64) -> Vec<u8> {
     pattern(seq ^ 0x5eed_0000, mixed_len(seq))
 }
 
-/// Entry point of every child process; ignored when the suite runs normally.
-#[test]
-#[ignore = "entry point for child processes started by the other tests"]
-fn child_entry() {
-    let Some((role, args)) = role() else {
-        panic!("child_entry runs only as a child process");
-    };
-    match role.as_str() {
-        // get_say:<queue> — untimed gets; prints "msg <len> <fnv>" per message, then
-        // "closed" (or "err <e>").
-        "get_say" => {
-            let q = RawQueue::open(&args[0]).unwrap();
-            let mut buf = Vec::new();
-            loop {
-                match q.get_into(&mut buf) {
-                    Ok(n) => say(format!("msg {n} {}", fnv(&buf))),
-                    Err(Error::Closed) => {
-                        say("closed");
-                        return;
-                    }
-                    Err(e) => {
-                        say(format!("err {e}"));
-                        return;
-                    }
-                }
+common::child_roles!(get_say, put_list, mix_producer, mix_consumer);
+
+/// get_say:<queue> — untimed gets; prints "msg <len> <fnv>" per message, then "closed" (or
+/// "err <e>").
+fn get_say(args: &[String]) {
+    let q = RawQueue::open(&args[0]).unwrap();
+    let mut buf = Vec::new();
+    loop {
+        match q.get_into(&mut buf) {
+            Ok(n) => say(format!("msg {n} {}", fnv(&buf))),
+            Err(Error::Closed) => {
+                say("closed");
+                return;
+            }
+            Err(e) => {
+                say(format!("err {e}"));
+                return;
             }
         }
-        // put_list:<queue>:<len,len,...> — untimed puts of pattern(i, len_i); prints
-        // "put <i>" after each, then "done" (or "err <i> <e>").
-        "put_list" => {
-            let q = RawQueue::open(&args[0]).unwrap();
-            for (i, l) in args[1].split(',').enumerate() {
-                let len: usize = l.parse().unwrap();
-                match q.put(&pattern(i as u64, len)) {
-                    Ok(()) => say(format!("put {i}")),
-                    Err(e) => {
-                        say(format!("err {i} {e}"));
-                        return;
-                    }
-                }
-            }
-            say("done");
-        }
-        // mix_producer:<queue>:<count> — untimed puts of mixed_message(0..count).
-        "mix_producer" => {
-            let q = RawQueue::open(&args[0]).unwrap();
-            let n: u64 = args[1].parse().unwrap();
-            for seq in 0..n {
-                // Before every large message, let the consumer empty the ring and fall
-                // asleep (the lost wake-up needs a sleeping consumer behind a SKIP record).
-                if mixed_len(seq) > 2000 {
-                    eventually(Duration::from_secs(2), || {
-                        q.is_empty() && q.stats().consumers_waiting > 0
-                    });
-                }
-                if let Err(e) = q.put(&mixed_message(seq)) {
-                    say(format!("err {seq} {e}"));
-                    return;
-                }
-            }
-            say("done");
-        }
-        // mix_consumer:<queue>:<count> — untimed gets; checks each message against
-        // mixed_message(seq) in order; prints "bad ..." for the first few mismatches and
-        // "done <count> <bad>" at the end.
-        "mix_consumer" => {
-            let q = RawQueue::open(&args[0]).unwrap();
-            let n: u64 = args[1].parse().unwrap();
-            let mut buf = Vec::new();
-            let mut bad = 0u64;
-            for seq in 0..n {
-                match q.get_into(&mut buf) {
-                    Ok(_) => {
-                        if buf.len() != mixed_len(seq) || !is_pattern(seq ^ 0x5eed_0000, &buf) {
-                            bad += 1;
-                            if bad <= 5 {
-                                say(format!("bad {seq} len {}", buf.len()));
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        say(format!("err {seq} {e}"));
-                        return;
-                    }
-                }
-            }
-            say(format!("done {n} {bad}"));
-        }
-        other => panic!("unknown role {other}"),
     }
+}
+
+/// put_list:<queue>:<len,len,...> — untimed puts of pattern(i, len_i); prints "put <i>"
+/// after each, then "done" (or "err <i> <e>").
+fn put_list(args: &[String]) {
+    let q = RawQueue::open(&args[0]).unwrap();
+    for (i, l) in args[1].split(',').enumerate() {
+        let len: usize = l.parse().unwrap();
+        match q.put(&pattern(i as u64, len)) {
+            Ok(()) => say(format!("put {i}")),
+            Err(e) => {
+                say(format!("err {i} {e}"));
+                return;
+            }
+        }
+    }
+    say("done");
+}
+
+/// mix_producer:<queue>:<count> — untimed puts of mixed_message(0..count).
+fn mix_producer(args: &[String]) {
+    let q = RawQueue::open(&args[0]).unwrap();
+    let n: u64 = args[1].parse().unwrap();
+    for seq in 0..n {
+        // Before every large message, let the consumer empty the ring and fall asleep (the
+        // lost wake-up needs a sleeping consumer behind a SKIP record).
+        if mixed_len(seq) > 2000 {
+            eventually(Duration::from_secs(2), || {
+                q.is_empty() && q.stats().consumers_waiting > 0
+            });
+        }
+        if let Err(e) = q.put(&mixed_message(seq)) {
+            say(format!("err {seq} {e}"));
+            return;
+        }
+    }
+    say("done");
+}
+
+/// mix_consumer:<queue>:<count> — untimed gets; checks each message against
+/// mixed_message(seq) in order; prints "bad ..." for the first few mismatches and
+/// "done <count> <bad>" at the end.
+fn mix_consumer(args: &[String]) {
+    let q = RawQueue::open(&args[0]).unwrap();
+    let n: u64 = args[1].parse().unwrap();
+    let mut buf = Vec::new();
+    let mut bad = 0u64;
+    for seq in 0..n {
+        match q.get_into(&mut buf) {
+            Ok(_) => {
+                if buf.len() != mixed_len(seq) || !is_pattern(seq ^ 0x5eed_0000, &buf) {
+                    bad += 1;
+                    if bad <= 5 {
+                        say(format!("bad {seq} len {}", buf.len()));
+                    }
+                }
+            }
+            Err(e) => {
+                say(format!("err {seq} {e}"));
+                return;
+            }
+        }
+    }
+    say(format!("done {n} {bad}"));
 }
 
 /// Put and get one message of `first` bytes, check the positions moved to
@@ -257,8 +247,7 @@ fn blocked_consumer_process_gets_max_message() {
     let q = RawQueue::create(&name, 4096).unwrap();
     q.put(&[9u8; 100]).unwrap();
     q.get_vec().unwrap();
-    let mut child = Reap(spawn_role(ENTRY, "get_say", std::slice::from_ref(&name)));
-    let rx = line_channel(&mut child);
+    let mut child = child!(get_say).arg(&name).spawn();
     assert!(
         eventually(LIMIT, || q.stats().consumers_waiting == 1),
         "the consumer child never went to sleep in get(): {:?}",
@@ -277,12 +266,12 @@ fn blocked_consumer_process_gets_max_message() {
         q.stats()
     );
     assert_eq!(
-        expect_line(&rx, LIMIT, "consumer asleep in get() before the put"),
+        child.line(LIMIT, "consumer asleep in get() before the put"),
         format!("msg 4088 {sum}")
     );
     q.close();
-    assert_eq!(expect_line(&rx, LIMIT, "consumer after close"), "closed");
-    assert!(wait_exit(&mut child, LIMIT).success());
+    assert_eq!(child.line(LIMIT, "consumer after close"), "closed");
+    assert!(child.wait(LIMIT).success());
 }
 
 /// Records near half and near all of the ring, each put while the consumer process is
@@ -292,8 +281,7 @@ fn sleeping_consumer_gets_records_near_half_and_all_of_the_ring() {
     let name = uniq("halfall");
     let _rm = RemoveOnDrop(name.clone());
     let q = RawQueue::create(&name, 4096).unwrap();
-    let mut child = Reap(spawn_role(ENTRY, "get_say", std::slice::from_ref(&name)));
-    let rx = line_channel(&mut child);
+    let mut child = child!(get_say).arg(&name).spawn();
     let sizes = [
         2040usize, 2048, 2056, 2100, 4088, 2040, 4080, 2048, 4088, 1, 4088, 3000, 3500, 2100, 4088,
         2047, 2049, 4000, 4088,
@@ -318,17 +306,13 @@ fn sleeping_consumer_gets_records_near_half_and_all_of_the_ring() {
             q.stats()
         );
         assert_eq!(
-            expect_line(
-                &rx,
-                LIMIT,
-                &format!("step {i}: {len} B put at position {tail}")
-            ),
+            child.line(LIMIT, &format!("step {i}: {len} B put at position {tail}")),
             format!("msg {len} {sum}")
         );
     }
     q.close();
-    assert_eq!(expect_line(&rx, LIMIT, "consumer after close"), "closed");
-    assert!(wait_exit(&mut child, LIMIT).success());
+    assert_eq!(child.line(LIMIT, "consumer after close"), "closed");
+    assert!(child.wait(LIMIT).success());
 }
 
 /// The other direction: a producer process asleep in an untimed `put()` of records larger
@@ -347,14 +331,13 @@ fn sleeping_producer_is_woken_across_wraps() {
         .map(|s| s.to_string())
         .collect::<Vec<_>>()
         .join(",");
-    let mut child = Reap(spawn_role(ENTRY, "put_list", &[name.clone(), list]));
-    let rx = line_channel(&mut child);
+    let mut child = child!(put_list).args([&name, &list]).spawn();
     let mut said: Vec<String> = Vec::new();
     let mut buf = Vec::new();
     for (i, &len) in sizes.iter().enumerate() {
         let next = format!("put {}", i + 1);
         let ready = eventually(LIMIT, || {
-            said.extend(rx.try_iter());
+            said.extend(child.lines().try_iter());
             q.stats().producers_waiting > 0
                 || said
                     .iter()
@@ -378,8 +361,8 @@ fn sleeping_producer_is_woken_across_wraps() {
         );
         assert!(is_pattern(i as u64, &buf), "step {i}: message changed");
     }
-    assert!(wait_exit(&mut child, LIMIT).success());
-    said.extend(rx.try_iter());
+    assert!(child.wait(LIMIT).success());
+    said.extend(child.lines().try_iter());
     assert_eq!(said.last().map(String::as_str), Some("done"), "{said:?}");
     assert!(q.is_empty());
 }
@@ -393,23 +376,13 @@ fn mixed_sizes_64k_ring_two_processes() {
     let name = uniq("mixed");
     let _rm = RemoveOnDrop(name.clone());
     let q = RawQueue::create(&name, 64 * 1024).unwrap();
-    let mut cons = Reap(spawn_role(
-        ENTRY,
-        "mix_consumer",
-        &[name.clone(), N.to_string()],
-    ));
-    let crx = line_channel(&mut cons);
-    let mut prod = Reap(spawn_role(
-        ENTRY,
-        "mix_producer",
-        &[name.clone(), N.to_string()],
-    ));
-    let prx = line_channel(&mut prod);
+    let mut cons = child!(mix_consumer).arg(&name).arg(N).spawn();
+    let mut prod = child!(mix_producer).arg(&name).arg(N).spawn();
     // A stall is no progress for LIMIT (the whole run takes about a second).
     let t = Instant::now();
     let mut last = (0, Instant::now());
     let cline = loop {
-        if let Ok(l) = crx.recv_timeout(Duration::from_millis(100)) {
+        if let Ok(l) = cons.lines().recv_timeout(Duration::from_millis(100)) {
             break l;
         }
         let s = q.stats();
@@ -426,9 +399,9 @@ fn mixed_sizes_64k_ring_two_processes() {
         }
     };
     assert_eq!(cline, format!("done {N} 0"), "consumer reported: {cline}");
-    assert_eq!(expect_line(&prx, LIMIT, "producer"), "done");
-    assert!(wait_exit(&mut prod, LIMIT).success());
-    assert!(wait_exit(&mut cons, LIMIT).success());
+    assert_eq!(prod.line(LIMIT, "producer"), "done");
+    assert!(prod.wait(LIMIT).success());
+    assert!(cons.wait(LIMIT).success());
     let s = q.stats();
     assert_eq!((s.puts, s.gets, s.len), (N, N, 0));
 }
@@ -440,14 +413,13 @@ fn zeroed_waiter_count_does_not_strand_a_sleeping_consumer() {
     let name = uniq("zeroed");
     let _rm = RemoveOnDrop(name.clone());
     let q = RawQueue::create(&name, 4096).unwrap();
-    let mut child = Reap(spawn_role(ENTRY, "get_say", std::slice::from_ref(&name)));
-    let rx = line_channel(&mut child);
+    let mut child = child!(get_say).arg(&name).spawn();
     assert!(
         eventually(LIMIT, || q.stats().consumers_waiting == 1),
         "the consumer child never went to sleep: {:?}",
         q.stats()
     );
-    let seg = Segment::open(Location::Name(name.clone())).unwrap();
+    let seg = segment(&name);
     seg.header()
         .shared
         .consumers_waiting
@@ -455,7 +427,7 @@ fn zeroed_waiter_count_does_not_strand_a_sleeping_consumer() {
     q.put(b"first").unwrap();
     q.put(b"second").unwrap();
     let limit = Duration::from_secs(10);
-    let l1 = rx.recv_timeout(limit).unwrap_or_else(|_| {
+    let l1 = child.lines().recv_timeout(limit).unwrap_or_else(|_| {
         panic!(
             "consumer still asleep {limit:?} after two puts with its waiter count zeroed \
              (len {}): an untimed wait became permanent",
@@ -464,12 +436,12 @@ fn zeroed_waiter_count_does_not_strand_a_sleeping_consumer() {
     });
     assert_eq!(l1, format!("msg 5 {}", fnv(b"first")));
     assert_eq!(
-        expect_line(&rx, limit, "second message"),
+        child.line(limit, "second message"),
         format!("msg 6 {}", fnv(b"second"))
     );
     q.close();
-    assert_eq!(expect_line(&rx, LIMIT, "consumer after close"), "closed");
-    assert!(wait_exit(&mut child, LIMIT).success());
+    assert_eq!(child.line(LIMIT, "consumer after close"), "closed");
+    assert!(child.wait(LIMIT).success());
 }
 
 /// A one-worker `Pool` with default settings: a task with a 500 000-byte argument, then

@@ -1,98 +1,38 @@
 //! Hardening tests (issue 5, items 5–7): stale segments, resource and input errors,
 //! corrupted named segments, permissions.
-//!
-//! Child processes re-execute this test binary (`--exact hardening_child`) with
-//! `SHMQ_HARDENING_ROLE` naming what to do; without the variable that test does nothing.
+
+mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{bounded, child, stale_lock, uniq, write_at, RemoveOnDrop};
 use shmq::internal::{shm_path, RING_OFFSET};
 use shmq::{Error, Options, Queue, RawQueue};
 
-const ROLE: &str = "SHMQ_HARDENING_ROLE";
+/// How long a child process may take.
+const LIMIT: Duration = Duration::from_secs(60);
 
-fn uniq(tag: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "hard-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
+common::child_roles!(create_and_exit, create_persistent);
+
+/// create_and_exit:<name> — create a queue, put one message, and die without dropping the
+/// handle (as a crash would): a stale segment.
+fn create_and_exit(args: &[String]) {
+    let q = RawQueue::create(&args[0], 4096).unwrap();
+    q.put(b"left behind").unwrap();
+    std::process::exit(0);
+}
+
+/// create_persistent:<name> — create a persistent queue (keep_on_drop) and exit normally:
+/// not stale.
+fn create_persistent(args: &[String]) {
+    let q = RawQueue::create_with(
+        args[0].as_str(),
+        &Options::new().capacity(4096).keep_on_drop(true),
     )
-}
-
-/// Serialises the tests that make stale segments with the one that calls the global
-/// `remove_stale()` (which would otherwise remove another test's stale segment mid-test).
-static STALE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn stale_lock() -> std::sync::MutexGuard<'static, ()> {
-    STALE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Removes the named segment when dropped (tests clean up even when they fail).
-struct Cleanup(String);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = shmq::remove(&self.0);
-    }
-}
-
-/// Entry point of child processes (does nothing in a normal test run).
-#[test]
-fn hardening_child() {
-    let Ok(role) = std::env::var(ROLE) else {
-        return;
-    };
-    let (what, name) = role.split_once(':').expect("role:name");
-    match what {
-        // Create a queue, put one message, and die without dropping the handle (as a
-        // crash would): a stale segment.
-        "create-and-exit" => {
-            let q = RawQueue::create(name, 4096).unwrap();
-            q.put(b"left behind").unwrap();
-            std::process::exit(0);
-        }
-        // Create a persistent queue (keep_on_drop) and exit normally: not stale.
-        "create-persistent" => {
-            let q = RawQueue::create_with(name, &Options::new().capacity(4096).keep_on_drop(true))
-                .unwrap();
-            q.put(b"kept").unwrap();
-        }
-        other => panic!("unknown role {other}"),
-    }
-}
-
-fn run_child(role: &str, name: &str) {
-    // /proc/self/exe, not current_exe(): it still works when cargo rebuilds the binary
-    // (replacing the file) while the test runs.
-    let st = Command::new("/proc/self/exe")
-        .args(["hardening_child", "--exact", "--nocapture", "-q"])
-        .env(ROLE, format!("{role}:{name}"))
-        .status()
-        .unwrap();
-    assert!(st.success(), "child {role} failed: {st}");
-}
-
-/// Run `f` on a thread and fail (instead of hanging the suite) if it takes longer than
-/// `limit`.
-fn bounded<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("operation did not finish within {limit:?} (hang)"))
-}
-
-fn write_at(name: &str, offset: u64, bytes: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(shm_path(name))
-        .unwrap();
-    f.write_all_at(bytes, offset).unwrap();
+    .unwrap();
+    q.put(b"kept").unwrap();
 }
 
 fn mode_of(path: &std::path::Path) -> u32 {
@@ -106,8 +46,8 @@ fn mode_of(path: &std::path::Path) -> u32 {
 fn create_over_a_dead_creators_segment_is_stale_with_cleanup_hint() {
     let _serial = stale_lock();
     let name = uniq("stale");
-    let _c = Cleanup(name.clone());
-    run_child("create-and-exit", &name);
+    let _c = RemoveOnDrop(name.clone());
+    child!(create_and_exit).arg(&name).run(LIMIT);
     assert!(shm_path(&name).exists());
     let e = RawQueue::create(&name, 4096).unwrap_err();
     assert!(
@@ -129,8 +69,8 @@ fn create_over_a_dead_creators_segment_is_stale_with_cleanup_hint() {
 fn persistent_segment_of_a_dead_creator_is_not_stale() {
     let _serial = stale_lock();
     let name = uniq("persist");
-    let _c = Cleanup(name.clone());
-    run_child("create-persistent", &name);
+    let _c = RemoveOnDrop(name.clone());
+    child!(create_persistent).arg(&name).run(LIMIT);
     let e = RawQueue::create(&name, 4096).unwrap_err();
     assert!(
         matches!(e, Error::AlreadyExists { stale: false, .. }),
@@ -166,8 +106,8 @@ fn create_over_a_live_creators_segment_is_not_stale_and_never_replaced() {
 fn replace_stale_replaces_a_dead_creators_segment() {
     let _serial = stale_lock();
     let name = uniq("replace");
-    let _c = Cleanup(name.clone());
-    run_child("create-and-exit", &name);
+    let _c = RemoveOnDrop(name.clone());
+    child!(create_and_exit).arg(&name).run(LIMIT);
     let q = RawQueue::create_with(
         name.as_str(),
         &Options::new().capacity(8192).replace_stale(true),
@@ -188,12 +128,12 @@ fn remove_stale_removes_only_stale_unused_segments() {
     let stale_mapped = uniq("rs-mapped");
     let live = uniq("rs-live");
     let _c = (
-        Cleanup(stale.clone()),
-        Cleanup(stale_mapped.clone()),
-        Cleanup(live.clone()),
+        RemoveOnDrop(stale.clone()),
+        RemoveOnDrop(stale_mapped.clone()),
+        RemoveOnDrop(live.clone()),
     );
-    run_child("create-and-exit", &stale);
-    run_child("create-and-exit", &stale_mapped);
+    child!(create_and_exit).arg(&stale).run(LIMIT);
+    child!(create_and_exit).arg(&stale_mapped).run(LIMIT);
     let _live = RawQueue::create(&live, 4096).unwrap();
     let attached = RawQueue::open(&stale_mapped).unwrap();
     let removed = shmq::remove_stale().unwrap();
@@ -217,13 +157,13 @@ fn segment_abandoned_during_creation_is_stale() {
     // A creator killed between shm_open and publishing the header leaves a zero-length (or
     // uninitialised) object that nobody maps.
     let name = uniq("abandoned");
-    let _c = Cleanup(name.clone());
+    let _c = RemoveOnDrop(name.clone());
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(shm_path(&name))
         .unwrap();
-    let e = bounded(Duration::from_secs(30), {
+    let e = bounded(Duration::from_secs(30), "open of an abandoned object", {
         let name = name.clone();
         move || RawQueue::open(&name).unwrap_err()
     });
@@ -417,7 +357,7 @@ fn corrupted_header_fields_are_incompatible() {
         let q = RawQueue::create(&name, 4096).unwrap();
         q.put(b"before").unwrap();
         write_at(&name, off, &bytes);
-        let e = bounded(Duration::from_secs(10), {
+        let e = bounded(Duration::from_secs(10), "open of a corrupted header", {
             let name = name.clone();
             move || RawQueue::open(&name).unwrap_err()
         });
@@ -445,16 +385,18 @@ fn whole_header_of_garbage_is_incompatible() {
         })
         .collect();
     write_at(&name, 0, &garbage);
-    let e = bounded(Duration::from_secs(10), move || {
-        RawQueue::open(&name).unwrap_err()
-    });
+    let e = bounded(
+        Duration::from_secs(10),
+        "open of a garbage header",
+        move || RawQueue::open(&name).unwrap_err(),
+    );
     assert!(matches!(e, Error::Incompatible { .. }), "{e:?}");
 }
 
 #[test]
 fn truncated_object_is_incompatible_after_a_bounded_wait() {
     let name = uniq("trunc");
-    let _c = Cleanup(name.clone());
+    let _c = RemoveOnDrop(name.clone());
     let q = RawQueue::create_with(name.as_str(), &Options::new().keep_on_drop(true)).unwrap();
     drop(q);
     std::fs::OpenOptions::new()
@@ -464,7 +406,7 @@ fn truncated_object_is_incompatible_after_a_bounded_wait() {
         .set_len(100)
         .unwrap();
     let t = Instant::now();
-    let e = bounded(Duration::from_secs(30), {
+    let e = bounded(Duration::from_secs(30), "open of a truncated object", {
         let name = name.clone();
         move || RawQueue::open(&name).unwrap_err()
     });
@@ -488,12 +430,16 @@ fn corrupted_ring_indices_are_corrupt_not_a_crash_or_hang() {
         q.put(b"m").unwrap();
         write_at(&name, off, &val.to_le_bytes());
         let r = RawQueue::open(&name).unwrap();
-        let (g, p) = bounded(Duration::from_secs(30), move || {
-            let mut buf = Vec::new();
-            let g = r.get_into_timeout(&mut buf, Duration::from_millis(200));
-            let p = r.put_timeout(b"x", Duration::from_millis(200));
-            (g.map(|_| ()), p)
-        });
+        let (g, p) = bounded(
+            Duration::from_secs(30),
+            "get and put on corrupt indices",
+            move || {
+                let mut buf = Vec::new();
+                let g = r.get_into_timeout(&mut buf, Duration::from_millis(200));
+                let p = r.put_timeout(b"x", Duration::from_millis(200));
+                (g.map(|_| ()), p)
+            },
+        );
         assert!(
             matches!(g, Err(Error::Corrupt(_))),
             "get, {off}={val}: {g:?}"
@@ -540,12 +486,16 @@ fn garbage_lock_words_do_not_hang_timed_calls() {
     });
     held_rx.recv().unwrap();
     let q2 = q.clone();
-    let (p, g) = bounded(Duration::from_secs(30), move || {
-        let p = q2.put_timeout(b"x", Duration::from_millis(50));
-        let mut buf = Vec::new();
-        let g = q2.get_into_timeout(&mut buf, Duration::from_millis(50));
-        (p, g)
-    });
+    let (p, g) = bounded(
+        Duration::from_secs(30),
+        "timed calls against a live holder",
+        move || {
+            let p = q2.put_timeout(b"x", Duration::from_millis(50));
+            let mut buf = Vec::new();
+            let g = q2.get_into_timeout(&mut buf, Duration::from_millis(50));
+            (p, g)
+        },
+    );
     assert!(matches!(p, Err(Error::Timeout)), "{p:?}");
     assert!(matches!(g, Err(Error::Timeout)), "{g:?}");
     done_tx.send(()).unwrap();
@@ -561,13 +511,17 @@ fn garbage_lock_words_do_not_hang_timed_calls() {
     write_at(&name, prod_lock, &4_194_305u32.to_le_bytes());
     write_at(&name, cons_lock, &(4_194_306u32 | 1 << 31).to_le_bytes());
     let q2 = q.clone();
-    bounded(Duration::from_secs(30), move || {
-        q2.put_timeout(b"y", Duration::from_millis(1)).unwrap();
-        let mut buf = Vec::new();
-        q2.get_into_timeout(&mut buf, Duration::from_millis(1))
-            .unwrap();
-        assert_eq!(buf, b"m");
-    });
+    bounded(
+        Duration::from_secs(30),
+        "taking over dead holders",
+        move || {
+            q2.put_timeout(b"y", Duration::from_millis(1)).unwrap();
+            let mut buf = Vec::new();
+            q2.get_into_timeout(&mut buf, Duration::from_millis(1))
+                .unwrap();
+            assert_eq!(buf, b"m");
+        },
+    );
     assert_eq!(q.get_vec().unwrap(), b"y");
 }
 

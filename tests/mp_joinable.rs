@@ -1,27 +1,17 @@
 //! JoinableQueue across processes: the counters live in the queue's own header, so one
 //! name is one object (issue 11's repros), plus `shutdown(immediate)`.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use common::{eventually, uniq, RemoveOnDrop};
+use shmq::internal::shm_path;
 use shmq::process::{self, JoinableQueue};
 use shmq::{Error, Options, RawQueue};
 
 shmq::enable_test_support!();
-
-fn uniq(tag: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "mpjq-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn shm(name: &str) -> std::path::PathBuf {
-    shmq::internal::shm_path(name)
-}
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -31,10 +21,10 @@ fn one_name_is_one_object_and_mode_applies_to_the_counters() {
     let q: JoinableQueue<u32> =
         JoinableQueue::create_with(name.as_str(), &Options::new().capacity(4096).mode(0o640))
             .unwrap();
-    let meta = std::fs::metadata(shm(&name)).unwrap();
+    let meta = std::fs::metadata(shm_path(&name)).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o640);
     // No companion object: the counters are in the queue's header.
-    assert!(!shm(&format!("{name}.jq")).exists());
+    assert!(!shm_path(&format!("{name}.jq")).exists());
     let listed: Vec<String> = shmq::list()
         .unwrap()
         .into_iter()
@@ -49,6 +39,7 @@ fn one_name_is_one_object_and_mode_applies_to_the_counters() {
 #[test]
 fn keep_on_drop_keeps_the_unfinished_count() {
     let name = uniq("keep");
+    let _rm = RemoveOnDrop(name.clone());
     {
         let q: JoinableQueue<String> = JoinableQueue::create_with(
             name.as_str(),
@@ -97,19 +88,11 @@ fn replace_stale_after_the_creator_is_killed() {
     )
     .unwrap();
     // Wait until the child created and filled the queue.
-    let deadline = std::time::Instant::now() + LONG;
-    loop {
-        if let Ok(q) = JoinableQueue::<u8>::open(&name) {
-            if q.unfinished() == 1 {
-                break;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "child never created {name}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    assert!(
+        eventually(LONG, || JoinableQueue::<u8>::open(&name)
+            .is_ok_and(|q| q.unfinished() == 1)),
+        "child never created {name}"
+    );
     c.kill().unwrap();
     assert!(matches!(
         c.join_timeout(LONG),

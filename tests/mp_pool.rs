@@ -2,27 +2,19 @@
 //! `_TestPoolWorkerLifetime` and `_TestInitializers` (Lib/test/_test_multiprocessing.py),
 //! ported to shmq across real worker processes, plus the lifecycle repros of issue 11.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use common::{eventually, uniq, Unsendable};
 use shmq::process::{Callbacks, Pool, ProcessError};
 use shmq::{Error, Queue};
 
 shmq::enable_test_support!();
 
 const LONG: Duration = Duration::from_secs(60);
-
-fn uniq(tag: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "mppool-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 fn sqr(x: u64) -> u64 {
     x * x
@@ -40,18 +32,6 @@ fn mul(a: u64, b: u64) -> u64 {
 
 fn pid(_: u64) -> u32 {
     std::process::id()
-}
-
-/// A value whose serialisation fails, with a reason.
-#[derive(Debug, Deserialize)]
-struct Unsendable;
-
-impl Serialize for Unsendable {
-    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom(
-            "an Unsendable never leaves its process",
-        ))
-    }
 }
 
 #[test]
@@ -204,15 +184,11 @@ fn errors_reach_the_caller_and_the_pool_goes_on() {
     assert!(r[2].is_err() && r[0].is_ok() && r[1].is_ok() && r[3].is_ok());
     // test_unpickleable_result: the serializer's own reason is kept.
     let e = pool.apply(|()| Unsendable, ()).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("an Unsendable never leaves its process"),
-        "{e}"
-    );
+    assert!(e.to_string().contains(Unsendable::REASON), "{e}");
     // ...and for arguments, at once in the caller.
     let e = pool.apply(|_: Unsendable| 1u8, Unsendable).unwrap_err();
     assert!(
-        matches!(&e, Error::Codec(m) if m.contains("an Unsendable never leaves its process")),
+        matches!(&e, Error::Codec(m) if m.contains(Unsendable::REASON)),
         "{e}"
     );
     assert_eq!(pool.map(sqr, 0..4).unwrap(), [0, 1, 4, 9]);
@@ -281,10 +257,7 @@ fn callbacks_run_in_the_parent_before_get_returns() {
         )
         .unwrap();
     r.wait();
-    assert!(rx
-        .recv_timeout(LONG)
-        .unwrap()
-        .contains("an Unsendable never leaves its process"));
+    assert!(rx.recv_timeout(LONG).unwrap().contains(Unsendable::REASON));
 }
 
 /// A callback that panics is reported and otherwise ignored: the result still arrives.
@@ -466,18 +439,13 @@ fn max_tasks_per_child_replaces_workers() {
 
 #[test]
 fn workers_carry_a_process_name() {
-    /// The name `ps` shows for `pid`, once it has set one (a worker names itself as it
+    /// Whether the name `ps` shows for `pid` becomes `want` (a worker names itself as it
     /// starts).
     fn comm_becomes(pid: u32, want: &str) -> bool {
-        let end = Instant::now() + LONG;
-        while Instant::now() < end {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            if comm.trim_end() == want {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        false
+        eventually(LONG, || {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == want)
+        })
     }
     let pool = Pool::builder(2).name("resizer").build().unwrap();
     for p in pool.pids() {

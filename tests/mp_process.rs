@@ -1,11 +1,13 @@
 //! Process behaviour from CPython's `_TestProcess` and `_TestSubclassingProcess`
 //! (Lib/test/_test_multiprocessing.py), ported to shmq, and the process repros of issue 11.
 
+mod common;
+
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use common::{eventually, uniq, Unsendable};
 use shmq::process::{self, Builder, ProcessError, Waitable};
 use shmq::Error;
 
@@ -17,32 +19,11 @@ fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
 
-/// Poll `cond` for up to a minute.
-fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + LONG;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    false
-}
-
-#[derive(Debug, Deserialize)]
-struct Unsendable;
-
-impl Serialize for Unsendable {
-    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom("file handles stay home"))
-    }
-}
-
 #[test]
 fn process_lifecycle() {
     // test_process: start, is_alive, pid, name, join, exitcode.
     assert_eq!(process::current_name(), None);
-    let go = shmq::Event::create(&format!("mpproc-go-{}", std::process::id())).unwrap();
+    let go = shmq::Event::create(&uniq("mpproc-go")).unwrap();
     let mut p = Builder::new()
         .name("sleeper")
         .start(
@@ -122,7 +103,7 @@ fn exit_codes() {
 #[test]
 fn exit_status_is_known_before_reaping() {
     let p = process::start(|()| -> u8 { std::process::exit(7) }, ()).unwrap();
-    assert!(eventually(|| p.exit_status().is_some()));
+    assert!(eventually(LONG, || p.exit_status().is_some()));
     assert_eq!(p.exit_code(), Some(7));
     // Not reaped by the peek: still an active (zombie) child? No: exited ones are not
     // active, whether reaped or not.
@@ -192,7 +173,7 @@ fn wait_any_returns_the_first_to_end() {
 #[test]
 fn the_pidfd_is_a_sentinel() {
     // test_sentinel: not readable while the child runs, readable once it has exited.
-    let go = shmq::Event::create(&format!("mpproc-sentinel-{}", std::process::id())).unwrap();
+    let go = shmq::Event::create(&uniq("mpproc-sentinel")).unwrap();
     let mut p = process::start(
         |go: shmq::Event| {
             go.wait_timeout(Duration::from_secs(60));
@@ -269,22 +250,21 @@ fn a_closed_stdout_in_the_parent_does_not_leak_into_a_childs_files() {
 fn a_serializers_own_reason_is_kept() {
     // Arguments: refused in the parent.
     match process::start(|_: Unsendable| (), Unsendable) {
-        Err(Error::Codec(m)) => assert!(m.contains("file handles stay home"), "{m}"),
+        Err(Error::Codec(m)) => assert!(m.contains(Unsendable::REASON), "{m}"),
         other => panic!("{other:?}"),
     }
     // Return value: reported by the child.
     let c = process::start(|()| Unsendable, ()).unwrap();
     match c.join() {
         Err(Error::Process(ProcessError::Failed { message, .. })) => {
-            assert!(message.contains("file handles stay home"), "{message}")
+            assert!(message.contains(Unsendable::REASON), "{message}")
         }
         other => panic!("{other:?}"),
     }
     // Queue puts.
-    let q: shmq::Queue<Unsendable> =
-        shmq::Queue::create(&format!("mpproc-ser-{}", std::process::id()), 4096).unwrap();
+    let q: shmq::Queue<Unsendable> = shmq::Queue::create(&uniq("mpproc-ser"), 4096).unwrap();
     match q.put(&Unsendable) {
-        Err(Error::Codec(m)) => assert!(m.contains("file handles stay home"), "{m}"),
+        Err(Error::Codec(m)) => assert!(m.contains(Unsendable::REASON), "{m}"),
         other => panic!("{other:?}"),
     }
 }
@@ -297,7 +277,7 @@ fn a_named_child_is_visible_to_ps() {
         .unwrap();
     let pid = c.pid();
     // The kernel keeps 15 bytes of a name.
-    assert!(eventually(|| {
+    assert!(eventually(LONG, || {
         std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .is_ok_and(|s| s.trim_end() == "shmq-named-test")
     }));

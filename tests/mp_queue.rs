@@ -1,22 +1,15 @@
 //! Queue behaviour from CPython's `_TestQueue` (Lib/test/_test_multiprocessing.py), ported
 //! to shmq across real processes, and the message bound (`Options::max_messages`).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{eventually, uniq};
 use shmq::process;
 use shmq::{Error, Options, Queue};
 
 shmq::enable_test_support!();
-
-fn uniq(tag: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "mpq-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -47,11 +40,10 @@ fn max_messages_bounds_puts_across_processes() {
         q.clone(),
     )
     .unwrap();
-    let start = Instant::now();
-    while q.len() < 6 {
-        assert!(start.elapsed() < LONG);
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    assert!(
+        eventually(LONG, || q.len() >= 6),
+        "the child did not put six"
+    );
     assert!(q.is_full());
     std::thread::sleep(Duration::from_millis(100));
     assert!(child.is_alive(), "the seventh put did not wait");

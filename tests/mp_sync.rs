@@ -4,8 +4,12 @@
 //! what shmq adds: a killed holder is recovered, the objects follow the queues' naming,
 //! permission, stale and removal rules.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
+
+use common::{eventually, uniq, RemoveOnDrop};
 
 use shmq::process::{self, ProcessError};
 use shmq::{Array, Barrier, Condition, Error, Event, Lock, Options, RLock, Semaphore, Value};
@@ -13,28 +17,6 @@ use shmq::{Array, Barrier, Condition, Error, Event, Lock, Options, RLock, Semaph
 shmq::enable_test_support!();
 
 const LONG: Duration = Duration::from_secs(60);
-
-fn uniq(tag: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "mpsync-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Poll `cond` for up to a minute.
-fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + LONG;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    false
-}
 
 // ---------------------------------------------------------------------------------------
 // Lock, RLock
@@ -248,7 +230,7 @@ fn cond_setup(
         .collect();
     // Once we hold the lock and see them all counted, they all wait (the count is made
     // under the lock, which `wait` releases).
-    assert!(eventually(|| {
+    assert!(eventually(LONG, || {
         let _g = cond.lock().unwrap();
         sleeping.get().unwrap() as usize == waiters
     }));
@@ -261,12 +243,12 @@ fn condition_notify_wakes_one_at_a_time() {
     let (cond, _, woken, kids) = cond_setup("notify", 2);
     assert_eq!(woken.get().unwrap(), 0);
     cond.lock().unwrap().notify(1);
-    assert!(eventually(|| woken.get().unwrap() == 1));
+    assert!(eventually(LONG, || woken.get().unwrap() == 1));
     // Exactly one: the other still sleeps (far longer than a futex slice).
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(woken.get().unwrap(), 1);
     cond.lock().unwrap().notify(1);
-    assert!(eventually(|| woken.get().unwrap() == 2));
+    assert!(eventually(LONG, || woken.get().unwrap() == 2));
     for k in kids {
         assert!(k.join().unwrap());
     }
@@ -277,11 +259,11 @@ fn condition_notify_n_and_notify_all() {
     // _TestCondition.test_notify_n / test_notify_all
     let (cond, _, woken, kids) = cond_setup("notify-n", 3);
     cond.lock().unwrap().notify(2);
-    assert!(eventually(|| woken.get().unwrap() == 2));
+    assert!(eventually(LONG, || woken.get().unwrap() == 2));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(woken.get().unwrap(), 2);
     cond.lock().unwrap().notify_all();
-    assert!(eventually(|| woken.get().unwrap() == 3));
+    assert!(eventually(LONG, || woken.get().unwrap() == 3));
     for k in kids {
         assert!(k.join().unwrap());
     }
@@ -427,7 +409,7 @@ fn barrier_abort_reset_and_timeout_break_it() {
     let kids: Vec<_> = (0..2)
         .map(|_| process::start(barrier_waiter, b.clone()).unwrap())
         .collect();
-    assert!(eventually(|| b.n_waiting() == 2));
+    assert!(eventually(LONG, || b.n_waiting() == 2));
     b.abort().unwrap();
     assert!(b.is_broken());
     for k in kids {
@@ -443,7 +425,7 @@ fn barrier_abort_reset_and_timeout_break_it() {
     let kids: Vec<_> = (0..2)
         .map(|_| process::start(barrier_waiter, b.clone()).unwrap())
         .collect();
-    assert!(eventually(|| b.n_waiting() == 2));
+    assert!(eventually(LONG, || b.n_waiting() == 2));
     b.reset().unwrap();
     for k in kids {
         assert_eq!(k.join().unwrap(), "broken");
@@ -457,7 +439,7 @@ fn barrier_abort_reset_and_timeout_break_it() {
     }
     // test_timeout: the one that times out gets Timeout, the others BrokenBarrier.
     let other = process::start(barrier_waiter, b.clone()).unwrap();
-    assert!(eventually(|| b.n_waiting() == 1));
+    assert!(eventually(LONG, || b.n_waiting() == 1));
     assert!(matches!(
         b.wait_timeout(Duration::from_millis(100)),
         Err(Error::Timeout)
@@ -645,6 +627,7 @@ fn primitives_follow_the_queue_rules() {
     assert!(matches!(Lock::open(&name), Err(Error::NotFound(_))));
     // keep_on_drop: outlives its creator, removed by shmq::remove.
     let kept = uniq("kept");
+    let _rm = RemoveOnDrop(kept.clone());
     drop(Event::create_with(kept.as_str(), &Options::new().keep_on_drop(true)).unwrap());
     Event::open(&kept).unwrap().set();
     assert!(Event::open(&kept).unwrap().is_set());
@@ -654,6 +637,7 @@ fn primitives_follow_the_queue_rules() {
 #[test]
 fn a_killed_creators_primitive_is_stale_and_replaceable() {
     let name = uniq("stale");
+    let _rm = RemoveOnDrop(name.clone());
     let mut c = process::start(
         |name: String| {
             let _s = Semaphore::create(&name, 3).unwrap();
@@ -662,7 +646,7 @@ fn a_killed_creators_primitive_is_stale_and_replaceable() {
         name.clone(),
     )
     .unwrap();
-    assert!(eventually(|| Semaphore::open(&name).is_ok()));
+    assert!(eventually(LONG, || Semaphore::open(&name).is_ok()));
     assert_eq!(Semaphore::open(&name).unwrap().value(), 3);
     c.kill().unwrap();
     let _ = c.join_timeout(LONG);

@@ -1,32 +1,18 @@
 //! Cross-process tests for `shmq::process`: every test starts real child processes.
 
-use std::time::{Duration, Instant};
+mod common;
 
+use std::time::Duration;
+
+use common::{eventually, uniq};
 use shmq::process::{self, Builder, JoinableQueue, Pool, ProcessError};
 use shmq::{Error, Queue};
 
 shmq::enable_test_support!();
 
-fn uniq(tag: &str) -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "ptest-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 /// Wait (generously) until `pid` no longer runs (gone or a zombie).
 fn wait_dead(pid: u32, within: Duration) -> bool {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if !shmq::internal::tid_alive(pid) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+    eventually(within, || !shmq::internal::tid_alive(pid))
 }
 
 #[test]
@@ -221,10 +207,9 @@ fn dropped_child_is_reaped() {
     let pid = c.pid();
     drop(c);
     // Reaped by the background reaper: the pid disappears entirely (no zombie left).
-    let end = Instant::now() + Duration::from_secs(30);
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(Duration::from_secs(30), || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
             s.rsplit(')')

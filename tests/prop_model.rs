@@ -5,22 +5,15 @@
 //!
 //! `PROPTEST_CASES` overrides the number of cases (default 48 per property).
 
+mod common;
+
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use common::uniq;
 use proptest::prelude::*;
 use shmq::Batch;
 use shmq::{Error, Options, RawQueue};
-
-fn uniq() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "prop-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -163,7 +156,7 @@ proptest! {
     /// `len()` after every step.
     #[test]
     fn single_thread_matches_vecdeque(ops in prop::collection::vec(op(300), 1..120)) {
-        let name = uniq();
+        let name = uniq("prop");
         let q = RawQueue::create_with(name.as_str(), &Options::new().capacity(1 << 20)).unwrap();
         let mut model: VecDeque<Vec<u8>> = VecDeque::new();
         let mut seq = 0u64;
@@ -230,7 +223,7 @@ proptest! {
         cap in 64usize..2048,
         per_thread in prop::collection::vec(prop::collection::vec(op(200), 1..60), 3),
     ) {
-        let name = uniq();
+        let name = uniq("prop");
         let q = RawQueue::create_with(name.as_str(), &Options::new().capacity(cap)).unwrap();
         let max = q.max_message();
         // Keep messages placeable (TooLarge is tested elsewhere).

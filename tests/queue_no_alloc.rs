@@ -1,6 +1,8 @@
 //! The steady-state `RawQueue::put` / `get_into` path (and the batch and Pod paths) make no
 //! heap allocation: counted with a global allocator wrapper.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -46,7 +48,7 @@ fn count(f: impl FnOnce()) -> usize {
 // each other's allocations.
 #[test]
 fn steady_state_paths_do_not_allocate() {
-    let name = format!("it-noalloc-{}", std::process::id());
+    let name = common::uniq("noalloc");
     let q = shmq::RawQueue::create(&name, 1 << 16).unwrap();
     let msg = [7u8; 64];
     let mut buf = Vec::with_capacity(1024);

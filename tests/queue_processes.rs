@@ -6,12 +6,13 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{eventually, fnv, lines, role, say, spawn_role, uniq, wait_exit};
+use common::{child, eventually, fnv, say, segment, uniq, write_at, RemoveOnDrop, RemovePath};
 use serde::{Deserialize, Serialize};
-use shmq::internal::{Location, Segment};
+use shmq::internal::shm_path;
 use shmq::{Error, Queue, RawQueue};
 
-const ENTRY: &str = "child_entry";
+/// How long a child process may take.
+const LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
 struct Msg {
@@ -29,101 +30,104 @@ fn payload(producer: u32, seq: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Entry point of every child process; ignored when the suite runs normally.
-#[test]
-#[ignore = "entry point for child processes started by the other tests"]
-fn child_entry() {
-    let Some((role, args)) = role() else {
-        panic!("child_entry runs only as a child process");
-    };
-    match role.as_str() {
-        // producer:<queue>:<id>:<count>
-        "producer" => {
-            let q: Queue<Msg> = Queue::open(&args[0]).unwrap();
-            let id: u32 = args[1].parse().unwrap();
-            let n: u64 = args[2].parse().unwrap();
-            for seq in 0..n {
-                let p = payload(id, seq);
-                let m = Msg {
-                    producer: id,
-                    seq,
-                    sum: fnv(&p),
-                    payload: p,
-                };
-                q.put_timeout(&m, Duration::from_secs(60)).unwrap();
-            }
-        }
-        // consumer:<queue> — prints "producer seq" per message, in order received.
-        "consumer" => {
-            let q: Queue<Msg> = Queue::open(&args[0]).unwrap();
-            loop {
-                match q.get_timeout(Duration::from_secs(60)) {
-                    Ok(m) => {
-                        assert_eq!(fnv(&m.payload), m.sum, "torn or corrupted message");
-                        assert_eq!(m.payload, payload(m.producer, m.seq));
-                        say(format!("{} {}", m.producer, m.seq));
-                    }
-                    Err(Error::Closed) => break,
-                    Err(e) => panic!("consumer: {e}"),
-                }
-            }
-        }
-        // blocked_get:<queue> — prints the outcome of one blocking get.
-        "blocked_get" => {
-            let q = RawQueue::open(&args[0]).unwrap();
-            let mut buf = Vec::new();
-            let r = q.get_into_timeout(&mut buf, Duration::from_secs(60));
-            say(if matches!(r, Err(Error::Closed)) {
-                "closed"
-            } else {
-                "other"
-            });
-        }
-        // hold_lock:<queue>:<producer|consumer> — takes a lock, scribbles a half record into
-        // free space, says "locked" and waits to be killed.
-        "hold_lock" => {
-            let q = shmq::RawQueue::open(&args[0]).unwrap();
-            let producer = args[1] == "producer";
-            let guard = q.hold_lock_for_test(producer).unwrap();
-            if producer {
-                let seg = Segment::open(Location::Name(args[0].clone())).unwrap();
-                let h = seg.header();
-                let (data, cap) = seg.ring();
-                let tail = h.prod.tail.load(std::sync::atomic::Ordering::Relaxed) & !1;
-                let off = (tail % cap) as usize;
-                // SAFETY: off < cap and the 8 bytes at a multiple of 8 lie inside the ring;
-                // this is free space that only the producer-lock holder (us) writes.
-                unsafe { std::ptr::write_bytes(data.add(off), 0xAB, 8) };
-            }
-            say("locked");
-            std::thread::sleep(Duration::from_secs(120));
-            drop(guard);
-        }
-        // spam:<queue> — puts checksummed messages as fast as it can until killed.
-        "spam" => {
-            let q: Queue<Msg> = Queue::open(&args[0]).unwrap();
-            say("started");
-            for seq in 0.. {
-                let p = vec![(seq % 251) as u8; 1000 + (seq % 3000) as usize];
-                let m = Msg {
-                    producer: 9,
-                    seq,
-                    sum: fnv(&p),
-                    payload: p,
-                };
-                match q.put_timeout(&m, Duration::from_secs(60)) {
-                    Ok(()) => {}
-                    Err(e) => panic!("spam: {e}"),
-                }
-            }
-        }
-        // create_keep:<queue> — creates a queue that outlives this process.
-        "create_keep" => {
-            let opts = shmq::Options::new().capacity(4096).keep_on_drop(true);
-            RawQueue::create_with(args[0].as_str(), &opts).unwrap();
-        }
-        other => panic!("unknown role {other}"),
+common::child_roles!(
+    producer,
+    consumer,
+    blocked_get,
+    hold_lock,
+    spam,
+    create_keep
+);
+
+/// producer:<queue>:<id>:<count>
+fn producer(args: &[String]) {
+    let q: Queue<Msg> = Queue::open(&args[0]).unwrap();
+    let id: u32 = args[1].parse().unwrap();
+    let n: u64 = args[2].parse().unwrap();
+    for seq in 0..n {
+        let p = payload(id, seq);
+        let m = Msg {
+            producer: id,
+            seq,
+            sum: fnv(&p),
+            payload: p,
+        };
+        q.put_timeout(&m, Duration::from_secs(60)).unwrap();
     }
+}
+
+/// consumer:<queue> — prints "producer seq" per message, in order received.
+fn consumer(args: &[String]) {
+    let q: Queue<Msg> = Queue::open(&args[0]).unwrap();
+    loop {
+        match q.get_timeout(Duration::from_secs(60)) {
+            Ok(m) => {
+                assert_eq!(fnv(&m.payload), m.sum, "torn or corrupted message");
+                assert_eq!(m.payload, payload(m.producer, m.seq));
+                say(format!("{} {}", m.producer, m.seq));
+            }
+            Err(Error::Closed) => break,
+            Err(e) => panic!("consumer: {e}"),
+        }
+    }
+}
+
+/// blocked_get:<queue> — prints the outcome of one blocking get.
+fn blocked_get(args: &[String]) {
+    let q = RawQueue::open(&args[0]).unwrap();
+    let mut buf = Vec::new();
+    let r = q.get_into_timeout(&mut buf, Duration::from_secs(60));
+    say(if matches!(r, Err(Error::Closed)) {
+        "closed"
+    } else {
+        "other"
+    });
+}
+
+/// hold_lock:<queue>:<producer|consumer> — takes a lock, scribbles a half record into free
+/// space, says "locked" and waits to be killed.
+fn hold_lock(args: &[String]) {
+    let q = shmq::RawQueue::open(&args[0]).unwrap();
+    let producer = args[1] == "producer";
+    let guard = q.hold_lock_for_test(producer).unwrap();
+    if producer {
+        let seg = segment(&args[0]);
+        let h = seg.header();
+        let (data, cap) = seg.ring();
+        let tail = h.prod.tail.load(std::sync::atomic::Ordering::Relaxed) & !1;
+        let off = (tail % cap) as usize;
+        // SAFETY: off < cap and the 8 bytes at a multiple of 8 lie inside the ring; this is
+        // free space that only the producer-lock holder (us) writes.
+        unsafe { std::ptr::write_bytes(data.add(off), 0xAB, 8) };
+    }
+    say("locked");
+    std::thread::sleep(Duration::from_secs(120));
+    drop(guard);
+}
+
+/// spam:<queue> — puts checksummed messages as fast as it can until killed.
+fn spam(args: &[String]) {
+    let q: Queue<Msg> = Queue::open(&args[0]).unwrap();
+    say("started");
+    for seq in 0.. {
+        let p = vec![(seq % 251) as u8; 1000 + (seq % 3000) as usize];
+        let m = Msg {
+            producer: 9,
+            seq,
+            sum: fnv(&p),
+            payload: p,
+        };
+        match q.put_timeout(&m, Duration::from_secs(60)) {
+            Ok(()) => {}
+            Err(e) => panic!("spam: {e}"),
+        }
+    }
+}
+
+/// create_keep:<queue> — creates a queue that outlives this process.
+fn create_keep(args: &[String]) {
+    let opts = shmq::Options::new().capacity(4096).keep_on_drop(true);
+    RawQueue::create_with(args[0].as_str(), &opts).unwrap();
 }
 
 #[test]
@@ -135,48 +139,34 @@ fn mpmc_three_producers_three_consumers_exactly_once_fifo() {
     // A small ring so that producers block on full and wrap around many times.
     let q: Queue<Msg> = Queue::create(&name, 16 * 1024).unwrap();
     let mut consumers: Vec<_> = (0..CONSUMERS)
-        .map(|_| spawn_role(ENTRY, "consumer", std::slice::from_ref(&name)))
+        .map(|_| child!(consumer).arg(&name).spawn())
         .collect();
     let mut producers: Vec<_> = (0..PRODUCERS)
-        .map(|id| {
-            spawn_role(
-                ENTRY,
-                "producer",
-                &[name.clone(), id.to_string(), PER.to_string()],
-            )
-        })
-        .collect();
-    // Read consumer output concurrently so their pipes never fill up.
-    let readers: Vec<_> = consumers
-        .iter_mut()
-        .map(|c| {
-            let stdout = c.stdout.take().unwrap();
-            std::thread::spawn(move || {
-                lines(stdout)
-                    .map(|l| {
-                        let (p, s) = l.split_once(' ').unwrap();
-                        (p.parse::<u32>().unwrap(), s.parse::<u64>().unwrap())
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
+        .map(|id| child!(producer).arg(&name).arg(id).arg(PER).spawn())
         .collect();
     for p in &mut producers {
         assert!(
-            wait_exit(p, Duration::from_secs(240)).success(),
+            p.wait(Duration::from_secs(240)).success(),
             "producer failed"
         );
     }
     q.close();
     for c in &mut consumers {
         assert!(
-            wait_exit(c, Duration::from_secs(240)).success(),
+            c.wait(Duration::from_secs(240)).success(),
             "consumer failed"
         );
     }
     let mut seen: HashMap<(u32, u64), usize> = HashMap::new();
-    for r in readers {
-        let got = r.join().unwrap();
+    for c in &consumers {
+        let got: Vec<(u32, u64)> = c
+            .rest(LIMIT)
+            .iter()
+            .map(|l| {
+                let (p, s) = l.split_once(' ').unwrap();
+                (p.parse::<u32>().unwrap(), s.parse::<u64>().unwrap())
+            })
+            .collect();
         // Per-producer FIFO: within what one consumer received, each producer's sequence
         // numbers strictly increase.
         let mut last: HashMap<u32, u64> = HashMap::new();
@@ -240,15 +230,15 @@ fn try_and_timeout_behaviour() {
 fn close_wakes_a_getter_blocked_in_another_process() {
     let name = uniq("close");
     let q = RawQueue::create(&name, 4096).unwrap();
-    let mut child = spawn_role(ENTRY, "blocked_get", std::slice::from_ref(&name));
+    let mut child = child!(blocked_get).arg(&name).spawn();
     assert!(
         eventually(Duration::from_secs(30), || q.stats().consumers_waiting == 1),
         "child never blocked"
     );
     let t = Instant::now();
     q.close();
-    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
-    let out: Vec<String> = lines(child.stdout.take().unwrap()).collect();
+    assert!(child.wait(Duration::from_secs(30)).success());
+    let out = child.rest(LIMIT);
     assert_eq!(out, ["closed"]);
     assert!(
         t.elapsed() < Duration::from_secs(10),
@@ -257,11 +247,9 @@ fn close_wakes_a_getter_blocked_in_another_process() {
 }
 
 fn kill_holder(name: &str, side: &str) {
-    let mut child = spawn_role(ENTRY, "hold_lock", &[name.to_string(), side.to_string()]);
-    let line = lines(child.stdout.as_mut().unwrap()).next();
-    assert_eq!(line.as_deref(), Some("locked"));
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    let mut child = child!(hold_lock).args([name, side]).spawn();
+    assert_eq!(child.line(LIMIT, "hold_lock"), "locked");
+    child.kill(); // SIGKILL
 }
 
 #[test]
@@ -312,9 +300,8 @@ fn sigkill_of_a_busy_producer_leaves_no_torn_message() {
     let q: Queue<Msg> = Queue::create(&name, 64 * 1024).unwrap();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     for round in 0..8 {
-        let mut child = spawn_role(ENTRY, "spam", std::slice::from_ref(&name));
-        let line = lines(child.stdout.as_mut().unwrap()).next();
-        assert_eq!(line.as_deref(), Some("started"));
+        let mut child = child!(spam).arg(&name).spawn();
+        assert_eq!(child.line(LIMIT, "spam"), "started");
         // Let it run for 0..20 ms, draining meanwhile so it keeps copying.
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -325,8 +312,7 @@ fn sigkill_of_a_busy_producer_leaves_no_torn_message() {
                 assert_eq!(fnv(&m.payload), m.sum, "round {round}: torn message");
             }
         }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.kill();
         let t = Instant::now();
         for m in q.drain().unwrap() {
             assert_eq!(fnv(&m.payload), m.sum, "round {round}: torn message");
@@ -347,15 +333,6 @@ fn sigkill_of_a_busy_producer_leaves_no_torn_message() {
     }
 }
 
-fn write_at(name: &str, offset: u64, bytes: &[u8]) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(shmq::internal::shm_path(name))
-        .unwrap();
-    f.write_all_at(bytes, offset).unwrap();
-}
-
 #[test]
 fn corrupted_header_is_incompatible_not_a_crash() {
     let name = uniq("badhdr");
@@ -368,7 +345,8 @@ fn corrupted_header_is_incompatible_not_a_crash() {
     drop(q);
     // A foreign object that merely has the prefix in its name.
     let name = uniq("foreign");
-    std::fs::write(shmq::internal::shm_path(&name), vec![0x5a; 10_000]).unwrap();
+    let _rm = RemovePath(shm_path(&name));
+    std::fs::write(shm_path(&name), vec![0x5a; 10_000]).unwrap();
     let r = RawQueue::open(&name);
     assert!(matches!(r, Err(Error::Incompatible { .. })), "{r:?}");
     // Not ours to judge: listed as unreadable, never stale (its garbage "creator pid" is
@@ -380,7 +358,7 @@ fn corrupted_header_is_incompatible_not_a_crash() {
     );
     assert!(!info.is_stale());
     // A zero-length object (a creator that died before sizing it) times out as Incompatible.
-    std::fs::write(shmq::internal::shm_path(&name), b"").unwrap();
+    std::fs::write(shm_path(&name), b"").unwrap();
     let r = RawQueue::open(&name);
     assert!(matches!(r, Err(Error::Incompatible { .. })), "{r:?}");
     shmq::remove(&name).unwrap();
@@ -392,7 +370,7 @@ fn corrupted_ring_index_and_frame_are_corrupt_errors() {
     let q = RawQueue::create(&name, 4096).unwrap();
     q.put(b"hello").unwrap();
     let tail_offset = {
-        let seg = Segment::open(Location::Name(name.clone())).unwrap();
+        let seg = segment(&name);
         let base = seg.header() as *const _ as usize;
         &seg.header().prod.tail as *const _ as usize - base
     };
@@ -454,8 +432,8 @@ fn creator_drop_removes_the_name_but_attached_processes_keep_working() {
 fn a_persistent_queue_is_not_stale_after_its_creator_exits() {
     // The creator is a child process that exits at once; keep_on_drop marks it persistent.
     let name = uniq("persist");
-    let mut child = spawn_role(ENTRY, "create_keep", std::slice::from_ref(&name));
-    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
+    let _rm = RemoveOnDrop(name.clone());
+    child!(create_keep).arg(&name).run(LIMIT);
     let q = RawQueue::open(&name).unwrap();
     let st = q.stats();
     assert!(!st.creator_alive && st.persistent);

@@ -5,58 +5,21 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{lines, role, say, spawn_role, uniq, wait_exit};
-use shmq::internal::{shm_path, Location, Segment, RING_OFFSET};
+use common::{bounded, child, say, segment, stale_lock, uniq, RemovePath};
+use shmq::internal::{shm_path, RING_OFFSET};
 use shmq::{Error, Options, Queue, QueueState, RawQueue};
-
-const ENTRY: &str = "child_entry";
 
 /// How long any call below may take before the test counts it as hung (generous: a busy
 /// 2-core machine; `Segment::open` of an object that never initialises waits 2 s).
 const HANG: Duration = Duration::from_secs(30);
 
-/// Run `f` on another thread and wait at most [`HANG`] for it, so that a call that blocks
-/// for ever fails the test instead of hanging it.
-fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(HANG) {
-        Ok(v) => v,
-        Err(_) => panic!("{what} did not return within {HANG:?} (hung on a foreign object?)"),
-    }
-}
-
-/// Removes a path (file, FIFO, socket, symlink or empty directory) on drop.
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        match std::fs::symlink_metadata(&self.0) {
-            Ok(m) if m.is_dir() => {
-                let _ = std::fs::remove_dir(&self.0);
-            }
-            Ok(_) => {
-                let _ = std::fs::remove_file(&self.0);
-            }
-            Err(_) => {}
-        }
-    }
-}
-
-/// Serialises the tests that leave a stale queue for a moment and the ones that call
-/// `remove_stale` (which would remove it under the first ones' feet).
-static STALE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn stale_lock() -> std::sync::MutexGuard<'static, ()> {
-    STALE.lock().unwrap_or_else(|e| e.into_inner())
-}
+/// How long a child process may take.
+const LIMIT: Duration = Duration::from_secs(60);
 
 fn threads_of_this_process() -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -69,73 +32,65 @@ fn threads_of_this_process() -> usize {
         .unwrap()
 }
 
-/// Entry point of the child processes; ignored when the suite runs normally.
-#[test]
-#[ignore = "entry point for child processes started by the other tests"]
-fn child_entry() {
-    let Some((role, args)) = role() else {
-        panic!("child_entry runs only as a child process");
-    };
-    match role.as_str() {
-        // fork_drop:<name> — create, fork, the forked child drops its copy and _exits.
-        "fork_drop" => {
-            let name = &args[0];
-            // The premise of forking and then running Rust code in the child: no other test
-            // runs in this process (--test-threads=1). libtest still runs the test on a
-            // thread of its own while the main thread waits for it (blocked in a join,
-            // holding no lock); the forked child only drops the handle (munmap, close,
-            // free: glibc resets malloc's locks in a forked child) and _exits.
-            assert!(
-                threads_of_this_process() <= 2,
-                "only libtest's main thread and this one"
-            );
-            let q: Queue<u32> = Queue::create(name, 4096).unwrap();
-            q.put(&7).unwrap();
-            // SAFETY: no other thread of this process runs code that could hold a lock the
-            // child needs (see above); the child only drops the handle and _exits.
-            let pid = unsafe { libc::fork() };
-            assert!(pid >= 0, "fork failed");
-            if pid == 0 {
-                drop(q);
-                // SAFETY: _exit ends the child at once, without running atexit handlers or
-                // the parent's test harness teardown.
-                unsafe { libc::_exit(0) };
-            }
-            let mut status = 0;
-            // SAFETY: waiting for our own child with a valid status pointer.
-            let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-            assert_eq!(r, pid);
-            assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
-            let other = Queue::<u32>::open(name);
-            say(format!(
-                "after-child-drop open={} len={}",
-                other.is_ok(),
-                other.as_ref().map(|o| o.len()).unwrap_or(0)
-            ));
-            // The creator's handle still works after its forked copy went.
-            q.put(&8).unwrap();
-            let other = other.unwrap();
-            say(format!(
-                "got {:?}",
-                (
-                    other.get_timeout(Duration::from_secs(10)).unwrap(),
-                    other.get_timeout(Duration::from_secs(10)).unwrap()
-                )
-            ));
-            drop(other);
-            drop(q);
-            say(format!(
-                "after-creator-drop notfound={}",
-                matches!(RawQueue::open(name), Err(Error::NotFound(_)))
-            ));
-        }
-        // create_forget:<name> — create a queue and exit without dropping it (stale).
-        "create_forget" => {
-            let q = RawQueue::create(&args[0], 4096).unwrap();
-            std::mem::forget(q);
-        }
-        other => panic!("unknown role {other}"),
+common::child_roles!(fork_drop, create_forget);
+
+/// fork_drop:<name> — create, fork, the forked child drops its copy and _exits.
+fn fork_drop(args: &[String]) {
+    let name = &args[0];
+    // The premise of forking and then running Rust code in the child: no other test runs
+    // in this process (--test-threads=1). libtest still runs the test on a thread of its
+    // own while the main thread waits for it (blocked in a join, holding no lock); the
+    // forked child only drops the handle (munmap, close, free: glibc resets malloc's locks
+    // in a forked child) and _exits.
+    assert!(
+        threads_of_this_process() <= 2,
+        "only libtest's main thread and this one"
+    );
+    let q: Queue<u32> = Queue::create(name, 4096).unwrap();
+    q.put(&7).unwrap();
+    // SAFETY: no other thread of this process runs code that could hold a lock the child
+    // needs (see above); the child only drops the handle and _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        drop(q);
+        // SAFETY: _exit ends the child at once, without running atexit handlers or the
+        // parent's test harness teardown.
+        unsafe { libc::_exit(0) };
     }
+    let mut status = 0;
+    // SAFETY: waiting for our own child with a valid status pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    let other = Queue::<u32>::open(name);
+    say(format!(
+        "after-child-drop open={} len={}",
+        other.is_ok(),
+        other.as_ref().map(|o| o.len()).unwrap_or(0)
+    ));
+    // The creator's handle still works after its forked copy went.
+    q.put(&8).unwrap();
+    let other = other.unwrap();
+    say(format!(
+        "got {:?}",
+        (
+            other.get_timeout(Duration::from_secs(10)).unwrap(),
+            other.get_timeout(Duration::from_secs(10)).unwrap()
+        )
+    ));
+    drop(other);
+    drop(q);
+    say(format!(
+        "after-creator-drop notfound={}",
+        matches!(RawQueue::open(name), Err(Error::NotFound(_)))
+    ));
+}
+
+/// create_forget:<name> — create a queue and exit without dropping it (stale).
+fn create_forget(args: &[String]) {
+    let q = RawQueue::create(&args[0], 4096).unwrap();
+    std::mem::forget(q);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -144,11 +99,8 @@ fn child_entry() {
 #[test]
 fn a_forked_child_dropping_its_copy_keeps_the_name() {
     let name = uniq("fork");
-    let _c = Cleanup(shm_path(&name));
-    let mut child = spawn_role(ENTRY, "fork_drop", std::slice::from_ref(&name));
-    let out = child.stdout.take().unwrap();
-    let got: Vec<String> = lines(out).collect();
-    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
+    let _c = RemovePath(shm_path(&name));
+    let got = child!(fork_drop).arg(&name).run(LIMIT);
     assert_eq!(
         got,
         [
@@ -193,9 +145,8 @@ fn dropping_an_old_creator_does_not_remove_a_new_file_at_the_same_path() {
 fn remove_if_unchanged_and_remove_stale_leave_a_newer_object_alone() {
     let _g = stale_lock();
     let name = uniq("stale-then-new");
-    let _c = Cleanup(shm_path(&name));
-    let mut child = spawn_role(ENTRY, "create_forget", std::slice::from_ref(&name));
-    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
+    let _c = RemovePath(shm_path(&name));
+    child!(create_forget).arg(&name).run(LIMIT);
     let info = shmq::inspect(&name).unwrap();
     assert!(info.is_stale(), "{info:?}");
     // The stale object is replaced by a live queue between the scan and the removal.
@@ -220,14 +171,12 @@ fn remove_stale_and_replace_stale_remove_a_stale_queue() {
     // The positive control for the test above: the same object is removed.
     let _g = stale_lock();
     let name = uniq("stale");
-    let _c = Cleanup(shm_path(&name));
-    let mut child = spawn_role(ENTRY, "create_forget", std::slice::from_ref(&name));
-    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
+    let _c = RemovePath(shm_path(&name));
+    child!(create_forget).arg(&name).run(LIMIT);
     assert!(shmq::inspect(&name).unwrap().remove_if_unchanged().unwrap());
     assert!(!shm_path(&name).exists());
 
-    let mut child = spawn_role(ENTRY, "create_forget", std::slice::from_ref(&name));
-    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
+    child!(create_forget).arg(&name).run(LIMIT);
     let q = RawQueue::create_with(
         name.as_str(),
         &Options::new().replace_stale(true).capacity(8192),
@@ -252,18 +201,18 @@ fn mkfifo(path: &Path) {
 fn check_foreign(name: &str, kind: &'static str) {
     let path = shm_path(name);
     let n = name.to_string();
-    let r = within("RawQueue::open", move || RawQueue::open(&n));
+    let r = bounded(HANG, "RawQueue::open", move || RawQueue::open(&n));
     match r {
         Err(Error::Incompatible { reason, .. }) => assert!(reason.contains(kind), "{reason}"),
         other => panic!("open of {kind}: {other:?}"),
     }
     let n = name.to_string();
-    let r = within("inspect", move || shmq::inspect(&n));
+    let r = bounded(HANG, "inspect", move || shmq::inspect(&n));
     match r {
         Err(Error::Incompatible { reason, .. }) => assert!(reason.contains(kind), "{reason}"),
         other => panic!("inspect of {kind}: {other:?}"),
     }
-    let all = within("list", shmq::list).unwrap();
+    let all = bounded(HANG, "list", shmq::list).unwrap();
     let info = all.iter().find(|i| i.name == name).expect("listed");
     match &info.state {
         QueueState::Unreadable(why) => assert!(why.contains(kind), "{why}"),
@@ -273,7 +222,7 @@ fn check_foreign(name: &str, kind: &'static str) {
     assert!(!info.remove_if_unchanged().unwrap());
     let removed = {
         let _g = stale_lock();
-        within("remove_stale", shmq::remove_stale).unwrap()
+        bounded(HANG, "remove_stale", shmq::remove_stale).unwrap()
     };
     assert!(!removed.contains(&name.to_string()));
     assert!(
@@ -281,7 +230,7 @@ fn check_foreign(name: &str, kind: &'static str) {
         "{kind} left alone"
     );
     let n = name.to_string();
-    let r = within("create with replace_stale", move || {
+    let r = bounded(HANG, "create with replace_stale", move || {
         RawQueue::create_with(
             n.as_str(),
             &Options::new().replace_stale(true).capacity(4096),
@@ -301,12 +250,12 @@ fn check_foreign(name: &str, kind: &'static str) {
 fn a_fifo_in_dev_shm_never_hangs_and_is_never_removed_as_stale() {
     let name = uniq("fifo");
     let path = shm_path(&name);
-    let _c = Cleanup(path.clone());
+    let _c = RemovePath(path.clone());
     mkfifo(&path);
     check_foreign(&name, "a FIFO");
     // An explicit remove still works, and does not hang either.
     let n = name.clone();
-    within("remove", move || shmq::remove(&n)).unwrap();
+    bounded(HANG, "remove", move || shmq::remove(&n)).unwrap();
     assert!(std::fs::symlink_metadata(&path).is_err());
 }
 
@@ -317,10 +266,10 @@ fn a_symlink_in_dev_shm_is_not_followed() {
     let q = RawQueue::create(&target, 4096).unwrap();
     let name = uniq("link");
     let path = shm_path(&name);
-    let _c = Cleanup(path.clone());
+    let _c = RemovePath(path.clone());
     std::os::unix::fs::symlink(shm_path(&target), &path).unwrap();
     check_foreign(&name, "a symbolic link");
-    within("remove", {
+    bounded(HANG, "remove", {
         let n = name.clone();
         move || shmq::remove(&n)
     })
@@ -337,12 +286,12 @@ fn a_symlink_in_dev_shm_is_not_followed() {
 fn a_directory_in_dev_shm_is_refused() {
     let name = uniq("dir");
     let path = shm_path(&name);
-    let _c = Cleanup(path.clone());
+    let _c = RemovePath(path.clone());
     std::fs::create_dir(&path).unwrap();
     check_foreign(&name, "a directory");
     // `remove` unlinks names; a directory is an error (not a hang).
     let n = name.clone();
-    let r = within("remove", move || shmq::remove(&n));
+    let r = bounded(HANG, "remove", move || shmq::remove(&n));
     assert!(matches!(r, Err(Error::Io(_))), "{r:?}");
 }
 
@@ -350,7 +299,7 @@ fn a_directory_in_dev_shm_is_refused() {
 fn a_socket_in_dev_shm_is_refused() {
     let name = uniq("sock");
     let path = shm_path(&name);
-    let _c = Cleanup(path.clone());
+    let _c = RemovePath(path.clone());
     let _l = std::os::unix::net::UnixListener::bind(&path).unwrap();
     check_foreign(&name, "a socket");
 }
@@ -361,13 +310,13 @@ fn a_fifo_at_a_path_is_refused_by_open_at_and_create_at() {
     let path = dir.path().join("q.fifo");
     mkfifo(&path);
     let p = path.clone();
-    let r = within("open_at", move || RawQueue::open_at(&p));
+    let r = bounded(HANG, "open_at", move || RawQueue::open_at(&p));
     assert!(
         matches!(&r, Err(Error::Incompatible { reason, .. }) if reason.contains("a FIFO")),
         "{r:?}"
     );
     let p = path.clone();
-    let r = within("create_at", move || RawQueue::create_at(&p, 4096));
+    let r = bounded(HANG, "create_at", move || RawQueue::create_at(&p, 4096));
     assert!(matches!(r, Err(Error::AlreadyExists { .. })), "{r:?}");
 }
 
@@ -383,7 +332,9 @@ fn a_truncated_segment_is_incompatible_at_open() {
     // Header kept, ring gone.
     f.set_len(RING_OFFSET).unwrap();
     let n = name.clone();
-    let r = within("open of a truncated segment", move || RawQueue::open(&n));
+    let r = bounded(HANG, "open of a truncated segment", move || {
+        RawQueue::open(&n)
+    });
     assert!(
         matches!(&r, Err(Error::Incompatible { reason, .. }) if reason.contains("truncated")),
         "{r:?}"
@@ -391,7 +342,7 @@ fn a_truncated_segment_is_incompatible_at_open() {
     // Everything gone: looks like an object whose creator never sized it (waits 2 s).
     f.set_len(0).unwrap();
     let n = name.clone();
-    let r = within("open of an empty segment", move || RawQueue::open(&n));
+    let r = bounded(HANG, "open of an empty segment", move || RawQueue::open(&n));
     assert!(matches!(r, Err(Error::Incompatible { .. })), "{r:?}");
     // Restore the size before the creator's handle goes (its mapping would fault).
     f.set_len(full).unwrap();
@@ -408,7 +359,7 @@ fn a_toggled_capacity_word_never_gives_a_handle_a_wrong_capacity() {
     let q = RawQueue::create(&name, 4096).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let hostile = {
-        let seg = Segment::open(Location::Name(name.clone())).unwrap();
+        let seg = segment(&name);
         let stop = stop.clone();
         std::thread::spawn(move || {
             let cap = &seg.header().id.capacity;
@@ -438,7 +389,7 @@ fn a_toggled_capacity_word_never_gives_a_handle_a_wrong_capacity() {
     assert_eq!(q.capacity(), 4096);
     // Deterministically: the word changes between open's validation and the ring's
     // construction (the window the loop above aims at).
-    let seg = Segment::open(Location::Name(name)).unwrap();
+    let seg = segment(&name);
     seg.header().id.capacity.store(0, Ordering::Relaxed);
     assert_eq!(seg.capacity(), 4096, "the private copy");
     assert_eq!(seg.ring().1, 4096);

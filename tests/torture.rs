@@ -19,21 +19,21 @@
 //! — except those attributable to a consumer killed between taking a message and logging
 //! it (at most one per consumer kill; counted separately).
 //!
-//! Children re-execute this test binary (`/proc/self/exe --exact torture_child`) with
-//! `SHMQ_TORTURE_ROLE=producer|consumer:<queue>:<id>:<log path>`. Producers append
-//! `(id, seq)` records to their log after each `put` returns `Ok`; consumers append what
+//! Children are the roles `producer` and `consumer` (`<queue>:<id>:<log path>`, see
+//! `common::child`). Producers append `(id, seq)` records to their log after each `put` returns `Ok`; consumers append what
 //! they received (and a torn-message marker when validation fails). Plain `write(2)` to a
 //! file survives SIGKILL of the writer, so no fsync is needed.
+
+mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{child, eventually, mix64, uniq, wait_stopped, RoleChild};
 use shmq::{Error, Options, RawQueue};
 
-const ROLE: &str = "SHMQ_TORTURE_ROLE";
 /// Log record: `[id: u32][kind: u32][seq: u64]`.
 const REC: usize = 16;
 const KIND_OK: u32 = 0;
@@ -41,14 +41,6 @@ const KIND_TORN: u32 = 1;
 const CAPACITY: usize = 4096;
 /// No progress for this long after a kill counts as a deadlock.
 const STUCK: Duration = Duration::from_secs(10);
-
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
 
 /// Largest message body: the message (`12 + body + 8` bytes) is then `max_message()`.
 const MAX_BODY: u64 = CAPACITY as u64 - 8 - 20;
@@ -58,7 +50,7 @@ const MAX_BODY: u64 = CAPACITY as u64 - 8 - 20;
 /// half the ring (up to `max_message()`): those need a SKIP record and most of the ring,
 /// the case that lost wake-ups after SKIP records (issue 9 §1) stall on.
 fn message(id: u32, seq: u64) -> Vec<u8> {
-    let h = mix(((id as u64) << 40) ^ seq);
+    let h = mix64(((id as u64) << 40) ^ seq);
     let half = CAPACITY as u64 / 2;
     let body = if h.is_multiple_of(8) {
         (half + (h >> 8) % (MAX_BODY - half + 1)) as usize
@@ -69,7 +61,7 @@ fn message(id: u32, seq: u64) -> Vec<u8> {
     m.extend_from_slice(&id.to_le_bytes());
     m.extend_from_slice(&seq.to_le_bytes());
     m.extend((0..body).map(|i| (h >> (i % 8 * 8)) as u8 ^ i as u8));
-    let sum = m.iter().fold(h, |a, &b| mix(a ^ b as u64));
+    let sum = m.iter().fold(h, |a, &b| mix64(a ^ b as u64));
     m.extend_from_slice(&sum.to_le_bytes());
     m
 }
@@ -107,20 +99,21 @@ fn read_log(path: &std::path::Path) -> Vec<(u32, u32, u64)> {
         .collect()
 }
 
-/// Child entry point (does nothing in a normal run).
-#[test]
-fn torture_child() {
-    let Ok(role) = std::env::var(ROLE) else {
-        return;
-    };
+common::child_roles!(producer, consumer);
+
+/// The start of both roles (`<queue>:<id>:<log path>`): die with the parent, open the log
+/// and the queue, and tell the parent which holder id is ours.
+fn attach(args: &[String]) -> (u32, File, RawQueue) {
     // Die with the parent, so a failed run leaves no orphans.
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-    let parts: Vec<&str> = role.splitn(4, ':').collect();
-    let (what, name, id, log) = (parts[0], parts[1], parts[2], parts[3]);
-    let id: u32 = id.parse().unwrap();
-    let log_path = log;
-    let mut log = File::options().create(true).append(true).open(log).unwrap();
+    let (name, log_path) = (&args[0], &args[2]);
+    let id: u32 = args[1].parse().unwrap();
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .unwrap();
     let q = RawQueue::open(name).unwrap();
     // The parent aims kills at lock holders: tell it which holder id is ours.
     std::fs::write(
@@ -128,108 +121,97 @@ fn torture_child() {
         q.holder_id_for_test().unwrap().to_string(),
     )
     .unwrap();
-    match what {
-        "producer" => {
-            let mut seq = 0u64;
-            let mut rng = mix(id as u64);
-            loop {
-                rng = mix(rng);
-                // Now and then pause, so that the consumers drain the ring and fall asleep
-                // in get: the next (possibly large, wrapping) put must wake them.
-                if (rng >> 16).is_multiple_of(16) {
-                    std::thread::sleep(Duration::from_micros((rng >> 24) % 2000));
-                }
-                // Mostly single puts, sometimes a batch (published under one lock hold).
-                let n = if rng.is_multiple_of(4) {
-                    1 + (rng >> 8) % 4
-                } else {
-                    1
-                };
-                let msgs: Vec<Vec<u8>> = (seq..seq + n).map(|s| message(id, s)).collect();
-                let r = if n == 1 && (rng >> 32).is_multiple_of(2) {
-                    q.put_timeout(&msgs[0], Duration::from_millis(200))
-                } else if n == 1 {
-                    // Untimed: a lost wake-up would block it for good.
-                    q.put(&msgs[0])
-                } else {
-                    q.put_many(&msgs)
-                };
-                match r {
-                    Ok(()) => {
-                        for s in seq..seq + n {
-                            append(&mut log, id, KIND_OK, s);
-                        }
-                        seq += n;
-                    }
-                    Err(Error::Timeout) => {}
-                    Err(Error::Closed) => return,
-                    Err(e) => panic!("producer {id}: {e}"),
-                }
-            }
+    (id, log, q)
+}
+
+/// producer:<queue>:<id>:<log path> — puts messages (id, 0..) for ever, logging each put
+/// that returned `Ok`; returns when the queue is closed.
+fn producer(args: &[String]) {
+    let (id, mut log, q) = attach(args);
+    let mut seq = 0u64;
+    let mut rng = mix64(id as u64);
+    loop {
+        rng = mix64(rng);
+        // Now and then pause, so that the consumers drain the ring and fall asleep in get:
+        // the next (possibly large, wrapping) put must wake them.
+        if (rng >> 16).is_multiple_of(16) {
+            std::thread::sleep(Duration::from_micros((rng >> 24) % 2000));
         }
-        "consumer" => {
-            let mut buf = Vec::new();
-            let mut rng = mix(!(id as u64));
-            loop {
-                rng = mix(rng);
-                // Half of the gets are untimed: a consumer asleep in get() must be woken by
-                // every put it could take (a lost wake-up is then a deadlock, not a delay).
-                let r = if rng.is_multiple_of(2) {
-                    q.get_into(&mut buf)
-                } else {
-                    q.get_into_timeout(&mut buf, Duration::from_millis(200))
-                };
-                match r {
-                    Ok(_) => match check(&buf) {
-                        Some((pid, seq)) => append(&mut log, pid, KIND_OK, seq),
-                        None => append(&mut log, u32::MAX, KIND_TORN, buf.len() as u64),
-                    },
-                    Err(Error::Timeout) => {}
-                    Err(Error::Closed) => return,
-                    Err(e) => panic!("consumer {id}: {e}"),
+        // Mostly single puts, sometimes a batch (published under one lock hold).
+        let n = if rng.is_multiple_of(4) {
+            1 + (rng >> 8) % 4
+        } else {
+            1
+        };
+        let msgs: Vec<Vec<u8>> = (seq..seq + n).map(|s| message(id, s)).collect();
+        let r = if n == 1 && (rng >> 32).is_multiple_of(2) {
+            q.put_timeout(&msgs[0], Duration::from_millis(200))
+        } else if n == 1 {
+            // Untimed: a lost wake-up would block it for good.
+            q.put(&msgs[0])
+        } else {
+            q.put_many(&msgs)
+        };
+        match r {
+            Ok(()) => {
+                for s in seq..seq + n {
+                    append(&mut log, id, KIND_OK, s);
                 }
+                seq += n;
             }
+            Err(Error::Timeout) => {}
+            Err(Error::Closed) => return,
+            Err(e) => panic!("producer {id}: {e}"),
         }
-        other => panic!("unknown role {other}"),
+    }
+}
+
+/// consumer:<queue>:<id>:<log path> — gets messages, logging each (or a torn-message
+/// marker); returns when the queue is closed and drained.
+fn consumer(args: &[String]) {
+    let (id, mut log, q) = attach(args);
+    let mut buf = Vec::new();
+    let mut rng = mix64(!(id as u64));
+    loop {
+        rng = mix64(rng);
+        // Half of the gets are untimed: a consumer asleep in get() must be woken by every
+        // put it could take (a lost wake-up is then a deadlock, not a delay).
+        let r = if rng.is_multiple_of(2) {
+            q.get_into(&mut buf)
+        } else {
+            q.get_into_timeout(&mut buf, Duration::from_millis(200))
+        };
+        match r {
+            Ok(_) => match check(&buf) {
+                Some((pid, seq)) => append(&mut log, pid, KIND_OK, seq),
+                None => append(&mut log, u32::MAX, KIND_TORN, buf.len() as u64),
+            },
+            Err(Error::Timeout) => {}
+            Err(Error::Closed) => return,
+            Err(e) => panic!("consumer {id}: {e}"),
+        }
     }
 }
 
 struct Proc {
-    child: Child,
+    child: RoleChild,
     producer: bool,
     log: std::path::PathBuf,
 }
 
-fn spawn(name: &str, producer: bool, id: u32, dir: &std::path::Path) -> Proc {
-    let kind = if producer { "producer" } else { "consumer" };
+fn spawn(name: &str, is_producer: bool, id: u32, dir: &std::path::Path) -> Proc {
+    let kind = if is_producer { "producer" } else { "consumer" };
     let log = dir.join(format!("{kind}-{id}.log"));
-    // /proc/self/exe, not current_exe(): it still works when cargo rebuilds the binary
-    // (replacing the file) while the test runs.
-    let child = Command::new("/proc/self/exe")
-        .args(["torture_child", "--exact", "--nocapture", "-q"])
-        .env(ROLE, format!("{kind}:{name}:{id}:{}", log.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let role = if is_producer {
+        child!(producer)
+    } else {
+        child!(consumer)
+    };
+    let child = role.arg(name).arg(id).arg(log.display()).spawn();
     Proc {
         child,
-        producer,
+        producer: is_producer,
         log,
-    }
-}
-
-/// Wait (bounded) until process `pid` is in the stopped state.
-fn wait_stopped(pid: u32) {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(2) {
-        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            let state = stat.rsplit_once(") ").map(|(_, r)| r.as_bytes()[0]);
-            if matches!(state, Some(b'T') | Some(b't') | Some(b'Z')) {
-                return;
-            }
-        }
-        std::thread::yield_now();
     }
 }
 
@@ -305,12 +287,12 @@ fn torture_kill9_producers_and_consumers() {
                 .as_nanos() as u64
         });
     eprintln!("torture: {rounds} rounds, SHMQ_TORTURE_SEED={seed}");
-    let mut rng = mix(seed);
+    let mut rng = mix64(seed);
     let mut next = move || {
-        rng = mix(rng.wrapping_add(0x9e37_79b9_7f4a_7c15));
+        rng = mix64(rng.wrapping_add(0x9e37_79b9_7f4a_7c15));
         rng
     };
-    let name = format!("torture-{}", std::process::id());
+    let name = uniq("torture");
     let q = RawQueue::create_with(name.as_str(), &Options::new().capacity(CAPACITY)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut next_id = 0u32;
@@ -321,10 +303,7 @@ fn torture_kill9_producers_and_consumers() {
     }
     let mut c = Counts::default();
     // Let everyone attach and start.
-    let t = Instant::now();
-    while (q.stats().puts < 10 || q.stats().gets < 10) && t.elapsed() < STUCK {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let _ = eventually(STUCK, || q.stats().puts >= 10 && q.stats().gets >= 10);
     for _ in 0..rounds {
         c.rounds += 1;
         let victim = (next() % procs.len() as u64) as usize;
@@ -337,9 +316,8 @@ fn torture_kill9_producers_and_consumers() {
         let mut holder = 0;
         if aim {
             for _ in 0..300 {
-                // SAFETY: plain kill(2) on our own child's pid.
-                unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
-                wait_stopped(pid);
+                procs[victim].child.signal(libc::SIGSTOP);
+                wait_stopped(pid, Duration::from_secs(2));
                 let s = q.stats();
                 let h = if producer {
                     s.producer_lock_holder
@@ -350,16 +328,14 @@ fn torture_kill9_producers_and_consumers() {
                     holder = h;
                     break;
                 }
-                // SAFETY: as above.
-                unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+                procs[victim].child.signal(libc::SIGCONT);
                 std::thread::sleep(Duration::from_micros(next() % 500));
             }
         } else {
             std::thread::sleep(Duration::from_micros(next() % 20_000));
         }
         let before = q.stats();
-        procs[victim].child.kill().unwrap();
-        procs[victim].child.wait().unwrap();
+        procs[victim].child.kill();
         if producer {
             c.producer_kills += 1;
         } else {
@@ -376,24 +352,21 @@ fn torture_kill9_producers_and_consumers() {
         }
         // The survivors must make progress on both sides (a few messages each way).
         let t = Instant::now();
-        loop {
+        let progressed = eventually(STUCK, || {
             let s = q.stats();
-            if s.puts >= before.puts + 3 && s.gets >= before.gets + 3 {
-                break;
-            }
-            if t.elapsed() > STUCK {
-                c.deadlocks += 1;
-                eprintln!(
-                    "round {}: no progress for {STUCK:?} after killing {} {pid} (lock holder {holder}): {s:?}\n{}",
-                    c.rounds,
-                    if producer { "producer" } else { "consumer" },
-                    describe(&procs),
-                );
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+            s.puts >= before.puts + 3 && s.gets >= before.gets + 3
+        });
         let took = t.elapsed();
+        if !progressed {
+            c.deadlocks += 1;
+            eprintln!(
+                "round {}: no progress for {STUCK:?} after killing {} {pid} (lock holder {holder}): {:?}\n{}",
+                c.rounds,
+                if producer { "producer" } else { "consumer" },
+                q.stats(),
+                describe(&procs),
+            );
+        }
         c.max_recovery_ms = c.max_recovery_ms.max(took.as_millis());
         if took > Duration::from_secs(1) {
             c.slow_recoveries_over_1s += 1;
@@ -402,7 +375,7 @@ fn torture_kill9_producers_and_consumers() {
         next_id += 1;
         // A child must only ever die by our hand.
         for p in &mut procs {
-            if let Some(st) = p.child.try_wait().unwrap() {
+            if let Some(st) = p.child.try_wait() {
                 c.child_failures += 1;
                 eprintln!(
                     "round {}: child {} exited on its own: {st}",
@@ -424,15 +397,14 @@ fn torture_kill9_producers_and_consumers() {
     let t = Instant::now();
     for p in &mut procs {
         loop {
-            match p.child.try_wait().unwrap() {
+            match p.child.try_wait() {
                 Some(st) => {
                     assert!(st.success(), "child exited with {st}");
                     break;
                 }
                 None if t.elapsed() > Duration::from_secs(30) => {
                     c.deadlocks += 1;
-                    let _ = p.child.kill();
-                    let _ = p.child.wait();
+                    p.child.kill();
                     break;
                 }
                 None => std::thread::sleep(Duration::from_millis(10)),

@@ -1,6 +1,9 @@
 //! The message-type check of a typed `open`: the same struct defined in two programs (so in
 //! two module paths) matches by default; the strict mode tells them apart.
 
+mod common;
+
+use common::uniq;
 use serde::{Deserialize, Serialize};
 use shmq::{Error, Options, Queue};
 
@@ -22,10 +25,6 @@ mod consumer {
 
 #[derive(Serialize, Deserialize)]
 struct Event(u64);
-
-fn uniq(tag: &str) -> String {
-    format!("typecheck-{tag}-{}", std::process::id())
-}
 
 #[test]
 fn same_struct_in_two_modules_opens_by_default() {

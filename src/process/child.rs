@@ -1,542 +1,144 @@
-//! The parent's handle on a child process, waiting for several children, and the
-//! registry behind [`active_children`](super::active_children).
+//! The child side: [`init`] and what it runs in a child started by
+//! [`start`](super::start) — read the [`Boot`](super::wire::Boot) record from the exchange
+//! file, run the function, write its outcome back and exit.
 
-use std::fs::File;
-use std::io;
-use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::process::ExitStatusExt;
-use std::process::ExitStatus;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::ffi::{CString, OsStr};
+use std::io::{self, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
-use serde::de::DeserializeOwned;
+use rustix::io::FdFlags;
 
-use super::exchange::{self, Report};
-use super::ProcessError;
-use crate::error::{Error, Result};
+use super::exchange;
+use super::wire::{Outcome, ENV_CHILD};
 
-/// A running (or finished) child process started by [`start`](super::start),
-/// [`Builder::start`](super::Builder::start) or [`Command::spawn`](super::Command::spawn).
+/// Set by [`init`]: without it (and outside a test binary) [`start`](super::start) refuses
+/// to start a child.
+pub(super) static INIT_CALLED: AtomicBool = AtomicBool::new(false);
+
+/// Dispatch point for child processes. **Call it first thing in `main`.**
 ///
-/// `R` is the function's return value, delivered by [`join`](Child::join). A child that is
-/// dropped without being joined is still reaped, by a background thread (no zombies).
+/// In the parent (no child marker in the environment) it only records that it was called
+/// and returns at once. In a child started by [`start`](super::start) it runs the function,
+/// sends its return value (or panic message) to the parent and exits the process — it never
+/// returns. Everything before this call runs again in every child; see the
+/// [module docs](super#-the-rule-call-init-first-in-main).
+///
+/// ```
+/// // fn main() {
+/// shmq::process::init(); // the first statement
+/// // ... the program; children never get here
+/// // }
+/// ```
+pub fn init() {
+    INIT_CALLED.store(true, Ordering::SeqCst);
+    dispatch_child();
+}
+
+/// In a child: run the function and exit. Elsewhere: return at once.
+pub(super) fn dispatch_child() {
+    let Some(spec) = std::env::var_os(ENV_CHILD) else {
+        return;
+    };
+    // Grandchildren started with a plain std::process::Command must not inherit the marker.
+    std::env::remove_var(ENV_CHILD);
+    let code = run_child(&spec);
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    std::process::exit(code);
+}
+
+/// Whether this process is a child started by [`start`](super::start) (before [`init`]
+/// consumed the marker). Useful in a test binary to skip expensive set-up.
+///
+/// ```
+/// assert!(!shmq::process::is_child());
+/// ```
+pub fn is_child() -> bool {
+    std::env::var_os(ENV_CHILD).is_some()
+}
+
+static NAME: OnceLock<Option<String>> = OnceLock::new();
+
+/// In a child started with [`Builder::name`](super::Builder::name): that name (Python's
+/// `current_process().name`); `None` elsewhere.
 ///
 /// ```
 /// # shmq::process::init();
-/// # fn run() -> shmq::Result<()> {
-/// use std::time::Duration;
-/// let mut child = shmq::process::start(|ms| {
-///     std::thread::sleep(Duration::from_millis(ms));
-///     "done".to_string()
-/// }, 100u64)?;
-/// println!("started {}", child.pid());
-/// assert!(matches!(child.join_timeout(Duration::from_millis(1)), Err(shmq::Error::Timeout)));
-/// assert_eq!(child.exit_status(), None); // still running
-/// assert_eq!(child.join_timeout(Duration::from_secs(60))?, "done");
-/// # Ok(()) }
-/// # run().unwrap();
-/// ```
-pub struct Child<R> {
-    pid: u32,
-    proc_: Option<std::process::Child>,
-    /// The exchange file (function children only; see `exchange`).
-    result: Option<File>,
-    /// `pidfd_open` of the child: readable once it has exited (`None` on kernels before 5.3).
-    pidfd: Option<OwnedFd>,
-    status: Option<ExitStatus>,
-    taken: bool,
-    test_mode: bool,
-    name: Option<String>,
-    _r: PhantomData<fn() -> R>,
-}
-
-impl<R> std::fmt::Debug for Child<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Child")
-            .field("pid", &self.pid)
-            .field("name", &self.name)
-            .field("status", &self.status)
-            .finish()
-    }
-}
-
-/// "killed by signal 9 (SIGKILL)" / "exited with code 3".
-pub(crate) fn describe_status(status: ExitStatus) -> String {
-    if let Some(sig) = status.signal() {
-        format!("killed by signal {sig} ({})", super::signal_name(sig))
-    } else {
-        format!("exited with code {}", status.code().unwrap_or(-1))
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The registry of children not yet reaped (for `active_children`)
-
-static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-
-fn register(pid: u32) {
-    if let Ok(mut c) = CHILDREN.lock() {
-        c.push(pid);
-    }
-}
-
-fn unregister(pid: u32) {
-    if let Ok(mut c) = CHILDREN.lock() {
-        c.retain(|&p| p != pid);
-    }
-}
-
-/// The exit status of child `pid` if it has exited, without reaping it (`waitid` with
-/// `WNOWAIT`); `None` while it runs or if it is not an unreaped child of this process.
-fn peek_status(pid: u32) -> Option<ExitStatus> {
-    // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `info` is a valid siginfo_t for waitid to fill; WNOWAIT leaves the child
-    // waitable, so this never reaps (the pid cannot be reused under our feet).
-    let r = unsafe {
-        libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    };
-    // SAFETY: waitid succeeded, so si_pid / si_status are the fields it filled.
-    if r != 0 || unsafe { info.si_pid() } == 0 {
-        return None;
-    }
-    // SAFETY: as above.
-    let st = unsafe { info.si_status() };
-    let raw = match info.si_code {
-        libc::CLD_EXITED => (st & 0xff) << 8,
-        libc::CLD_KILLED => st & 0x7f,
-        libc::CLD_DUMPED => (st & 0x7f) | 0x80,
-        _ => return None,
-    };
-    Some(ExitStatus::from_raw(raw))
-}
-
-/// Process ids of this process's children that are still running: every child started by
-/// [`start`](super::start), [`Builder::start`](super::Builder::start),
-/// [`Command::spawn`](super::Command::spawn) or a [`Pool`](super::Pool) (its workers),
-/// and not finished yet — Python's `multiprocessing.active_children()`. Unlike Python's,
-/// it does not reap anything: finished children are reaped by their handles.
-///
-/// ```
-/// # shmq::process::init();
-/// let mut c = shmq::process::start(|()| std::thread::sleep(std::time::Duration::from_secs(60)), ())?;
-/// assert!(shmq::process::active_children().contains(&c.pid()));
-/// c.kill()?;
-/// let _ = c.join_timeout(std::time::Duration::from_secs(60));
-/// assert!(!shmq::process::active_children().contains(&c.pid()));
+/// let c = shmq::process::Builder::new()
+///     .name("resizer")
+///     .start(|()| shmq::process::current_name(), ())?;
+/// assert_eq!(c.join()?.as_deref(), Some("resizer"));
+/// assert_eq!(shmq::process::current_name(), None); // the parent has none
 /// # Ok::<(), shmq::Error>(())
 /// ```
-pub fn active_children() -> Vec<u32> {
-    let pids = CHILDREN.lock().map(|c| c.clone()).unwrap_or_default();
-    pids.into_iter()
-        .filter(|&pid| {
-            // SAFETY: an all-zero siginfo_t is a valid value of this plain C struct.
-            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-            // SAFETY: as in `peek_status`: WNOWAIT never reaps.
-            let r = unsafe {
-                libc::waitid(
-                    libc::P_PID,
-                    pid as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-                )
-            };
-            // SAFETY: waitid succeeded, so si_pid is set (0: still running).
-            r == 0 && unsafe { info.si_pid() } == 0
-        })
-        .collect()
+pub fn current_name() -> Option<String> {
+    NAME.get().cloned().flatten()
 }
 
-fn pidfd_open(pid: u32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the syscall returned a new descriptor (close-on-exec) that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    super::exchange::above_stdio(fd).ok()
-}
-
-impl<R> Child<R> {
-    pub(crate) fn new(
-        proc_: std::process::Child,
-        result: Option<File>,
-        test_mode: bool,
-        name: Option<String>,
-    ) -> Self {
-        let pid = proc_.id();
-        register(pid);
-        Child {
-            pid,
-            // The child is ours and not reaped, so the pid still names it here.
-            pidfd: pidfd_open(pid),
-            proc_: Some(proc_),
-            result,
-            status: None,
-            taken: false,
-            test_mode,
-            name,
-            _r: PhantomData,
-        }
-    }
-
-    /// The child's process id.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// The name given with [`Builder::name`](super::Builder::name), if any.
-    pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
-    }
-
-    fn proc_mut(&mut self) -> &mut std::process::Child {
-        self.proc_.as_mut().expect("child handle is live")
-    }
-
-    fn record(&mut self, status: ExitStatus) {
-        if self.status.is_none() {
-            self.status = Some(status);
-            unregister(self.pid);
-        }
-    }
-
-    /// Reap the child if it has exited; its exit status, or `None` while it runs.
-    ///
-    /// Reaping does not lose the function's result: it stays available to `join`.
-    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
-        if self.status.is_none() {
-            if let Some(s) = self.proc_mut().try_wait()? {
-                self.record(s);
-            }
-        }
-        Ok(self.status)
-    }
-
-    /// The exit status once the child has exited (whether or not it was reaped yet),
-    /// `None` while it runs — Python's `exitcode`, as a plain accessor.
-    pub fn exit_status(&self) -> Option<ExitStatus> {
-        self.status.or_else(|| peek_status(self.pid))
-    }
-
-    /// Python's `exitcode`: the exit code once the child has exited, `-signal` if a
-    /// signal killed it, `None` while it runs.
-    pub fn exit_code(&self) -> Option<i32> {
-        self.exit_status()
-            .map(|s| s.code().unwrap_or_else(|| -s.signal().unwrap_or(0)))
-    }
-
-    /// Whether the child is still running (reaps it if it has exited). The child never
-    /// waits for the parent to read its result, so this turns `false` as soon as the
-    /// function has returned and the process exited, whatever the result's size.
-    pub fn is_alive(&mut self) -> bool {
-        matches!(self.try_wait(), Ok(None))
-    }
-
-    /// A descriptor that becomes readable (`poll`/`epoll`, or an async runtime's reactor)
-    /// when the child exits: a Linux pidfd (`pidfd_open`, Linux 5.3 or newer; `None` on
-    /// older kernels). Python's `Process.sentinel`.
-    pub fn pidfd(&self) -> Option<BorrowedFd<'_>> {
-        self.pidfd.as_ref().map(|f| f.as_fd())
-    }
-
-    /// Send signal `sig` to the child, unless it has already been reaped (then it is a
-    /// no-op: its pid may belong to another process by now).
-    pub fn signal(&mut self, sig: i32) -> Result<()> {
-        if self.try_wait()?.is_some() {
-            return Ok(());
-        }
-        // SAFETY: kill has no memory-safety preconditions. The pid is ours and not reaped
-        // yet, so it cannot have been reused.
-        if unsafe { libc::kill(self.pid as libc::pid_t, sig) } != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::ESRCH) {
-                return Err(e.into());
-            }
-        }
-        Ok(())
-    }
-
-    /// Kill the child at once (SIGKILL). `join` afterwards reports
-    /// [`ProcessError::Signaled`] unless it had already finished.
-    pub fn kill(&mut self) -> Result<()> {
-        self.signal(libc::SIGKILL)
-    }
-
-    /// Ask the child to stop (SIGTERM).
-    pub fn terminate(&mut self) -> Result<()> {
-        self.signal(libc::SIGTERM)
-    }
-
-    /// Wait until the child has exited and reap it; `false` if the deadline passed first.
-    fn wait_until(&mut self, deadline: Option<Instant>) -> Result<bool> {
-        if self.status.is_some() {
-            return Ok(true);
-        }
-        let Some(d) = deadline else {
-            let s = self.proc_mut().wait()?;
-            self.record(s);
-            return Ok(true);
-        };
-        let mut nap = Duration::from_micros(200);
-        loop {
-            if self.try_wait()?.is_some() {
-                return Ok(true);
-            }
-            let now = Instant::now();
-            if now >= d {
-                return Ok(false);
-            }
-            match &self.pidfd {
-                Some(fd) => poll_fds(&[fd.as_raw_fd()], Some(d - now))?,
-                None => {
-                    std::thread::sleep(nap.min(d - now));
-                    nap = (nap * 2).min(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-
-    fn finish(&mut self) -> Result<R>
-    where
-        R: DeserializeOwned,
-    {
-        if self.taken {
-            return Err(ProcessError::AlreadyJoined { pid: self.pid }.into());
-        }
-        self.taken = true;
-        let status = self.status.expect("finish after reaping");
-        let pid = self.pid;
-        let report = match self.result.take() {
-            Some(f) => exchange::read_report(&f),
-            // A command: a success is the `()` it returns.
-            None => Report::Started,
-        };
-        let started = match report {
-            Report::Done(outcome) => return outcome.into_result(pid),
-            Report::Bad(message) => return Err(ProcessError::Failed { pid, message }.into()),
-            Report::Started => true,
-            Report::NotStarted => false,
-        };
-        if let Some(signal) = status.signal() {
-            return Err(ProcessError::Signaled { pid, signal }.into());
-        }
-        match status.code() {
-            Some(0) if started => {
-                // The function called `exit(0)` (or a command succeeded): a success for a
-                // function that returns `()` (postcard decodes `()` from nothing).
-                postcard::from_bytes(&[]).map_err(|_| {
-                    ProcessError::NoResult {
-                        pid,
-                        hint:
-                            " (the function called std::process::exit(0) before returning a value)"
-                                .into(),
-                    }
-                    .into()
-                })
-            }
-            Some(0) => {
-                let hint = if self.test_mode {
-                    ": in a test binary, put shmq::enable_test_support!() at the top level of the test file"
-                } else {
-                    " (does main call shmq::process::init() first, on every path?)"
-                };
-                Err(ProcessError::NoResult {
-                    pid,
-                    hint: hint.to_string(),
-                }
-                .into())
-            }
-            Some(code) => Err(ProcessError::Exited { pid, code }.into()),
-            None => Err(ProcessError::Exited { pid, code: -1 }.into()),
-        }
-    }
-
-    /// Wait for the child to finish and return the function's return value.
-    ///
-    /// Errors: [`ProcessError::Panicked`] with the panic message, [`ProcessError::Exited`]
-    /// with the exit code, [`ProcessError::Signaled`] with the signal (all inside
-    /// [`Error::Process`]), [`Error::Codec`] if the value does not decode. A function that
-    /// calls `std::process::exit(0)` instead of returning succeeds if it returns `()`.
-    pub fn join(mut self) -> Result<R>
-    where
-        R: DeserializeOwned,
-    {
-        self.wait_until(None)?;
-        self.finish()
-    }
-
-    /// Like [`join`](Self::join), but gives up with [`Error::Timeout`] after `timeout`,
-    /// leaving the child running and the handle usable (call it again, `kill`, ...).
-    pub fn join_timeout(&mut self, timeout: Duration) -> Result<R>
-    where
-        R: DeserializeOwned,
-    {
-        let deadline = Instant::now().checked_add(timeout);
-        if self.wait_until(Some(deadline.unwrap_or_else(far_future)))? {
-            self.finish()
-        } else {
-            Err(Error::Timeout)
-        }
-    }
-
-    /// The result if the child has finished, `Ok(None)` if it is still running.
-    pub fn try_join(&mut self) -> Result<Option<R>>
-    where
-        R: DeserializeOwned,
-    {
-        match self.join_timeout(Duration::ZERO) {
-            Ok(r) => Ok(Some(r)),
-            Err(Error::Timeout) => Ok(None),
-            Err(e) => Err(e),
-        }
+/// Give this process the name `ps`, `top` and `pgrep` show (`/proc/self/comm`, at most
+/// 15 bytes; the main thread's, also when called from another thread).
+fn set_process_name(name: &str) {
+    let bytes: Vec<u8> = name.bytes().filter(|&b| b != 0).take(15).collect();
+    // The main thread's name is the process's; /proc/self/comm is the main thread's.
+    let _ = std::fs::write("/proc/self/comm", &bytes);
+    if let Ok(name) = CString::new(bytes) {
+        // PR_SET_NAME: the calling thread's name (the main thread's outside the harness).
+        let _ = rustix::thread::set_name(&name);
     }
 }
 
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
-}
-
-impl<R> Drop for Child<R> {
-    fn drop(&mut self) {
-        if self.status.is_some() {
-            return;
-        }
-        if let Some(mut p) = self.proc_.take() {
-            if let Ok(Some(_)) = p.try_wait() {
-                unregister(self.pid);
-                return;
-            }
-            // Reap it whenever it ends, without blocking the caller.
-            let pid = self.pid;
-            let _ = std::thread::Builder::new()
-                .name("shmq-reaper".into())
-                .spawn(move || {
-                    let _ = p.wait();
-                    unregister(pid);
-                });
-        }
-    }
-}
-
-/// `poll` the descriptors for readability for at most `timeout` (`None`: for ever).
-fn poll_fds(fds: &[i32], timeout: Option<Duration>) -> Result<()> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    let ms: libc::c_int = match timeout {
-        None => -1,
-        Some(t) => t.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int,
+/// The child's work, given the value of [`ENV_CHILD`]; the process's exit code.
+pub(super) fn run_child(spec: &OsStr) -> i32 {
+    let Some(x_fd) = spec
+        .to_str()
+        .and_then(|s| s.parse::<RawFd>().ok())
+        .filter(|&fd| fd >= 0)
+    else {
+        eprintln!("shmq::process: malformed {ENV_CHILD}={spec:?}");
+        return 2;
     };
-    // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs for the call.
-    let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e.into());
+    // SAFETY: the parent passed this descriptor to this process alone, and nothing else in
+    // this process owns it.
+    let x = unsafe { exchange::adopt(x_fd) };
+    // It was inherited across exec; programs this one runs must not inherit it too.
+    let _ = rustix::io::fcntl_setfd(&x, FdFlags::CLOEXEC);
+    let boot = match exchange::read_boot(&x) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("shmq::process: reading the call from the parent failed: {e}");
+            return 2;
         }
-    }
-    Ok(())
-}
-
-/// Something [`wait_any`](super::wait_any) can wait for: a [`Child`] of any result type
-/// (or a `&mut` to one, or a `&mut dyn Waitable` to mix result types).
-pub trait Waitable {
-    /// Reap if exited; whether it has.
-    fn has_exited(&mut self) -> Result<bool>;
-    /// The pidfd to poll, if the kernel gave one.
-    fn sentinel(&self) -> Option<BorrowedFd<'_>>;
-}
-
-impl<R> Waitable for Child<R> {
-    fn has_exited(&mut self) -> Result<bool> {
-        Ok(self.try_wait()?.is_some())
-    }
-    fn sentinel(&self) -> Option<BorrowedFd<'_>> {
-        self.pidfd()
-    }
-}
-
-impl<W: Waitable + ?Sized> Waitable for &mut W {
-    fn has_exited(&mut self) -> Result<bool> {
-        (**self).has_exited()
-    }
-    fn sentinel(&self) -> Option<BorrowedFd<'_>> {
-        (**self).sentinel()
-    }
-}
-
-/// Wait until one of `children` has exited and return its index (the lowest, if several
-/// have) — Python's `multiprocessing.connection.wait([p.sentinel, …])`. The child is reaped;
-/// its result stays available to `join`. [`Error::Timeout`] if none exits within `timeout`
-/// (`None`: wait for ever); [`Error::InvalidArgument`] for an empty slice.
-///
-/// It sleeps in `poll(2)` on the children's pidfds (no polling loop; on kernels without
-/// pidfds it checks every few milliseconds instead).
-///
-/// ```
-/// # shmq::process::init();
-/// use std::time::Duration;
-/// use shmq::process::{self, Waitable};
-/// let mut kids = vec![
-///     process::start(|ms| std::thread::sleep(Duration::from_millis(ms)), 60_000u64)?,
-///     process::start(|ms| std::thread::sleep(Duration::from_millis(ms)), 10u64)?,
-/// ];
-/// assert_eq!(process::wait_any(&mut kids, Some(Duration::from_secs(60)))?, 1);
-/// kids[0].kill()?;
-/// // Children with different result types:
-/// let mut a = process::start(|()| 1u8, ())?;
-/// let mut b = process::start(|()| "two".to_string(), ())?;
-/// let i = process::wait_any(&mut [&mut a as &mut dyn Waitable, &mut b], None)?;
-/// assert!(i < 2);
-/// # Ok::<(), shmq::Error>(())
-/// ```
-pub fn wait_any<W: Waitable>(children: &mut [W], timeout: Option<Duration>) -> Result<usize> {
-    if children.is_empty() {
-        return Err(Error::InvalidArgument(
-            "wait_any needs at least one child".into(),
-        ));
-    }
-    let deadline = timeout.map(|t| Instant::now().checked_add(t).unwrap_or_else(far_future));
-    let mut nap = Duration::from_micros(200);
-    loop {
-        for (i, c) in children.iter_mut().enumerate() {
-            if c.has_exited()? {
-                return Ok(i);
+    };
+    let outcome = match boot {
+        Err(msg) => Outcome::Error(msg),
+        Ok(boot) => {
+            if let Some(fd) = boot.stdout.filter(|&fd| fd >= 0) {
+                // SAFETY: the parent passed this descriptor (its real stdout, see
+                // `Boot::stdout`) to this process alone, and nothing else here owns it.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                // fd 1 is replaced atomically; `fd` itself is closed on drop.
+                let _ = rustix::stdio::dup2_stdout(&fd);
             }
-        }
-        let left = match deadline {
-            None => None,
-            Some(d) => {
-                let now = Instant::now();
-                if now >= d {
-                    return Err(Error::Timeout);
-                }
-                Some(d - now)
+            if let Some(n) = &boot.name {
+                set_process_name(n);
             }
-        };
-        let fds: Vec<i32> = children
-            .iter()
-            .filter_map(|c| c.sentinel().map(|f| f.as_raw_fd()))
-            .collect();
-        if fds.len() == children.len() {
-            poll_fds(&fds, left)?;
-        } else {
-            let t = left.map_or(nap, |l| l.min(nap));
-            std::thread::sleep(t);
-            nap = (nap * 2).min(Duration::from_millis(10));
+            let _ = NAME.set(boot.name);
+            let _ = exchange::mark_running(&x);
+            // SAFETY: `Boot::decode` checked that the parent runs this same binary (equal
+            // check offsets), and the call was made by `Call::new` there.
+            unsafe { boot.call.run() }
         }
+    };
+    let code = match outcome {
+        Outcome::Ok(_) => 0,
+        Outcome::Panic(_) => 101,
+        Outcome::Error(_) => 1,
+    };
+    if let Err(e) = exchange::write_outcome(&x, &outcome) {
+        eprintln!("shmq::process: writing the result for the parent failed: {e}");
+        return 2;
     }
+    code
 }

@@ -1,58 +1,59 @@
 //! The file a child process reads its call from and writes its outcome to: an anonymous
-//! `memfd` that the parent creates, fills with the bootstrap record and hands to the child
+//! `memfd` that the parent creates, fills with the [`Boot`] record and hands to the child
 //! (by descriptor number, like a pipe end).
 //!
 //! Layout: `state: u32` at 0, `len: u64` at 8, `len` bytes of data at 16. The parent writes
-//! [`CALL`] and the bootstrap; the child reads it, writes [`RUNNING`] before it calls the
-//! function, and at the end writes the encoded [`Outcome`], then its length, then
-//! [`DONE`]. Nothing ever blocks: the child writes a result of any size and exits (a pipe
-//! would keep it alive until the parent read it), and the parent reads the file once it
-//! knows the child has exited. A child killed on the way leaves `RUNNING` (the function
+//! [`CALL`] and the postcard [`Boot`]; the child reads it, writes [`RUNNING`] before it
+//! calls the function, and at the end writes the postcard [`Outcome`], then its length,
+//! then [`DONE`]. Nothing ever blocks: the child writes a result of any size and exits (a
+//! pipe would keep it alive until the parent read it), and the parent reads the file once
+//! it knows the child has exited. A child killed on the way leaves `RUNNING` (the function
 //! started and did not finish) or `CALL` (it never started).
+//!
+//! The two header words are a fixed layout, not serde, on purpose: they are rewritten in
+//! place one at a time (the state word last), so that a child killed between two writes
+//! leaves a state the parent can still read. Only the data is postcard ([`wire`]).
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 
-use super::Outcome;
-use crate::error::{Error, Result};
+use rustix::fs::MemfdFlags;
 
+use super::error::os_error;
+use super::wire::{self, Boot, Outcome};
+use crate::error::Result;
+
+/// The states of the file.
 const CALL: u32 = 0;
 const RUNNING: u32 = 1;
 const DONE: u32 = 2;
+/// Offsets of the state word (`u32`), of the data's length (`u64`) and of the data.
+const STATE: u64 = 0;
+const LEN: u64 = 8;
 const DATA: u64 = 16;
 
 /// Move `fd` to a number of at least 3 (close-on-exec), so that it can never take the
 /// place of a standard stream that this process has closed: a child would then read or
 /// write it as stdin/stdout/stderr.
-pub(crate) fn above_stdio(fd: OwnedFd) -> Result<OwnedFd> {
+pub(super) fn above_stdio(fd: OwnedFd) -> Result<OwnedFd> {
     if fd.as_raw_fd() > 2 {
         return Ok(fd);
     }
-    // SAFETY: F_DUPFD_CLOEXEC on a descriptor we own creates a new one (or fails).
-    let n = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-    if n < 0 {
-        return Err(Error::last_os("fcntl(F_DUPFD_CLOEXEC)"));
-    }
-    // SAFETY: `n` was just created and nothing else owns it; `fd` is closed on drop.
-    Ok(unsafe { OwnedFd::from_raw_fd(n) })
+    // `fd` is closed on drop.
+    rustix::io::fcntl_dupfd_cloexec(&fd, 3).map_err(|e| os_error("fcntl(F_DUPFD_CLOEXEC)", e))
 }
 
-/// A new exchange file holding `call` (the bootstrap record).
-pub(crate) fn create(call: &[u8]) -> Result<File> {
-    // SAFETY: a valid NUL-terminated name; memfd_create only reads it.
-    let fd = unsafe { libc::memfd_create(c"shmq-call".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(Error::last_os("memfd_create"));
-    }
-    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
-    let file = File::from(above_stdio(unsafe { OwnedFd::from_raw_fd(fd) })?);
-    let mut head = [0u8; DATA as usize];
-    head[0..4].copy_from_slice(&CALL.to_le_bytes());
-    head[8..16].copy_from_slice(&(call.len() as u64).to_le_bytes());
-    file.write_all_at(&head, 0)?;
-    file.write_all_at(call, DATA)?;
+/// A new exchange file holding `boot`.
+pub(super) fn create(boot: &Boot) -> Result<File> {
+    let call = wire::encode(boot, "the child's bootstrap record")?;
+    let fd = rustix::fs::memfd_create(c"shmq-call", MemfdFlags::CLOEXEC)
+        .map_err(|e| os_error("memfd_create", e))?;
+    let file = File::from(above_stdio(fd)?);
+    file.write_all_at(&CALL.to_le_bytes(), STATE)?;
+    file.write_all_at(&(call.len() as u64).to_le_bytes(), LEN)?;
+    file.write_all_at(&call, DATA)?;
     Ok(file)
 }
 
@@ -64,7 +65,7 @@ fn read_u32(f: &File, at: u64) -> io::Result<u32> {
 
 fn read_data(f: &File) -> io::Result<Vec<u8>> {
     let mut b = [0u8; 8];
-    f.read_exact_at(&mut b, 8)?;
+    f.read_exact_at(&mut b, LEN)?;
     let len = u64::from_le_bytes(b);
     let size = f.metadata()?.len();
     if len > size.saturating_sub(DATA) {
@@ -82,33 +83,32 @@ fn read_data(f: &File) -> io::Result<Vec<u8>> {
 ///
 /// # Safety
 /// `fd` must be an open descriptor that nothing else in this process owns.
-pub(crate) unsafe fn adopt(fd: RawFd) -> File {
+pub(super) unsafe fn adopt(fd: RawFd) -> File {
     // SAFETY: per the contract.
     unsafe { File::from_raw_fd(fd) }
 }
 
-/// In the child: the call record.
-pub(crate) fn read_call(f: &File) -> io::Result<Vec<u8>> {
-    read_data(f)
+/// In the child: the boot record (checked: see [`Boot::decode`]).
+pub(super) fn read_boot(f: &File) -> io::Result<std::result::Result<Boot, String>> {
+    Ok(Boot::decode(&read_data(f)?))
 }
 
 /// In the child: the function is about to run.
-pub(crate) fn mark_running(f: &File) -> io::Result<()> {
-    f.write_all_at(&RUNNING.to_le_bytes(), 0)
+pub(super) fn mark_running(f: &File) -> io::Result<()> {
+    f.write_all_at(&RUNNING.to_le_bytes(), STATE)
 }
 
 /// In the child: the function's outcome (data, then its length, then the state word).
-pub(crate) fn write_outcome(f: &File, o: &Outcome) -> io::Result<()> {
-    let mut buf = Vec::new();
-    o.encode(&mut buf);
+pub(super) fn write_outcome(f: &File, o: &Outcome) -> io::Result<()> {
+    let buf = wire::encode(o, "the outcome").map_err(io::Error::other)?;
     f.set_len(DATA)?;
     f.write_all_at(&buf, DATA)?;
-    f.write_all_at(&(buf.len() as u64).to_le_bytes(), 8)?;
-    f.write_all_at(&DONE.to_le_bytes(), 0)
+    f.write_all_at(&(buf.len() as u64).to_le_bytes(), LEN)?;
+    f.write_all_at(&DONE.to_le_bytes(), STATE)
 }
 
 /// What the parent finds once the child has exited.
-pub(crate) enum Report {
+pub(super) enum Report {
     /// The child never got to the function (it died first, or it was not a shmq child).
     NotStarted,
     /// The function started and never returned (it exited, or the child was killed).
@@ -120,14 +120,14 @@ pub(crate) enum Report {
 }
 
 /// In the parent: read the child's report.
-pub(crate) fn read_report(f: &File) -> Report {
-    match read_u32(f, 0) {
+pub(super) fn read_report(f: &File) -> Report {
+    match read_u32(f, STATE) {
         Ok(CALL) => Report::NotStarted,
         Ok(RUNNING) => Report::Started,
         Ok(DONE) => match read_data(f) {
-            Ok(b) => match Outcome::decode(&b) {
-                Some(o) => Report::Done(o),
-                None => Report::Bad("the child's result record is malformed".into()),
+            Ok(b) => match postcard::from_bytes::<Outcome>(&b) {
+                Ok(o) => Report::Done(o),
+                Err(_) => Report::Bad("the child's result record is malformed".into()),
             },
             Err(e) => Report::Bad(format!("reading the child's result: {e}")),
         },

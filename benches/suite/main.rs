@@ -1,0 +1,123 @@
+//! The shmq benchmark suite (issue 4): shmq against its peers, side by side, in one run.
+//!
+//! `cargo bench -p shmq-benches --bench suite` runs every case with criterion and writes the raw figures to
+//! `target/shmq-bench/results.json`; `scripts/bench.sh` runs it and then
+//! `scripts/bench_report.py`, which turns them into `BENCHMARKS.md` and the plot. See
+//! `docs/performance.md`.
+//!
+//! Cross-process cases re-execute this binary as the peer process (the environment
+//! variable `SHMQ_BENCH_CHILD` selects its role). The peer is spawned once per case; for
+//! each criterion sample the parent writes a message count to the child's stdin, moves that
+//! many messages (or round trips), and waits for the child's one-byte acknowledgement on
+//! its stdout. The parent always runs on CPU 0; the child on CPU 1 (`diff`) or CPU 0
+//! (`same`).
+//!
+//! `SHMQ_BENCH_QUICK=1` makes every case tiny (CI); `cargo test -p shmq-benches --benches`
+//! runs the suite in criterion's test mode, which is just as quick.
+//!
+//! Layout: [`cases`] (one file per benchmark group), [`transports`] (one file per peer
+//! family), [`peer`] (the re-executed peer process), [`payloads`] (sizes, types, ring
+//! capacities), [`place`] (CPU pinning), [`results`] (results.json), [`profile`]
+//! (`SHMQ_BENCH_PROFILE`).
+
+mod cases;
+mod payloads;
+mod peer;
+mod place;
+mod profile;
+mod results;
+mod transports;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+
+use crate::cases::Ctx;
+use crate::place::ncpus;
+use crate::results::Results;
+
+/// The trimmed stdout of a shell command, for the run's metadata (empty on failure).
+fn sh(cmd: &str) -> String {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(peer::ROLE_ENV) {
+        peer::run(spec);
+        return;
+    }
+    if let Ok(spec) = std::env::var(profile::PROFILE_ENV) {
+        profile::run(&spec);
+        return;
+    }
+    payloads::check_pod_types();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let bench_mode = args.iter().any(|a| a == "--bench");
+    let quick = !bench_mode || std::env::var("SHMQ_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let filter = args.iter().find(|a| !a.starts_with('-')).cloned();
+    let started = Instant::now();
+    let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let sample_size = 10;
+    let mut c = Criterion::default()
+        .sample_size(sample_size)
+        .without_plots()
+        .configure_from_args();
+    c = if quick {
+        c.warm_up_time(Duration::from_millis(1))
+            .measurement_time(Duration::from_millis(20))
+    } else {
+        c.warm_up_time(Duration::from_millis(300))
+            .measurement_time(Duration::from_millis(1000))
+    };
+    let mut cx = Ctx {
+        quick,
+        res: Results {
+            sample_size,
+            ..Default::default()
+        },
+        filter,
+    };
+    cases::throughput::run(&mut c, &mut cx);
+    cases::memcpy::run(&mut c, &mut cx);
+    cases::latency::run(&mut c, &mut cx);
+    cases::mpmc::run(&mut c, &mut cx);
+    cases::idle::run(&mut cx);
+    if bench_mode {
+        cases::python::run(&mut cx);
+    }
+    c.final_summary();
+    if !bench_mode {
+        return;
+    }
+    let load_after = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let meta = [
+        (
+            "cpu",
+            sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+        ),
+        ("cores", ncpus().to_string()),
+        ("kernel", sh("uname -sr")),
+        ("rustc", sh("rustc --version")),
+        ("commit", sh("git rev-parse --short HEAD")),
+        ("dirty", sh("git -C .. status -s -- src benches | wc -l")),
+        ("date", sh("date -u '+%Y-%m-%d %H:%M UTC'")),
+        ("load_before", load_before),
+        ("load_after", load_after),
+        ("quick", quick.to_string()),
+        ("seconds", format!("{:.0}", started.elapsed().as_secs_f64())),
+    ];
+    let file = results::results_file(quick);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, cx.res.to_json(&meta)).unwrap();
+    println!(
+        "shmq bench: results in {} ({:.0} s)",
+        file.display(),
+        started.elapsed().as_secs_f64()
+    );
+}
