@@ -81,6 +81,8 @@ pub use cleanup::{cleanup_on_signals, remove_own_queues, CLEANUP_SIGNALS};
 #[cfg(target_os = "linux")]
 pub use error::{Error, Result};
 #[cfg(target_os = "linux")]
+pub use loan::{ReadLoan, ReadLoans, WriteLoan};
+#[cfg(target_os = "linux")]
 pub use primitives::{
     Array, Barrier, CondGuard, Condition, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
     SemaphoreGuard, Value, ValueGuard,
@@ -89,8 +91,6 @@ pub use primitives::{
 pub use queue::{
     Batch, Codec, Options, Pod, PodQueue, Postcard, Queue, RawQueue, Slot, TypedQueue,
 };
-#[cfg(target_os = "linux")]
-pub use loan::{ReadLoan, ReadLoans, WriteLoan};
 #[cfg(target_os = "linux")]
 pub use ring::Stats;
 #[cfg(target_os = "linux")]
@@ -102,10 +102,10 @@ pub use segment::Location;
 #[cfg(target_os = "linux")]
 #[doc(hidden)]
 pub mod internal {
-    pub use crate::queue::{codec_name, DEFAULT_CAPACITY};
     #[cfg(not(loom))]
     pub use crate::mapping::HeapImage;
     pub use crate::mapping::Memory;
+    pub use crate::queue::{codec_name, DEFAULT_CAPACITY};
     pub use crate::ring::{Block, HeapRing, Record, Ring, CLOSED};
     pub use crate::segment::{
         codec_id, is_attached, mapped_by, now_unix, peek, shm_path, validate_name, Header,

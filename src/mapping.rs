@@ -134,7 +134,10 @@ unsafe impl Memory for HeapImage {
     }
     fn data(&self) -> (*mut u8, u64) {
         // SAFETY: RING_OFFSET + cap <= the allocation's size (validated in `from_bytes`).
-        (unsafe { self.ptr.add(segment::RING_OFFSET as usize) }, self.cap)
+        (
+            unsafe { self.ptr.add(segment::RING_OFFSET as usize) },
+            self.cap,
+        )
     }
     fn claim_holder(&mut self, _in_use: &dyn Fn(u32) -> bool) -> Result<Holder> {
         Ok(Holder::local())

@@ -364,9 +364,9 @@ impl Location {
 /// Check a queue name against the naming rules (see the module docs).
 ///
 /// ```
-/// assert!(shmq::segment::validate_name("jobs-1.v2").is_ok());
-/// assert!(shmq::segment::validate_name("a/b").is_err());
-/// assert!(shmq::segment::validate_name("").is_err());
+/// assert!(shmq::internal::validate_name("jobs-1.v2").is_ok());
+/// assert!(shmq::internal::validate_name("a/b").is_err());
+/// assert!(shmq::internal::validate_name("").is_err());
 /// ```
 pub fn validate_name(name: &str) -> Result<()> {
     let bad = |reason| {

@@ -2,7 +2,6 @@
 //! of ring memory a codec encodes into, and the default codec, [`Postcard`] (with the
 //! postcard flavor that writes into a `Slot`).
 
-
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 

@@ -190,12 +190,8 @@ impl RawQueue {
     }
 
     fn put_block(&self, msg: &[u8], block: Block) -> Result<()> {
-        self.ring().put_batch(
-            1,
-            block,
-            |_| Ok(msg.len()),
-            |_, slot| slot.write(msg),
-        )?;
+        self.ring()
+            .put_batch(1, block, |_| Ok(msg.len()), |_, slot| slot.write(msg))?;
         Ok(())
     }
 

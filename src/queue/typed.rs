@@ -155,12 +155,9 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
 
     fn put_block(&self, msg: &T, block: Block) -> Result<()> {
         let len = C::encoded_len(msg)?;
-        self.raw.ring().put_batch(
-            1,
-            block,
-            |_| Ok(len),
-            |_, slot| C::encode(msg, slot),
-        )?;
+        self.raw
+            .ring()
+            .put_batch(1, block, |_| Ok(len), |_, slot| C::encode(msg, slot))?;
         Ok(())
     }
 

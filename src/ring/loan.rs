@@ -195,7 +195,11 @@ impl<M: Memory> ReadLease<'_, M> {
     /// end the loan; the others stay at the head for the next consumer.
     pub fn commit_first(mut self, k: usize) {
         let mut round = self.round.take().expect("a lease is committed once");
-        match k.min(self.items.len()).checked_sub(1).map(|i| &self.items[i]) {
+        match k
+            .min(self.items.len())
+            .checked_sub(1)
+            .map(|i| &self.items[i])
+        {
             Some(l) => {
                 round.head = l.head;
                 round.count = l.count;

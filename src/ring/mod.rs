@@ -45,9 +45,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::mapping::Memory;
 #[cfg(not(loom))]
 use crate::mapping::HeapImage;
+use crate::mapping::Memory;
 #[cfg(loom)]
 use crate::mapping::ModelMemory;
 use crate::prim::{self, AtomicU32, AtomicU64, RaceCheck};

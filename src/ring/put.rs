@@ -412,8 +412,13 @@ impl<M: Memory> Ring<M> {
                 h.shared.full_events.fetch_add(1, Ordering::Relaxed);
                 return if done > 0 { Ok(done) } else { Err(Error::Full) };
             }
-            self.wait_for_room(need, &deadline)
-                .map_err(|e| if done > 0 { Error::Timeout } else { e })?;
+            self.wait_for_room(need, &deadline).map_err(|e| {
+                if done > 0 {
+                    Error::Timeout
+                } else {
+                    e
+                }
+            })?;
         }
         Ok(done)
     }

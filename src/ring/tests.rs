@@ -5,12 +5,7 @@ use crate::segment;
 use std::collections::VecDeque;
 
 fn put(r: &HeapRing, msg: &[u8], block: Block) -> Result<usize> {
-    r.put_batch(
-        1,
-        block,
-        |_| Ok(msg.len()),
-        |_, slot| slot.write(msg),
-    )
+    r.put_batch(1, block, |_| Ok(msg.len()), |_, slot| slot.write(msg))
 }
 
 fn get(r: &HeapRing, block: Block) -> Result<Vec<u8>> {
@@ -62,8 +57,8 @@ fn model_check_wraparound_sizes() {
 #[test]
 fn message_bound_is_enforced_and_a_get_wakes_a_blocked_put() {
     let mut img = Ring::in_memory(4096).unwrap().to_bytes();
-    let off = std::mem::offset_of!(Header, tasks)
-        + std::mem::offset_of!(segment::Tasks, max_messages);
+    let off =
+        std::mem::offset_of!(Header, tasks) + std::mem::offset_of!(segment::Tasks, max_messages);
     img[off..off + 8].copy_from_slice(&2u64.to_ne_bytes());
     let r = Ring::from_bytes(&img).unwrap();
     assert_eq!(r.max_messages(), 2);
@@ -370,7 +365,10 @@ fn read_lease_commit_and_drop() {
         Err(Error::Timeout)
     ));
     r.close();
-    assert!(matches!(r.lease_read(1, Block::Until(None)), Err(Error::Closed)));
+    assert!(matches!(
+        r.lease_read(1, Block::Until(None)),
+        Err(Error::Closed)
+    ));
 }
 
 /// Sequence numbers stay unique and increasing across wrap-around and padding.
@@ -420,7 +418,10 @@ fn write_lease_commit_and_drop() {
     assert_eq!(get(&r, Block::No).unwrap(), vec![7; 120]);
     assert!(matches!(
         r.lease_write(249, Block::No),
-        Err(Error::TooLarge { size: 249, max: 248 })
+        Err(Error::TooLarge {
+            size: 249,
+            max: 248
+        })
     ));
     // Full: try gives Full, a timeout Timeout.
     put(&r, &[0; 200], Block::No).unwrap();
@@ -451,6 +452,9 @@ fn read_lease_stops_before_a_corrupt_frame() {
     assert_eq!(l.len(), 1);
     assert_eq!(l.get(0).unwrap().1, b"good");
     l.commit_first(1);
-    assert!(matches!(r.lease_read(10, Block::No), Err(Error::Corrupt(_))));
+    assert!(matches!(
+        r.lease_read(10, Block::No),
+        Err(Error::Corrupt(_))
+    ));
     assert!(matches!(get(&r, Block::No), Err(Error::Corrupt(_))));
 }

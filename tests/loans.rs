@@ -1,0 +1,170 @@
+//! Loans across processes (issue 13): a read loan's messages survive the death of its
+//! holder (at-least-once), a write loan's holder killed mid-fill publishes nothing, and
+//! both locks are recovered; typed read loans decode borrowing types in place.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{child, say, uniq};
+use shmq::{Error, Queue, RawQueue};
+
+/// How long a child may take before it counts as hung.
+const LIMIT: Duration = Duration::from_secs(60);
+
+common::child_roles!(lend_and_hang, reserve_and_hang);
+
+/// lend_and_hang:<queue>:<max> — lends up to `max` messages, says how many and their
+/// bytes, then waits to be killed without committing.
+fn lend_and_hang(args: &[String]) {
+    let q = RawQueue::open(&args[0]).unwrap();
+    let loans = q.get_loans(args[1].parse().unwrap()).unwrap();
+    for (_, m) in loans.iter() {
+        say(String::from_utf8_lossy(m));
+    }
+    say("lent");
+    std::thread::sleep(LIMIT);
+}
+
+/// reserve_and_hang:<queue>:<len> — reserves a write loan, fills half of it, says so,
+/// then waits to be killed without committing.
+fn reserve_and_hang(args: &[String]) {
+    let q = RawQueue::open(&args[0]).unwrap();
+    let mut loan = q.put_loan(args[1].parse().unwrap()).unwrap();
+    let half = loan.len() / 2;
+    loan.as_mut_slice()[..half].fill(b'x');
+    say("reserved");
+    std::thread::sleep(LIMIT);
+}
+
+/// A consumer killed (SIGKILL) while holding a read loan of three messages: all three go
+/// to the next consumer, in order, and nothing else was taken (at-least-once).
+#[test]
+fn read_loan_holder_killed_hands_messages_to_the_next_consumer() {
+    let name = uniq("loan-r");
+    let q = RawQueue::create(&name, 4096).unwrap();
+    q.put_many(&[b"m1".as_slice(), b"m2", b"m3", b"m4"])
+        .unwrap();
+    let mut kid = child!(lend_and_hang).arg(&name).arg(3).spawn();
+    let lent: Vec<String> = (0..4).map(|_| kid.line(LIMIT, "lend")).collect();
+    assert_eq!(lent, ["m1", "m2", "m3", "lent"]);
+    // The holder keeps the consumer lock: a try_get gives up meanwhile.
+    assert!(matches!(q.try_get_into(&mut Vec::new()), Err(Error::Empty)));
+    kid.kill();
+    kid.wait(LIMIT);
+    {
+        let loans = q.get_loans_timeout(10, LIMIT).unwrap();
+        let got: Vec<&[u8]> = loans.iter().map(|(_, m)| m).collect();
+        assert_eq!(got, [b"m1".as_slice(), b"m2", b"m3", b"m4"]);
+    }
+    assert_eq!(q.len(), 4);
+    for want in [b"m1", b"m2", b"m3", b"m4"] {
+        let l = q.get_loan_timeout(LIMIT).unwrap();
+        assert_eq!(&*l, want);
+        l.commit();
+    }
+    assert!(q.is_empty());
+}
+
+/// A producer killed while filling a write loan: nothing of it is published, the
+/// producer lock is recovered, and the next put (of the whole ring's worth) goes through.
+#[test]
+fn write_loan_holder_killed_publishes_nothing() {
+    let name = uniq("loan-w");
+    let q = RawQueue::create(&name, 4096).unwrap();
+    q.put(b"before").unwrap();
+    let mut kid = child!(reserve_and_hang).arg(&name).arg(3000).spawn();
+    assert_eq!(kid.line(LIMIT, "reserve"), "reserved");
+    kid.kill();
+    kid.wait(LIMIT);
+    q.put_timeout(b"after", LIMIT).unwrap();
+    assert_eq!(q.get_vec().unwrap(), b"before");
+    assert_eq!(q.get_vec().unwrap(), b"after");
+    assert!(q.is_empty());
+    let big = vec![7u8; q.max_message()];
+    q.put_timeout(&big, LIMIT).unwrap();
+    assert_eq!(q.get_vec().unwrap(), big);
+}
+
+/// Typed read loans decode borrowing types straight from the ring; a decode that does
+/// not match is a `Codec` error and leaves the message queued.
+#[test]
+fn typed_read_loan_borrows_and_a_bad_decode_loses_nothing() {
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Owned {
+        id: u32,
+        text: String,
+        #[serde(with = "serde_bytes")]
+        blob: Vec<u8>,
+    }
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Borrowed<'a> {
+        id: u32,
+        text: &'a str,
+        #[serde(borrow)]
+        blob: &'a serde_bytes::Bytes,
+    }
+    let name = uniq("loan-t");
+    let q: Queue<Owned> = Queue::create(&name, 1 << 16).unwrap();
+    let m = Owned {
+        id: 7,
+        text: "in place".into(),
+        blob: vec![1, 2, 3, 250],
+    };
+    q.put(&m).unwrap();
+    {
+        let loan = q.get_loan().unwrap();
+        assert!(matches!(
+            loan.decode::<(u64, u64, u64, u64)>(),
+            Err(Error::Codec(_))
+        ));
+        let b: Borrowed<'_> = loan.decode().unwrap();
+        assert_eq!(
+            (b.id, b.text, &b.blob[..]),
+            (7, "in place", &[1u8, 2, 3, 250][..])
+        );
+        // The borrowed str points into the ring, not into a copy.
+        let ring = loan.bytes().as_ptr_range();
+        assert!(ring.contains(&b.text.as_ptr()));
+    }
+    assert_eq!(q.len(), 1);
+    assert_eq!(q.get().unwrap(), m);
+}
+
+/// Zero-length and maximum-size messages through both loans; `put_loan` of more than the
+/// largest message is `TooLarge` at once, and timeouts of zero and `Duration::MAX` work.
+#[test]
+fn loans_at_the_edges() {
+    let name = uniq("loan-e");
+    let q = RawQueue::create(&name, 4096).unwrap();
+    let max = q.max_message();
+    assert!(matches!(
+        q.put_loan(max + 1),
+        Err(Error::TooLarge { size, max: m }) if size == max + 1 && m == max
+    ));
+    q.put_loan(0).unwrap().commit().unwrap();
+    let l = q.get_loan_timeout(Duration::ZERO).unwrap();
+    assert!(l.is_empty());
+    l.commit();
+    let mut w = q.put_loan_timeout(max, Duration::MAX).unwrap();
+    w.as_mut_slice().fill(9);
+    assert!(matches!(q.try_put(b"x"), Err(Error::Full)));
+    w.commit().unwrap();
+    assert!(matches!(q.try_put_loan(1), Err(Error::Full)));
+    assert!(matches!(
+        q.put_loan_timeout(1, Duration::ZERO),
+        Err(Error::Timeout)
+    ));
+    let l = q.get_loan_timeout(Duration::MAX).unwrap();
+    assert_eq!(l.len(), max);
+    assert!(l.iter().all(|&b| b == 9));
+    l.commit();
+    assert!(matches!(q.try_get_loan(), Err(Error::Empty)));
+    assert!(matches!(
+        q.get_loan_timeout(Duration::ZERO),
+        Err(Error::Timeout)
+    ));
+    q.close();
+    assert!(matches!(q.get_loan(), Err(Error::Closed)));
+    assert!(matches!(q.put_loan(1), Err(Error::Closed)));
+}
