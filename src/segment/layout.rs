@@ -262,14 +262,14 @@ impl Header {
 pub(crate) fn header_image(capacity: u64) -> Vec<u8> {
     // SAFETY: Header is all atomics (and arrays of them), for which zero bytes are a valid
     // value.
-    let h: Box<Header> = unsafe { Box::<Header>::new_zeroed().assume_init() };
+    let h: Header = unsafe { std::mem::MaybeUninit::zeroed().assume_init() };
     h.init(capacity, &CreateOptions::default(), Creator::default());
     let len = std::mem::size_of::<Header>();
     let mut out = vec![0u8; len];
-    // SAFETY: `h` is a live, private allocation of `len` bytes, not shared with any thread;
-    // copying its bytes out through a raw pointer creates no reference into it.
+    // SAFETY: `h` is a live local of `len` bytes, not shared with any thread; copying its
+    // bytes out through a raw pointer creates no reference into it.
     unsafe {
-        std::ptr::copy_nonoverlapping((&*h as *const Header).cast::<u8>(), out.as_mut_ptr(), len)
+        std::ptr::copy_nonoverlapping((&h as *const Header).cast::<u8>(), out.as_mut_ptr(), len)
     };
     out
 }

@@ -120,8 +120,8 @@ impl ObjectId {
 }
 
 /// How errors name a location: the queue name, or the path, always with a `/` in it so
-/// that [`Error::NotFound`] and [`Error::AlreadyExists`] say "at <path>" rather than
-/// "named <name>" (a queue name never contains `/`).
+/// that [`Error::NotFound`] and [`Error::AlreadyExists`] say "at `<path>`" rather than
+/// "named `<name>`" (a queue name never contains `/`).
 pub(super) fn error_place(loc: &Location) -> String {
     match loc {
         Location::Name(n) => n.clone(),

@@ -68,8 +68,8 @@ impl Default for CreateOptions {
 }
 
 /// A mapped segment. Dropping it unmaps and closes its file; a segment made by
-/// [`Segment::create`] with `remove_on_drop` set also removes its name, under the rule in
-/// [`name`](super::name) (who removes a name).
+/// `Segment::create` with `remove_on_drop` set also removes its name, under the rule in
+/// `segment/name.rs` (who removes a name).
 pub struct Segment {
     map: MmapRaw,
     /// The descriptor the segment was mapped from (`O_CLOEXEC`), until
@@ -329,7 +329,7 @@ impl Segment {
 
     /// Whether dropping this handle removes the name. Only honoured in the process that
     /// created the segment through this handle, and only while the name still refers to
-    /// the created object (see [who removes a name](super::name)): a segment that
+    /// the created object (see who removes a name in `segment/name.rs`): a segment that
     /// was opened never removes the name.
     pub fn set_remove_on_drop(&mut self, yes: bool) {
         self.remove_on_drop = yes;

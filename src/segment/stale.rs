@@ -159,7 +159,7 @@ pub(crate) fn attached_by_others(file: &File) -> bool {
 }
 
 /// Whether the named object is mapped by some process now (its attach marker is held; see
-/// the [module docs](self)). `true` if it cannot be told (the object cannot be opened,
+/// `segment/stale.rs`). `true` if it cannot be told (the object cannot be opened,
 /// except when it is missing).
 pub fn is_attached(name: &str) -> bool {
     match peek(name) {
@@ -192,7 +192,7 @@ pub struct Peek {
 
 /// Read a named object's `init` word and creator pid with `pread` (no mapping, so no
 /// reference into shared memory, and no waiting for a creator still at work). Never blocks:
-/// an object that is not a regular file is [`Error::Incompatible`] (see [`open_existing`]);
+/// an object that is not a regular file is [`Error::Incompatible`] (see `open_existing`);
 /// a missing one is [`Error::NotFound`].
 pub fn peek(name: &str) -> Result<Peek> {
     use std::os::unix::fs::FileExt;
