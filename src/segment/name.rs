@@ -111,7 +111,7 @@ pub struct ObjectId {
 
 impl ObjectId {
     /// The object `meta` describes.
-    pub fn of(meta: &Metadata) -> ObjectId {
+    pub(crate) fn of(meta: &Metadata) -> ObjectId {
         ObjectId {
             dev: meta.dev(),
             ino: meta.ino(),
