@@ -58,8 +58,6 @@ mod loan;
 #[cfg(target_os = "linux")]
 mod mapping;
 #[cfg(target_os = "linux")]
-mod prim;
-#[cfg(target_os = "linux")]
 pub mod primitives;
 #[cfg(target_os = "linux")]
 pub mod process;
@@ -71,6 +69,12 @@ mod ring;
 mod segment;
 #[cfg(target_os = "linux")]
 mod sync;
+#[cfg(target_os = "linux")]
+mod sys;
+// The loom shim lives beside the locks (`src/sync/prim.rs`); the ring and the primitives
+// reach it as `crate::prim`.
+#[cfg(target_os = "linux")]
+use sync::prim;
 #[cfg(target_os = "linux")]
 mod typename;
 
@@ -108,10 +112,12 @@ pub mod internal {
     pub use crate::queue::{codec_name, DEFAULT_CAPACITY};
     pub use crate::ring::{Block, HeapRing, Record, Ring, CLOSED};
     pub use crate::segment::{
-        codec_id, is_attached, mapped_by, now_unix, peek, shm_path, validate_name, Header,
-        Identity, Location, Segment, INIT_DONE, MAGIC, PREFIX, RING_OFFSET, UNINIT_GRACE,
+        codec_id, is_attached, mapped_by, peek, shm_path, validate_name, Header, Identity,
+        Location, Segment, INIT_DONE, MAGIC, PREFIX, RING_OFFSET, UNINIT_GRACE,
     };
-    pub use crate::sync::{tid_alive, Holder};
+    pub use crate::sync::Holder;
+    pub use crate::sys::clock::now_unix;
+    pub use crate::sys::proc::tid_alive;
 }
 
 /// The README's examples, compiled and run as doc tests so that it stays true.

@@ -70,7 +70,7 @@ impl HeapImage {
     pub fn new(capacity: usize) -> Result<HeapImage> {
         let cap = segment::normalize_capacity(capacity)?;
         let mut bytes = vec![0u8; (segment::RING_OFFSET + cap) as usize];
-        let h = header_image(cap);
+        let h = segment::header_image(cap);
         bytes[..h.len()].copy_from_slice(&h);
         Self::from_bytes(&bytes)
     }
@@ -205,17 +205,4 @@ unsafe impl Memory for ModelMemory {
     fn claim_holder(&mut self, _in_use: &dyn Fn(u32) -> bool) -> Result<Holder> {
         Ok(Holder::local())
     }
-}
-
-/// Header bytes of a freshly initialised segment with a ring of `cap` bytes.
-#[cfg(not(loom))]
-fn header_image(cap: u64) -> Vec<u8> {
-    let mut b = vec![0u8; std::mem::size_of::<Header>()];
-    b[0..8].copy_from_slice(&segment::MAGIC.to_le_bytes());
-    b[8..12].copy_from_slice(&segment::VERSION.to_le_bytes());
-    b[12..16].copy_from_slice(&(std::mem::size_of::<Header>() as u32).to_le_bytes());
-    b[16..24].copy_from_slice(&segment::RING_OFFSET.to_le_bytes());
-    b[24..32].copy_from_slice(&cap.to_le_bytes());
-    b[36..40].copy_from_slice(&segment::INIT_DONE.to_le_bytes());
-    b
 }

@@ -1,10 +1,10 @@
 //! The primitives the ring and the locks are built on, swappable for loom's.
 //!
 //! Normally these are the standard library's atomics, fence and spin hints and the real
-//! futex system calls ([`crate::sync::futex_wait`], [`crate::sync::futex_wake`]). Built with
-//! `RUSTFLAGS="--cfg loom"` they are loom's, so that the real `put`/`get`/`close` code of
-//! [`crate::ring`] and the locks of [`crate::sync`] run under the loom model checker (see
-//! `src/ring/loom_tests.rs` and `docs/hardening.md`):
+//! futex system calls ([`crate::sys::futex`]). Built with `RUSTFLAGS="--cfg loom"` they are
+//! loom's, so that the real `put`/`get`/`close` code of [`crate::ring`] and the locks of
+//! [`crate::sync`] run under the loom model checker (see `src/ring/loom_tests.rs` and
+//! `docs/hardening.md`). The crate reaches this module as `crate::prim`.
 //!
 //! * the atomics, `fence`, `spin_loop` and `yield_now` come from loom;
 //! * the futex is emulated with a loom `Mutex` (the kernel's hash-bucket lock, under which
@@ -31,7 +31,7 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64};
 pub(crate) use loom::thread::yield_now;
 
 #[cfg(not(loom))]
-pub(crate) use crate::sync::{futex_wait, futex_wake};
+pub(crate) use crate::sys::futex::{wait as futex_wait, wake as futex_wake};
 
 #[cfg(loom)]
 pub(crate) use model::{futex_wait, futex_wake, RaceCheck};
@@ -57,7 +57,6 @@ impl RaceCheck {
 #[cfg(loom)]
 mod model {
     use super::AtomicU32;
-    use crate::sync::Wake;
     use loom::sync::{Condvar, Mutex};
     use std::sync::atomic::Ordering;
     use std::time::Duration;
@@ -88,12 +87,12 @@ mod model {
 
     /// `FUTEX_WAIT`: sleep while `word == expected` until a `futex_wake` picks this waiter.
     /// The timeout is ignored (see the module docs).
-    pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _timeout: Option<Duration>) -> Wake {
+    pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, _timeout: Option<Duration>) {
         let key = word as *const AtomicU32 as usize;
         let mut b = FUTEXES.bucket.lock().unwrap();
         // The kernel reads the word under the bucket lock, after a full barrier.
         if word.load(Ordering::SeqCst) != expected {
-            return Wake::Woken;
+            return;
         }
         let ticket = b.next_ticket;
         b.next_ticket += 1;
@@ -111,7 +110,7 @@ mod model {
                 .expect("a waiter stays queued until it leaves");
             if b.waiters[i].woken {
                 b.waiters.remove(i);
-                return Wake::Woken;
+                return;
             }
         }
     }
