@@ -168,3 +168,18 @@ fn loans_at_the_edges() {
     assert!(matches!(q.get_loan(), Err(Error::Closed)));
     assert!(matches!(q.put_loan(1), Err(Error::Closed)));
 }
+
+/// `uid` is shared by every handle on one queue and differs for a queue re-created under
+/// the same name (so the bridge's message ids never collide across re-creation).
+#[test]
+fn uid_names_the_queue_incarnation() {
+    let name = uniq("loan-u");
+    let a = RawQueue::create(&name, 4096).unwrap();
+    let b = RawQueue::open(&name).unwrap();
+    assert_eq!(a.uid(), b.uid());
+    assert_ne!(a.uid(), 0);
+    let first = a.uid();
+    drop((a, b));
+    let c = RawQueue::create(&name, 4096).unwrap();
+    assert_ne!(c.uid(), first);
+}

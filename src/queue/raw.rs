@@ -394,6 +394,34 @@ impl RawQueue {
         self.ring().memory().location()
     }
 
+    /// A 64-bit id chosen at random when the queue was created: two queues created one
+    /// after the other under the same name have different ids, and every handle on one
+    /// queue reads the same. With a read loan's [`seq`](crate::ReadLoan::seq) it names a
+    /// message uniquely (the JetStream bridge's deduplication id). Segments created by
+    /// shmq versions without the field read as a hash of their creation time, creator
+    /// and inode instead.
+    pub fn uid(&self) -> u64 {
+        let h = self.ring().header();
+        let uid = h.tasks.uid.load(std::sync::atomic::Ordering::Relaxed);
+        if uid != 0 {
+            return uid;
+        }
+        use std::hash::{Hash, Hasher};
+        let mut s = std::collections::hash_map::DefaultHasher::new();
+        h.id.created_unix
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .hash(&mut s);
+        h.id.creator_pid
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .hash(&mut s);
+        h.id.creator_start
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .hash(&mut s);
+        let o = self.ring().memory().object_id();
+        (o.dev, o.ino).hash(&mut s);
+        s.finish()
+    }
+
     /// Ring capacity in bytes.
     pub fn capacity(&self) -> usize {
         self.ring().capacity() as usize

@@ -167,8 +167,11 @@ pub struct Tasks {
     /// Largest number of queued messages (`Options::max_messages`; 0: bounded by bytes
     /// only). Written by the creator before `init`, read once at open.
     pub max_messages: AtomicU64,
+    /// Random id chosen at creation: two queues created under one name differ in it
+    /// (`RawQueue::uid`; 0 in segments made before it existed).
+    pub uid: AtomicU64,
     /// Reserved for later layout additions (zero).
-    pub reserved: [AtomicU64; 5],
+    pub reserved: [AtomicU64; 4],
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= RING_OFFSET as usize);
@@ -205,6 +208,7 @@ pub(crate) struct Creator {
     pid: u32,
     start: u64,
     created_unix: u64,
+    uid: u64,
 }
 
 impl Creator {
@@ -215,8 +219,23 @@ impl Creator {
             pid,
             start: sys::proc::process_start_time(pid).unwrap_or(0),
             created_unix: sys::clock::now_unix(),
+            uid: random_uid(),
         }
     }
+}
+
+/// A random, non-zero 64-bit id (std's per-process random hasher keys, a counter, the
+/// clock and the pid).
+fn random_uid() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(N.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    if let Ok(d) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(d.as_nanos());
+    }
+    h.finish().max(1)
 }
 
 impl Header {
@@ -249,6 +268,7 @@ impl Header {
         self.tasks
             .max_messages
             .store(opts.max_messages, Ordering::Relaxed);
+        self.tasks.uid.store(creator.uid, Ordering::Relaxed);
         // Everything else is zero (ftruncate, or the caller's zeroed memory). Publish.
         self.id.init.store(INIT_DONE, Ordering::Release);
     }
@@ -329,6 +349,7 @@ impl Header {
                 join_seq: u32(),
                 join_waiters: u32(),
                 max_messages: u64(),
+                uid: u64(),
                 reserved: std::array::from_fn(|_| u64()),
             },
         };
