@@ -214,6 +214,8 @@ enum Next {
     Continue,
     /// Stop the bridge (stopped, or the queue closed).
     Done,
+    /// A delivery went missing (the consumer sequence jumped): resync before going on.
+    Resync(String),
 }
 
 impl Worker {
@@ -225,8 +227,8 @@ impl Worker {
             if self.ctl.is_stopped() {
                 break Ok(());
             }
-            let consumer = match self.resync().await {
-                Ok(cons) => cons,
+            let (consumer, mut next_dseq) = match self.resync().await {
+                Ok(c) => c,
                 Err(why) => {
                     if self.retry(&mut backoff, &format!("cannot set up the consumer: {why}")).await {
                         break Ok(());
@@ -262,9 +264,10 @@ impl Worker {
                 match next {
                     None => break Some("the pull stream ended".to_string()),
                     Some(Err(e)) => break Some(format!("pulling failed: {e}")),
-                    Some(Ok(m)) => match self.handle(m).await {
+                    Some(Ok(m)) => match self.handle(m, &mut next_dseq).await {
                         Ok(Next::Continue) => backoff.reset(),
                         Ok(Next::Done) => break None,
+                        Ok(Next::Resync(why)) => break Some(why),
                         Err(e) => {
                             if let Some(t) = lag_task.take() {
                                 t.abort();
@@ -317,8 +320,9 @@ impl Worker {
     }
 
     /// The durable consumer, started over after the last message held when it delivered
-    /// messages nobody acknowledged (see the module docs).
-    async fn resync(&self) -> std::result::Result<PullConsumer, String> {
+    /// messages nobody acknowledged (see the module docs); and the consumer sequence its
+    /// next delivery must carry.
+    async fn resync(&self) -> std::result::Result<(PullConsumer, u64), String> {
         let cons: PullConsumer = self
             .stream
             .get_or_create_consumer(&self.durable, self.consumer_config(DeliverPolicy::All))
@@ -327,7 +331,7 @@ impl Worker {
         let info = cons.get_info().await.map_err(|e| e.to_string())?;
         let floor = info.ack_floor.stream_sequence.max(self.st.last());
         if info.num_ack_pending == 0 && info.delivered.stream_sequence <= floor {
-            return Ok(cons);
+            return Ok((cons, info.delivered.consumer_sequence + 1));
         }
         tracing::info!(
             "{}: {} messages were delivered and not acknowledged (last delivered {}, \
@@ -344,18 +348,23 @@ impl Worker {
             .delete_consumer(&self.durable)
             .await
             .map_err(|e| e.to_string())?;
-        self.stream
+        let cons = self
+            .stream
             .create_consumer(self.consumer_config(DeliverPolicy::ByStartSequence {
                 start_sequence: floor + 1,
             }))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok((cons, 1))
     }
 
-    async fn handle(&self, m: jetstream::Message) -> Result<Next> {
+    /// Put, record, ack one delivery. `next_dseq`: the consumer sequence it must carry;
+    /// a jump means a delivery was lost in transit (into a dropped connection) and JetStream
+    /// would redeliver it only after `ack_wait`, behind this one: resync instead.
+    async fn handle(&self, m: jetstream::Message, next_dseq: &mut u64) -> Result<Next> {
         let c = self.ctl.counters();
-        let (seq, pending) = match m.info() {
-            Ok(i) => (i.stream_sequence, i.pending),
+        let (seq, dseq, pending) = match m.info() {
+            Ok(i) => (i.stream_sequence, i.consumer_sequence, i.pending),
             Err(e) => {
                 // Not a JetStream delivery (no ack subject): nothing to put or ack.
                 tracing::error!("{}: skipping a message without JetStream metadata: {e}", self.who);
@@ -363,6 +372,13 @@ impl Worker {
                 return Ok(Next::Continue);
             }
         };
+        if dseq != *next_dseq {
+            return Ok(Next::Resync(format!(
+                "delivery {} of the consumer went missing (got {dseq}, stream sequence {seq})",
+                *next_dseq
+            )));
+        }
+        *next_dseq += 1;
         c.lag.store(pending, Relaxed);
         if seq <= self.st.last() {
             c.add(&c.duplicates, 1);
@@ -463,9 +479,7 @@ impl Worker {
 async fn watch_lag(cons: PullConsumer, ctl: Control) {
     loop {
         if let Ok(info) = cons.get_info().await {
-            ctl.counters()
-                .lag
-                .store(info.num_pending + info.num_ack_pending as u64, Relaxed);
+            ctl.counters().lag.store(info.num_pending, Relaxed);
         }
         if ctl.sleep(Duration::from_secs(2)).await {
             return;
