@@ -26,7 +26,7 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_bytes::ByteBuf;
-use shmq::queue::Batch;
+use shmq::Batch;
 use shmq::{Options, PodQueue, Queue, RawQueue};
 
 /// Payload sizes of the throughput workloads.

@@ -22,7 +22,7 @@
 //!   survives a SIGKILLed holder, futex waiting), `segment` (create / open / validate /
 //!   remove a named `/dev/shm/shmq.<name>` or file-backed segment and its header) and
 //!   `ring` (the byte ring of framed variable-length records, two-lock MPMC).
-//! * [`queue`] — [`RawQueue`] (bytes), [`Queue<T>`] (serde/postcard) and [`PodQueue<T>`]
+//! * `queue` — [`RawQueue`] (bytes), [`Queue<T>`] (serde/postcard) and [`PodQueue<T>`]
 //!   (`bytemuck::Pod`, no serialisation), plus [`Options`].
 //! * [`primitives`] — process-shared `Lock`, `RLock`, `Event`, `Semaphore`, `Barrier`,
 //!   `Condition`, `Value` and `Array`, each in a named segment.
@@ -46,6 +46,8 @@ compile_error!(
 );
 
 #[cfg(target_os = "linux")]
+mod admin;
+#[cfg(target_os = "linux")]
 mod cleanup;
 #[cfg(target_os = "linux")]
 mod encode;
@@ -58,7 +60,7 @@ pub mod primitives;
 #[cfg(target_os = "linux")]
 pub mod process;
 #[cfg(target_os = "linux")]
-pub mod queue;
+mod queue;
 #[cfg(target_os = "linux")]
 mod ring;
 #[cfg(target_os = "linux")]
@@ -68,6 +70,8 @@ mod sync;
 #[cfg(target_os = "linux")]
 mod typename;
 
+#[cfg(target_os = "linux")]
+pub use admin::{inspect, list, remove, remove_stale, QueueInfo, QueueState};
 #[cfg(target_os = "linux")]
 pub use cleanup::{cleanup_on_signals, remove_own_queues, CLEANUP_SIGNALS};
 #[cfg(target_os = "linux")]
@@ -79,8 +83,7 @@ pub use primitives::{
 };
 #[cfg(target_os = "linux")]
 pub use queue::{
-    list, remove, remove_stale, Codec, Options, Pod, PodQueue, Postcard, Queue, QueueInfo,
-    QueueState, RawQueue, TypedQueue,
+    Batch, Codec, Options, Pod, PodQueue, Postcard, Queue, RawQueue, Slot, TypedQueue,
 };
 #[cfg(target_os = "linux")]
 pub use ring::Stats;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use shmq::queue::Batch;
+use shmq::Batch;
 use shmq::{Error, Options, RawQueue};
 
 fn uniq() -> String {

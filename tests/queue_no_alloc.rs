@@ -62,7 +62,7 @@ fn steady_state_paths_do_not_allocate() {
     });
     assert_eq!(n, 0, "RawQueue put/get_into allocated {n} times");
 
-    let mut batch = shmq::queue::Batch::new();
+    let mut batch = shmq::Batch::new();
     let msgs = [msg; 16];
     q.put_many(&msgs).unwrap();
     q.get_many_into(&mut batch, 16).unwrap();

@@ -373,7 +373,7 @@ fn corrupted_header_is_incompatible_not_a_crash() {
     assert!(matches!(r, Err(Error::Incompatible { .. })), "{r:?}");
     // Not ours to judge: listed as unreadable, never stale (its garbage "creator pid" is
     // not taken for a dead creator), so remove_stale leaves it alone.
-    let info = shmq::queue::inspect(&name).unwrap();
+    let info = shmq::inspect(&name).unwrap();
     assert!(
         matches!(info.state, shmq::QueueState::Unreadable(_)),
         "{info:?}"

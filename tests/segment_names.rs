@@ -196,7 +196,7 @@ fn remove_if_unchanged_and_remove_stale_leave_a_newer_object_alone() {
     let _c = Cleanup(shm_path(&name));
     let mut child = spawn_role(ENTRY, "create_forget", std::slice::from_ref(&name));
     assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
-    let info = shmq::queue::inspect(&name).unwrap();
+    let info = shmq::inspect(&name).unwrap();
     assert!(info.is_stale(), "{info:?}");
     // The stale object is replaced by a live queue between the scan and the removal.
     shmq::remove(&name).unwrap();
@@ -223,10 +223,7 @@ fn remove_stale_and_replace_stale_remove_a_stale_queue() {
     let _c = Cleanup(shm_path(&name));
     let mut child = spawn_role(ENTRY, "create_forget", std::slice::from_ref(&name));
     assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
-    assert!(shmq::queue::inspect(&name)
-        .unwrap()
-        .remove_if_unchanged()
-        .unwrap());
+    assert!(shmq::inspect(&name).unwrap().remove_if_unchanged().unwrap());
     assert!(!shm_path(&name).exists());
 
     let mut child = spawn_role(ENTRY, "create_forget", std::slice::from_ref(&name));
@@ -261,7 +258,7 @@ fn check_foreign(name: &str, kind: &'static str) {
         other => panic!("open of {kind}: {other:?}"),
     }
     let n = name.to_string();
-    let r = within("inspect", move || shmq::queue::inspect(&n));
+    let r = within("inspect", move || shmq::inspect(&n));
     match r {
         Err(Error::Incompatible { reason, .. }) => assert!(reason.contains(kind), "{reason}"),
         other => panic!("inspect of {kind}: {other:?}"),

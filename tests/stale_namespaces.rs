@@ -97,7 +97,7 @@ fn assert_live_and_kept(name: &str) {
         matches!(e, Error::AlreadyExists { stale: false, .. }),
         "{e:?}"
     );
-    let info = shmq::queue::inspect(name).unwrap();
+    let info = shmq::inspect(name).unwrap();
     assert!(info.mapped && !info.is_stale(), "{info:?}");
 }
 
@@ -291,7 +291,7 @@ fn a_queue_whose_every_process_died_is_stale() {
     let _rm = RemoveOnDrop(name.clone());
     let mut child = spawn_role(ENTRY, "create-and-exit", std::slice::from_ref(&name));
     assert!(wait_exit(&mut child, LIMIT).success());
-    let info = shmq::queue::inspect(&name).unwrap();
+    let info = shmq::inspect(&name).unwrap();
     assert!(!info.mapped && info.is_stale(), "{info:?}");
     let e = RawQueue::create(&name, 4096).unwrap_err();
     assert!(
@@ -320,17 +320,10 @@ fn a_fork_child_that_inherited_the_mapping_keeps_it_attached() {
     assert!(wait_exit(&mut child, LIMIT).success());
     // The creator is dead; its fork child maps the queue.
     assert_live_and_kept(&name);
-    assert!(
-        !shmq::queue::inspect(&name)
-            .unwrap()
-            .stats()
-            .unwrap()
-            .creator_alive
-    );
+    assert!(!shmq::inspect(&name).unwrap().stats().unwrap().creator_alive);
     drop(release);
     assert!(
-        eventually(LIMIT, || shmq::queue::inspect(&name)
-            .is_ok_and(|i| i.is_stale())),
+        eventually(LIMIT, || shmq::inspect(&name).is_ok_and(|i| i.is_stale())),
         "stale once the fork child exited"
     );
     let q = RawQueue::create_with(name.as_str(), &Options::new().replace_stale(true)).unwrap();

@@ -545,7 +545,7 @@ fn cmd_stat(a: StatArgs) -> CliResult<()> {
     if !segment::shm_path(&a.name).exists() {
         return Err(shmq::Error::NotFound(a.name.clone()).into());
     }
-    let entry = shmq::queue::inspect(&a.name)?;
+    let entry = shmq::inspect(&a.name)?;
     if let (None, Some(problem)) = (entry.stats(), entry.problem()) {
         let e = CliError::new(format!("cannot read queue {:?}: {problem}", a.name));
         return Err(if matches!(entry.state, shmq::QueueState::Uninit { .. }) {
@@ -559,7 +559,7 @@ fn cmd_stat(a: StatArgs) -> CliResult<()> {
     }
     let snap = snapshot(&a.name)?;
     let s = &snap.stats;
-    let stale = shmq::queue::inspect(&a.name).is_ok_and(|i| i.is_stale());
+    let stale = shmq::inspect(&a.name).is_ok_and(|i| i.is_stale());
     let out = io::stdout();
     let mut out = out.lock();
     if a.json {
@@ -927,7 +927,7 @@ fn rm_stale(a: &RmArgs) -> CliResult<()> {
             if !segment::shm_path(name).exists() {
                 return Err(shmq::Error::NotFound(name.clone()).into());
             }
-            v.push(shmq::queue::inspect(name)?);
+            v.push(shmq::inspect(name)?);
         }
         v
     };
