@@ -153,7 +153,13 @@ impl In {
             let q: String = self
                 .queue
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
                 .collect();
             format!("shmq-in-{q}")
         })
@@ -230,7 +236,10 @@ impl Worker {
             let (consumer, mut next_dseq) = match self.resync().await {
                 Ok(c) => c,
                 Err(why) => {
-                    if self.retry(&mut backoff, &format!("cannot set up the consumer: {why}")).await {
+                    if self
+                        .retry(&mut backoff, &format!("cannot set up the consumer: {why}"))
+                        .await
+                    {
                         break Ok(());
                     }
                     continue;
@@ -367,7 +376,10 @@ impl Worker {
             Ok(i) => (i.stream_sequence, i.consumer_sequence, i.pending),
             Err(e) => {
                 // Not a JetStream delivery (no ack subject): nothing to put or ack.
-                tracing::error!("{}: skipping a message without JetStream metadata: {e}", self.who);
+                tracing::error!(
+                    "{}: skipping a message without JetStream metadata: {e}",
+                    self.who
+                );
                 c.add(&c.malformed, 1);
                 return Ok(Next::Continue);
             }
@@ -446,9 +458,10 @@ impl Worker {
         loop {
             let q = self.q.clone();
             let p = m.payload.clone();
-            let r = tokio::task::spawn_blocking(move || q.put_timeout(&p, Duration::from_millis(250)))
-                .await
-                .map_err(|e| Error::Nats(format!("in bridge put task failed: {e}")))?;
+            let r =
+                tokio::task::spawn_blocking(move || q.put_timeout(&p, Duration::from_millis(250)))
+                    .await
+                    .map_err(|e| Error::Nats(format!("in bridge put task failed: {e}")))?;
             match r {
                 Ok(()) => return Ok(Next::Continue),
                 Err(shmq::Error::Timeout) | Err(shmq::Error::Full) => {
@@ -470,7 +483,10 @@ impl Worker {
     /// recorded as put, so a redelivery is acknowledged without a second put.
     async fn ack(&self, m: &jetstream::Message, kind: AckKind) {
         if let Err(e) = m.ack_with(kind).await {
-            tracing::debug!("{}: ack failed (a redelivery will be skipped): {e}", self.who);
+            tracing::debug!(
+                "{}: ack failed (a redelivery will be skipped): {e}",
+                self.who
+            );
         }
     }
 }

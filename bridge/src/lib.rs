@@ -160,7 +160,10 @@ impl Out {
     /// Run the bridge on a thread of its own, with its own Tokio runtime; for programs
     /// that have none. See [`run`](Self::run).
     pub fn spawn(self) -> Result<Running> {
-        spawn("shmq-bridge-out", move |ctl| async move { self.run(&ctl).await })
+        spawn(
+            "shmq-bridge-out",
+            move |ctl| async move { self.run(&ctl).await },
+        )
     }
 }
 
@@ -168,6 +171,9 @@ impl In {
     /// Run the bridge on a thread of its own, with its own Tokio runtime; for programs
     /// that have none. See [`run`](Self::run).
     pub fn spawn(self) -> Result<Running> {
-        spawn("shmq-bridge-in", move |ctl| async move { self.run(&ctl).await })
+        spawn(
+            "shmq-bridge-in",
+            move |ctl| async move { self.run(&ctl).await },
+        )
     }
 }

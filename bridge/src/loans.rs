@@ -20,7 +20,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use shmq::queue::Batch;
+use shmq::Batch;
 use shmq::{Error, RawQueue, Result};
 
 type Stash = VecDeque<(u64, Vec<u8>)>;
@@ -142,9 +142,11 @@ impl LoanExt for RawQueue {
     }
 
     fn get_loans_timeout(&self, max: usize, t: Duration) -> Result<ReadLoans<'_>> {
-        take(self, max, |b, m| match self.get_many_into_timeout(b, m, t) {
-            Err(Error::Empty) => Err(Error::Timeout),
-            r => r,
+        take(self, max, |b, m| {
+            match self.get_many_into_timeout(b, m, t) {
+                Err(Error::Empty) => Err(Error::Timeout),
+                r => r,
+            }
         })
     }
 }

@@ -133,7 +133,10 @@ enum Fail {
     Fatal(Error),
 }
 
-async fn try_ensure_stream(js: &jetstream::Context, link: &Link) -> std::result::Result<stream::Stream, Fail> {
+async fn try_ensure_stream(
+    js: &jetstream::Context,
+    link: &Link,
+) -> std::result::Result<stream::Stream, Fail> {
     let name = match &link.stream {
         Some(n) => {
             if n.is_empty() || n.contains(['.', '*', '>', ' ', '\t', '/', '\\']) {
@@ -169,10 +172,13 @@ async fn try_ensure_stream(js: &jetstream::Context, link: &Link) -> std::result:
         Ok(s) => Ok(s),
         Err(e) => match e.kind() {
             // Created by the other side meanwhile.
-            CreateStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NAME_EXIST => js
-                .get_stream(&name)
-                .await
-                .map_err(|e| Fail::Retry(e.to_string())),
+            CreateStreamErrorKind::JetStream(j)
+                if j.error_code() == ErrorCode::STREAM_NAME_EXIST =>
+            {
+                js.get_stream(&name)
+                    .await
+                    .map_err(|e| Fail::Retry(e.to_string()))
+            }
             CreateStreamErrorKind::JetStream(j) => Err(Fail::Fatal(Error::Nats(format!(
                 "cannot create stream {name:?} for {:?}: {j}",
                 link.subject

@@ -128,7 +128,11 @@ impl Out {
                 id_prefix: format!("{}:{:016x}:", q.name(), q.uid()),
                 batch: self.batch,
                 poll: self.poll,
-                stream_max: if stream_max > 0 { stream_max as usize } else { 0 },
+                stream_max: if stream_max > 0 {
+                    stream_max as usize
+                } else {
+                    0
+                },
                 who,
             };
             w.run()
@@ -170,7 +174,8 @@ impl Worker<'_> {
         let c = self.ctl.counters();
         let mut backoff = Backoff::new();
         while !self.ctl.is_stopped() {
-            c.lag.store(self.q.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            c.lag
+                .store(self.q.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let loans = match self.q.get_loans_timeout(self.batch, self.poll) {
                 Ok(l) => l,
                 Err(shmq::Error::Timeout) | Err(shmq::Error::Empty) => continue,
@@ -225,10 +230,7 @@ impl Worker<'_> {
 
     /// Publish every lent message, then await the acks. Returns how many messages at the
     /// front of the batch JetStream holds, their payload bytes, and why it stopped short.
-    async fn publish(
-        &self,
-        loans: &crate::loans::ReadLoans<'_>,
-    ) -> (usize, u64, Option<Stop>) {
+    async fn publish(&self, loans: &crate::loans::ReadLoans<'_>) -> (usize, u64, Option<Stop>) {
         let max_payload = self.client.server_info().max_payload;
         let mut pending: Vec<(PublishAckFuture, usize)> = Vec::with_capacity(loans.len());
         let mut stop = None;
@@ -265,9 +267,11 @@ impl Worker<'_> {
             }
         }
         let c = self.ctl.counters();
-        let acks = futures_util::future::join_all(pending.into_iter().map(|(f, n)| async move {
-            (f.await, n)
-        }))
+        let acks = futures_util::future::join_all(
+            pending
+                .into_iter()
+                .map(|(f, n)| async move { (f.await, n) }),
+        )
         .await;
         let mut acked = 0;
         let mut bytes = 0u64;
@@ -283,7 +287,9 @@ impl Worker<'_> {
                 Err(e) => {
                     let too_large = std::error::Error::source(&e)
                         .and_then(|s| s.downcast_ref::<jetstream::Error>())
-                        .is_some_and(|j| j.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM);
+                        .is_some_and(|j| {
+                            j.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+                        });
                     stop = Some(if too_large {
                         Stop::TooLarge {
                             index: i,

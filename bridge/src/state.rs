@@ -54,9 +54,8 @@ impl State {
     /// Open or create the file at `path`. When it was written for another queue (`queue`
     /// uid) or another incarnation of the stream (`stream` id), it starts over at 0.
     pub(crate) fn open(path: &Path, queue: u64, stream: u64) -> Result<State> {
-        let io = |e: std::io::Error| {
-            Error::Config(format!("bridge state file {}: {e}", path.display()))
-        };
+        let io =
+            |e: std::io::Error| Error::Config(format!("bridge state file {}: {e}", path.display()));
         let f = OpenOptions::new()
             .read(true)
             .write(true)

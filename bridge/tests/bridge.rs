@@ -57,34 +57,59 @@ fn stream_messages(rt: &tokio::runtime::Runtime, js: &jetstream::Context, stream
 fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {
-        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// Checks one consumer's view: every `(producer, n)` for `n < per` arrived, first arrivals
-/// in order per producer. Returns the number of duplicates.
+/// One consumer's view of numbered messages from several producers: whether each
+/// producer's messages all arrived, how many arrived twice, and how many first arrivals
+/// came after a later message of the same producer (out of order).
 #[derive(Default)]
 struct Tally {
-    next: HashMap<u32, u64>,
+    seen: HashMap<u32, Vec<u32>>,
+    last_first: HashMap<u32, u64>,
     dups: u64,
     out_of_order: u64,
 }
 
 impl Tally {
     fn see(&mut self, producer: u32, n: u64) {
-        let next = self.next.entry(producer).or_insert(0);
-        if n == *next {
-            *next += 1;
-        } else if n < *next {
+        let seen = self.seen.entry(producer).or_default();
+        if seen.len() <= n as usize {
+            seen.resize(n as usize + 1, 0);
+        }
+        seen[n as usize] += 1;
+        if seen[n as usize] > 1 {
             self.dups += 1;
-        } else {
+            return;
+        }
+        let last = self.last_first.entry(producer).or_insert(u64::MAX);
+        if *last != u64::MAX && n < *last {
             self.out_of_order += 1;
         }
+        *last = n;
+    }
+
+    /// Messages `0..per` of `producer` that have not arrived.
+    fn missing(&self, producer: u32, per: u64) -> u64 {
+        let seen = self.seen.get(&producer).map(Vec::as_slice).unwrap_or(&[]);
+        (0..per as usize)
+            .filter(|&i| seen.get(i).copied().unwrap_or(0) == 0)
+            .count() as u64
     }
 
     fn complete(&self, producers: u32, per: u64) -> bool {
-        (0..producers).all(|p| self.next.get(&p).copied().unwrap_or(0) == per)
+        (0..producers).all(|p| self.missing(p, per) == 0)
+    }
+
+    fn received(&self, producer: u32) -> u64 {
+        self.seen
+            .get(&producer)
+            .map_or(0, |s| s.iter().filter(|&&c| c > 0).count() as u64)
     }
 }
 
@@ -130,8 +155,8 @@ fn hundred_thousand_out_and_back_in() {
                 tally.see(m.producer, m.n);
             }
             Err(e) => panic!(
-                "stalled: {e}; got {:?}; out {:?}; in {:?}",
-                tally.next,
+                "stalled: {e}; got {}; out {:?}; in {:?}",
+                tally.received(0) + tally.received(1),
                 out.progress(),
                 inb.progress()
             ),
@@ -227,12 +252,29 @@ fn kill9_each_bridge_20_times_mid_stream() {
     let url = srv.url();
     let state = dir.path().join("in.state");
     let out_args = [
-        "out", "--queue", &a, "--subject", subject, "--server", &url, "--every", "0s",
+        "out",
+        "--queue",
+        &a,
+        "--subject",
+        subject,
+        "--server",
+        &url,
+        "--every",
+        "0s",
     ];
     let state_s = state.to_str().unwrap();
     let in_args = [
-        "in", "--queue", &b, "--subject", subject, "--server", &url, "--every", "0s",
-        "--state", state_s,
+        "in",
+        "--queue",
+        &b,
+        "--subject",
+        subject,
+        "--server",
+        &url,
+        "--every",
+        "0s",
+        "--state",
+        state_s,
     ];
     let out_log = dir.path().join("out.log");
     let in_log = dir.path().join("in.log");
@@ -262,7 +304,7 @@ fn kill9_each_bridge_20_times_mid_stream() {
             let mut order = Tally::default();
             let mut buf = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(120);
-            while seen.iter().any(|&c| c == 0) && Instant::now() < deadline {
+            while seen.contains(&0) && Instant::now() < deadline {
                 match q.get_into_timeout(&mut buf, Duration::from_millis(200)) {
                     Ok(_) => {
                         let n = u64::from_le_bytes(buf[..8].try_into().unwrap());
@@ -274,7 +316,10 @@ fn kill9_each_bridge_20_times_mid_stream() {
                 }
             }
             // Anything late (a duplicate) within a moment.
-            while q.get_into_timeout(&mut buf, Duration::from_millis(500)).is_ok() {
+            while q
+                .get_into_timeout(&mut buf, Duration::from_millis(500))
+                .is_ok()
+            {
                 let n = u64::from_le_bytes(buf[..8].try_into().unwrap());
                 seen[n as usize] += 1;
                 order.see(0, n);
@@ -318,10 +363,27 @@ fn kill9_each_bridge_20_times_mid_stream() {
          out of order {out_of_order}, stream holds {in_stream} (sent {N}); kills mid-stream: {mid_stream}",
         lost.len()
     );
-    assert!(mid_stream, "the producer finished before the kills did: the test proves nothing");
-    assert!(lost.is_empty(), "lost {} messages, first {:?}\n{}", lost.len(), &lost[..lost.len().min(10)], logs());
-    assert_eq!(in_stream, N, "JetStream holds duplicates (dedupe failed)\n{}", logs());
-    assert!(dups <= kills_in, "{dups} duplicates for {kills_in} kills of the in bridge");
+    assert!(
+        mid_stream,
+        "the producer finished before the kills did: the test proves nothing"
+    );
+    assert!(
+        lost.is_empty(),
+        "lost {} messages, first {:?}\n{}",
+        lost.len(),
+        &lost[..lost.len().min(10)],
+        logs()
+    );
+    assert_eq!(
+        in_stream,
+        N,
+        "JetStream holds duplicates (dedupe failed)\n{}",
+        logs()
+    );
+    assert!(
+        dups <= kills_in,
+        "{dups} duplicates for {kills_in} kills of the in bridge"
+    );
     assert_eq!(out_of_order, 0, "messages out of order\n{}", logs());
 }
 
@@ -366,7 +428,7 @@ fn nats_server_restarted_mid_stream() {
     let mut restarted = false;
     let t0 = Instant::now();
     while !tally.complete(1, N) {
-        if !restarted && tally.next.get(&0).copied().unwrap_or(0) > N / 4 {
+        if !restarted && tally.received(0) > N / 4 {
             srv.stop();
             std::thread::sleep(Duration::from_secs(2));
             srv.restart();
@@ -375,8 +437,8 @@ fn nats_server_restarted_mid_stream() {
         match qb.get_timeout(Duration::from_secs(60)) {
             Ok(m) => tally.see(m.producer, m.n),
             Err(e) => panic!(
-                "stalled: {e}; got {:?}; out {:?}; in {:?}",
-                tally.next,
+                "stalled: {e}; got {}; out {:?}; in {:?}",
+                tally.received(0) + tally.received(1),
                 out.progress(),
                 inb.progress()
             ),
@@ -454,7 +516,10 @@ fn full_local_queue_back_pressure() {
         info.num_ack_pending <= 100,
         "more than one pull in hand: {info:?}"
     );
-    assert!(info.num_pending >= N - 200, "pulled too far ahead: {info:?}");
+    assert!(
+        info.num_pending >= N - 200,
+        "pulled too far ahead: {info:?}"
+    );
     let p = inb.progress();
     assert!(p.full_waits >= 1, "{p:?}");
     assert!(p.messages <= 101, "{p:?}");
@@ -485,7 +550,14 @@ fn message_over_server_max_payload() {
     let err = out.join().expect_err("the bridge must stop");
     let text = err.to_string();
     assert!(
-        matches!(err, shmq_bridge::Error::TooLargeForServer { seq: 1, max: 8192, .. }),
+        matches!(
+            err,
+            shmq_bridge::Error::TooLargeForServer {
+                seq: 1,
+                max: 8192,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(text.contains("stays at the head of the queue"), "{text}");
@@ -509,7 +581,10 @@ fn message_over_server_max_payload() {
         if let Some(st) = p.child.try_wait().unwrap() {
             break st;
         }
-        assert!(t0.elapsed() < Duration::from_secs(30), "the binary did not stop");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the binary did not stop"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let text = std::fs::read_to_string(&log).unwrap();
@@ -545,7 +620,9 @@ fn malformed_messages_on_the_subject() {
         good(0),
         vec![1u8; 10_000], // larger than the queue's largest message (4088)
         good(1),
-        vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], // not a Msg
+        vec![
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ], // not a Msg
         good(2),
     ];
     r.block_on(async {
@@ -569,7 +646,7 @@ fn malformed_messages_on_the_subject() {
         .durable("bad")
         .state_file(dir.path().join("in.state"))
         .validate(|bytes| {
-            <shmq::queue::Postcard as shmq::queue::Codec<Msg>>::decode(bytes)
+            <shmq::Postcard as shmq::Codec<Msg>>::decode(bytes)
                 .map(drop)
                 .map_err(|e| e.to_string())
         })
