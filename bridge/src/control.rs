@@ -37,6 +37,7 @@ pub(crate) struct Counters {
     pub malformed: AtomicU64,
     pub retries: AtomicU64,
     pub full_waits: AtomicU64,
+    pub disconnects: AtomicU64,
     pub lag: AtomicU64,
     pub connected: AtomicBool,
 }
@@ -64,6 +65,8 @@ pub struct Progress {
     /// In: times the local queue was full and the bridge stopped acknowledging until it
     /// had room (back-pressure).
     pub full_waits: u64,
+    /// Times the NATS connection was lost (each logged; the client reconnects by itself).
+    pub disconnects: u64,
     /// Messages waiting: out, in the local queue; in, in the JetStream consumer (not yet
     /// delivered to the bridge, as last reported by the server).
     pub lag: u64,
@@ -99,6 +102,7 @@ impl Control {
             malformed: c.malformed.load(Relaxed),
             retries: c.retries.load(Relaxed),
             full_waits: c.full_waits.load(Relaxed),
+            disconnects: c.disconnects.load(Relaxed),
             lag: c.lag.load(Relaxed),
             connected: c.connected.load(Relaxed),
         }

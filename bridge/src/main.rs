@@ -211,7 +211,7 @@ fn line(label: &str, a: &Progress, b: &Progress, dt: f64) -> String {
     let rate = (b.messages - a.messages) as f64 / dt;
     let bps = (b.bytes - a.bytes) as f64 / dt;
     format!(
-        "{label}: {rate:.0} msg/s {:.2} MiB/s | total {} | lag {} | dup {} | malformed {} | retries {} | full waits {}{}",
+        "{label}: {rate:.0} msg/s {:.2} MiB/s | total {} | lag {} | dup {} | malformed {} | retries {} | full waits {} | disconnects {}{}",
         bps / (1024.0 * 1024.0),
         b.messages,
         b.lag,
@@ -219,6 +219,7 @@ fn line(label: &str, a: &Progress, b: &Progress, dt: f64) -> String {
         b.malformed,
         b.retries,
         b.full_waits,
+        b.disconnects,
         if b.connected { "" } else { " | NATS DISCONNECTED" }
     )
 }

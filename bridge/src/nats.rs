@@ -62,6 +62,7 @@ pub(crate) async fn connect(server: &str, name: &str, ctl: &Control) -> Result<a
                         }
                         async_nats::Event::Disconnected => {
                             ctl.counters().connected.store(false, Relaxed);
+                            ctl.counters().add(&ctl.counters().disconnects, 1);
                             tracing::warn!(
                                 "{label}: lost the NATS connection; reconnecting with backoff"
                             );

@@ -185,8 +185,10 @@ impl Worker<'_> {
                 }
                 Err(e) => return Err(Error::queue(self.q.name(), e)),
             };
-            let (acked, bytes, stop) = self.handle.block_on(self.publish(&loans));
-            let seqs: Vec<u64> = loans.iter().map(|(s, _)| s).collect();
+            let items: Vec<(u64, &[u8])> = loans.iter().collect();
+            let (acked, bytes, stop) = self.handle.block_on(self.publish(&items));
+            let seqs: Vec<u64> = items.iter().map(|&(s, _)| s).collect();
+            drop(items);
             loans.commit_first(acked);
             c.add(&c.messages, acked as u64);
             c.add(&c.bytes, bytes);
@@ -230,11 +232,11 @@ impl Worker<'_> {
 
     /// Publish every lent message, then await the acks. Returns how many messages at the
     /// front of the batch JetStream holds, their payload bytes, and why it stopped short.
-    async fn publish(&self, loans: &crate::loans::ReadLoans<'_>) -> (usize, u64, Option<Stop>) {
+    async fn publish(&self, loans: &[(u64, &[u8])]) -> (usize, u64, Option<Stop>) {
         let max_payload = self.client.server_info().max_payload;
         let mut pending: Vec<(PublishAckFuture, usize)> = Vec::with_capacity(loans.len());
         let mut stop = None;
-        for (i, (seq, msg)) in loans.iter().enumerate() {
+        for (i, &(seq, msg)) in loans.iter().enumerate() {
             let id = format!("{}{seq}", self.id_prefix);
             if self.stream_max > 0 && msg.len() > self.stream_max {
                 stop = Some(Stop::TooLarge {

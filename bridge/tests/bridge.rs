@@ -303,7 +303,7 @@ fn kill9_each_bridge_20_times_mid_stream() {
             let mut seen = vec![0u32; N as usize];
             let mut order = Tally::default();
             let mut buf = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(120);
+            let deadline = Instant::now() + Duration::from_secs(60);
             while seen.contains(&0) && Instant::now() < deadline {
                 match q.get_into_timeout(&mut buf, Duration::from_millis(200)) {
                     Ok(_) => {
@@ -455,7 +455,10 @@ fn nats_server_restarted_mid_stream() {
         "server restart: {N} messages in {:.1} s; out {po:?}; in {pi:?}",
         t0.elapsed().as_secs_f64()
     );
-    assert!(po.retries + pi.retries > 0, "no bridge noticed the restart");
+    assert!(
+        po.disconnects >= 1 && pi.disconnects >= 1,
+        "a bridge did not notice the restart: out {po:?}, in {pi:?}"
+    );
     out.stop().unwrap();
     inb.stop().unwrap();
 }
