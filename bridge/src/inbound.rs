@@ -1,0 +1,504 @@
+//! The in bridge: a durable JetStream pull consumer to a local queue.
+//!
+//! Per message, in stream order: put it into the local queue, record its stream sequence
+//! ([`crate::state`]), acknowledge it. A full queue is waited on (the message stays
+//! unacknowledged and no more are pulled than one batch: back-pressure, no unbounded
+//! buffer). A message that can never go into the queue is terminated and counted.
+//!
+//! After any disruption (start, lost connection, missing heartbeats) the bridge resyncs
+//! before pulling again: if the consumer has delivered messages nobody acknowledged (to a
+//! killed bridge, or into a dropped connection), JetStream would redeliver them only after
+//! `ack_wait` and behind newer ones; the bridge instead starts the durable consumer over
+//! right after the last message it holds, so order holds and nothing waits.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::{self, stream::Stream, AckKind};
+use futures_util::StreamExt;
+use shmq::RawQueue;
+
+use crate::control::{Backoff, Control};
+use crate::error::{Error, Result};
+#[allow(unused_imports)] // TEMPORARY: the shim's trait, until shmq has the loans (loans.rs)
+use crate::loans::LoanExt;
+use crate::nats::{self, Link};
+use crate::state::{self, State};
+
+/// Checks a message before it goes into the local queue: `Err(why)` skips it as malformed.
+pub type Validator = Arc<dyn Fn(&[u8]) -> std::result::Result<(), String> + Send + Sync>;
+
+/// Configuration of an in bridge: JetStream subject `subject` → local queue `queue`,
+/// through a durable pull consumer.
+///
+/// ```no_run
+/// # async fn f() -> shmq_bridge::Result<()> {
+/// let ctl = shmq_bridge::Control::new();
+/// shmq_bridge::In::new("jobs", "jobs.host-a")
+///     .server("nats://127.0.0.1:4222")
+///     .durable("jobs-host-b")
+///     .run(&ctl)
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct In {
+    queue: String,
+    create: Option<usize>,
+    link: Link,
+    durable: Option<String>,
+    state: Option<PathBuf>,
+    batch: usize,
+    ack_wait: Duration,
+    validate: Option<Validator>,
+}
+
+impl std::fmt::Debug for In {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("In")
+            .field("queue", &self.queue)
+            .field("subject", &self.link.subject)
+            .field("server", &self.link.server)
+            .field("durable", &self.durable_name())
+            .field("batch", &self.batch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl In {
+    /// Bridge `subject` into the local queue `queue` (a name, or a path holding a `/`).
+    /// Defaults: server `nats://127.0.0.1:4222`, the stream that captures the subject (else
+    /// a new one), durable consumer `shmq-in-<queue>`, pulls of 256, `ack_wait` 30 s, the
+    /// state file `/dev/shm/shmq-bridge.<queue>.<durable>.in`.
+    pub fn new(queue: impl Into<String>, subject: impl Into<String>) -> In {
+        In {
+            queue: queue.into(),
+            create: None,
+            link: Link {
+                server: crate::DEFAULT_SERVER.into(),
+                subject: subject.into(),
+                stream: None,
+                dedupe_window: Duration::from_secs(120),
+                ack_timeout: Duration::from_secs(5),
+            },
+            durable: None,
+            state: None,
+            batch: 256,
+            ack_wait: Duration::from_secs(30),
+            validate: None,
+        }
+    }
+
+    /// The NATS server URL.
+    pub fn server(mut self, url: impl Into<String>) -> In {
+        self.link.server = url.into();
+        self
+    }
+
+    /// Consume from this stream rather than the one that captures the subject.
+    pub fn stream(mut self, name: impl Into<String>) -> In {
+        self.link.stream = Some(name.into());
+        self
+    }
+
+    /// The durable consumer's name. Run one in bridge per durable: two would share its
+    /// messages and restart it under each other.
+    pub fn durable(mut self, name: impl Into<String>) -> In {
+        self.durable = Some(name.into());
+        self
+    }
+
+    /// Where the bridge records the last stream sequence it put (see the module docs).
+    pub fn state_file(mut self, path: impl Into<PathBuf>) -> In {
+        self.state = Some(path.into());
+        self
+    }
+
+    /// Most messages pulled (and held unacknowledged) at once. Default 256.
+    pub fn batch(mut self, n: usize) -> In {
+        self.batch = n.max(1);
+        self
+    }
+
+    /// `ack_wait` of a consumer the bridge creates. While the local queue is full the
+    /// bridge tells JetStream it is still working on the message in hand (`+WPI`).
+    pub fn ack_wait(mut self, d: Duration) -> In {
+        self.ack_wait = d;
+        self
+    }
+
+    /// Check each message before it is put: `Err(why)` skips it like an oversized one
+    /// (terminated, counted in `malformed`, logged). E.g. for a `Queue<T>`:
+    /// `In::validate(|b| postcard::from_bytes::<T>(b).map(drop).map_err(|e| e.to_string()))`.
+    pub fn validate(
+        mut self,
+        f: impl Fn(&[u8]) -> std::result::Result<(), String> + Send + Sync + 'static,
+    ) -> In {
+        self.validate = Some(Arc::new(f));
+        self
+    }
+
+    /// Create the local queue with this capacity (bytes) if it does not exist; it is kept
+    /// when the bridge exits.
+    pub fn create(mut self, capacity: usize) -> In {
+        self.create = Some(capacity);
+        self
+    }
+
+    fn durable_name(&self) -> String {
+        self.durable.clone().unwrap_or_else(|| {
+            let q: String = self
+                .queue
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("shmq-in-{q}")
+        })
+    }
+
+    /// Run until `ctl` is stopped (`Ok`), the local queue is closed (`Ok`; what was not
+    /// put stays in JetStream), or a fatal error. Needs the multi-thread Tokio runtime.
+    pub async fn run(self, ctl: &Control) -> Result<()> {
+        let q = crate::open_queue(&self.queue, self.create)?;
+        let durable = self.durable_name();
+        let who = format!("in {} -> {}", self.link.subject, self.queue);
+        let client = nats::connect(&self.link.server, &who, ctl).await?;
+        let js = nats::context(client, &self.link);
+        let stream = nats::ensure_stream(&js, &self.link, &who, ctl).await?;
+        let sinfo = stream.cached_info();
+        let stream_id = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (&sinfo.config.name, sinfo.created.unix_timestamp_nanos()).hash(&mut h);
+            h.finish()
+        };
+        let path = self
+            .state
+            .clone()
+            .unwrap_or_else(|| state::default_path(&self.queue, &durable));
+        let st = State::open(&path, q.uid(), stream_id)?;
+        tracing::info!(
+            "{who}: consuming stream {:?} with durable {durable:?}; last put stream sequence {} ({})",
+            sinfo.config.name,
+            st.last(),
+            path.display()
+        );
+        let w = Worker {
+            q,
+            st,
+            stream,
+            durable,
+            who,
+            ctl: ctl.clone(),
+            cfg: self,
+        };
+        w.run().await
+    }
+}
+
+struct Worker {
+    q: RawQueue,
+    st: State,
+    stream: Stream,
+    durable: String,
+    who: String,
+    ctl: Control,
+    cfg: In,
+}
+
+/// How handling one message ended.
+enum Next {
+    Continue,
+    /// Stop the bridge (stopped, or the queue closed).
+    Done,
+    /// A delivery went missing (the consumer sequence jumped): resync before going on.
+    Resync(String),
+}
+
+impl Worker {
+    async fn run(&self) -> Result<()> {
+        let c = self.ctl.counters();
+        let mut backoff = Backoff::new();
+        let mut lag_task: Option<tokio::task::JoinHandle<()>> = None;
+        let result = loop {
+            if self.ctl.is_stopped() {
+                break Ok(());
+            }
+            let (consumer, mut next_dseq) = match self.resync().await {
+                Ok(c) => c,
+                Err(why) => {
+                    if self
+                        .retry(&mut backoff, &format!("cannot set up the consumer: {why}"))
+                        .await
+                    {
+                        break Ok(());
+                    }
+                    continue;
+                }
+            };
+            if let Some(t) = lag_task.take() {
+                t.abort();
+            }
+            lag_task = Some(tokio::spawn(watch_lag(consumer.clone(), self.ctl.clone())));
+            let mut msgs = match consumer
+                .stream()
+                .max_messages_per_batch(self.cfg.batch)
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30))
+                .messages()
+                .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    if self.retry(&mut backoff, &format!("cannot pull: {e}")).await {
+                        break Ok(());
+                    }
+                    continue;
+                }
+            };
+            let why = loop {
+                let next = tokio::select! {
+                    m = msgs.next() => m,
+                    _ = self.ctl.stopped() => break None,
+                };
+                match next {
+                    None => break Some("the pull stream ended".to_string()),
+                    Some(Err(e)) => break Some(format!("pulling failed: {e}")),
+                    Some(Ok(m)) => match self.handle(m, &mut next_dseq).await {
+                        Ok(Next::Continue) => backoff.reset(),
+                        Ok(Next::Done) => break None,
+                        Ok(Next::Resync(why)) => break Some(why),
+                        Err(e) => {
+                            if let Some(t) = lag_task.take() {
+                                t.abort();
+                            }
+                            return Err(e);
+                        }
+                    },
+                }
+            };
+            match why {
+                None => break Ok(()),
+                Some(why) => {
+                    if self.retry(&mut backoff, &why).await {
+                        break Ok(());
+                    }
+                }
+            }
+        };
+        if let Some(t) = lag_task.take() {
+            t.abort();
+        }
+        c.connected.store(false, Relaxed);
+        result
+    }
+
+    /// Log and count a transient failure, then sleep a backoff. Returns whether the
+    /// bridge was stopped meanwhile.
+    async fn retry(&self, backoff: &mut Backoff, why: &str) -> bool {
+        let c = self.ctl.counters();
+        c.add(&c.retries, 1);
+        let d = backoff.next_delay();
+        tracing::warn!(
+            "{}: {why}; resyncing in {}",
+            self.who,
+            humantime::format_duration(d)
+        );
+        self.ctl.sleep(d).await
+    }
+
+    fn consumer_config(&self, deliver_policy: DeliverPolicy) -> pull::Config {
+        pull::Config {
+            durable_name: Some(self.durable.clone()),
+            filter_subject: self.cfg.link.subject.clone(),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.cfg.ack_wait,
+            max_ack_pending: (self.cfg.batch as i64 * 2).max(64),
+            deliver_policy,
+            ..Default::default()
+        }
+    }
+
+    /// The durable consumer, started over after the last message held when it delivered
+    /// messages nobody acknowledged (see the module docs); and the consumer sequence its
+    /// next delivery must carry.
+    async fn resync(&self) -> std::result::Result<(PullConsumer, u64), String> {
+        let cons: PullConsumer = self
+            .stream
+            .get_or_create_consumer(&self.durable, self.consumer_config(DeliverPolicy::All))
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = cons.get_info().await.map_err(|e| e.to_string())?;
+        let floor = info.ack_floor.stream_sequence.max(self.st.last());
+        if info.num_ack_pending == 0 && info.delivered.stream_sequence <= floor {
+            return Ok((cons, info.delivered.consumer_sequence + 1));
+        }
+        tracing::info!(
+            "{}: {} messages were delivered and not acknowledged (last delivered {}, \
+             acknowledged up to {}, put up to {}): restarting the consumer at stream \
+             sequence {}",
+            self.who,
+            info.num_ack_pending,
+            info.delivered.stream_sequence,
+            info.ack_floor.stream_sequence,
+            self.st.last(),
+            floor + 1
+        );
+        self.stream
+            .delete_consumer(&self.durable)
+            .await
+            .map_err(|e| e.to_string())?;
+        let cons = self
+            .stream
+            .create_consumer(self.consumer_config(DeliverPolicy::ByStartSequence {
+                start_sequence: floor + 1,
+            }))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((cons, 1))
+    }
+
+    /// Put, record, ack one delivery. `next_dseq`: the consumer sequence it must carry;
+    /// a jump means a delivery was lost in transit (into a dropped connection) and JetStream
+    /// would redeliver it only after `ack_wait`, behind this one: resync instead.
+    async fn handle(&self, m: jetstream::Message, next_dseq: &mut u64) -> Result<Next> {
+        let c = self.ctl.counters();
+        let (seq, dseq, pending) = match m.info() {
+            Ok(i) => (i.stream_sequence, i.consumer_sequence, i.pending),
+            Err(e) => {
+                // Not a JetStream delivery (no ack subject): nothing to put or ack.
+                tracing::error!(
+                    "{}: skipping a message without JetStream metadata: {e}",
+                    self.who
+                );
+                c.add(&c.malformed, 1);
+                return Ok(Next::Continue);
+            }
+        };
+        if dseq != *next_dseq {
+            return Ok(Next::Resync(format!(
+                "delivery {} of the consumer went missing (got {dseq}, stream sequence {seq})",
+                *next_dseq
+            )));
+        }
+        *next_dseq += 1;
+        c.lag.store(pending, Relaxed);
+        if seq <= self.st.last() {
+            c.add(&c.duplicates, 1);
+            self.ack(&m, AckKind::Ack).await;
+            return Ok(Next::Continue);
+        }
+        let payload = m.payload.clone();
+        let bad = if payload.len() > self.q.max_message() {
+            Some(format!(
+                "{} bytes, larger than the local queue's largest message ({} bytes)",
+                payload.len(),
+                self.q.max_message()
+            ))
+        } else {
+            self.cfg.validate.as_ref().and_then(|v| v(&payload).err())
+        };
+        if let Some(why) = bad {
+            c.add(&c.malformed, 1);
+            tracing::error!(
+                "{}: skipping malformed message at stream sequence {seq}: {why}; terminated \
+                 (+TERM: JetStream will not deliver it again)",
+                self.who
+            );
+            self.st.set_last(seq);
+            self.ack(&m, AckKind::Term).await;
+            return Ok(Next::Continue);
+        }
+        match self.q.try_put(&payload) {
+            Ok(()) => {}
+            Err(shmq::Error::Full) => {
+                if let Next::Done = self.put_when_room(&m, seq).await? {
+                    return Ok(Next::Done);
+                }
+            }
+            Err(shmq::Error::Closed) => return Ok(self.closed()),
+            Err(e) => return Err(Error::queue(self.q.name(), e)),
+        }
+        self.st.set_last(seq);
+        c.add(&c.messages, 1);
+        c.add(&c.bytes, payload.len() as u64);
+        self.ack(&m, AckKind::Ack).await;
+        Ok(Next::Continue)
+    }
+
+    fn closed(&self) -> Next {
+        tracing::info!(
+            "{}: local queue closed; stopping (what was not put stays in JetStream)",
+            self.who
+        );
+        Next::Done
+    }
+
+    /// The slow path of a put: the queue is full. Wait for room without acknowledging
+    /// (back-pressure), telling JetStream every `ack_wait / 3` that the message is still
+    /// in hand.
+    async fn put_when_room(&self, m: &jetstream::Message, seq: u64) -> Result<Next> {
+        let c = self.ctl.counters();
+        c.add(&c.full_waits, 1);
+        tracing::info!(
+            "{}: local queue full; not acknowledging stream sequence {seq} until it has room",
+            self.who
+        );
+        let progress_every = (self.cfg.ack_wait / 3).max(Duration::from_millis(100));
+        let mut last_progress = Instant::now();
+        loop {
+            let q = self.q.clone();
+            let p = m.payload.clone();
+            let r =
+                tokio::task::spawn_blocking(move || q.put_timeout(&p, Duration::from_millis(250)))
+                    .await
+                    .map_err(|e| Error::Nats(format!("in bridge put task failed: {e}")))?;
+            match r {
+                Ok(()) => return Ok(Next::Continue),
+                Err(shmq::Error::Timeout) | Err(shmq::Error::Full) => {
+                    if self.ctl.is_stopped() {
+                        return Ok(Next::Done);
+                    }
+                    if last_progress.elapsed() >= progress_every {
+                        self.ack(m, AckKind::Progress).await;
+                        last_progress = Instant::now();
+                    }
+                }
+                Err(shmq::Error::Closed) => return Ok(self.closed()),
+                Err(e) => return Err(Error::queue(self.q.name(), e)),
+            }
+        }
+    }
+
+    /// Acknowledge (or terminate, or extend) `m`. A failure is only logged: the message is
+    /// recorded as put, so a redelivery is acknowledged without a second put.
+    async fn ack(&self, m: &jetstream::Message, kind: AckKind) {
+        if let Err(e) = m.ack_with(kind).await {
+            tracing::debug!(
+                "{}: ack failed (a redelivery will be skipped): {e}",
+                self.who
+            );
+        }
+    }
+}
+
+/// Keep `Progress::lag` current while no message flows: the consumer's pending count.
+async fn watch_lag(cons: PullConsumer, ctl: Control) {
+    loop {
+        if let Ok(info) = cons.get_info().await {
+            ctl.counters().lag.store(info.num_pending, Relaxed);
+        }
+        if ctl.sleep(Duration::from_secs(2)).await {
+            return;
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! `shmq-bridge`: run one bridge between a local shmq queue and NATS JetStream, printing
+//! its rates and lag.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use shmq_bridge::{Control, Error, In, Out, Progress};
+
+/// Bridge a local shmq queue to NATS JetStream (out) or JetStream to a local queue (in).
+#[derive(Parser, Debug)]
+#[command(name = "shmq-bridge", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Local queue -> JetStream subject: loan, publish with Nats-Msg-Id, await acks, commit.
+    Out {
+        #[command(flatten)]
+        common: Common,
+        /// Dedupe window of a stream the bridge creates (e.g. 2m, 10m).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2m")]
+        dedupe_window: Duration,
+        /// How long to wait for JetStream's ack before retrying the batch.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+        ack_timeout: Duration,
+    },
+    /// JetStream subject -> local queue, through a durable pull consumer: put, then ack.
+    In {
+        #[command(flatten)]
+        common: Common,
+        /// Durable consumer name [default: shmq-in-<queue>]. One bridge per durable.
+        #[arg(long)]
+        durable: Option<String>,
+        /// State file: the last stream sequence put
+        /// [default: /dev/shm/shmq-bridge.<queue>.<durable>.in].
+        #[arg(long)]
+        state: Option<std::path::PathBuf>,
+        /// ack_wait of a consumer the bridge creates.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        ack_wait: Duration,
+    },
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// Local queue name (or a path, for a file-backed queue).
+    #[arg(long)]
+    queue: String,
+    /// JetStream subject.
+    #[arg(long)]
+    subject: String,
+    /// NATS server URL(s), comma-separated.
+    #[arg(long, default_value = shmq_bridge::DEFAULT_SERVER)]
+    server: String,
+    /// Stream name [default: the stream that captures the subject, else SHMQ_<subject>].
+    #[arg(long)]
+    stream: Option<String>,
+    /// Messages per loan (out) or per pull (in).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Create the local queue with this many bytes if it is missing (kept on exit).
+    #[arg(long)]
+    create: Option<usize>,
+    /// How often to print rates and lag (0s: never).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    every: Duration,
+    /// Log at debug level.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let common = match &cli.cmd {
+        Cmd::Out { common, .. } | Cmd::In { common, .. } => common,
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_max_level(if common.verbose {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::INFO
+        })
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shmq-bridge: cannot start the Tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(run(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ Error::TooLargeForServer { .. }) => {
+            eprintln!("shmq-bridge: {e}");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("shmq-bridge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> shmq_bridge::Result<()> {
+    let ctl = Control::new();
+    let (label, every) = match &cli.cmd {
+        Cmd::Out { common, .. } => (
+            format!("out {} -> {}", common.queue, common.subject),
+            common.every,
+        ),
+        Cmd::In { common, .. } => (
+            format!("in {} -> {}", common.subject, common.queue),
+            common.every,
+        ),
+    };
+    let stopper = ctl.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+        }
+        tracing::info!("stopping (signal)");
+        stopper.stop();
+    });
+    if !every.is_zero() {
+        tokio::spawn(report(ctl.clone(), label, every));
+    }
+    let r = match cli.cmd {
+        Cmd::Out {
+            common,
+            dedupe_window,
+            ack_timeout,
+        } => {
+            let mut b = Out::new(common.queue, common.subject)
+                .server(common.server)
+                .batch(common.batch)
+                .dedupe_window(dedupe_window)
+                .ack_timeout(ack_timeout);
+            if let Some(s) = common.stream {
+                b = b.stream(s);
+            }
+            if let Some(c) = common.create {
+                b = b.create(c);
+            }
+            b.run(&ctl).await
+        }
+        Cmd::In {
+            common,
+            durable,
+            state,
+            ack_wait,
+        } => {
+            let mut b = In::new(common.queue, common.subject)
+                .server(common.server)
+                .batch(common.batch)
+                .ack_wait(ack_wait);
+            if let Some(s) = common.stream {
+                b = b.stream(s);
+            }
+            if let Some(c) = common.create {
+                b = b.create(c);
+            }
+            if let Some(d) = durable {
+                b = b.durable(d);
+            }
+            if let Some(s) = state {
+                b = b.state_file(s);
+            }
+            b.run(&ctl).await
+        }
+    };
+    let p = ctl.progress();
+    eprintln!(
+        "shmq-bridge: done: {} messages, {} bytes, {} duplicates, {} malformed, {} retries",
+        p.messages, p.bytes, p.duplicates, p.malformed, p.retries
+    );
+    r
+}
+
+/// Every `every`: messages/s and bytes/s over the interval, totals, lag.
+async fn report(ctl: Control, label: String, every: Duration) {
+    let mut last = ctl.progress();
+    let mut at = Instant::now();
+    loop {
+        if ctl.sleep(every).await {
+            return;
+        }
+        let now = ctl.progress();
+        let dt = at.elapsed().as_secs_f64().max(1e-9);
+        eprintln!("{}", line(&label, &last, &now, dt));
+        last = now;
+        at = Instant::now();
+    }
+}
+
+fn line(label: &str, a: &Progress, b: &Progress, dt: f64) -> String {
+    let rate = (b.messages - a.messages) as f64 / dt;
+    let bps = (b.bytes - a.bytes) as f64 / dt;
+    format!(
+        "{label}: {rate:.0} msg/s {:.2} MiB/s | total {} | lag {} | dup {} | malformed {} | retries {} | full waits {} | disconnects {}{}",
+        bps / (1024.0 * 1024.0),
+        b.messages,
+        b.lag,
+        b.duplicates,
+        b.malformed,
+        b.retries,
+        b.full_waits,
+        b.disconnects,
+        if b.connected { "" } else { " | NATS DISCONNECTED" }
+    )
+}

@@ -1,0 +1,746 @@
+//! The bridges against a real nats-server (tests/common): round trips, kill -9, a server
+//! restart, back-pressure, oversized and malformed messages, RemoteQueue.
+//!
+//! Each test starts its own server on a free loopback port with a temporary store.
+//! `nats-server` missing is a FAILURE, with the command that installs it.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use common::NatsServer;
+use serde::{Deserialize, Serialize};
+use shmq::{Error as QErr, Options, Queue, RawQueue};
+use shmq_bridge::{In, Out, RemoteQueue};
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct Msg {
+    producer: u32,
+    n: u64,
+    note: String,
+}
+
+fn name(tag: &str) -> String {
+    format!("brt-{tag}-{}", std::process::id())
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A JetStream context on `url`, for publishing and inspecting directly.
+fn js(rt: &tokio::runtime::Runtime, url: &str) -> jetstream::Context {
+    rt.block_on(async {
+        let c = async_nats::connect(url).await.expect("connect");
+        jetstream::new(c)
+    })
+}
+
+fn stream_messages(rt: &tokio::runtime::Runtime, js: &jetstream::Context, stream: &str) -> u64 {
+    rt.block_on(async {
+        let mut s = js.get_stream(stream).await.expect("stream");
+        s.info().await.expect("stream info").state.messages
+    })
+}
+
+/// Wait until `f` holds, or fail after `secs` with `what`.
+fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One consumer's view of numbered messages from several producers: whether each
+/// producer's messages all arrived, how many arrived twice, and how many first arrivals
+/// came after a later message of the same producer (out of order).
+#[derive(Default)]
+struct Tally {
+    seen: HashMap<u32, Vec<u32>>,
+    last_first: HashMap<u32, u64>,
+    dups: u64,
+    out_of_order: u64,
+}
+
+impl Tally {
+    fn see(&mut self, producer: u32, n: u64) {
+        let seen = self.seen.entry(producer).or_default();
+        if seen.len() <= n as usize {
+            seen.resize(n as usize + 1, 0);
+        }
+        seen[n as usize] += 1;
+        if seen[n as usize] > 1 {
+            self.dups += 1;
+            return;
+        }
+        let last = self.last_first.entry(producer).or_insert(u64::MAX);
+        if *last != u64::MAX && n < *last {
+            self.out_of_order += 1;
+        }
+        *last = n;
+    }
+
+    /// Messages `0..per` of `producer` that have not arrived.
+    fn missing(&self, producer: u32, per: u64) -> u64 {
+        let seen = self.seen.get(&producer).map(Vec::as_slice).unwrap_or(&[]);
+        (0..per as usize)
+            .filter(|&i| seen.get(i).copied().unwrap_or(0) == 0)
+            .count() as u64
+    }
+
+    fn complete(&self, producers: u32, per: u64) -> bool {
+        (0..producers).all(|p| self.missing(p, per) == 0)
+    }
+
+    fn received(&self, producer: u32) -> u64 {
+        self.seen
+            .get(&producer)
+            .map_or(0, |s| s.iter().filter(|&&c| c > 0).count() as u64)
+    }
+}
+
+/// 100 000 numbered messages from two producers: queue A -> out bridge -> JetStream -> in
+/// bridge -> queue B, both bridges through the library. 0 lost, 0 duplicated, in order per
+/// producer, and the stream holds each message once.
+#[test]
+fn hundred_thousand_out_and_back_in() {
+    let srv = NatsServer::start();
+    let (a, b) = (name("rt-a"), name("rt-b"));
+    let qa: Queue<Msg> = Queue::create(&a, 1 << 22).unwrap();
+    let qb: Queue<Msg> = Queue::create(&b, 1 << 22).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let subject = "rt.hundred";
+    let out = Out::new(&a, subject).server(srv.url()).spawn().unwrap();
+    let inb = In::new(&b, subject)
+        .server(srv.url())
+        .state_file(dir.path().join("in.state"))
+        .spawn()
+        .unwrap();
+    const PER: u64 = 50_000;
+    let t0 = Instant::now();
+    let producers: Vec<_> = (0..2u32)
+        .map(|p| {
+            let q = qa.clone();
+            std::thread::spawn(move || {
+                for n in 0..PER {
+                    q.put(&Msg {
+                        producer: p,
+                        n,
+                        note: "x".repeat((n % 7) as usize),
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut tally = Tally::default();
+    while !tally.complete(2, PER) {
+        match qb.get_timeout(Duration::from_secs(60)) {
+            Ok(m) => {
+                assert_eq!(m.note.len(), (m.n % 7) as usize);
+                tally.see(m.producer, m.n);
+            }
+            Err(e) => panic!(
+                "stalled: {e}; got {}; out {:?}; in {:?}",
+                tally.received(0) + tally.received(1),
+                out.progress(),
+                inb.progress()
+            ),
+        }
+    }
+    let took = t0.elapsed();
+    for p in producers {
+        p.join().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(matches!(qb.try_get(), Err(QErr::Empty)), "an extra message");
+    assert_eq!(tally.dups, 0, "duplicates");
+    assert_eq!(tally.out_of_order, 0, "out of order");
+    let (po, pi) = (out.progress(), inb.progress());
+    assert_eq!(po.messages, 2 * PER);
+    assert_eq!(pi.messages, 2 * PER);
+    let r = rt();
+    let j = js(&r, &srv.url());
+    assert_eq!(
+        stream_messages(&r, &j, &shmq_bridge::default_stream_name(subject)),
+        2 * PER
+    );
+    out.stop().unwrap();
+    inb.stop().unwrap();
+    eprintln!(
+        "100000 messages out and back in: {:.1} s ({:.0} msg/s end to end); out {po:?}; in {pi:?}",
+        took.as_secs_f64(),
+        (2 * PER) as f64 / took.as_secs_f64()
+    );
+}
+
+/// A bridge process (the binary), killable with SIGKILL.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(args: &[&str], log: &Path) -> Proc {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_shmq-bridge"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .expect("run shmq-bridge");
+        Proc { child }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait: the exit status.
+    fn term(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A small xorshift for kill timings (deterministic, no dependency).
+fn rand(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
+/// Each bridge process killed with SIGKILL 20 times mid-stream (alternating, at
+/// pseudo-random moments) and restarted: 0 lost; the stream holds each message once
+/// (JetStream dropped what the out bridge sent again); what the in bridge put twice is
+/// counted (at most one per kill; 0 expected).
+#[test]
+fn kill9_each_bridge_20_times_mid_stream() {
+    let srv = NatsServer::start();
+    let (a, b) = (name("k9-a"), name("k9-b"));
+    let qa = RawQueue::create(&a, 1 << 22).unwrap();
+    let qb = RawQueue::create(&b, 1 << 22).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let subject = "k9.stream";
+    let url = srv.url();
+    let state = dir.path().join("in.state");
+    let out_args = [
+        "out",
+        "--queue",
+        &a,
+        "--subject",
+        subject,
+        "--server",
+        &url,
+        "--every",
+        "0s",
+    ];
+    let state_s = state.to_str().unwrap();
+    let in_args = [
+        "in",
+        "--queue",
+        &b,
+        "--subject",
+        subject,
+        "--server",
+        &url,
+        "--every",
+        "0s",
+        "--state",
+        state_s,
+    ];
+    let out_log = dir.path().join("out.log");
+    let in_log = dir.path().join("in.log");
+    let mut out = Proc::spawn(&out_args, &out_log);
+    let mut inb = Proc::spawn(&in_args, &in_log);
+
+    const N: u64 = 20_000;
+    let done = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let q = qa.clone();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            // ~2 500 messages/s: the stream lasts through the 40 kills.
+            for n in 0..N {
+                q.put(&n.to_le_bytes()).unwrap();
+                if n % 250 == 249 {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            done.store(true, Ordering::Relaxed);
+        })
+    };
+    let consumer = {
+        let q = qb.clone();
+        std::thread::spawn(move || {
+            let mut seen = vec![0u32; N as usize];
+            let mut order = Tally::default();
+            let mut buf = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while seen.contains(&0) && Instant::now() < deadline {
+                match q.get_into_timeout(&mut buf, Duration::from_millis(200)) {
+                    Ok(_) => {
+                        let n = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                        seen[n as usize] += 1;
+                        order.see(0, n);
+                    }
+                    Err(QErr::Timeout) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            // Anything late (a duplicate) within a moment.
+            while q
+                .get_into_timeout(&mut buf, Duration::from_millis(500))
+                .is_ok()
+            {
+                let n = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                seen[n as usize] += 1;
+                order.see(0, n);
+            }
+            (seen, order.out_of_order)
+        })
+    };
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let (mut kills_out, mut kills_in) = (0, 0);
+    for i in 0..40 {
+        std::thread::sleep(Duration::from_millis(100 + rand(&mut seed) % 150));
+        if i % 2 == 0 {
+            out.kill9();
+            kills_out += 1;
+            out = Proc::spawn(&out_args, &out_log);
+        } else {
+            inb.kill9();
+            kills_in += 1;
+            inb = Proc::spawn(&in_args, &in_log);
+        }
+    }
+    let mid_stream = !done.load(Ordering::Relaxed);
+    producer.join().unwrap();
+    let (seen, out_of_order) = consumer.join().unwrap();
+    let lost: Vec<usize> = (0..seen.len()).filter(|&i| seen[i] == 0).collect();
+    let dups: u32 = seen.iter().map(|&c| c.saturating_sub(1)).sum();
+    let r = rt();
+    let j = js(&r, &url);
+    let in_stream = stream_messages(&r, &j, &shmq_bridge::default_stream_name(subject));
+    assert_eq!(out.term().code(), Some(0), "out bridge exit");
+    assert_eq!(inb.term().code(), Some(0), "in bridge exit");
+    let logs = || {
+        format!(
+            "out log:\n{}\nin log:\n{}",
+            std::fs::read_to_string(&out_log).unwrap_or_default(),
+            std::fs::read_to_string(&in_log).unwrap_or_default()
+        )
+    };
+    eprintln!(
+        "kill -9: out {kills_out}x, in {kills_in}x; lost {}, duplicates in queue B {dups}, \
+         out of order {out_of_order}, stream holds {in_stream} (sent {N}); kills mid-stream: {mid_stream}",
+        lost.len()
+    );
+    assert!(
+        mid_stream,
+        "the producer finished before the kills did: the test proves nothing"
+    );
+    assert!(
+        lost.is_empty(),
+        "lost {} messages, first {:?}\n{}",
+        lost.len(),
+        &lost[..lost.len().min(10)],
+        logs()
+    );
+    assert_eq!(
+        in_stream,
+        N,
+        "JetStream holds duplicates (dedupe failed)\n{}",
+        logs()
+    );
+    assert!(
+        dups <= kills_in,
+        "{dups} duplicates for {kills_in} kills of the in bridge"
+    );
+    assert_eq!(out_of_order, 0, "messages out of order\n{}", logs());
+}
+
+/// The NATS server stopped (cleanly) for 2 s and restarted mid-stream: both bridges log
+/// it, retry with backoff, and carry on: 0 lost, 0 duplicated, in order.
+#[test]
+fn nats_server_restarted_mid_stream() {
+    let mut srv = NatsServer::start();
+    let (a, b) = (name("rs-a"), name("rs-b"));
+    let qa: Queue<Msg> = Queue::create(&a, 1 << 22).unwrap();
+    let qb: Queue<Msg> = Queue::create(&b, 1 << 22).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let subject = "rs.stream";
+    let out = Out::new(&a, subject)
+        .server(srv.url())
+        .ack_timeout(Duration::from_secs(2))
+        .spawn()
+        .unwrap();
+    let inb = In::new(&b, subject)
+        .server(srv.url())
+        .state_file(dir.path().join("in.state"))
+        .spawn()
+        .unwrap();
+    const N: u64 = 10_000;
+    let producer = {
+        let q = qa.clone();
+        std::thread::spawn(move || {
+            for n in 0..N {
+                q.put(&Msg {
+                    producer: 0,
+                    n,
+                    note: String::new(),
+                })
+                .unwrap();
+                if n % 200 == 199 {
+                    std::thread::sleep(Duration::from_millis(40));
+                }
+            }
+        })
+    };
+    let mut tally = Tally::default();
+    let mut restarted = false;
+    let t0 = Instant::now();
+    while !tally.complete(1, N) {
+        if !restarted && tally.received(0) > N / 4 {
+            srv.stop();
+            std::thread::sleep(Duration::from_secs(2));
+            srv.restart();
+            restarted = true;
+        }
+        match qb.get_timeout(Duration::from_secs(60)) {
+            Ok(m) => tally.see(m.producer, m.n),
+            Err(e) => panic!(
+                "stalled: {e}; got {}; out {:?}; in {:?}",
+                tally.received(0) + tally.received(1),
+                out.progress(),
+                inb.progress()
+            ),
+        }
+    }
+    producer.join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(matches!(qb.try_get(), Err(QErr::Empty)), "an extra message");
+    assert!(restarted);
+    assert_eq!(tally.dups, 0);
+    assert_eq!(tally.out_of_order, 0);
+    let (po, pi) = (out.progress(), inb.progress());
+    eprintln!(
+        "server restart: {N} messages in {:.1} s; out {po:?}; in {pi:?}",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        po.disconnects >= 1 && pi.disconnects >= 1,
+        "a bridge did not notice the restart: out {po:?}, in {pi:?}"
+    );
+    out.stop().unwrap();
+    inb.stop().unwrap();
+}
+
+/// A full local queue: the in bridge stops acknowledging (the consumer's acknowledged
+/// floor stays put, at most one pull is in hand) and resumes when there is room; all
+/// messages arrive in order.
+#[test]
+fn full_local_queue_back_pressure() {
+    let srv = NatsServer::start();
+    let b = name("full-b");
+    let qb = RawQueue::create_with(
+        b.as_str(),
+        &Options::new().capacity(1 << 16).max_messages(100),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let subject = "full.stream";
+    let r = rt();
+    let j = js(&r, &srv.url());
+    const N: u64 = 2_000;
+    r.block_on(async {
+        j.create_stream(jetstream::stream::Config {
+            name: "FULL".into(),
+            subjects: vec![subject.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        for n in 0..N {
+            j.publish(subject, n.to_le_bytes().to_vec().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    });
+    let inb = In::new(&b, subject)
+        .server(srv.url())
+        .durable("full")
+        .batch(50)
+        .state_file(dir.path().join("in.state"))
+        .spawn()
+        .unwrap();
+    wait_for(30, "the queue to fill", || qb.len() == 100);
+    std::thread::sleep(Duration::from_secs(1));
+    let info = r.block_on(async {
+        let s = j.get_stream("FULL").await.unwrap();
+        let mut c: jetstream::consumer::PullConsumer = s.get_consumer("full").await.unwrap();
+        c.info().await.unwrap().clone()
+    });
+    assert_eq!(qb.len(), 100, "the queue holds what it can, no more");
+    assert!(
+        info.ack_floor.stream_sequence <= 101,
+        "acknowledged beyond what the queue holds: {info:?}"
+    );
+    assert!(
+        info.num_ack_pending <= 100,
+        "more than one pull in hand: {info:?}"
+    );
+    assert!(
+        info.num_pending >= N - 200,
+        "pulled too far ahead: {info:?}"
+    );
+    let p = inb.progress();
+    assert!(p.full_waits >= 1, "{p:?}");
+    assert!(p.messages <= 101, "{p:?}");
+    // Now drain slowly: everything arrives, in order.
+    let mut buf = Vec::new();
+    for n in 0..N {
+        qb.get_into_timeout(&mut buf, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("message {n}: {e}; {:?}", inb.progress()));
+        assert_eq!(u64::from_le_bytes(buf[..8].try_into().unwrap()), n);
+    }
+    inb.stop().unwrap();
+}
+
+/// A message larger than the server's max_payload: the out bridge stops with a clear
+/// error; the message and the one behind it stay in the local queue; the one before it
+/// went out. The binary says the same and exits with status 3.
+#[test]
+fn message_over_server_max_payload() {
+    let srv = NatsServer::start_with_config("max_payload: 8192\n");
+    let a = name("big-a");
+    let qa = RawQueue::create(&a, 1 << 20).unwrap();
+    qa.put(b"small before").unwrap();
+    qa.put(&vec![7u8; 20_000]).unwrap();
+    qa.put(b"small after").unwrap();
+    let subject = "big.stream";
+    let out = Out::new(&a, subject).server(srv.url()).spawn().unwrap();
+    wait_for(30, "the out bridge to stop", || out.is_finished());
+    let err = out.join().expect_err("the bridge must stop");
+    let text = err.to_string();
+    assert!(
+        matches!(err, shmq_bridge::Error::TooLargeForServer { max: 8192, .. }),
+        "{err:?}"
+    );
+    assert!(text.contains("stays at the head of the queue"), "{text}");
+    assert_eq!(qa.len(), 2, "nothing lost");
+    let r = rt();
+    let j = js(&r, &srv.url());
+    assert_eq!(
+        stream_messages(&r, &j, &shmq_bridge::default_stream_name(subject)),
+        1
+    );
+    // The binary: same error, exit status 3, and it does not spin.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("out.log");
+    let url = srv.url();
+    let mut p = Proc::spawn(
+        &["out", "--queue", &a, "--subject", subject, "--server", &url],
+        &log,
+    );
+    let t0 = Instant::now();
+    let st = loop {
+        if let Some(st) = p.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the binary did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(st.code(), Some(3), "{text}");
+    assert!(text.contains("max_payload"), "{text}");
+    assert_eq!(qa.len(), 2, "nothing lost");
+    let mut buf = Vec::new();
+    qa.get_into(&mut buf).unwrap();
+    assert_eq!(buf.len(), 20_000);
+}
+
+/// Malformed messages on the subject (one larger than the local queue can ever hold, one
+/// that is not a postcard `Msg`): skipped, counted, terminated (never redelivered); the
+/// good ones around them arrive in order; the bridge keeps running.
+#[test]
+fn malformed_messages_on_the_subject() {
+    let srv = NatsServer::start();
+    let b = name("bad-b");
+    let qb: Queue<Msg> = Queue::create(&b, 4096).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let subject = "bad.stream";
+    let r = rt();
+    let j = js(&r, &srv.url());
+    let good = |n: u64| {
+        postcard::to_stdvec(&Msg {
+            producer: 9,
+            n,
+            note: "ok".into(),
+        })
+        .unwrap()
+    };
+    let payloads: Vec<Vec<u8>> = vec![
+        good(0),
+        vec![1u8; 10_000], // larger than the queue's largest message (4088)
+        good(1),
+        vec![
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ], // not a Msg
+        good(2),
+    ];
+    r.block_on(async {
+        j.create_stream(jetstream::stream::Config {
+            name: "BAD".into(),
+            subjects: vec![subject.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        for p in &payloads {
+            j.publish(subject, p.clone().into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    });
+    let inb = In::new(&b, subject)
+        .server(srv.url())
+        .durable("bad")
+        .state_file(dir.path().join("in.state"))
+        .validate(|bytes| {
+            <shmq::Postcard as shmq::Codec<Msg>>::decode(bytes)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .spawn()
+        .unwrap();
+    for n in 0..3 {
+        let m = qb.get_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(m.n, n);
+    }
+    wait_for(10, "the malformed count", || inb.progress().malformed == 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let info = r.block_on(async {
+        let s = j.get_stream("BAD").await.unwrap();
+        let mut c: jetstream::consumer::PullConsumer = s.get_consumer("bad").await.unwrap();
+        c.info().await.unwrap().clone()
+    });
+    assert_eq!(info.num_ack_pending, 0, "{info:?}");
+    assert_eq!(info.num_pending, 0, "{info:?}");
+    assert!(matches!(qb.try_get(), Err(QErr::Empty)));
+    assert!(!inb.is_finished(), "the bridge must keep running");
+    let p = inb.progress();
+    assert_eq!((p.messages, p.malformed), (3, 2), "{p:?}");
+    inb.stop().unwrap();
+}
+
+/// RemoteQueue<T>: the Queue<T> calls over JetStream, and the same T as a Queue<T> on the
+/// other side of a bridge.
+#[test]
+fn remote_queue_and_bridged_queue_see_the_same_t() {
+    let srv = NatsServer::start();
+    let (a, b) = (name("rq-a"), name("rq-b"));
+    let qa: Queue<Msg> = Queue::create(&a, 1 << 16).unwrap();
+    let qb: Queue<Msg> = Queue::create(&b, 1 << 16).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Queue<T> on host A -> out bridge -> RemoteQueue<T>.
+    let out = Out::new(&a, "rq.ab").server(srv.url()).spawn().unwrap();
+    let remote: RemoteQueue<Msg> = RemoteQueue::connect(&srv.url(), "rq.ab", "readers").unwrap();
+    assert!(matches!(remote.try_get(), Err(QErr::Empty)));
+    assert!(matches!(
+        remote.get_timeout(Duration::from_millis(50)),
+        Err(QErr::Timeout)
+    ));
+    let m = Msg {
+        producer: 1,
+        n: 42,
+        note: "über".into(),
+    };
+    qa.put(&m).unwrap();
+    assert_eq!(remote.get_timeout(Duration::from_secs(30)).unwrap(), m);
+    // RemoteQueue<T> -> in bridge -> Queue<T> on host B.
+    let w: RemoteQueue<Msg> = RemoteQueue::connect(&srv.url(), "rq.ba", "unused").unwrap();
+    let inb = In::new(&b, "rq.ba")
+        .server(srv.url())
+        .state_file(dir.path().join("in.state"))
+        .spawn()
+        .unwrap();
+    for n in 0..10 {
+        w.put(&Msg {
+            producer: 2,
+            n,
+            note: String::new(),
+        })
+        .unwrap();
+    }
+    w.put_timeout(
+        &Msg {
+            producer: 2,
+            n: 10,
+            note: "last".into(),
+        },
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    for n in 0..=10 {
+        assert_eq!(qb.get_timeout(Duration::from_secs(30)).unwrap().n, n);
+    }
+    // Undecodable bytes: Err(Codec), consumed like Queue<T>::get does.
+    let r = rt();
+    let j = js(&r, &srv.url());
+    r.block_on(async {
+        j.publish("rq.ab", vec![0xffu8; 12].into())
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+    });
+    assert!(matches!(
+        remote.get_timeout(Duration::from_secs(10)),
+        Err(QErr::Codec(_))
+    ));
+    assert!(matches!(remote.try_get(), Err(QErr::Empty)));
+    // Too large for the server: TooLarge, at once.
+    let huge = Msg {
+        producer: 0,
+        n: 0,
+        note: "x".repeat(2 << 20),
+    };
+    assert!(matches!(w.try_put(&huge), Err(QErr::TooLarge { .. })));
+    out.stop().unwrap();
+    inb.stop().unwrap();
+}
