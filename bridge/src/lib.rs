@@ -37,7 +37,6 @@ mod control;
 mod error;
 mod inbound;
 // TEMPORARY: the loan API of issue 13 over copying calls, until shmq has it on main.
-mod loans;
 mod nats;
 mod out;
 mod remote;

@@ -15,8 +15,6 @@ use shmq::RawQueue;
 
 use crate::control::{Backoff, Control};
 use crate::error::{Error, Result};
-#[allow(unused_imports)] // TEMPORARY: the shim's trait, until shmq has the loans (loans.rs)
-use crate::loans::LoanExt;
 use crate::nats::{self, Link};
 
 /// Configuration of an out bridge: local queue `queue` → JetStream subject `subject`.
