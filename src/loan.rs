@@ -6,6 +6,11 @@
 //! meanwhile, so keep loans short. The lock is the same robust lock a put or get takes: a
 //! process killed while holding a loan is recovered from like one killed mid-put or mid-get.
 //!
+//! A loan is not `Send`: it ends on the thread that took it. That thread may not `put`
+//! (while it holds a write loan) or `get` (while it holds a read loan) on the same queue:
+//! the call would wait for the loan's own lock, so it fails at once with
+//! [`Error::InvalidArgument`]. Other threads and processes wait for the loan to end.
+//!
 //! # Delivery
 //! A read loan that is dropped, or whose holder dies, leaves its messages at the head of the
 //! queue for the next consumer: taking a message with a read loan and committing it after

@@ -46,6 +46,9 @@ pub(super) struct Found {
 impl<M: Memory> Ring<M> {
     /// Take the consumer lock, repairing after a dead holder.
     pub(super) fn lock_consumer(&self, deadline: &Deadline) -> Result<LockGuard<'_>> {
+        if self.lent_by_this_thread(false) {
+            return Err(self.self_deadlock(false));
+        }
         let (guard, how) = self.lock(&self.h().cons.lock, deadline)?;
         if let Acquired::Recovered(_) = how {
             self.repair_consumer()?;

@@ -12,6 +12,7 @@
 //!
 //! Both hold the side's lock for their whole life: other producers (consumers) wait.
 
+use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 
 use super::frame::Slot;
@@ -21,8 +22,54 @@ use super::{Block, Ring};
 use crate::error::{Error, Result};
 use crate::mapping::Memory;
 
+thread_local! {
+    /// The loans this thread holds: (header address, producer side). A put or get on the
+    /// same side of the same queue from this thread would wait for the loan's own lock
+    /// for ever; it fails at once instead ([`Ring::lent_by_this_thread`]).
+    static LENT: RefCell<Vec<(usize, bool)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn note_lent(key: (usize, bool)) {
+    LENT.with(|l| l.borrow_mut().push(key));
+}
+
+fn note_returned(key: (usize, bool)) {
+    LENT.with(|l| {
+        let mut l = l.borrow_mut();
+        if let Some(i) = l.iter().position(|&k| k == key) {
+            l.swap_remove(i);
+        }
+    });
+}
+
+impl<M: Memory> Ring<M> {
+    /// Whether this thread holds a loan on the producer (`true`) or consumer side of this
+    /// ring.
+    #[inline]
+    pub(super) fn lent_by_this_thread(&self, producer: bool) -> bool {
+        let key = (self.hdr as usize, producer);
+        LENT.with(|l| {
+            let l = l.borrow();
+            !l.is_empty() && l.contains(&key)
+        })
+    }
+
+    /// The error for a put (`producer`) or get on a side this thread holds a loan on.
+    pub(super) fn self_deadlock(&self, producer: bool) -> Error {
+        Error::InvalidArgument(format!(
+            "this thread holds a {} loan on this queue: commit or drop it before the next {} \
+             (the {} would wait for the loan's own lock)",
+            if producer { "write" } else { "read" },
+            if producer { "put" } else { "get" },
+            if producer { "put" } else { "get" },
+        ))
+    }
+}
+
 /// Reserved room for one record, under the producer lock.
 pub struct WriteLease<'q, M: Memory> {
+    /// Not `Send`: the lease is noted in its thread's `LENT` list and must end there.
+    _thread: std::marker::PhantomData<*const ()>,
     ring: &'q Ring<M>,
     round: Option<PutRound<'q>>,
     off: u64,
@@ -49,12 +96,14 @@ impl<M: Memory> Ring<M> {
             };
             let need = match self.reserve(&mut round, len, &deadline) {
                 Ok(Reserve::At(off)) => {
+                    note_lent((self.hdr as usize, true));
                     return Ok(WriteLease {
+                        _thread: std::marker::PhantomData,
                         ring: self,
                         off,
                         slot: self.slot(off, len),
                         round: Some(round),
-                    })
+                    });
                 }
                 Ok(Reserve::NoRoom(need)) => need,
                 Err(e) => {
@@ -106,7 +155,9 @@ impl<M: Memory> Ring<M> {
                 return Err(e);
             }
         }
+        note_lent((self.hdr as usize, false));
         Ok(ReadLease {
+            _thread: std::marker::PhantomData,
             ring: self,
             round: Some(round),
             items,
@@ -141,6 +192,7 @@ impl<M: Memory> WriteLease<'_, M> {
             )));
         }
         let mut round = self.round.take().expect("a lease is committed once");
+        note_returned((self.ring.hdr as usize, true));
         self.ring.finish_record(&mut round, self.off, len);
         let published = self.ring.publish(&mut round);
         self.ring.end_put(round);
@@ -151,6 +203,7 @@ impl<M: Memory> WriteLease<'_, M> {
 impl<M: Memory> Drop for WriteLease<'_, M> {
     fn drop(&mut self) {
         if let Some(round) = self.round.take() {
+            note_returned((self.ring.hdr as usize, true));
             // Nothing of the reservation is published; padding published to make room was.
             self.ring.end_put(round);
         }
@@ -167,6 +220,8 @@ struct Lent {
 
 /// Messages lent in place at the head of the queue, under the consumer lock.
 pub struct ReadLease<'q, M: Memory> {
+    /// Not `Send`: the lease is noted in its thread's `LENT` list and must end there.
+    _thread: std::marker::PhantomData<*const ()>,
     ring: &'q Ring<M>,
     round: Option<GetRound<'q>>,
     items: Vec<Lent>,
@@ -195,6 +250,7 @@ impl<M: Memory> ReadLease<'_, M> {
     /// end the loan; the others stay at the head for the next consumer.
     pub fn commit_first(mut self, k: usize) {
         let mut round = self.round.take().expect("a lease is committed once");
+        note_returned((self.ring.hdr as usize, false));
         match k
             .min(self.items.len())
             .checked_sub(1)
@@ -214,6 +270,7 @@ impl<M: Memory> ReadLease<'_, M> {
 impl<M: Memory> Drop for ReadLease<'_, M> {
     fn drop(&mut self) {
         if let Some(mut round) = self.round.take() {
+            note_returned((self.ring.hdr as usize, false));
             round.head = round.start;
             self.ring.end_get(round);
         }

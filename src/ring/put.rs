@@ -54,6 +54,9 @@ pub(super) enum Reserve {
 impl<M: Memory> Ring<M> {
     /// Take the producer lock, repairing after a dead holder.
     pub(super) fn lock_producer(&self, deadline: &Deadline) -> Result<LockGuard<'_>> {
+        if self.lent_by_this_thread(true) {
+            return Err(self.self_deadlock(true));
+        }
         let (guard, how) = self.lock(&self.h().prod.lock, deadline)?;
         if let Acquired::Recovered(_) = how {
             self.repair_producer()?;
@@ -282,6 +285,10 @@ impl<M: Memory> Ring<M> {
     /// had before `deadline` (a consumer will consume the padding instead).
     fn drop_leading_skips(&self, tail: u64, deadline: &Deadline) -> Result<bool> {
         let h = self.h();
+        if self.lent_by_this_thread(false) {
+            // This thread holds a read loan: a consumer is at work, as with a busy lock.
+            return Ok(false);
+        }
         let guard = match self.lock_consumer(deadline) {
             Ok(g) => g,
             Err(Error::Timeout) | Err(Error::Closed) => return Ok(false),
