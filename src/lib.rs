@@ -88,8 +88,8 @@ pub use error::{Error, Result};
 pub use loan::{ReadLoan, ReadLoans, WriteLoan};
 #[cfg(target_os = "linux")]
 pub use primitives::{
-    Array, Barrier, CondGuard, Condition, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
-    SemaphoreGuard, Value, ValueGuard,
+    Array, ArrayGuard, Barrier, CondGuard, Condition, Event, Lock, LockGuard, RLock, RLockGuard,
+    Semaphore, SemaphoreGuard, Value, ValueGuard,
 };
 #[cfg(target_os = "linux")]
 pub use queue::{

@@ -5,7 +5,7 @@
 //! the typed queues are the raw queue plus a [`Codec`]. The creator records its codec, the
 //! message type's name and (for `Pod`) the item size in the header; a typed `open` that does
 //! not match gets [`Error::Incompatible`](crate::Error::Incompatible). A `RawQueue` may open
-//! anything.
+//! any queue (not a primitive's segment).
 //!
 //! Handles are `Send + Sync + Clone` (clones share one mapping). A handle serialises (serde)
 //! as its [`Location`](crate::Location) and deserialises by opening it, so a queue passed to
@@ -30,6 +30,7 @@ mod pod;
 mod raw;
 mod typed;
 
+pub(crate) use codec::decode_whole;
 pub use codec::{Codec, Postcard, Slot};
 pub use kind::codec_name;
 pub use options::Options;
