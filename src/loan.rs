@@ -13,6 +13,7 @@
 //!
 //! Delivery and the guarantee about lent bytes: see [`ReadLoan`].
 
+use std::cell::OnceCell;
 use std::fmt;
 use std::ops::Deref;
 use std::time::Duration;
@@ -71,7 +72,7 @@ impl WriteLoan<'_> {
     }
 
     /// Publish only the first `len` bytes (reserve the most a message can take, write it,
-    /// then commit what it took). Errors: [`Error::Codec`](crate::Error::Codec) if `len` exceeds the
+    /// then commit what it took). Errors: [`Error::InvalidArgument`](crate::Error::InvalidArgument) if `len` exceeds the
     /// reservation, [`Error::Closed`](crate::Error::Closed) as for [`commit`](Self::commit).
     pub fn commit_len(self, len: usize) -> Result<()> {
         self.lease.commit(len)
@@ -117,18 +118,26 @@ impl fmt::Debug for WriteLoan<'_> {
 ///
 /// # What a loan guarantees about the bytes
 /// A read loan validates the record before lending it: its frame lies inside the ring and
-/// inside the published region, so every byte of the slice is inside the mapping. Against
-/// every process that follows the queue's protocol the lent bytes do not change while lent:
+/// inside the published region, so the lent slice lies inside the mapping. Against every
+/// process that follows the queue's protocol the lent bytes do not change while lent:
 /// producers write only between the published tail and the head, and the head moves only
 /// under the consumer lock this loan holds. A process that maps the segment writable and
-/// ignores the protocol can write anywhere in it at any time, lent bytes included: it can
-/// make a loan see wrong data or a decode fail with [`Error::Codec`](crate::Error::Codec); it cannot make the
-/// loan read or write outside the mapping. (Rust's `&[u8]` promises the compiler that the
-/// bytes do not change while borrowed; like every crate that lends shared memory as a
-/// slice — iceoryx2, shared_memory — shmq can keep that promise only for processes that
-/// follow the protocol. Use `get_into`, which copies, when peers are not trusted.)
+/// ignores the protocol can write anywhere in it at any time, lent bytes included; then:
+/// * [`bytes`](Self::bytes) / `Deref` may show wrong data (never bytes outside the slice);
+/// * [`decode`](Self::decode) is unaffected beyond wrong data or
+///   [`Error::Codec`](crate::Error::Codec): it decodes from a private copy it takes once;
+/// * [`decode_in_place`](Self::decode_in_place), the zero-copy decode, is `unsafe` for
+///   exactly this reason: a `&str` it returned was valid UTF-8 when decoded, and a writer
+///   who breaks that afterwards makes string code read past the string's end.
+///
+/// (Rust's `&[u8]` promises the compiler that the bytes do not change while borrowed; like
+/// every crate that lends shared memory as a slice — iceoryx2, shared_memory — shmq can keep
+/// that promise only for processes that follow the protocol. Use `get_into`, which copies,
+/// when peers are not trusted.)
 pub struct ReadLoan<'q> {
     lease: ReadLease<'q, Segment>,
+    /// The private copy `decode` takes on first use.
+    copy: OnceCell<Vec<u8>>,
 }
 
 impl ReadLoan<'_> {
@@ -145,9 +154,11 @@ impl ReadLoan<'_> {
         self.lease.get(0).map_or(&[], |(_, b)| b)
     }
 
-    /// Decode the message with postcard, borrowing from the ring where the type borrows
-    /// (`&str`, `&[u8]`, `serde_bytes::Bytes`, structs of them): no copy. The whole message
-    /// must be one value ([`Error::Codec`](crate::Error::Codec) otherwise).
+    /// Decode the message with postcard. Borrowing types (`&str`, `&[u8]`,
+    /// `serde_bytes::Bytes`, structs of them) borrow from a private copy of the message the
+    /// loan takes once (one `memcpy`, no per-field allocation), so nothing another process
+    /// writes can break them. The whole message must be one value
+    /// ([`Error::Codec`](crate::Error::Codec) otherwise).
     ///
     /// ```
     /// # let name = format!("doc-rdec-{}", std::process::id());
@@ -159,6 +170,29 @@ impl ReadLoan<'_> {
     /// # Ok::<(), shmq::Error>(())
     /// ```
     pub fn decode<'a, U: Deserialize<'a>>(&'a self) -> Result<U> {
+        crate::queue::decode_whole(self.copy.get_or_init(|| self.bytes().to_vec()))
+    }
+
+    /// Decode the message with postcard straight from the ring: borrowing types borrow the
+    /// ring's bytes, with no copy at all (the zero-copy path).
+    ///
+    /// # Safety
+    /// No process may write the segment outside shmq's protocol while the result lives
+    /// (every process with write access to it is trusted). A process that rewrites lent
+    /// bytes can turn a returned `&str` into invalid UTF-8 after it was checked, and string
+    /// code then reads past its end. [`decode`](Self::decode) has no such condition.
+    ///
+    /// ```
+    /// # let name = format!("doc-rdip-{}", std::process::id());
+    /// let q: shmq::Queue<String> = shmq::Queue::create(&name, 4096)?;
+    /// q.put(&"in place".to_string())?;
+    /// let loan = q.get_loan()?;
+    /// // SAFETY: only this process (and shmq's own protocol) writes this queue.
+    /// let s: &str = unsafe { loan.decode_in_place()? };
+    /// assert_eq!(s, "in place");
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub unsafe fn decode_in_place<'a, U: Deserialize<'a>>(&'a self) -> Result<U> {
         crate::queue::decode_whole(self.bytes())
     }
 
@@ -203,6 +237,8 @@ impl fmt::Debug for ReadLoan<'_> {
 /// ```
 pub struct ReadLoans<'q> {
     lease: ReadLease<'q, Segment>,
+    /// The private copies `decode` takes on first use, one per message.
+    copies: Vec<OnceCell<Vec<u8>>>,
 }
 
 impl ReadLoans<'_> {
@@ -226,9 +262,19 @@ impl ReadLoans<'_> {
         (0..self.len()).filter_map(move |i| self.get(i))
     }
 
-    /// Decode message `i` with postcard, borrowing where the type borrows (as
-    /// [`ReadLoan::decode`]). `None` if there is no message `i`.
+    /// Decode message `i` with postcard from a private copy, borrowing types borrowing from
+    /// it (as [`ReadLoan::decode`]). `None` if there is no message `i`.
     pub fn decode<'a, U: Deserialize<'a>>(&'a self, i: usize) -> Option<Result<U>> {
+        let (_, b) = self.get(i)?;
+        let copy = self.copies.get(i)?.get_or_init(|| b.to_vec());
+        Some(crate::queue::decode_whole(copy))
+    }
+
+    /// Decode message `i` straight from the ring (as [`ReadLoan::decode_in_place`]).
+    ///
+    /// # Safety
+    /// As for [`ReadLoan::decode_in_place`].
+    pub unsafe fn decode_in_place<'a, U: Deserialize<'a>>(&'a self, i: usize) -> Option<Result<U>> {
         self.get(i).map(|(_, b)| crate::queue::decode_whole(b))
     }
 
@@ -279,9 +325,9 @@ impl RawQueue {
     }
 
     fn get_loans_block(&self, max: usize, block: Block) -> Result<ReadLoans<'_>> {
-        Ok(ReadLoans {
-            lease: self.ring().lease_read(max, block)?,
-        })
+        let lease = self.ring().lease_read(max, block)?;
+        let copies = (0..lease.len()).map(|_| OnceCell::new()).collect();
+        Ok(ReadLoans { lease, copies })
     }
 
     /// Lend the oldest message in place, waiting while the queue is empty; the consumer
@@ -289,23 +335,32 @@ impl RawQueue {
     /// the queue is closed and drained, [`Error::Corrupt`](crate::Error::Corrupt).
     pub fn get_loan(&self) -> Result<ReadLoan<'_>> {
         self.get_loans_block(1, Block::Until(None))
-            .map(|l| ReadLoan { lease: l.lease })
+            .map(|l| ReadLoan {
+                lease: l.lease,
+                copy: OnceCell::new(),
+            })
     }
 
     /// [`get_loan`](Self::get_loan) if a message is queued now, else [`Error::Empty`](crate::Error::Empty).
     pub fn try_get_loan(&self) -> Result<ReadLoan<'_>> {
-        self.get_loans_block(1, Block::No)
-            .map(|l| ReadLoan { lease: l.lease })
+        self.get_loans_block(1, Block::No).map(|l| ReadLoan {
+            lease: l.lease,
+            copy: OnceCell::new(),
+        })
     }
 
     /// [`get_loan`](Self::get_loan), waiting at most `timeout` ([`Error::Timeout`](crate::Error::Timeout)).
     pub fn get_loan_timeout(&self, timeout: Duration) -> Result<ReadLoan<'_>> {
         self.get_loans_block(1, Block::timeout(timeout))
-            .map(|l| ReadLoan { lease: l.lease })
+            .map(|l| ReadLoan {
+                lease: l.lease,
+                copy: OnceCell::new(),
+            })
     }
 
     /// Lend up to `max` of the oldest messages in place (at least one: waits while the
-    /// queue is empty; takes what is queued now up to `max`, without waiting for more).
+    /// queue is empty; takes what is queued now up to `max`, without waiting for more;
+    /// `max` 0 counts as 1).
     /// Errors as for [`get_loan`](Self::get_loan).
     pub fn get_loans(&self, max: usize) -> Result<ReadLoans<'_>> {
         self.get_loans_block(max, Block::Until(None))
