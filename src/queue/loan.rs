@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::{Codec, RawQueue, TypedQueue};
 use crate::error::Result;
-use crate::queue::{Codec, RawQueue, TypedQueue};
 use crate::ring::{Block, ReadLease, WriteLease};
 use crate::segment::Segment;
 
