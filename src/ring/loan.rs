@@ -183,10 +183,10 @@ impl<M: Memory> WriteLease<'_, M> {
 
     /// Publish the first `len` bytes of the reserved payload as one message (`len` at most
     /// [`len`](Self::len)). Errors: `Closed` (nothing published) if the queue was closed
-    /// meanwhile; `Codec` if `len` exceeds the reservation.
+    /// meanwhile; `InvalidArgument` if `len` exceeds the reservation.
     pub fn commit(mut self, len: usize) -> Result<()> {
         if len > self.slot.capacity() {
-            return Err(Error::Codec(format!(
+            return Err(Error::InvalidArgument(format!(
                 "committing {len} bytes of a {}-byte write loan",
                 self.slot.capacity()
             )));

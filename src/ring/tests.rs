@@ -424,7 +424,7 @@ fn write_lease_commit_and_drop() {
     assert!(r.is_empty());
     let mut w = r.lease_write(120, Block::No).unwrap();
     w.as_mut_slice().fill(7);
-    assert!(matches!(w.commit(121), Err(Error::Codec(_))));
+    assert!(matches!(w.commit(121), Err(Error::InvalidArgument(_))));
     let mut w = r.lease_write(120, Block::No).unwrap();
     w.as_mut_slice().fill(7);
     w.commit(120).unwrap();
