@@ -118,13 +118,21 @@ fn typed_read_loan_borrows_and_a_bad_decode_loses_nothing() {
             loan.decode::<(u64, u64, u64, u64)>(),
             Err(Error::Codec(_))
         ));
+        let ring = loan.bytes().as_ptr_range();
+        // The safe decode borrows from the loan's private copy, not from the ring.
         let b: Borrowed<'_> = loan.decode().unwrap();
         assert_eq!(
             (b.id, b.text, &b.blob[..]),
             (7, "in place", &[1u8, 2, 3, 250][..])
         );
-        // The borrowed str points into the ring, not into a copy.
-        let ring = loan.bytes().as_ptr_range();
+        assert!(!ring.contains(&b.text.as_ptr()));
+        // The zero-copy decode borrows the ring's bytes themselves.
+        // SAFETY: only this test's processes write this queue, all through shmq.
+        let b: Borrowed<'_> = unsafe { loan.decode_in_place() }.unwrap();
+        assert_eq!(
+            (b.id, b.text, &b.blob[..]),
+            (7, "in place", &[1u8, 2, 3, 250][..])
+        );
         assert!(ring.contains(&b.text.as_ptr()));
     }
     assert_eq!(q.len(), 1);
@@ -196,6 +204,9 @@ fn same_thread_calls_under_a_loan_fail_instead_of_waiting() {
     b.put(b"2").unwrap();
     let la = a.get_loan().unwrap();
     assert!(matches!(a.get_vec(), Err(Error::InvalidArgument(_))));
+    // Also through a second handle of this process on the same queue (another mapping).
+    let a2 = RawQueue::open(a.name()).unwrap();
+    assert!(matches!(a2.get_vec(), Err(Error::InvalidArgument(_))));
     assert!(matches!(a.get_loan(), Err(Error::InvalidArgument(_))));
     a.put(b"3").unwrap();
     let lb = b.get_loan().unwrap();

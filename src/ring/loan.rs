@@ -23,17 +23,17 @@ use crate::error::{Error, Result};
 use crate::mapping::Memory;
 
 thread_local! {
-    /// The loans this thread holds: (header address, producer side). A put or get on the
+    /// The loans this thread holds: (the memory's identity, producer side). A put or get on the
     /// same side of the same queue from this thread would wait for the loan's own lock
     /// for ever; it fails at once instead ([`Ring::lent_by_this_thread`]).
-    static LENT: RefCell<Vec<(usize, bool)>> = const { RefCell::new(Vec::new()) };
+    static LENT: RefCell<Vec<((u64, u64), bool)>> = const { RefCell::new(Vec::new()) };
 }
 
-fn note_lent(key: (usize, bool)) {
+fn note_lent(key: ((u64, u64), bool)) {
     LENT.with(|l| l.borrow_mut().push(key));
 }
 
-fn note_returned(key: (usize, bool)) {
+fn note_returned(key: ((u64, u64), bool)) {
     LENT.with(|l| {
         let mut l = l.borrow_mut();
         if let Some(i) = l.iter().position(|&k| k == key) {
@@ -47,7 +47,7 @@ impl<M: Memory> Ring<M> {
     /// ring.
     #[inline]
     pub(super) fn lent_by_this_thread(&self, producer: bool) -> bool {
-        let key = (self.hdr as usize, producer);
+        let key = (self.key, producer);
         LENT.with(|l| {
             let l = l.borrow();
             !l.is_empty() && l.contains(&key)
@@ -96,7 +96,7 @@ impl<M: Memory> Ring<M> {
             };
             let need = match self.reserve(&mut round, len, &deadline) {
                 Ok(Reserve::At(off)) => {
-                    note_lent((self.hdr as usize, true));
+                    note_lent((self.key, true));
                     return Ok(WriteLease {
                         _thread: std::marker::PhantomData,
                         ring: self,
@@ -155,7 +155,7 @@ impl<M: Memory> Ring<M> {
                 return Err(e);
             }
         }
-        note_lent((self.hdr as usize, false));
+        note_lent((self.key, false));
         Ok(ReadLease {
             _thread: std::marker::PhantomData,
             ring: self,
@@ -192,7 +192,7 @@ impl<M: Memory> WriteLease<'_, M> {
             )));
         }
         let mut round = self.round.take().expect("a lease is committed once");
-        note_returned((self.ring.hdr as usize, true));
+        note_returned((self.ring.key, true));
         self.ring.finish_record(&mut round, self.off, len);
         let published = self.ring.publish(&mut round);
         self.ring.end_put(round);
@@ -203,7 +203,7 @@ impl<M: Memory> WriteLease<'_, M> {
 impl<M: Memory> Drop for WriteLease<'_, M> {
     fn drop(&mut self) {
         if let Some(round) = self.round.take() {
-            note_returned((self.ring.hdr as usize, true));
+            note_returned((self.ring.key, true));
             // Nothing of the reservation is published; padding published to make room was.
             self.ring.end_put(round);
         }
@@ -250,7 +250,7 @@ impl<M: Memory> ReadLease<'_, M> {
     /// end the loan; the others stay at the head for the next consumer.
     pub fn commit_first(mut self, k: usize) {
         let mut round = self.round.take().expect("a lease is committed once");
-        note_returned((self.ring.hdr as usize, false));
+        note_returned((self.ring.key, false));
         match k
             .min(self.items.len())
             .checked_sub(1)
@@ -270,7 +270,7 @@ impl<M: Memory> ReadLease<'_, M> {
 impl<M: Memory> Drop for ReadLease<'_, M> {
     fn drop(&mut self) {
         if let Some(mut round) = self.round.take() {
-            note_returned((self.ring.hdr as usize, false));
+            note_returned((self.ring.key, false));
             round.head = round.start;
             self.ring.end_get(round);
         }
