@@ -816,3 +816,45 @@ fn remote_queue_and_bridged_queue_see_the_same_t() {
     out.stop().unwrap();
     inb.stop().unwrap();
 }
+
+/// The server behaviour the out bridge's ordering rests on (see docs/bridge.md, *Order*):
+/// a publish whose `Nats-Expected-Last-Msg-Id` is not the stream's last id is refused, and a
+/// duplicate id is acknowledged as a duplicate before that condition is checked.
+#[test]
+fn ordering_condition_refuses_a_successor_and_passes_duplicates() {
+    use async_nats::jetstream::context::PublishErrorKind;
+    use async_nats::jetstream::message::PublishMessage;
+    let srv = NatsServer::start();
+    let r = rt();
+    let j = js(&r, &srv.url());
+    r.block_on(async {
+        j.create_stream(jetstream::stream::Config {
+            name: "ORD".into(),
+            subjects: vec!["ord".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+        let send = |id: &str, after: Option<&str>| {
+            let mut p = PublishMessage::build()
+                .payload(id.to_string().into())
+                .message_id(id);
+            if let Some(a) = after {
+                p = p.expected_last_message_id(a);
+            }
+            let j = j.clone();
+            async move { j.send_publish("ord", p).await.expect("send").await }
+        };
+        assert!(!send("m1", None).await.expect("m1").duplicate);
+        // m2 was lost: m3 must not be stored before it.
+        let e = send("m3", Some("m2"))
+            .await
+            .expect_err("m3 after a lost m2");
+        assert_eq!(e.kind(), PublishErrorKind::WrongLastMessageId);
+        assert!(!send("m2", Some("m1")).await.expect("m2").duplicate);
+        // m2 again (its ack was lost): a duplicate, although the condition no longer holds.
+        assert!(send("m2", Some("m1")).await.expect("m2 again").duplicate);
+        assert!(!send("m3", Some("m2")).await.expect("m3").duplicate);
+    });
+    assert_eq!(stream_messages(&r, &j, "ORD"), 3);
+}
