@@ -377,8 +377,9 @@ impl RawQueue {
     }
 }
 
-/// Read loans on a typed queue: the message's bytes in place, decoded with
-/// [`ReadLoan::decode`] (borrowing types decode without a copy).
+/// Read loans on a typed queue: the message's bytes in place. [`ReadLoan::decode`] decodes
+/// postcard (a [`Queue<T>`](crate::Queue)); for a [`PodQueue<T>`](crate::PodQueue) read the
+/// bytes with `bytemuck` (`bytemuck::try_pod_read_unaligned(loan.bytes())`).
 impl<T, C: Codec<T>> TypedQueue<T, C> {
     /// [`RawQueue::get_loan`] on this queue.
     pub fn get_loan(&self) -> Result<ReadLoan<'_>> {
