@@ -18,8 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub type Ends = (Box<dyn FnMut(u64)>, Box<dyn FnMut(u64)>);
 
 /// Rows of the cross-process tables.
-pub const ROWS: [&str; 9] = [
+pub const ROWS: [&str; 10] = [
     "shmq-raw",
+    "shmq-loan",
     "shmq-typed",
     "shmq-pod",
     "shmq-batch",
@@ -69,7 +70,7 @@ impl Pending {
 pub fn parent_link(row: &str, size: usize) -> Pending {
     let key = unique_key();
     match row {
-        "shmq-raw" | "shmq-batch" | "shmq-typed" | "shmq-pod" => shmq::parent(row, size, &key),
+        "shmq-raw" | "shmq-loan" | "shmq-batch" | "shmq-typed" | "shmq-pod" => shmq::parent(row, size, &key),
         "ipmpsc-serde" | "ipmpsc-zc" => ipmpsc::parent(row, size, &key),
         "ipc-typed" | "ipc-bytes" => ipc::parent(row, size),
         "uds" => uds::parent(row, size, &key),
@@ -82,7 +83,7 @@ pub fn parent_link(row: &str, size: usize) -> Pending {
 pub fn child_link(spec: &[&str]) -> Ends {
     let (row, size, key) = (spec[0], spec[1].parse().unwrap(), spec[2]);
     match row {
-        "shmq-raw" | "shmq-batch" | "shmq-typed" | "shmq-pod" => shmq::child(row, size, key),
+        "shmq-raw" | "shmq-loan" | "shmq-batch" | "shmq-typed" | "shmq-pod" => shmq::child(row, size, key),
         "ipmpsc-serde" | "ipmpsc-zc" => ipmpsc::child(row, size, key),
         "ipc-typed" | "ipc-bytes" => ipc::child(row, size, key),
         "uds" => uds::child(size, key),

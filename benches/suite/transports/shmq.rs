@@ -1,5 +1,6 @@
-//! shmq's own rows: `shmq-raw` (`RawQueue`), `shmq-batch` (`put_many` / `get_many_into`),
-//! `shmq-typed` (`Queue<T>`, serde) and `shmq-pod` (`PodQueue<T>`).
+//! shmq's own rows: `shmq-raw` (`RawQueue`), `shmq-loan` (`put_loan` / `get_loan`, in
+//! place), `shmq-batch` (`put_many` / `get_many_into`), `shmq-typed` (`Queue<T>`, serde)
+//! and `shmq-pod` (`PodQueue<T>`).
 
 use shmq::{Batch, Options, PodQueue, Queue, RawQueue};
 
@@ -27,6 +28,44 @@ fn raw_ends(tx: RawQueue, rx: RawQueue, size: usize) -> Ends {
             for _ in 0..n {
                 let got = rx.get_into(&mut buf).unwrap();
                 debug_assert_eq!(got, size);
+            }
+        }),
+    )
+}
+
+/// What the loan row's consumer does with a lent message: read every byte once, in place
+/// (a wrapping sum of its 8-byte words, which the compiler vectorises). The copying rows'
+/// consumers read every byte once too, by copying it out of the ring; neither does more.
+fn checksum(bytes: &[u8]) -> u64 {
+    let mut words = bytes.chunks_exact(8);
+    let sum = words.by_ref().fold(0u64, |a, w| {
+        a.wrapping_add(u64::from_ne_bytes(w.try_into().unwrap()))
+    });
+    words
+        .remainder()
+        .iter()
+        .fold(sum, |a, &b| a.wrapping_add(u64::from(b)))
+}
+
+/// `shmq-loan`: the producer reserves a write loan, fills it in place with the same copy of
+/// the same message as `put` makes, and commits; the consumer borrows the message in place
+/// with a read loan, reads every byte ([`checksum`]) and commits (removes) it.
+fn loan_ends(tx: RawQueue, rx: RawQueue, size: usize) -> Ends {
+    let msg = vec![0xa5u8; size];
+    (
+        Box::new(move |n| {
+            for _ in 0..n {
+                let mut loan = tx.put_loan(size).unwrap();
+                loan.as_mut_slice().copy_from_slice(&msg);
+                loan.commit().unwrap();
+            }
+        }),
+        Box::new(move |n| {
+            for _ in 0..n {
+                let loan = rx.get_loan().unwrap();
+                debug_assert_eq!(loan.len(), size);
+                std::hint::black_box(checksum(loan.bytes()));
+                loan.commit();
             }
         }),
     )
@@ -97,13 +136,13 @@ fn pod_ends<P: bytemuck::Pod + Send + Sync>(tx: PodQueue<P>, rx: PodQueue<P>) ->
 pub fn parent(row: &str, size: usize, key: &str) -> Pending {
     let (d, u) = channel_names(key);
     let finish: Box<dyn FnOnce() -> Ends> = match row {
-        "shmq-raw" | "shmq-batch" => {
+        "shmq-raw" | "shmq-loan" | "shmq-batch" => {
             let tx = RawQueue::create_with(d.as_str(), &shmq_opts(size)).unwrap();
             let rx = RawQueue::create_with(u.as_str(), &shmq_opts(size)).unwrap();
-            if row == "shmq-raw" {
-                Box::new(move || raw_ends(tx, rx, size))
-            } else {
-                Box::new(move || batch_ends(tx, rx, size))
+            match row {
+                "shmq-raw" => Box::new(move || raw_ends(tx, rx, size)),
+                "shmq-loan" => Box::new(move || loan_ends(tx, rx, size)),
+                _ => Box::new(move || batch_ends(tx, rx, size)),
             }
         }
         "shmq-typed" => with_payload!(size, P => {
@@ -130,6 +169,11 @@ pub fn child(row: &str, size: usize, key: &str) -> Ends {
             RawQueue::open(&d).unwrap(),
             size,
         ),
+        "shmq-loan" => loan_ends(
+            RawQueue::open(&u).unwrap(),
+            RawQueue::open(&d).unwrap(),
+            size,
+        ),
         "shmq-batch" => batch_ends(
             RawQueue::open(&u).unwrap(),
             RawQueue::open(&d).unwrap(),
@@ -145,5 +189,18 @@ pub fn child(row: &str, size: usize, key: &str) -> Ends {
             PodQueue::<P>::open(&d).unwrap(),
         )),
         other => panic!("unknown row {other}"),
+    }
+}
+
+/// Both ends of the row `row` on one queue in this process, for the one-thread profile
+/// (`SHMQ_BENCH_PROFILE="solo ..."`): what `send` puts, `recv` takes.
+pub fn solo(row: &str, size: usize, key: &str) -> Ends {
+    let tx = RawQueue::create_with(key, &shmq_opts(size)).unwrap();
+    let rx = RawQueue::open(key).unwrap();
+    match row {
+        "shmq-raw" => raw_ends(tx, rx, size),
+        "shmq-loan" => loan_ends(tx, rx, size),
+        "shmq-batch" => batch_ends(tx, rx, size),
+        other => panic!("no solo mode for row {other} (shmq-raw, shmq-loan, shmq-batch)"),
     }
 }
