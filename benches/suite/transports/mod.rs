@@ -70,7 +70,9 @@ impl Pending {
 pub fn parent_link(row: &str, size: usize) -> Pending {
     let key = unique_key();
     match row {
-        "shmq-raw" | "shmq-loan" | "shmq-batch" | "shmq-typed" | "shmq-pod" => shmq::parent(row, size, &key),
+        "shmq-raw" | "shmq-loan" | "shmq-batch" | "shmq-typed" | "shmq-pod" => {
+            shmq::parent(row, size, &key)
+        }
         "ipmpsc-serde" | "ipmpsc-zc" => ipmpsc::parent(row, size, &key),
         "ipc-typed" | "ipc-bytes" => ipc::parent(row, size),
         "uds" => uds::parent(row, size, &key),
@@ -83,7 +85,9 @@ pub fn parent_link(row: &str, size: usize) -> Pending {
 pub fn child_link(spec: &[&str]) -> Ends {
     let (row, size, key) = (spec[0], spec[1].parse().unwrap(), spec[2]);
     match row {
-        "shmq-raw" | "shmq-loan" | "shmq-batch" | "shmq-typed" | "shmq-pod" => shmq::child(row, size, key),
+        "shmq-raw" | "shmq-loan" | "shmq-batch" | "shmq-typed" | "shmq-pod" => {
+            shmq::child(row, size, key)
+        }
         "ipmpsc-serde" | "ipmpsc-zc" => ipmpsc::child(row, size, key),
         "ipc-typed" | "ipc-bytes" => ipc::child(row, size, key),
         "uds" => uds::child(size, key),
