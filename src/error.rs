@@ -75,7 +75,8 @@ pub enum Error {
         /// is free, see `MAPPED_BYTE` in docs/design.md) and it was not created persistent.
         stale: bool,
     },
-    /// The name breaks the naming rules (see [`crate::segment::validate_name`]).
+    /// The name breaks the naming rules: 1 to 200 bytes of ASCII letters, digits, `_`, `-`
+    /// and `.`, not starting with `.` (the object is `/dev/shm/shmq.<name>`).
     #[error("invalid queue name {name:?}: {reason}")]
     InvalidName {
         /// The rejected name.

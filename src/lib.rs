@@ -54,8 +54,6 @@ mod encode;
 #[cfg(target_os = "linux")]
 pub mod error;
 #[cfg(target_os = "linux")]
-mod loan;
-#[cfg(target_os = "linux")]
 mod mapping;
 #[cfg(target_os = "linux")]
 pub mod primitives;
@@ -85,15 +83,14 @@ pub use cleanup::{cleanup_on_signals, remove_own_queues, CLEANUP_SIGNALS};
 #[cfg(target_os = "linux")]
 pub use error::{Error, Result};
 #[cfg(target_os = "linux")]
-pub use loan::{ReadLoan, ReadLoans, WriteLoan};
-#[cfg(target_os = "linux")]
 pub use primitives::{
-    Array, Barrier, CondGuard, Condition, Event, Lock, LockGuard, RLock, RLockGuard, Semaphore,
-    SemaphoreGuard, Value, ValueGuard,
+    Array, ArrayGuard, Barrier, CondGuard, Condition, Event, Lock, LockGuard, RLock, RLockGuard,
+    Semaphore, SemaphoreGuard, Value, ValueGuard,
 };
 #[cfg(target_os = "linux")]
 pub use queue::{
-    Batch, Codec, Options, Pod, PodQueue, Postcard, Queue, RawQueue, Slot, TypedQueue,
+    Batch, Codec, Options, Pod, PodQueue, Postcard, Queue, RawQueue, ReadLoan, ReadLoans, Slot,
+    TypedQueue, WriteLoan,
 };
 #[cfg(target_os = "linux")]
 pub use ring::Stats;

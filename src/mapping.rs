@@ -28,6 +28,11 @@ pub unsafe trait Memory: Send + Sync {
     /// This handle's identity for the locks; `in_use(id)` says whether `id` stands in one
     /// of the header's lock words (an id not to take).
     fn claim_holder(&mut self, in_use: &dyn Fn(u32) -> bool) -> Result<Holder>;
+    /// What makes two mappings the same memory: a segment's device and inode (two handles
+    /// of one process on one queue map it twice), else the header's address.
+    fn identity(&self) -> (u64, u64) {
+        (0, self.header() as usize as u64)
+    }
 }
 
 // SAFETY: a Segment's mapping is validated at create/open (header alignment and size,
@@ -42,6 +47,11 @@ unsafe impl Memory for Segment {
     }
     fn claim_holder(&mut self, in_use: &dyn Fn(u32) -> bool) -> Result<Holder> {
         Segment::claim_holder(self, in_use)
+    }
+    fn identity(&self) -> (u64, u64) {
+        let o = self.object_id();
+        // Device 0 is never a real one for /dev/shm: no clash with the address form.
+        (o.dev.max(1), o.ino)
     }
 }
 

@@ -118,13 +118,21 @@ fn typed_read_loan_borrows_and_a_bad_decode_loses_nothing() {
             loan.decode::<(u64, u64, u64, u64)>(),
             Err(Error::Codec(_))
         ));
+        let ring = loan.bytes().as_ptr_range();
+        // The safe decode borrows from the loan's private copy, not from the ring.
         let b: Borrowed<'_> = loan.decode().unwrap();
         assert_eq!(
             (b.id, b.text, &b.blob[..]),
             (7, "in place", &[1u8, 2, 3, 250][..])
         );
-        // The borrowed str points into the ring, not into a copy.
-        let ring = loan.bytes().as_ptr_range();
+        assert!(!ring.contains(&b.text.as_ptr()));
+        // The zero-copy decode borrows the ring's bytes themselves.
+        // SAFETY: only this test's processes write this queue, all through shmq.
+        let b: Borrowed<'_> = unsafe { loan.decode_in_place() }.unwrap();
+        assert_eq!(
+            (b.id, b.text, &b.blob[..]),
+            (7, "in place", &[1u8, 2, 3, 250][..])
+        );
         assert!(ring.contains(&b.text.as_ptr()));
     }
     assert_eq!(q.len(), 1);
@@ -148,7 +156,8 @@ fn loans_at_the_edges() {
     l.commit();
     let mut w = q.put_loan_timeout(max, Duration::MAX).unwrap();
     w.as_mut_slice().fill(9);
-    assert!(matches!(q.try_put(b"x"), Err(Error::Full)));
+    // The same thread's put would wait for the loan's own lock: refused at once.
+    assert!(matches!(q.try_put(b"x"), Err(Error::InvalidArgument(_))));
     w.commit().unwrap();
     assert!(matches!(q.try_put_loan(1), Err(Error::Full)));
     assert!(matches!(
@@ -182,4 +191,33 @@ fn uid_names_the_queue_incarnation() {
     drop((a, b));
     let c = RawQueue::create(&name, 4096).unwrap();
     assert_ne!(c.uid(), first);
+}
+
+/// The thread holding a loan cannot deadlock on its own lock: a get under a read loan (or
+/// a put under a write loan) on the same queue fails at once; the other side works, and so
+/// does the same side on another queue.
+#[test]
+fn same_thread_calls_under_a_loan_fail_instead_of_waiting() {
+    let a = RawQueue::create(&uniq("loan-sa"), 4096).unwrap();
+    let b = RawQueue::create(&uniq("loan-sb"), 4096).unwrap();
+    a.put(b"1").unwrap();
+    b.put(b"2").unwrap();
+    let la = a.get_loan().unwrap();
+    assert!(matches!(a.get_vec(), Err(Error::InvalidArgument(_))));
+    // Also through a second handle of this process on the same queue (another mapping).
+    let a2 = RawQueue::open(a.name()).unwrap();
+    assert!(matches!(a2.get_vec(), Err(Error::InvalidArgument(_))));
+    assert!(matches!(a.get_loan(), Err(Error::InvalidArgument(_))));
+    a.put(b"3").unwrap();
+    let lb = b.get_loan().unwrap();
+    assert_eq!(&*lb, b"2");
+    drop(la);
+    lb.commit();
+    assert_eq!(a.get_vec().unwrap(), b"1");
+    let w = a.put_loan(4).unwrap();
+    assert!(matches!(a.put(b"x"), Err(Error::InvalidArgument(_))));
+    assert_eq!(a.get_vec().unwrap(), b"3");
+    drop(w);
+    a.put(b"y").unwrap();
+    assert_eq!(a.get_vec().unwrap(), b"y");
 }

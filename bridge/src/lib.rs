@@ -36,7 +36,6 @@
 mod control;
 mod error;
 mod inbound;
-// TEMPORARY: the loan API of issue 13 over copying calls, until shmq has it on main.
 mod nats;
 mod out;
 mod remote;

@@ -27,6 +27,11 @@ enum Cmd {
         /// How long to wait for JetStream's ack before retrying the batch.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
         ack_timeout: Duration,
+        /// Publish without the ordering condition (Nats-Expected-Last-Msg-Id), for a stream
+        /// other publishers write into at the same time; a lost connection can then store
+        /// two messages in swapped order.
+        #[arg(long)]
+        unordered: bool,
     },
     /// JetStream subject -> local queue, through a durable pull consumer: put, then ack.
     In {
@@ -144,12 +149,14 @@ async fn run(cli: Cli) -> shmq_bridge::Result<()> {
             common,
             dedupe_window,
             ack_timeout,
+            unordered,
         } => {
             let mut b = Out::new(common.queue, common.subject)
                 .server(common.server)
                 .batch(common.batch)
                 .dedupe_window(dedupe_window)
-                .ack_timeout(ack_timeout);
+                .ack_timeout(ack_timeout)
+                .ordered(!unordered);
             if let Some(s) = common.stream {
                 b = b.stream(s);
             }

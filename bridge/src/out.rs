@@ -5,6 +5,16 @@
 //! the acknowledged prefix of the loan. Killed anywhere, the bridge has committed only
 //! messages JetStream holds, and what it sends again after a restart carries the same ids,
 //! which the stream drops as duplicates within its dedupe window.
+//!
+//! Order: the publishes of a batch are pipelined, so when one is lost (written into a
+//! connection that dies, or refused while the server restarts) a later one can still be
+//! stored, e.g. from the client's buffer after it reconnects; sending the lost one again
+//! would store it behind its successor. So every message after the first of a batch is
+//! published on condition (`Nats-Expected-Last-Msg-Id`: the previous message's id): the
+//! stream refuses it unless its predecessor is the last message it stored. Everything behind
+//! a lost message is refused, and the retry resends them in queue order. (The dedupe check
+//! comes first on the server, so a message already stored is still acknowledged as a
+//! duplicate.) See [`Out::ordered`] for streams other publishers write to.
 
 use std::time::Duration;
 
@@ -35,6 +45,7 @@ pub struct Out {
     link: Link,
     batch: usize,
     poll: Duration,
+    ordered: bool,
 }
 
 impl Out {
@@ -55,7 +66,21 @@ impl Out {
             },
             batch: 256,
             poll: Duration::from_millis(200),
+            ordered: true,
         }
+    }
+
+    /// Keep queue order in the stream across lost connections and server restarts (the
+    /// default): each message after the first of a batch is published on condition that
+    /// its predecessor is the stream's last message (`Nats-Expected-Last-Msg-Id`). When
+    /// other publishers (another out bridge, a `RemoteQueue`) write into the same stream at
+    /// the same time, their messages make that condition fail and the bridge resends the
+    /// rest of the batch (counted in `retries`): correct, but slower; pass `false` there to
+    /// publish without the condition, and accept that a lost connection can then store two
+    /// messages of a batch in swapped order (each still once).
+    pub fn ordered(mut self, on: bool) -> Out {
+        self.ordered = on;
+        self
     }
 
     /// The NATS server URL (`nats://host:port`; several, comma-separated).
@@ -126,6 +151,7 @@ impl Out {
                 id_prefix: format!("{}:{:016x}:", q.name(), q.uid()),
                 batch: self.batch,
                 poll: self.poll,
+                ordered: self.ordered,
                 stream_max: if stream_max > 0 {
                     stream_max as usize
                 } else {
@@ -150,6 +176,7 @@ struct Worker<'q> {
     id_prefix: String,
     batch: usize,
     poll: Duration,
+    ordered: bool,
     stream_max: usize,
     who: String,
 }
@@ -234,6 +261,7 @@ impl Worker<'_> {
         let max_payload = self.client.server_info().max_payload;
         let mut pending: Vec<(PublishAckFuture, usize)> = Vec::with_capacity(loans.len());
         let mut stop = None;
+        let mut prev_id: Option<String> = None;
         for (i, &(seq, msg)) in loans.iter().enumerate() {
             let id = format!("{}{seq}", self.id_prefix);
             if self.stream_max > 0 && msg.len() > self.stream_max {
@@ -245,11 +273,19 @@ impl Worker<'_> {
                 });
                 break;
             }
-            let p = jetstream::message::PublishMessage::build()
+            let mut p = jetstream::message::PublishMessage::build()
                 .payload(Bytes::copy_from_slice(msg))
                 .message_id(&id);
+            // The first message of a batch needs no condition: everything before it in the
+            // queue was committed, so the stream holds it.
+            if let Some(prev) = prev_id.as_deref().filter(|_| self.ordered) {
+                p = p.expected_last_message_id(prev);
+            }
             match self.js.send_publish(self.subject.clone(), p).await {
-                Ok(f) => pending.push((f, msg.len())),
+                Ok(f) => {
+                    pending.push((f, msg.len()));
+                    prev_id = Some(id);
+                }
                 Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
                     stop = Some(Stop::TooLarge {
                         index: i,
@@ -290,6 +326,7 @@ impl Worker<'_> {
                         .is_some_and(|j| {
                             j.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
                         });
+                    let behind = e.kind() == PublishErrorKind::WrongLastMessageId;
                     stop = Some(if too_large {
                         Stop::TooLarge {
                             index: i,
@@ -297,6 +334,12 @@ impl Worker<'_> {
                             max: self.stream_max,
                             limit: "the stream's max_msg_size",
                         }
+                    } else if behind {
+                        Stop::Retry(format!(
+                            "message {i} of the batch was refused because the message before \
+                             it is not the stream's last (lost, or another publisher wrote in \
+                             between); resending from there to keep queue order"
+                        ))
                     } else {
                         Stop::Retry(format!("no JetStream ack: {e}"))
                     });

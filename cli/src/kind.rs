@@ -12,8 +12,8 @@ pub enum Kind {
     /// A queue of encoded values (`Queue<T>`, `PodQueue<T>`): "postcard values of type
     /// app::Job".
     Typed(String),
-    /// Not a queue of a codec this CLI knows: a primitive ("shmq Lock", "shmq
-    /// Value<u64>"), or an object of a codec of another shmq version ("unknown").
+    /// Not a queue of a codec this CLI knows: a primitive (`"shmq Lock"`, `"shmq
+    /// Value<u64>"`), or an object of a codec of another shmq version (`"unknown"`).
     Other(String),
 }
 

@@ -5,24 +5,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use shmq::internal::{Block, Ring};
+use shmq::internal::{Block, HeapRing, Ring};
 
-fn put(r: &Ring, msg: &[u8]) {
-    r.put_batch(
-        1,
-        Block::No,
-        |_| Ok(msg.len()),
-        |_, dst, len| {
-            // SAFETY: put_batch hands `dst` valid for `len` bytes of writes.
-            unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), dst, len) };
-            Ok(len)
-        },
-    )
-    .unwrap();
+fn put(r: &HeapRing, msg: &[u8]) {
+    r.put_batch(1, Block::No, |_| Ok(msg.len()), |_, slot| slot.write(msg))
+        .unwrap();
 }
 
-fn get(r: &Ring) {
-    r.get_batch(1, Block::No, |_, _| {}).unwrap();
+fn get(r: &HeapRing) {
+    r.get_batch(1, Block::No, |_| {}).unwrap();
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {

@@ -92,11 +92,7 @@ fn through_ring(sel: u8, payload: &[u8]) {
         1,
         Block::No,
         |_| Ok(payload.len()),
-        |_, dst, len| {
-            // SAFETY: put_batch hands `dst` valid for `len` bytes of writes.
-            unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), dst, len) };
-            Ok(len)
-        },
+        |_, slot| slot.write(payload),
     );
     match put {
         Ok(1) => {}
@@ -104,12 +100,8 @@ fn through_ring(sel: u8, payload: &[u8]) {
         other => panic!("{other:?}"),
     }
     let mut got = Vec::new();
-    r.get_batch(1, Block::No, |src, len| {
-        got.resize(len, 0);
-        // SAFETY: get_batch hands `src` valid for `len` bytes of reads.
-        unsafe { std::ptr::copy_nonoverlapping(src, got.as_mut_ptr(), len) };
-    })
-    .expect("get what was put");
+    r.get_batch(1, Block::No, |rec| rec.extend_vec(&mut got))
+        .expect("get what was put");
     assert_eq!(got, payload);
     decode_as(sel, &got);
 }

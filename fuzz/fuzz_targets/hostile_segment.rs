@@ -18,27 +18,25 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use shmq::internal::{Block, Ring};
+use shmq::internal::{Block, HeapRing, Ring};
 use shmq::internal::{INIT_DONE, MAGIC, RING_OFFSET};
 
 fn short() -> Block {
     Block::Until(Some(Instant::now() + Duration::from_millis(2)))
 }
 
-fn ops_on_ring(r: &Ring, ops: &[u8]) {
+fn ops_on_ring(r: &HeapRing, ops: &[u8]) {
     let mut buf = Vec::new();
     for &op in ops {
         let arg = (op >> 3) as usize;
         let _ = match op & 7 {
-            0 => r.get_batch(1 + arg % 4, Block::No, |src, len| {
-                buf.resize(len, 0);
-                // SAFETY: get_batch hands `src` valid for `len` bytes of reads.
-                unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), len) };
+            0 => r.get_batch(1 + arg % 4, Block::No, |rec| {
+                buf.clear();
+                rec.extend_vec(&mut buf);
             }),
-            1 => r.get_batch(1, short(), |src, len| {
-                buf.resize(len, 0);
-                // SAFETY: as above.
-                unsafe { std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), len) };
+            1 => r.get_batch(1, short(), |rec| {
+                buf.clear();
+                rec.extend_vec(&mut buf);
             }),
             2 | 3 => {
                 let len = arg * 13;
@@ -47,11 +45,7 @@ fn ops_on_ring(r: &Ring, ops: &[u8]) {
                     1 + arg % 3,
                     block,
                     |_| Ok(len),
-                    |_, dst, n| {
-                        // SAFETY: put_batch hands `dst` valid for `n` bytes of writes.
-                        unsafe { std::ptr::write_bytes(dst, op, n) };
-                        Ok(n)
-                    },
+                    |_, slot| slot.write(&vec![op; len]),
                 )
             }
             4 => {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use shmq::internal::{Block, Ring};
+use shmq::internal::{Block, HeapRing, Ring};
 use shmq::Error;
 
 /// A holder id that no handle holds (the heap ring's only live id is its own): a dead holder.
@@ -58,6 +58,11 @@ enum Op {
     /// A producer thread blocks in `put` of the message; this thread drains the ring: the
     /// producer must get its message in.
     SleepingProducer(Msg),
+    /// Read lease of up to `max % 8` messages (try), checked against the model, then
+    /// `commit_first(k % (n + 1))` (0: as a drop).
+    LendRead(u8, u8),
+    /// Write lease of the message (try): mode % 3: 0 commit all, 1 commit half, 2 drop.
+    LendWrite(Msg, u8),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -112,7 +117,7 @@ impl Model {
 }
 
 /// `head` and the `tail` position (bit 0 of the tail word is the closed flag).
-fn positions(r: &Ring) -> (u64, u64) {
+fn positions(r: &HeapRing) -> (u64, u64) {
     let h = r.header();
     (
         h.cons.head.load(Ordering::Acquire),
@@ -167,26 +172,20 @@ fn put_bounds(cap: u64, head: u64, tail: u64, queued: u64, msgs: &[Vec<u8>]) -> 
     (lo, hi)
 }
 
-fn put_batch(r: &Ring, msgs: &[Vec<u8>], block: Block) -> shmq::Result<usize> {
+fn put_batch(r: &HeapRing, msgs: &[Vec<u8>], block: Block) -> shmq::Result<usize> {
     r.put_batch(
         msgs.len(),
         block,
         |i| Ok(msgs[i].len()),
-        |i, dst, len| {
-            assert_eq!(len, msgs[i].len());
-            // SAFETY: put_batch hands `dst` valid for `len` bytes of writes.
-            unsafe { std::ptr::copy_nonoverlapping(msgs[i].as_ptr(), dst, len) };
-            Ok(len)
-        },
+        |i, slot| slot.write(&msgs[i]),
     )
 }
 
-fn get_batch(r: &Ring, max: usize, block: Block) -> shmq::Result<Vec<Vec<u8>>> {
+fn get_batch(r: &HeapRing, max: usize, block: Block) -> shmq::Result<Vec<Vec<u8>>> {
     let mut out = Vec::new();
-    r.get_batch(max, block, |src, len| {
-        let mut v = vec![0u8; len];
-        // SAFETY: get_batch hands `src` valid for `len` bytes of reads.
-        unsafe { std::ptr::copy_nonoverlapping(src, v.as_mut_ptr(), len) };
+    r.get_batch(max, block, |rec| {
+        let mut v = Vec::new();
+        rec.extend_vec(&mut v);
         out.push(v);
     })?;
     Ok(out)
@@ -197,7 +196,7 @@ fn now() -> Block {
 }
 
 /// Put `msgs` and check the outcome against the model (which it then updates).
-fn checked_put(ring: &Ring, m: &mut Model, msgs: &[Vec<u8>], try_: bool, what: &str) {
+fn checked_put(ring: &HeapRing, m: &mut Model, msgs: &[Vec<u8>], try_: bool, what: &str) {
     let cap = m.cap;
     let (head, tail) = positions(ring);
     let before = ring.stats().puts;
@@ -254,7 +253,7 @@ fn checked_put(ring: &Ring, m: &mut Model, msgs: &[Vec<u8>], try_: bool, what: &
 }
 
 /// Get up to `max` messages and check them against the model (exact).
-fn checked_get(ring: &Ring, m: &mut Model, max: usize, block: Block, try_: bool, what: &str) {
+fn checked_get(ring: &HeapRing, m: &mut Model, max: usize, block: Block, try_: bool, what: &str) {
     let got = get_batch(ring, max, block);
     if max == 0 {
         assert!(matches!(got, Ok(ref v) if v.is_empty()), "{got:?}");
@@ -274,6 +273,69 @@ fn checked_get(ring: &Ring, m: &mut Model, max: usize, block: Block, try_: bool,
         Err(Error::Empty) => assert!(try_ && !m.closed && want.is_empty(), "{what}: Empty"),
         Err(Error::Timeout) => assert!(!try_ && !m.closed && want.is_empty(), "{what}: Timeout"),
         Err(e) => panic!("{what}: unexpected {e:?}"),
+    }
+}
+
+/// A read lease checked against the model: the lent messages are the model's first ones,
+/// in order, with increasing sequence numbers; committing `k` removes exactly those.
+fn checked_lend_read(ring: &HeapRing, m: &mut Model, max: u8, k: u8) {
+    let max = (max % 8) as usize;
+    match ring.lease_read(max, Block::No) {
+        Ok(l) => {
+            let n = l.len();
+            assert!(n >= 1 && n <= max.max(1) && n <= m.msgs.len(), "lent {n}");
+            let mut last = None;
+            for i in 0..n {
+                let (seq, bytes) = l.get(i).expect("lent message");
+                assert_eq!(bytes, &m.msgs[i][..], "lent message {i}");
+                assert!(last.is_none_or(|p| seq > p), "seq {seq} after {last:?}");
+                last = Some(seq);
+            }
+            assert!(l.get(n).is_none());
+            let k = k as usize % (n + 1);
+            l.commit_first(k);
+            m.msgs.drain(..k);
+            m.gets += k as u64;
+        }
+        Err(Error::Empty) => assert!(m.msgs.is_empty() && !m.closed, "Empty"),
+        Err(Error::Closed) => assert!(m.msgs.is_empty() && m.closed, "Closed"),
+        Err(e) => panic!("lease_read: unexpected {e:?}"),
+    }
+}
+
+/// A write lease checked against the model: refused exactly as a try_put of the same
+/// message would be; committed bytes (all or the first half) are queued, a dropped lease
+/// queues nothing.
+fn checked_lend_write(ring: &HeapRing, m: &mut Model, b: &[u8], mode: u8) {
+    let (head, tail) = positions(ring);
+    let (lo, hi) = put_bounds(m.cap, head, tail, m.queued_bytes(), &[b.to_vec()]);
+    match ring.lease_write(b.len(), Block::No) {
+        Ok(mut w) => {
+            assert!(
+                !m.closed && hi == 1,
+                "lease_write succeeded: closed {} hi {hi}",
+                m.closed
+            );
+            assert_eq!(w.len(), b.len());
+            w.as_mut_slice().copy_from_slice(b);
+            match mode % 3 {
+                0 => {
+                    w.commit(b.len()).expect("commit");
+                    m.msgs.push_back(b.to_vec());
+                    m.puts += 1;
+                }
+                1 => {
+                    w.commit(b.len() / 2).expect("commit half");
+                    m.msgs.push_back(b[..b.len() / 2].to_vec());
+                    m.puts += 1;
+                }
+                _ => drop(w),
+            }
+        }
+        Err(Error::TooLarge { .. }) => assert!(rec(b.len()) > m.cap, "TooLarge"),
+        Err(Error::Closed) => assert!(m.closed, "Closed"),
+        Err(Error::Full) => assert!(lo == 0 && !m.closed, "Full (lo {lo})"),
+        Err(e) => panic!("lease_write: unexpected {e:?}"),
     }
 }
 
@@ -331,6 +393,8 @@ fuzz_target!(|input: Input| {
                 let block = if try_ { Block::No } else { now() };
                 checked_get(&ring, &mut m, max, block, try_, &format!("{op:?}"));
             }
+            Op::LendRead(max, k) => checked_lend_read(&ring, &mut m, *max, *k),
+            Op::LendWrite(msg, mode) => checked_lend_write(&ring, &mut m, &msg.bytes(cap), *mode),
             Op::Close => {
                 ring.close();
                 m.closed = true;

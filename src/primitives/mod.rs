@@ -114,10 +114,11 @@ const DATA: usize = 64;
 
 /// Written last by the creator into [`READY`].
 const READY_MAGIC: u32 = 0x5250_4459;
-/// How long `open` waits for a creator to finish initialising the state.
-const READY_WAIT: Duration = Duration::from_secs(2);
-/// How long a waiter spins before sleeping.
-const SPIN: Duration = Duration::from_micros(20);
+/// How long `open` waits for a creator to finish initialising the state: as long as a
+/// queue's `open` waits for its header.
+const READY_WAIT: Duration = crate::segment::INIT_WAIT;
+/// How long a waiter spins before sleeping: as long as a queue's.
+const SPIN: Duration = crate::ring::DEFAULT_SPIN;
 
 /// A mapped primitive: its segment, its holder id for the robust lock, and the name.
 pub(crate) struct Object {

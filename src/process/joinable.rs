@@ -192,7 +192,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
             sync::wait_until(
                 &h.tasks.join_seq,
                 &h.tasks.join_waiters,
-                Duration::from_micros(20),
+                crate::ring::DEFAULT_SPIN,
                 deadline,
                 ready,
             )?;

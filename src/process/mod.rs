@@ -51,8 +51,9 @@
 //! [`start`] re-executes the current executable (`/proc/self/exe`) with an environment
 //! variable that tells [`init`] "you are a child". The function is identified by its
 //! address relative to a known symbol of the same binary (stable across a re-exec even with
-//! ASLR); its arguments are serialised with serde (postcard) and sent over a pipe; the
-//! return value, or the panic message, comes back over a second pipe. A [`Queue`] or
+//! ASLR); its arguments are serialised with serde (postcard) into an anonymous memory file
+//! (memfd) the child inherits, and the return value, or the panic message, comes back
+//! through the same file. A [`Queue`] or
 //! [`RawQueue`] among the arguments travels as its name and the child attaches on arrival.
 //!
 //! The function is a plain `fn(A) -> R` pointer: a `fn` item or a **non-capturing**

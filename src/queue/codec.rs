@@ -53,19 +53,24 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Postcard {
     }
 
     fn decode(bytes: &[u8]) -> Result<T> {
-        let fail = |e: &dyn std::fmt::Display| {
-            Error::Codec(format!(
-                "cannot decode a {}-byte message as {}: {e}",
-                bytes.len(),
-                std::any::type_name::<T>()
-            ))
-        };
-        // The whole message must be the value: trailing bytes mean it is not a `T` (a
-        // message put by another writer), not a `T` followed by garbage.
-        match postcard::take_from_bytes(bytes) {
-            Ok((v, [])) => Ok(v),
-            Ok((_, rest)) => Err(fail(&format_args!("{} bytes left over", rest.len()))),
-            Err(e) => Err(fail(&e)),
-        }
+        decode_whole(bytes)
+    }
+}
+
+/// Decode `bytes` as one postcard value of `U`, which may borrow from them. The whole message
+/// must be the value: trailing bytes mean it is not a `U` (a message put by another
+/// writer), not a `U` followed by garbage ([`Error::Codec`]).
+pub(crate) fn decode_whole<'a, U: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<U> {
+    let fail = |e: &dyn std::fmt::Display| {
+        Error::Codec(format!(
+            "cannot decode a {}-byte message as {}: {e}",
+            bytes.len(),
+            std::any::type_name::<U>()
+        ))
+    };
+    match postcard::take_from_bytes(bytes) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(fail(&format_args!("{} bytes left over", rest.len()))),
+        Err(e) => Err(fail(&e)),
     }
 }

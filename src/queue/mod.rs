@@ -5,7 +5,7 @@
 //! the typed queues are the raw queue plus a [`Codec`]. The creator records its codec, the
 //! message type's name and (for `Pod`) the item size in the header; a typed `open` that does
 //! not match gets [`Error::Incompatible`](crate::Error::Incompatible). A `RawQueue` may open
-//! anything.
+//! any queue (not a primitive's segment).
 //!
 //! Handles are `Send + Sync + Clone` (clones share one mapping). A handle serialises (serde)
 //! as its [`Location`](crate::Location) and deserialises by opening it, so a queue passed to
@@ -20,18 +20,23 @@
 //! * `codec` — the [`Codec`] trait, the [`Slot`] a codec writes into, and [`Postcard`].
 //! * `typed` — [`TypedQueue`] and [`Queue<T>`] (a `RawQueue` plus a codec).
 //! * `pod` — the [`Pod`] codec, [`PodQueue<T>`] and its copy-straight-in `get_into`.
+//! * `loan` — zero-copy loans: [`WriteLoan`], [`ReadLoan`], [`ReadLoans`] and the
+//!   `put_loan` / `get_loan` / `get_loans` calls on the queues.
 //!
 //! Listing, inspecting and removing queues by name is `crate::admin`.
 
 mod codec;
 mod kind;
+mod loan;
 mod options;
 mod pod;
 mod raw;
 mod typed;
 
+pub(crate) use codec::decode_whole;
 pub use codec::{Codec, Postcard, Slot};
 pub use kind::codec_name;
+pub use loan::{ReadLoan, ReadLoans, WriteLoan};
 pub use options::Options;
 pub use options::DEFAULT_CAPACITY;
 pub use pod::{Pod, PodQueue};

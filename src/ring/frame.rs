@@ -155,8 +155,8 @@ impl<M: Memory> Ring<M> {
 }
 
 /// A writable window of ring memory: the payload of one record being put, handed to
-/// [`Codec::encode`](crate::Codec::encode). Writes go through raw-pointer copies (no `&mut`
-/// to shared memory is ever formed) and are bounds-checked; the record publishes the bytes
+/// [`Codec::encode`](crate::Codec::encode). Writes go through bounds-checked raw-pointer
+/// copies (only a write loan's `as_mut_slice` lends the reserved bytes as `&mut [u8]`); the record publishes the bytes
 /// written, [`written`](Slot::written).
 pub struct Slot<'a> {
     ptr: *mut u8,

@@ -45,7 +45,11 @@ pub(super) struct Found {
 
 impl<M: Memory> Ring<M> {
     /// Take the consumer lock, repairing after a dead holder.
+    #[inline(always)]
     pub(super) fn lock_consumer(&self, deadline: &Deadline) -> Result<LockGuard<'_>> {
+        if self.lent_by_this_thread(false) {
+            return Err(self.self_deadlock(false));
+        }
         let (guard, how) = self.lock(&self.h().cons.lock, deadline)?;
         if let Acquired::Recovered(_) = how {
             self.repair_consumer()?;
@@ -67,6 +71,7 @@ impl<M: Memory> Ring<M> {
     }
 
     /// Step 1: take the consumer lock and read `head`.
+    #[inline(always)]
     pub(super) fn begin_get(&self, deadline: &Deadline) -> Result<GetRound<'_>> {
         let h = self.h();
         let guard = self.lock_consumer(deadline)?;
@@ -87,6 +92,7 @@ impl<M: Memory> Ring<M> {
     /// Step 2: the message record at the round's cursor, stepping over padding; `None` when
     /// the cursor reached the published `tail`. The frame is validated against the ring and
     /// the published region before it is returned.
+    #[inline(always)]
     pub(super) fn next_record(&self, r: &mut GetRound<'_>) -> Result<Option<Found>> {
         loop {
             if r.head == r.tail {
@@ -120,7 +126,7 @@ impl<M: Memory> Ring<M> {
     }
 
     /// Move the round's cursor past the message `f` (the last one `next_record` returned).
-    #[inline]
+    #[inline(always)]
     pub(super) fn take(&self, r: &mut GetRound<'_>, f: &Found) {
         debug_assert_eq!(f.pos, r.head);
         r.head += record_size(f.len as u64);
@@ -129,6 +135,7 @@ impl<M: Memory> Ring<M> {
     }
 
     /// Step 3: publish the cursor as `head` (if it moved), release the lock, wake.
+    #[inline(always)]
     pub(super) fn end_get(&self, mut r: GetRound<'_>) {
         let h = self.h();
         let moved = r.head != r.start;
@@ -159,6 +166,7 @@ impl<M: Memory> Ring<M> {
         }
     }
 
+    #[inline(always)]
     pub(super) fn publish_head(&self, head: u64, count: u64, bytes: u64) {
         let c = &self.h().cons;
         c.pending_head.store(head, Ordering::Relaxed);
@@ -180,6 +188,7 @@ impl<M: Memory> Ring<M> {
     /// Begin a round that finds at least one message: takes the consumer lock and waits
     /// (per `block`) while the queue is empty. Errors: `Empty` (`Block::No`), `Timeout`,
     /// `Closed` once drained, `Corrupt`.
+    #[inline(always)]
     pub(super) fn begin_nonempty(&self, block: Block) -> Result<(GetRound<'_>, Found)> {
         let h = self.h();
         let deadline = block.deadline();

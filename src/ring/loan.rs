@@ -12,6 +12,7 @@
 //!
 //! Both hold the side's lock for their whole life: other producers (consumers) wait.
 
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering;
 
 use super::frame::Slot;
@@ -21,8 +22,61 @@ use super::{Block, Ring};
 use crate::error::{Error, Result};
 use crate::mapping::Memory;
 
+thread_local! {
+    /// The loans this thread holds: (the memory's identity, producer side). A put or get on the
+    /// same side of the same queue from this thread would wait for the loan's own lock
+    /// for ever; it fails at once instead ([`Ring::lent_by_this_thread`]).
+    static LENT: RefCell<Vec<((u64, u64), bool)>> = const { RefCell::new(Vec::new()) };
+    /// `LENT.len()`, read first: the put/get fast path costs one thread-local load.
+    static LENT_N: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note_lent(key: ((u64, u64), bool)) {
+    LENT.with(|l| {
+        let mut l = l.borrow_mut();
+        l.push(key);
+        LENT_N.with(|n| n.set(l.len()));
+    });
+}
+
+fn note_returned(key: ((u64, u64), bool)) {
+    LENT.with(|l| {
+        let mut l = l.borrow_mut();
+        if let Some(i) = l.iter().position(|&k| k == key) {
+            l.swap_remove(i);
+        }
+        LENT_N.with(|n| n.set(l.len()));
+    });
+}
+
+impl<M: Memory> Ring<M> {
+    /// Whether this thread holds a loan on the producer (`true`) or consumer side of this
+    /// ring.
+    #[inline]
+    pub(super) fn lent_by_this_thread(&self, producer: bool) -> bool {
+        if LENT_N.with(|n| n.get()) == 0 {
+            return false;
+        }
+        let key = (self.key, producer);
+        LENT.with(|l| l.borrow().contains(&key))
+    }
+
+    /// The error for a put (`producer`) or get on a side this thread holds a loan on.
+    pub(super) fn self_deadlock(&self, producer: bool) -> Error {
+        Error::InvalidArgument(format!(
+            "this thread holds a {} loan on this queue: commit or drop it before the next {} \
+             (the {} would wait for the loan's own lock)",
+            if producer { "write" } else { "read" },
+            if producer { "put" } else { "get" },
+            if producer { "put" } else { "get" },
+        ))
+    }
+}
+
 /// Reserved room for one record, under the producer lock.
 pub struct WriteLease<'q, M: Memory> {
+    /// Not `Send`: the lease is noted in its thread's `LENT` list and must end there.
+    _thread: std::marker::PhantomData<*const ()>,
     ring: &'q Ring<M>,
     round: Option<PutRound<'q>>,
     off: u64,
@@ -49,12 +103,14 @@ impl<M: Memory> Ring<M> {
             };
             let need = match self.reserve(&mut round, len, &deadline) {
                 Ok(Reserve::At(off)) => {
+                    note_lent((self.key, true));
                     return Ok(WriteLease {
+                        _thread: std::marker::PhantomData,
                         ring: self,
                         off,
                         slot: self.slot(off, len),
                         round: Some(round),
-                    })
+                    });
                 }
                 Ok(Reserve::NoRoom(need)) => need,
                 Err(e) => {
@@ -106,7 +162,9 @@ impl<M: Memory> Ring<M> {
                 return Err(e);
             }
         }
+        note_lent((self.key, false));
         Ok(ReadLease {
+            _thread: std::marker::PhantomData,
             ring: self,
             round: Some(round),
             items,
@@ -132,15 +190,16 @@ impl<M: Memory> WriteLease<'_, M> {
 
     /// Publish the first `len` bytes of the reserved payload as one message (`len` at most
     /// [`len`](Self::len)). Errors: `Closed` (nothing published) if the queue was closed
-    /// meanwhile; `Codec` if `len` exceeds the reservation.
+    /// meanwhile; `InvalidArgument` if `len` exceeds the reservation.
     pub fn commit(mut self, len: usize) -> Result<()> {
         if len > self.slot.capacity() {
-            return Err(Error::Codec(format!(
+            return Err(Error::InvalidArgument(format!(
                 "committing {len} bytes of a {}-byte write loan",
                 self.slot.capacity()
             )));
         }
         let mut round = self.round.take().expect("a lease is committed once");
+        note_returned((self.ring.key, true));
         self.ring.finish_record(&mut round, self.off, len);
         let published = self.ring.publish(&mut round);
         self.ring.end_put(round);
@@ -151,6 +210,7 @@ impl<M: Memory> WriteLease<'_, M> {
 impl<M: Memory> Drop for WriteLease<'_, M> {
     fn drop(&mut self) {
         if let Some(round) = self.round.take() {
+            note_returned((self.ring.key, true));
             // Nothing of the reservation is published; padding published to make room was.
             self.ring.end_put(round);
         }
@@ -167,6 +227,8 @@ struct Lent {
 
 /// Messages lent in place at the head of the queue, under the consumer lock.
 pub struct ReadLease<'q, M: Memory> {
+    /// Not `Send`: the lease is noted in its thread's `LENT` list and must end there.
+    _thread: std::marker::PhantomData<*const ()>,
     ring: &'q Ring<M>,
     round: Option<GetRound<'q>>,
     items: Vec<Lent>,
@@ -195,6 +257,7 @@ impl<M: Memory> ReadLease<'_, M> {
     /// end the loan; the others stay at the head for the next consumer.
     pub fn commit_first(mut self, k: usize) {
         let mut round = self.round.take().expect("a lease is committed once");
+        note_returned((self.ring.key, false));
         match k
             .min(self.items.len())
             .checked_sub(1)
@@ -214,6 +277,7 @@ impl<M: Memory> ReadLease<'_, M> {
 impl<M: Memory> Drop for ReadLease<'_, M> {
     fn drop(&mut self) {
         if let Some(mut round) = self.round.take() {
+            note_returned((self.ring.key, false));
             round.head = round.start;
             self.ring.end_get(round);
         }

@@ -1,6 +1,6 @@
 //! loom model checks of the real ring: `put_batch`, `get_batch`, `close`, the locks, the
-//! waits and wake-ups of `src/ring.rs` and `src/sync.rs`, on the atomics and emulated
-//! futex of `src/prim.rs` (issue 9, section 6).
+//! waits and wake-ups of `src/ring/` and `src/sync/`, on the atomics and emulated futex of
+//! `src/sync/prim.rs` (issue 9, section 6).
 //!
 //! ```sh
 //! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \

@@ -125,6 +125,8 @@ pub struct Ring<M: Memory = Segment> {
     cached_tail: AtomicU64,
     /// Tells loom about accesses to the ring's bytes (nothing, without loom).
     race: RaceCheck,
+    /// `mem.identity()`: which memory this is, for the loans a thread holds.
+    key: (u64, u64),
     /// Owns the memory `hdr` and `data` point into (declared last: dropped last).
     mem: M,
 }
@@ -158,7 +160,9 @@ impl<M: Memory> Ring<M> {
         let h = unsafe { &*hdr };
         let holder = mem.claim_holder(&|id| lock_names(h, id))?;
         let max_msgs = h.tasks.max_messages.load(Ordering::Relaxed);
+        let key = mem.identity();
         Ok(Ring {
+            key,
             hdr,
             data,
             cap,

@@ -53,7 +53,11 @@ pub(super) enum Reserve {
 
 impl<M: Memory> Ring<M> {
     /// Take the producer lock, repairing after a dead holder.
+    #[inline(always)]
     pub(super) fn lock_producer(&self, deadline: &Deadline) -> Result<LockGuard<'_>> {
+        if self.lent_by_this_thread(true) {
+            return Err(self.self_deadlock(true));
+        }
         let (guard, how) = self.lock(&self.h().prod.lock, deadline)?;
         if let Acquired::Recovered(_) = how {
             self.repair_producer()?;
@@ -75,6 +79,7 @@ impl<M: Memory> Ring<M> {
     }
 
     /// Step 1: take the producer lock and read the published `tail`.
+    #[inline(always)]
     pub(super) fn begin_put(&self, deadline: &Deadline) -> Result<PutRound<'_>> {
         let h = self.h();
         let guard = self.lock_producer(deadline)?;
@@ -103,6 +108,7 @@ impl<M: Memory> Ring<M> {
     /// Step 2: room for one record with a payload of `len` bytes at the round's tail.
     /// `deadline` bounds the brief wait for the consumer lock when leading padding must be
     /// cleared. Errors: `TooLarge`, `Corrupt`, `Closed` (padding could not be published).
+    #[inline(always)]
     pub(super) fn reserve(
         &self,
         round: &mut PutRound<'_>,
@@ -166,6 +172,7 @@ impl<M: Memory> Ring<M> {
 
     /// Step 3: write the record reserved at `off` (payload `len` bytes): `fill` writes the
     /// payload through the slot; the frame records what it wrote.
+    #[inline(always)]
     pub(super) fn write_record(
         &self,
         round: &mut PutRound<'_>,
@@ -181,6 +188,7 @@ impl<M: Memory> Ring<M> {
 
     /// Step 3, second half: write the frame of the record at `off` whose payload of
     /// `written` bytes is in place, and move the round's tail past it.
+    #[inline(always)]
     pub(super) fn finish_record(&self, round: &mut PutRound<'_>, off: u64, written: usize) {
         self.write_frame(off, written as u32, MSG);
         round.tail += record_size(written as u64);
@@ -192,6 +200,7 @@ impl<M: Memory> Ring<M> {
     /// Step 4: publish everything written in the round (records and padding) with one
     /// release compare-and-swap of `tail`. Fails with `Closed` (nothing of it published) if
     /// the queue was closed meanwhile.
+    #[inline(always)]
     pub(super) fn publish(&self, round: &mut PutRound<'_>) -> Result<()> {
         if round.tail == round.from {
             return Ok(());
@@ -216,6 +225,7 @@ impl<M: Memory> Ring<M> {
 
     /// Release the producer lock and wake consumers if the round moved `tail`. Returns the
     /// number of messages published.
+    #[inline(always)]
     pub(super) fn end_put(&self, round: PutRound<'_>) -> usize {
         let h = self.h();
         let PutRound {
@@ -237,6 +247,7 @@ impl<M: Memory> Ring<M> {
     /// Publish records up to `tail` with one release compare-and-swap from `from` (the
     /// word found under the producer lock). Fails with `Closed` (nothing published) if the
     /// queue was closed meanwhile.
+    #[inline(always)]
     pub(super) fn publish_tail(&self, from: u64, tail: u64, count: u64, bytes: u64) -> Result<()> {
         let p = &self.h().prod;
         p.pending_tail.store(tail, Ordering::Relaxed);
@@ -282,6 +293,10 @@ impl<M: Memory> Ring<M> {
     /// had before `deadline` (a consumer will consume the padding instead).
     fn drop_leading_skips(&self, tail: u64, deadline: &Deadline) -> Result<bool> {
         let h = self.h();
+        if self.lent_by_this_thread(false) {
+            // This thread holds a read loan: a consumer is at work, as with a busy lock.
+            return Ok(false);
+        }
         let guard = match self.lock_consumer(deadline) {
             Ok(g) => g,
             Err(Error::Timeout) | Err(Error::Closed) => return Ok(false),

@@ -344,8 +344,16 @@ fn read_lease_commit_and_drop() {
         let seqs: Vec<u64> = (0..3).map(|i| l.get(i).unwrap().0).collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
         assert!(l.get(3).is_none());
-        // Other consumers wait meanwhile: a try_get gives up.
-        assert!(matches!(get(&r, Block::No), Err(Error::Empty)));
+        // A get from the thread holding the lease would wait for its own lock: refused.
+        assert!(matches!(
+            get(&r, Block::Until(None)),
+            Err(Error::InvalidArgument(_))
+        ));
+        // Another thread waits meanwhile: its try_get gives up.
+        std::thread::scope(|s| {
+            let t = s.spawn(|| get(&r, Block::No));
+            assert!(matches!(t.join().unwrap(), Err(Error::Empty)));
+        });
     }
     assert_eq!(r.len(), 3);
     let l = r.lease_read(2, Block::No).unwrap();
@@ -396,8 +404,13 @@ fn write_lease_commit_and_drop() {
     let mut w = r.lease_write(10, Block::No).unwrap();
     assert_eq!(w.len(), 10);
     w.as_mut_slice().copy_from_slice(b"0123456789");
-    // Producers wait meanwhile.
-    assert!(matches!(put(&r, b"x", Block::No), Err(Error::Full)));
+    // A put from the thread holding the lease is refused (it would wait for its own
+    // lock); a get is fine.
+    assert!(matches!(
+        put(&r, b"x", Block::Until(None)),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(get(&r, Block::No), Err(Error::Empty)));
     assert!(r.is_empty());
     w.commit(4).unwrap();
     assert_eq!(get(&r, Block::No).unwrap(), b"0123");
@@ -411,7 +424,7 @@ fn write_lease_commit_and_drop() {
     assert!(r.is_empty());
     let mut w = r.lease_write(120, Block::No).unwrap();
     w.as_mut_slice().fill(7);
-    assert!(matches!(w.commit(121), Err(Error::Codec(_))));
+    assert!(matches!(w.commit(121), Err(Error::InvalidArgument(_))));
     let mut w = r.lease_write(120, Block::No).unwrap();
     w.as_mut_slice().fill(7);
     w.commit(120).unwrap();

@@ -533,6 +533,10 @@ mod tests {
         ] {
             created[id + off..id + off + len].fill(0);
         }
+        // The creator's random uid too (an image records none).
+        assert_ne!(h.tasks.uid.load(Ordering::Relaxed), 0);
+        let uid = std::mem::offset_of!(Header, tasks) + std::mem::offset_of!(Tasks, uid);
+        created[uid..uid + 8].fill(0);
         assert_eq!(created, img);
     }
 }

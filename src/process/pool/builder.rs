@@ -42,7 +42,7 @@ impl PoolBuilder {
     pub(super) fn new(workers: usize) -> PoolBuilder {
         PoolBuilder {
             workers,
-            capacity: 1 << 20,
+            capacity: crate::queue::DEFAULT_CAPACITY,
             prefetch: 2,
             die_with_parent: DIE_WITH_PARENT,
             init: None,

@@ -6,40 +6,33 @@
 //! meanwhile, so keep loans short. The lock is the same robust lock a put or get takes: a
 //! process killed while holding a loan is recovered from like one killed mid-put or mid-get.
 //!
-//! # Delivery
-//! A read loan that is dropped, or whose holder dies, leaves its messages at the head of the
-//! queue for the next consumer: taking a message with a read loan and committing it after
-//! it has been handled gives **at-least-once** delivery (a consumer killed between handling
-//! and commit hands the message to the next one again), where a plain `get` gives
-//! at-most-once (a consumer killed after `get` returned has taken the message with it).
+//! A loan is not `Send`: it ends on the thread that took it. That thread may not `put`
+//! (while it holds a write loan) or `get` (while it holds a read loan) on the same queue:
+//! the call would wait for the loan's own lock, so it fails at once with
+//! [`Error::InvalidArgument`](crate::Error::InvalidArgument). Other threads and processes wait for the loan to end.
 //!
-//! # What a loan guarantees about the bytes
-//! A read loan validates the record before lending it: its frame lies inside the ring and
-//! inside the published region, so every byte of the slice is inside the mapping. Against
-//! every process that follows the queue's protocol the lent bytes do not change while lent:
-//! producers write only between the published tail and the head, and the head moves only
-//! under the consumer lock this loan holds. A process that maps the segment writable and
-//! ignores the protocol can write anywhere in it at any time, lent bytes included: it can
-//! make a loan see wrong data or a decode fail with [`Error::Codec`]; it cannot make the
-//! loan read or write outside the mapping. (Rust's `&[u8]` promises the compiler that the
-//! bytes do not change while borrowed; like every crate that lends shared memory as a
-//! slice — iceoryx2, shared_memory — shmq can keep that promise only for processes that
-//! follow the protocol. Use `get_into`, which copies, when peers are not trusted.)
+//! Delivery and the guarantee about lent bytes: see [`ReadLoan`].
 
+use std::cell::OnceCell;
 use std::fmt;
 use std::ops::Deref;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
-use crate::queue::{Codec, RawQueue, TypedQueue};
+use super::{Codec, RawQueue, TypedQueue};
+use crate::error::Result;
 use crate::ring::{Block, ReadLease, WriteLease};
 use crate::segment::Segment;
 
 /// Room for one message reserved in the ring, to fill in place
 /// ([`RawQueue::put_loan`]). [`commit`](Self::commit) publishes it; dropping it publishes
 /// nothing.
+///
+/// The loan holds the queue's producer lock while it lives (other producers wait; a holder
+/// killed mid-loan is recovered from like one killed mid-put: nothing of the loan is
+/// published). It is not `Send`, and a `put` on the same queue from the thread holding it
+/// fails at once with [`Error::InvalidArgument`](crate::Error::InvalidArgument) instead of waiting for the loan's own lock.
 ///
 /// ```
 /// # let name = format!("doc-wloan-{}", std::process::id());
@@ -71,7 +64,7 @@ impl WriteLoan<'_> {
         self.lease.as_mut_slice()
     }
 
-    /// Publish the whole reservation as one message. Errors: [`Error::Closed`] (nothing
+    /// Publish the whole reservation as one message. Errors: [`Error::Closed`](crate::Error::Closed) (nothing
     /// published) if the queue was closed while the loan was held.
     pub fn commit(self) -> Result<()> {
         let len = self.lease.len();
@@ -79,8 +72,8 @@ impl WriteLoan<'_> {
     }
 
     /// Publish only the first `len` bytes (reserve the most a message can take, write it,
-    /// then commit what it took). Errors: [`Error::Codec`] if `len` exceeds the
-    /// reservation, [`Error::Closed`] as for [`commit`](Self::commit).
+    /// then commit what it took). Errors: [`Error::InvalidArgument`](crate::Error::InvalidArgument) if `len` exceeds the
+    /// reservation, [`Error::Closed`](crate::Error::Closed) as for [`commit`](Self::commit).
     pub fn commit_len(self, len: usize) -> Result<()> {
         self.lease.commit(len)
     }
@@ -96,8 +89,11 @@ impl fmt::Debug for WriteLoan<'_> {
 
 /// The oldest message, lent in place ([`RawQueue::get_loan`]): dereferences to its bytes.
 /// [`commit`](Self::commit) removes it from the queue; dropping the loan (or dying while
-/// holding it) leaves it for the next consumer. See the [module docs](self) for the
-/// guarantee about the bytes.
+/// holding it) leaves it for the next consumer.
+///
+/// The loan holds the queue's consumer lock while it lives (other consumers wait). It is not
+/// `Send`, and a `get` on the same queue from the thread holding it fails at once with
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) instead of waiting for the loan's own lock.
 ///
 /// ```
 /// # let name = format!("doc-rloan-{}", std::process::id());
@@ -112,8 +108,36 @@ impl fmt::Debug for WriteLoan<'_> {
 /// assert!(q.is_empty());
 /// # Ok::<(), shmq::Error>(())
 /// ```
+///
+/// # Delivery
+/// A read loan that is dropped, or whose holder dies, leaves its messages at the head of the
+/// queue for the next consumer: taking a message with a read loan and committing it after
+/// it has been handled gives **at-least-once** delivery (a consumer killed between handling
+/// and commit hands the message to the next one again), where a plain `get` gives
+/// at-most-once (a consumer killed after `get` returned has taken the message with it).
+///
+/// # What a loan guarantees about the bytes
+/// A read loan validates the record before lending it: its frame lies inside the ring and
+/// inside the published region, so the lent slice lies inside the mapping. Against every
+/// process that follows the queue's protocol the lent bytes do not change while lent:
+/// producers write only between the published tail and the head, and the head moves only
+/// under the consumer lock this loan holds. A process that maps the segment writable and
+/// ignores the protocol can write anywhere in it at any time, lent bytes included; then:
+/// * [`bytes`](Self::bytes) / `Deref` may show wrong data (never bytes outside the slice);
+/// * [`decode`](Self::decode) is unaffected beyond wrong data or
+///   [`Error::Codec`](crate::Error::Codec): it decodes from a private copy it takes once;
+/// * [`decode_in_place`](Self::decode_in_place), the zero-copy decode, is `unsafe` for
+///   exactly this reason: a `&str` it returned was valid UTF-8 when decoded, and a writer
+///   who breaks that afterwards makes string code read past the string's end.
+///
+/// (Rust's `&[u8]` promises the compiler that the bytes do not change while borrowed; like
+/// every crate that lends shared memory as a slice — iceoryx2, shared_memory — shmq can keep
+/// that promise only for processes that follow the protocol. Use `get_into`, which copies,
+/// when peers are not trusted.)
 pub struct ReadLoan<'q> {
     lease: ReadLease<'q, Segment>,
+    /// The private copy `decode` takes on first use.
+    copy: OnceCell<Vec<u8>>,
 }
 
 impl ReadLoan<'_> {
@@ -130,9 +154,11 @@ impl ReadLoan<'_> {
         self.lease.get(0).map_or(&[], |(_, b)| b)
     }
 
-    /// Decode the message with postcard, borrowing from the ring where the type borrows
-    /// (`&str`, `&[u8]`, `serde_bytes::Bytes`, structs of them): no copy. The whole message
-    /// must be one value ([`Error::Codec`] otherwise).
+    /// Decode the message with postcard. Borrowing types (`&str`, `&[u8]`,
+    /// `serde_bytes::Bytes`, structs of them) borrow from a private copy of the message the
+    /// loan takes once (one `memcpy`, no per-field allocation), so nothing another process
+    /// writes can break them. The whole message must be one value
+    /// ([`Error::Codec`](crate::Error::Codec) otherwise).
     ///
     /// ```
     /// # let name = format!("doc-rdec-{}", std::process::id());
@@ -144,7 +170,30 @@ impl ReadLoan<'_> {
     /// # Ok::<(), shmq::Error>(())
     /// ```
     pub fn decode<'a, U: Deserialize<'a>>(&'a self) -> Result<U> {
-        decode_postcard(self.bytes())
+        crate::queue::decode_whole(self.copy.get_or_init(|| self.bytes().to_vec()))
+    }
+
+    /// Decode the message with postcard straight from the ring: borrowing types borrow the
+    /// ring's bytes, with no copy at all (the zero-copy path).
+    ///
+    /// # Safety
+    /// No process may write the segment outside shmq's protocol while the result lives
+    /// (every process with write access to it is trusted). A process that rewrites lent
+    /// bytes can turn a returned `&str` into invalid UTF-8 after it was checked, and string
+    /// code then reads past its end. [`decode`](Self::decode) has no such condition.
+    ///
+    /// ```
+    /// # let name = format!("doc-rdip-{}", std::process::id());
+    /// let q: shmq::Queue<String> = shmq::Queue::create(&name, 4096)?;
+    /// q.put(&"in place".to_string())?;
+    /// let loan = q.get_loan()?;
+    /// // SAFETY: only this process (and shmq's own protocol) writes this queue.
+    /// let s: &str = unsafe { loan.decode_in_place()? };
+    /// assert_eq!(s, "in place");
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub unsafe fn decode_in_place<'a, U: Deserialize<'a>>(&'a self) -> Result<U> {
+        crate::queue::decode_whole(self.bytes())
     }
 
     /// Remove the message from the queue.
@@ -188,6 +237,8 @@ impl fmt::Debug for ReadLoan<'_> {
 /// ```
 pub struct ReadLoans<'q> {
     lease: ReadLease<'q, Segment>,
+    /// The private copies `decode` takes on first use, one per message.
+    copies: Vec<OnceCell<Vec<u8>>>,
 }
 
 impl ReadLoans<'_> {
@@ -211,10 +262,20 @@ impl ReadLoans<'_> {
         (0..self.len()).filter_map(move |i| self.get(i))
     }
 
-    /// Decode message `i` with postcard, borrowing where the type borrows (as
-    /// [`ReadLoan::decode`]). `None` if there is no message `i`.
+    /// Decode message `i` with postcard from a private copy, borrowing types borrowing from
+    /// it (as [`ReadLoan::decode`]). `None` if there is no message `i`.
     pub fn decode<'a, U: Deserialize<'a>>(&'a self, i: usize) -> Option<Result<U>> {
-        self.get(i).map(|(_, b)| decode_postcard(b))
+        let (_, b) = self.get(i)?;
+        let copy = self.copies.get(i)?.get_or_init(|| b.to_vec());
+        Some(crate::queue::decode_whole(copy))
+    }
+
+    /// Decode message `i` straight from the ring (as [`ReadLoan::decode_in_place`]).
+    ///
+    /// # Safety
+    /// As for [`ReadLoan::decode_in_place`].
+    pub unsafe fn decode_in_place<'a, U: Deserialize<'a>>(&'a self, i: usize) -> Option<Result<U>> {
+        self.get(i).map(|(_, b)| crate::queue::decode_whole(b))
     }
 
     /// Remove every lent message from the queue.
@@ -237,21 +298,6 @@ impl fmt::Debug for ReadLoans<'_> {
     }
 }
 
-fn decode_postcard<'a, U: Deserialize<'a>>(bytes: &'a [u8]) -> Result<U> {
-    let fail = |e: &dyn fmt::Display| {
-        Error::Codec(format!(
-            "cannot decode a {}-byte message as {}: {e}",
-            bytes.len(),
-            std::any::type_name::<U>()
-        ))
-    };
-    match postcard::take_from_bytes(bytes) {
-        Ok((v, [])) => Ok(v),
-        Ok((_, rest)) => Err(fail(&format_args!("{} bytes left over", rest.len()))),
-        Err(e) => Err(fail(&e)),
-    }
-}
-
 /// Loans on the byte queue.
 impl RawQueue {
     fn put_loan_block(&self, len: usize, block: Block) -> Result<WriteLoan<'_>> {
@@ -262,68 +308,78 @@ impl RawQueue {
 
     /// Reserve room for a message of `len` bytes to fill in place, waiting while the queue
     /// is full; the producer lock is held until the loan is committed or dropped.
-    /// Errors: [`Error::TooLarge`] at once if `len` exceeds
-    /// [`max_message`](Self::max_message), [`Error::Closed`].
+    /// Errors: [`Error::TooLarge`](crate::Error::TooLarge) at once if `len` exceeds
+    /// [`max_message`](Self::max_message), [`Error::Closed`](crate::Error::Closed).
     pub fn put_loan(&self, len: usize) -> Result<WriteLoan<'_>> {
         self.put_loan_block(len, Block::Until(None))
     }
 
-    /// [`put_loan`](Self::put_loan) if there is room now, else [`Error::Full`].
+    /// [`put_loan`](Self::put_loan) if there is room now, else [`Error::Full`](crate::Error::Full).
     pub fn try_put_loan(&self, len: usize) -> Result<WriteLoan<'_>> {
         self.put_loan_block(len, Block::No)
     }
 
-    /// [`put_loan`](Self::put_loan), waiting at most `timeout` ([`Error::Timeout`]).
+    /// [`put_loan`](Self::put_loan), waiting at most `timeout` ([`Error::Timeout`](crate::Error::Timeout)).
     pub fn put_loan_timeout(&self, len: usize, timeout: Duration) -> Result<WriteLoan<'_>> {
         self.put_loan_block(len, Block::timeout(timeout))
     }
 
     fn get_loans_block(&self, max: usize, block: Block) -> Result<ReadLoans<'_>> {
-        Ok(ReadLoans {
-            lease: self.ring().lease_read(max, block)?,
-        })
+        let lease = self.ring().lease_read(max, block)?;
+        let copies = (0..lease.len()).map(|_| OnceCell::new()).collect();
+        Ok(ReadLoans { lease, copies })
     }
 
     /// Lend the oldest message in place, waiting while the queue is empty; the consumer
-    /// lock is held until the loan is committed or dropped. Errors: [`Error::Closed`] once
-    /// the queue is closed and drained, [`Error::Corrupt`].
+    /// lock is held until the loan is committed or dropped. Errors: [`Error::Closed`](crate::Error::Closed) once
+    /// the queue is closed and drained, [`Error::Corrupt`](crate::Error::Corrupt).
     pub fn get_loan(&self) -> Result<ReadLoan<'_>> {
         self.get_loans_block(1, Block::Until(None))
-            .map(|l| ReadLoan { lease: l.lease })
+            .map(|l| ReadLoan {
+                lease: l.lease,
+                copy: OnceCell::new(),
+            })
     }
 
-    /// [`get_loan`](Self::get_loan) if a message is queued now, else [`Error::Empty`].
+    /// [`get_loan`](Self::get_loan) if a message is queued now, else [`Error::Empty`](crate::Error::Empty).
     pub fn try_get_loan(&self) -> Result<ReadLoan<'_>> {
-        self.get_loans_block(1, Block::No)
-            .map(|l| ReadLoan { lease: l.lease })
+        self.get_loans_block(1, Block::No).map(|l| ReadLoan {
+            lease: l.lease,
+            copy: OnceCell::new(),
+        })
     }
 
-    /// [`get_loan`](Self::get_loan), waiting at most `timeout` ([`Error::Timeout`]).
+    /// [`get_loan`](Self::get_loan), waiting at most `timeout` ([`Error::Timeout`](crate::Error::Timeout)).
     pub fn get_loan_timeout(&self, timeout: Duration) -> Result<ReadLoan<'_>> {
         self.get_loans_block(1, Block::timeout(timeout))
-            .map(|l| ReadLoan { lease: l.lease })
+            .map(|l| ReadLoan {
+                lease: l.lease,
+                copy: OnceCell::new(),
+            })
     }
 
     /// Lend up to `max` of the oldest messages in place (at least one: waits while the
-    /// queue is empty; takes what is queued now up to `max`, without waiting for more).
+    /// queue is empty; takes what is queued now up to `max`, without waiting for more;
+    /// `max` 0 counts as 1).
     /// Errors as for [`get_loan`](Self::get_loan).
     pub fn get_loans(&self, max: usize) -> Result<ReadLoans<'_>> {
         self.get_loans_block(max, Block::Until(None))
     }
 
-    /// [`get_loans`](Self::get_loans) if a message is queued now, else [`Error::Empty`].
+    /// [`get_loans`](Self::get_loans) if a message is queued now, else [`Error::Empty`](crate::Error::Empty).
     pub fn try_get_loans(&self, max: usize) -> Result<ReadLoans<'_>> {
         self.get_loans_block(max, Block::No)
     }
 
-    /// [`get_loans`](Self::get_loans), waiting at most `timeout` ([`Error::Timeout`]).
+    /// [`get_loans`](Self::get_loans), waiting at most `timeout` ([`Error::Timeout`](crate::Error::Timeout)).
     pub fn get_loans_timeout(&self, max: usize, timeout: Duration) -> Result<ReadLoans<'_>> {
         self.get_loans_block(max, Block::timeout(timeout))
     }
 }
 
-/// Read loans on a typed queue: the message's bytes in place, decoded with
-/// [`ReadLoan::decode`] (borrowing types decode without a copy).
+/// Read loans on a typed queue: the message's bytes in place. [`ReadLoan::decode`] decodes
+/// postcard (a [`Queue<T>`](crate::Queue)); for a [`PodQueue<T>`](crate::PodQueue) read the
+/// bytes with `bytemuck` (`bytemuck::try_pod_read_unaligned(loan.bytes())`).
 impl<T, C: Codec<T>> TypedQueue<T, C> {
     /// [`RawQueue::get_loan`] on this queue.
     pub fn get_loan(&self) -> Result<ReadLoan<'_>> {
