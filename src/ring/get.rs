@@ -134,7 +134,9 @@ impl<M: Memory> Ring<M> {
         r.bytes = r.bytes.wrapping_add(f.len as u64);
     }
 
-    /// Step 3: publish the cursor as `head` (if it moved), release the lock, wake.
+    /// Step 3: publish the cursor as `head` (if it moved), release the lock, wake. A caller
+    /// that leaves messages it saw behind (a read lease dropped) passes a wake on itself
+    /// ([`pass_on_wake`](Self::pass_on_wake)); an empty round has nothing to pass on.
     #[inline(always)]
     pub(super) fn end_get(&self, mut r: GetRound<'_>) {
         let h = self.h();
@@ -159,10 +161,6 @@ impl<M: Memory> Ring<M> {
                 // take it (a wake-one put woke only us).
                 sync::notify_fenced(&h.prod.data_seq, &h.shared.consumers_waiting, 1);
             }
-        } else {
-            // Leaving without taking anything: a wake meant for a consumer may have been
-            // ours; pass it on so no message waits for a sleeper.
-            self.pass_on_wake();
         }
     }
 

@@ -270,7 +270,13 @@ impl<M: Memory> ReadLease<'_, M> {
             }
             None => round.head = round.start,
         }
+        let left_some = k < self.items.len();
         self.ring.end_get(round);
+        if left_some {
+            // Messages this lease saw stay queued: a wake meant for a consumer may have
+            // been ours; pass it on so they do not wait for a sleeper.
+            self.ring.pass_on_wake();
+        }
     }
 }
 
@@ -280,6 +286,8 @@ impl<M: Memory> Drop for ReadLease<'_, M> {
             note_returned((self.ring.key, false));
             round.head = round.start;
             self.ring.end_get(round);
+            // Every lent message stays queued: pass on a wake that may have been ours.
+            self.ring.pass_on_wake();
         }
     }
 }
