@@ -237,8 +237,9 @@ impl fmt::Debug for ReadLoan<'_> {
 /// ```
 pub struct ReadLoans<'q> {
     lease: ReadLease<'q, Segment>,
-    /// The private copies `decode` takes on first use, one per message.
-    copies: Vec<OnceCell<Vec<u8>>>,
+    /// The private copies `decode` takes on first use, one per message (made on the first
+    /// `decode`: a loan that is only read allocates nothing for them).
+    copies: OnceCell<Box<[OnceCell<Vec<u8>>]>>,
 }
 
 impl ReadLoans<'_> {
@@ -266,7 +267,10 @@ impl ReadLoans<'_> {
     /// it (as [`ReadLoan::decode`]). `None` if there is no message `i`.
     pub fn decode<'a, U: Deserialize<'a>>(&'a self, i: usize) -> Option<Result<U>> {
         let (_, b) = self.get(i)?;
-        let copy = self.copies.get(i)?.get_or_init(|| b.to_vec());
+        let copies = self
+            .copies
+            .get_or_init(|| (0..self.len()).map(|_| OnceCell::new()).collect());
+        let copy = copies.get(i)?.get_or_init(|| b.to_vec());
         Some(crate::queue::decode_whole(copy))
     }
 
@@ -324,38 +328,36 @@ impl RawQueue {
         self.put_loan_block(len, Block::timeout(timeout))
     }
 
+    fn get_loan_block(&self, block: Block) -> Result<ReadLoan<'_>> {
+        Ok(ReadLoan {
+            lease: self.ring().lease_read(1, block)?,
+            copy: OnceCell::new(),
+        })
+    }
+
     fn get_loans_block(&self, max: usize, block: Block) -> Result<ReadLoans<'_>> {
         let lease = self.ring().lease_read(max, block)?;
-        let copies = (0..lease.len()).map(|_| OnceCell::new()).collect();
-        Ok(ReadLoans { lease, copies })
+        Ok(ReadLoans {
+            lease,
+            copies: OnceCell::new(),
+        })
     }
 
     /// Lend the oldest message in place, waiting while the queue is empty; the consumer
     /// lock is held until the loan is committed or dropped. Errors: [`Error::Closed`](crate::Error::Closed) once
     /// the queue is closed and drained, [`Error::Corrupt`](crate::Error::Corrupt).
     pub fn get_loan(&self) -> Result<ReadLoan<'_>> {
-        self.get_loans_block(1, Block::Until(None))
-            .map(|l| ReadLoan {
-                lease: l.lease,
-                copy: OnceCell::new(),
-            })
+        self.get_loan_block(Block::Until(None))
     }
 
     /// [`get_loan`](Self::get_loan) if a message is queued now, else [`Error::Empty`](crate::Error::Empty).
     pub fn try_get_loan(&self) -> Result<ReadLoan<'_>> {
-        self.get_loans_block(1, Block::No).map(|l| ReadLoan {
-            lease: l.lease,
-            copy: OnceCell::new(),
-        })
+        self.get_loan_block(Block::No)
     }
 
     /// [`get_loan`](Self::get_loan), waiting at most `timeout` ([`Error::Timeout`](crate::Error::Timeout)).
     pub fn get_loan_timeout(&self, timeout: Duration) -> Result<ReadLoan<'_>> {
-        self.get_loans_block(1, Block::timeout(timeout))
-            .map(|l| ReadLoan {
-                lease: l.lease,
-                copy: OnceCell::new(),
-            })
+        self.get_loan_block(Block::timeout(timeout))
     }
 
     /// Lend up to `max` of the oldest messages in place (at least one: waits while the

@@ -133,33 +133,16 @@ impl<M: Memory> Ring<M> {
     /// queue is empty. Errors as for a get: `Empty` (`Block::No`), `Timeout`, `Closed`
     /// once drained, `Corrupt`.
     pub fn lease_read(&self, max: usize, block: Block) -> Result<ReadLease<'_, M>> {
-        let (mut round, first) = self.begin_nonempty(block)?;
-        let mut items = Vec::with_capacity(max.clamp(1, 64));
-        let mut f = first;
-        let result = loop {
-            self.take(&mut round, &f);
-            items.push(Lent {
-                found: f,
-                head: round.head,
-                count: round.count,
-                bytes: round.bytes,
-            });
-            if items.len() >= max.max(1) {
-                break Ok(());
-            }
+        let (mut round, f) = self.begin_nonempty(block)?;
+        let first = self.lend(&mut round, f);
+        // The first message lives inline: a single-message lease allocates nothing.
+        let mut rest = Vec::new();
+        while 1 + rest.len() < max {
+            // A bad frame after good ones ends the lease there: the good ones are lent, and
+            // the error comes to whoever reaches the bad frame next.
             match self.next_record(&mut round) {
-                Ok(Some(next)) => f = next,
-                Ok(None) => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        };
-        if let Err(e) = result {
-            // A bad frame after good ones: lend the good ones; the error comes to whoever
-            // reaches the bad frame next. Only the first can fail here.
-            if items.is_empty() {
-                round.head = round.start;
-                self.end_get(round);
-                return Err(e);
+                Ok(Some(f)) => rest.push(self.lend(&mut round, f)),
+                Ok(None) | Err(_) => break,
             }
         }
         note_lent((self.key, false));
@@ -167,8 +150,21 @@ impl<M: Memory> Ring<M> {
             _thread: std::marker::PhantomData,
             ring: self,
             round: Some(round),
-            items,
+            first,
+            rest,
         })
+    }
+
+    /// Move the round's cursor past `f` and note the consumer state after it.
+    #[inline]
+    fn lend(&self, round: &mut GetRound<'_>, f: Found) -> Lent {
+        self.take(round, &f);
+        Lent {
+            found: f,
+            head: round.head,
+            count: round.count,
+            bytes: round.bytes,
+        }
     }
 }
 
@@ -231,24 +227,33 @@ pub struct ReadLease<'q, M: Memory> {
     _thread: std::marker::PhantomData<*const ()>,
     ring: &'q Ring<M>,
     round: Option<GetRound<'q>>,
-    items: Vec<Lent>,
+    /// The first lent message, then the others.
+    first: Lent,
+    rest: Vec<Lent>,
 }
 
 impl<M: Memory> ReadLease<'_, M> {
     /// Number of lent messages (at least 1).
     pub fn len(&self) -> usize {
-        self.items.len()
+        1 + self.rest.len()
     }
 
-    /// Whether no message is lent (never, for a lease that was returned).
+    /// Whether no message is lent: never, a lease lends at least one.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        false
+    }
+
+    fn item(&self, i: usize) -> Option<&Lent> {
+        match i {
+            0 => Some(&self.first),
+            _ => self.rest.get(i - 1),
+        }
     }
 
     /// Message `i`: its sequence number (the position of its record: unique for the life of
     /// the queue and strictly increasing in queue order) and its payload in place.
     pub fn get(&self, i: usize) -> Option<(u64, &[u8])> {
-        let l = self.items.get(i)?;
+        let l = self.item(i)?;
         let bytes = self.ring.record(l.found.off, l.found.len).into_slice();
         Some((l.found.pos, bytes))
     }
@@ -258,11 +263,7 @@ impl<M: Memory> ReadLease<'_, M> {
     pub fn commit_first(mut self, k: usize) {
         let mut round = self.round.take().expect("a lease is committed once");
         note_returned((self.ring.key, false));
-        match k
-            .min(self.items.len())
-            .checked_sub(1)
-            .map(|i| &self.items[i])
-        {
+        match k.min(self.len()).checked_sub(1).and_then(|i| self.item(i)) {
             Some(l) => {
                 round.head = l.head;
                 round.count = l.count;
@@ -270,7 +271,7 @@ impl<M: Memory> ReadLease<'_, M> {
             }
             None => round.head = round.start,
         }
-        let left_some = k < self.items.len();
+        let left_some = k < self.len();
         self.ring.end_get(round);
         if left_some {
             // Messages this lease saw stay queued: a wake meant for a consumer may have
