@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
-use crate::segment::{self, Location, Segment};
+use crate::segment;
 
 /// The signals [`cleanup_on_signals`] handles: SIGINT (Ctrl-C), SIGTERM (`kill`,
 /// systemd, docker stop) and SIGHUP (the terminal went away).
@@ -62,8 +62,15 @@ pub fn cleanup_on_signals() -> Result<()> {
         .spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 let _ = remove_own_queues();
-                // Die of the signal: the default action, as without the handler.
-                let _ = signal_hook::low_level::emulate_default_handler(sig);
+                // Die of the signal: the default action, as without the handler. Not in
+                // the init process of a PID namespace (a container's entry point, or
+                // `unshare --pid --fork`): the kernel ignores a default-action signal sent
+                // to init, so raising it would return and signal-hook would fall back to
+                // `abort`, which init cannot die of either (glibc then ends in SIGSEGV).
+                // Init exits with the shell's 128 + signal status instead.
+                if std::process::id() != 1 {
+                    let _ = signal_hook::low_level::emulate_default_handler(sig);
+                }
                 std::process::exit(128 + sig);
             }
         })
@@ -73,8 +80,14 @@ pub fn cleanup_on_signals() -> Result<()> {
 
 /// Remove the name of every queue in `/dev/shm` that this process created and did not
 /// mark to outlive it ([`Options::keep_on_drop`](crate::Options::keep_on_drop)); returns
-/// the names removed. Handles in this or other processes keep working, exactly as after
-/// the creating handle dropped.
+/// the names removed, sorted. Handles in this or other processes keep working, exactly as
+/// after the creating handle dropped.
+///
+/// The process remembers the objects it created (not the pid in their headers: pids repeat
+/// across PID namespaces, so two containers' init processes look alike), and a name is
+/// removed only while it still refers to the object this process made. A child forked
+/// without `exec` removes none of its parent's queues. Errors: an I/O error removing a
+/// name (the names removed before it stay removed).
 ///
 /// ```
 /// # let name = format!("doc-own-{}", std::process::id());
@@ -85,33 +98,13 @@ pub fn cleanup_on_signals() -> Result<()> {
 /// # Ok::<(), shmq::Error>(())
 /// ```
 pub fn remove_own_queues() -> Result<Vec<String>> {
-    let me = std::process::id();
-    let my_start = crate::sync::process_start_time(me);
     let mut removed = Vec::new();
-    for name in segment::list_names()? {
-        // A cheap look first: only objects whose header names this pid are opened.
-        let Ok(peek) = segment::peek(&name) else {
-            continue;
-        };
-        if peek.foreign || peek.creator_pid != Some(me) {
-            continue;
-        }
-        if peek.initialised {
-            let Ok(seg) = Segment::open(Location::Name(name.clone())) else {
-                continue;
-            };
-            let start = seg.header().id.creator_start.load(Ordering::Relaxed);
-            // Another process that had this pid before us, or a queue meant to stay.
-            if my_start.is_some_and(|s| s != start) || seg.is_persistent() {
-                continue;
-            }
-        }
-        match crate::remove(&name) {
-            Ok(()) => removed.push(name),
-            Err(Error::NotFound(_)) => {}
-            Err(e) => return Err(e),
+    for (name, object) in segment::owned::owned_names() {
+        if segment::owned::remove_owned(&name, object)? {
+            removed.push(name);
         }
     }
+    removed.sort();
     Ok(removed)
 }
 

@@ -10,6 +10,8 @@
 //! * `file.rs` — opening what a name or path refers to without blocking or following a
 //!   link, whatever is there.
 //! * `open.rs` — [`Segment`]: the creation protocol and `open`.
+//! * `owned.rs` — the names this process created and will remove (the registry behind
+//!   `remove_own_queues`).
 //! * `stale.rs` — the attach marker, [`peek`], and the one staleness predicate
 //!   ([`is_stale`], asked by [`Segment::is_stale`] and [`Peek::is_abandoned`]).
 //!
@@ -20,6 +22,7 @@ mod file;
 mod layout;
 mod name;
 mod open;
+pub(crate) mod owned;
 mod stale;
 
 // Every item keeps its `crate::segment::X` path whichever file holds it (each file's items

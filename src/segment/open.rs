@@ -172,6 +172,7 @@ impl Segment {
         };
         // Every header word, `init` last (the object is zero from ftruncate).
         seg.header().init(capacity, opts, Creator::this_process());
+        seg.note_owned();
         Ok(seg)
     }
 
@@ -333,6 +334,19 @@ impl Segment {
     /// was opened never removes the name.
     pub fn set_remove_on_drop(&mut self, yes: bool) {
         self.remove_on_drop = yes;
+        self.note_owned();
+    }
+
+    /// Keep the registry of names this process will remove ([`super::owned`]) in step with
+    /// this handle: a named segment created here whose drop removes the name is in it.
+    fn note_owned(&self) {
+        if self.creator != Some(std::process::id()) {
+            return;
+        }
+        match &self.location {
+            Location::Name(n) if self.remove_on_drop => super::owned::enter(n, self.object),
+            _ => super::owned::leave(self.object),
+        }
     }
 }
 
@@ -343,6 +357,7 @@ impl Drop for Segment {
         // name still refers to this object (not to one created after a `remove`).
         if self.remove_on_drop && self.creator == Some(std::process::id()) {
             let _ = unlink_if_same(&self.location, self.object);
+            super::owned::leave(self.object);
         }
     }
 }

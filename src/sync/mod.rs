@@ -65,4 +65,4 @@ pub(crate) use wait::{
 
 // Informational process liveness lives in `crate::sys::proc` (no lock decision rests on
 // it); these paths are kept for the modules that used to find it here.
-pub(crate) use crate::sys::proc::{process_alive, process_start_time, tid_alive};
+pub(crate) use crate::sys::proc::{process_alive, tid_alive};
