@@ -50,7 +50,7 @@ pub enum Error {
     #[error("queue is empty (use get/get_timeout to wait for a message)")]
     Empty,
     /// The deadline passed before the operation could complete.
-    #[error("timed out waiting for the queue")]
+    #[error("timed out: the deadline passed before the queue, lock or other object was ready")]
     Timeout,
     /// The queue was closed: puts fail, gets fail once the remaining messages are drained.
     #[error("queue is closed")]
@@ -286,7 +286,7 @@ mod tests {
         assert!(d.contains("first statement of main()"), "{d}");
         assert_eq!(
             format!("{:?}", Error::Timeout),
-            "Timeout: timed out waiting for the queue"
+            "Timeout: timed out: the deadline passed before the queue, lock or other object was ready"
         );
         let io = Error::from(io::Error::from_raw_os_error(libc::ENOENT));
         assert!(

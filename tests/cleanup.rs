@@ -105,7 +105,10 @@ fn hold_own(args: &[String]) {
 /// ("removed a,b").
 fn remove_own(args: &[String]) {
     let _mine = RawQueue::create(&args[0], 4096).unwrap();
-    say(format!("removed {}", shmq::remove_own_queues().unwrap().join(",")));
+    say(format!(
+        "removed {}",
+        shmq::remove_own_queues().unwrap().join(",")
+    ));
 }
 
 /// init_with_cleanup:<queue> — `cleanup_on_signals`, a queue, "ready <pid>", then waits to
@@ -163,7 +166,10 @@ fn cleanup_on_signals_in_a_pid_namespace_init_exits_143() {
     }
     let name = uniq("cleanup-init");
     let _rm = RemoveOnDrop(name.clone());
-    let mut init = child!(init_with_cleanup).arg(&name).under(&NEW_PID_NS).spawn();
+    let mut init = child!(init_with_cleanup)
+        .arg(&name)
+        .under(&NEW_PID_NS)
+        .spawn();
     assert_eq!(init.line(LIMIT, "init"), "ready 1");
     assert!(RawQueue::open(&name).is_ok());
     // The wrapper (`unshare --fork`) is our child; PID 1 of the namespace is its child.

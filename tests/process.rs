@@ -433,3 +433,23 @@ fn dig(level: u32) -> u32 {
 fn runaway_recursion_is_bounded() {
     assert_eq!(dig(0), 8);
 }
+
+/// A stale child marker (`SHMQ_PROCESS_CHILD` naming a closed descriptor, or one that is not
+/// a shmq call file) ends the program with a clear message and status 2, never an abort
+/// from closing a descriptor it does not own.
+#[test]
+fn stale_child_marker_is_a_clear_error() {
+    let exe = std::env::current_exe().unwrap();
+    // 0 is stdin (not a call file); 987 is closed.
+    for fd in ["987", "0"] {
+        let out = std::process::Command::new(&exe)
+            .args([process::TEST_SUPPORT_NAME, "--exact", "--nocapture", "-q"])
+            .env("SHMQ_PROCESS_CHILD", fd)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "fd {fd}: {out:?}");
+        assert!(err.contains("names no shmq call file"), "fd {fd}: {err}");
+    }
+}

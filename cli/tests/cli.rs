@@ -860,6 +860,26 @@ fn rm_refuses_a_foreign_object_without_force() {
     assert!(!path.exists());
 }
 
+/// A directory named shmq.X is never removed, not even with --force: a clear error, no
+/// EISDIR.
+#[test]
+fn rm_force_keeps_a_directory_with_a_clear_error() {
+    let name = uniq("dir");
+    let path = object_path(&name);
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("keep"), b"someone's file").unwrap();
+    for args in [vec!["rm", &name], vec!["rm", "--force", &name]] {
+        let e = fails(&args, 1);
+        assert!(
+            e.contains("is a directory") || e.contains("is not a shmq queue"),
+            "{args:?}: {e}"
+        );
+        assert!(!e.contains("os error 21"), "{args:?}: {e}");
+        assert!(path.join("keep").exists());
+    }
+    std::fs::remove_dir_all(&path).unwrap();
+}
+
 /// A FIFO or a symlink named shmq.X is not a queue either: described, kept without --force.
 #[test]
 fn rm_refuses_a_fifo_or_symlink_without_force() {

@@ -99,8 +99,20 @@ pub(super) fn run_child(spec: &OsStr) -> i32 {
         eprintln!("shmq::process: malformed {ENV_CHILD}={spec:?}");
         return 2;
     };
-    // SAFETY: the parent passed this descriptor to this process alone, and nothing else in
-    // this process owns it.
+    // The marker may be stale (a program started by a shmq child with the environment
+    // copied by hand, or a marker set by someone else): adopt the descriptor only if it is
+    // open and is the parent's call file, never a descriptor of this process's own.
+    if !exchange::is_call_file(x_fd) {
+        eprintln!(
+            "shmq::process: {ENV_CHILD}={x_fd} names no shmq call file (descriptor {x_fd} is \
+             closed or something else): this program was not started by shmq::process::start; \
+             unset {ENV_CHILD}"
+        );
+        return 2;
+    }
+    // SAFETY: the descriptor is open and is a `shmq-call` memfd (checked above), which only
+    // a parent's `start` creates and passes to this process alone; nothing else in this
+    // process owns it.
     let x = unsafe { exchange::adopt(x_fd) };
     // It was inherited across exec; programs this one runs must not inherit it too.
     let _ = rustix::io::fcntl_setfd(&x, FdFlags::CLOEXEC);

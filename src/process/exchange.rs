@@ -45,6 +45,20 @@ pub(super) fn above_stdio(fd: OwnedFd) -> Result<OwnedFd> {
     rustix::io::fcntl_dupfd_cloexec(&fd, 3).map_err(|e| os_error("fcntl(F_DUPFD_CLOEXEC)", e))
 }
 
+/// Whether descriptor `fd` of this process is open and is an exchange file (a memfd named
+/// by [`create`]), asked of `/proc/self/fd` without touching the descriptor.
+pub(super) fn is_call_file(fd: RawFd) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{fd}")).is_ok_and(|p| {
+        p.as_os_str()
+            .as_encoded_bytes()
+            .starts_with(MEMFD_LINK.as_bytes())
+    })
+}
+
+/// How `/proc/self/fd/<n>` shows an exchange file (the kernel prefixes memfd names with
+/// `memfd:`).
+const MEMFD_LINK: &str = "/memfd:shmq-call";
+
 /// A new exchange file holding `boot`.
 pub(super) fn create(boot: &Boot) -> Result<File> {
     let call = wire::encode(boot, "the child's bootstrap record")?;

@@ -168,6 +168,18 @@ fn unlink(loc: &Location) -> Result<()> {
     std::fs::remove_file(&path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             not_found(loc)
+        } else if e.kind() == std::io::ErrorKind::IsADirectory
+            || std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir())
+        {
+            // A directory is never a queue, and removing one (and what is in it) is not
+            // this call's business.
+            Error::Incompatible {
+                name: error_place(loc),
+                reason: format!(
+                    "{} is a directory, not a queue; it is not removed (use rmdir or rm -r)",
+                    path.display()
+                ),
+            }
         } else {
             Error::io_at("remove", &path, e)
         }
