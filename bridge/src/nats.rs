@@ -40,6 +40,51 @@ pub fn default_stream_name(subject: &str) -> String {
     format!("SHMQ_{tail}")
 }
 
+/// The server list `server` (one URL or several, comma-separated), parsed, and its
+/// printable form with any password or token replaced by `***`. Credentials in a URL
+/// (`nats://user:password@host:4222`, `nats://token@host:4222`) are passed on as the
+/// connection's user and password (or token): the NATS client ignores them in a URL.
+pub(crate) fn servers(
+    server: &str,
+    opts: async_nats::ConnectOptions,
+) -> Result<(Vec<async_nats::ServerAddr>, async_nats::ConnectOptions, String)> {
+    let mut addrs = Vec::new();
+    let mut shown = Vec::new();
+    let mut opts = Some(opts);
+    let mut creds = None;
+    for s in server.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let a: async_nats::ServerAddr = s
+            .parse()
+            .map_err(|e| Error::Config(format!("invalid NATS server URL {:?}: {e}", redact(s))))?;
+        if creds.is_none() {
+            if let Some(u) = a.username() {
+                creds = Some((u.to_string(), a.password().map(str::to_string)));
+            }
+        }
+        shown.push(redact(s));
+        addrs.push(a);
+    }
+    if addrs.is_empty() {
+        return Err(Error::Config("no NATS server URL given".into()));
+    }
+    let mut o = opts.take().unwrap_or_default();
+    match creds {
+        Some((user, Some(pass))) => o = o.user_and_password(user, pass),
+        Some((token, None)) => o = o.token(token),
+        None => {}
+    }
+    Ok((addrs, o, shown.join(",")))
+}
+
+/// `url` with the user-info part (password or token) hidden.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(i), Some(at)) if at > i + 3 => format!("{}***{}", &url[..i + 3], &url[at..]),
+        (None, Some(at)) => format!("***{}", &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
 /// Whether a failed connection attempt will fail the same way every time: a server URL
 /// that does not parse, credentials the server refuses, a TLS setup that cannot work.
 /// Everything else (refused, reset, timed out, DNS) may be a server not up yet: retried.
@@ -154,14 +199,15 @@ pub(crate) async fn connect(server: &str, name: &str, ctl: &Control) -> Result<a
                     }
                 }
             });
-        match opts.connect(server).await {
+        let (addrs, opts, shown) = servers(server, opts)?;
+        match opts.connect(addrs).await {
             Ok(c) => {
                 ctl.counters().connected.store(true, Relaxed);
                 return Ok(c);
             }
             Err(e) if connect_error_is_permanent(&e) => {
                 let e = Error::Refused {
-                    what: format!("the connection to {server}"),
+                    what: format!("the connection to {shown}"),
                     reason: e.to_string(),
                 };
                 tracing::error!("{name}: {e}");
@@ -170,14 +216,12 @@ pub(crate) async fn connect(server: &str, name: &str, ctl: &Control) -> Result<a
             Err(e) => {
                 let d = backoff.next_delay();
                 tracing::warn!(
-                    "{name}: cannot connect to NATS at {server}: {e}; retrying in {}",
+                    "{name}: cannot connect to NATS at {shown}: {e}; retrying in {}",
                     humantime::format_duration(d)
                 );
                 ctl.counters().add(&ctl.counters().retries, 1);
                 if ctl.sleep(d).await {
-                    return Err(Error::Stopped(format!(
-                        "NATS at {server} had not answered"
-                    )));
+                    return Err(Error::Stopped(format!("NATS at {shown} had not answered")));
                 }
             }
         }

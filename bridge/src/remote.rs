@@ -180,7 +180,8 @@ fn random_u64() -> u64 {
 }
 
 impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
-    /// Connect to `server`, find (or create) the stream that captures `subject`, and
+    /// Connect to `server` (a URL, or several comma-separated; credentials as
+    /// `nats://user:password@host:4222` or `nats://token@host:4222`), find (or create) the stream that captures `subject`, and
     /// attach to (or create) the durable pull consumer `durable` on it. One attempt: no
     /// retries.
     ///
@@ -205,10 +206,12 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             ack_timeout: Duration::from_secs(5),
         };
         let (client, js, consumer, dedupe_window) = rt.block_on(async {
-            let client = async_nats::ConnectOptions::new()
+            let opts = async_nats::ConnectOptions::new()
                 .name(format!("shmq RemoteQueue {subject}"))
-                .connection_timeout(Duration::from_secs(5))
-                .connect(server)
+                .connection_timeout(Duration::from_secs(5));
+            let (addrs, opts, shown) = nats::servers(server, opts).map_err(setup_error)?;
+            let client = opts
+                .connect(addrs)
                 .await
                 .map_err(|e| {
                     let kind = if nats::connect_error_is_permanent(&e) {
@@ -216,7 +219,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                     } else {
                         ErrorKind::ConnectionRefused
                     };
-                    io(kind, format!("NATS: cannot connect to {server}: {e}"))
+                    io(kind, format!("NATS: cannot connect to {shown}: {e}"))
                 })?;
             let js = nats::context(client.clone(), &link);
             let stream = nats::ensure_stream_once(&js, &link)
@@ -254,7 +257,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             client,
             consumer,
             subject: subject.to_string(),
-            server: server.to_string(),
+            server: nats::redact(server),
             id_prefix: format!("shmq-rq:{:016x}:", random_u64()),
             next_id: AtomicU64::new(1),
             ack_timeout: link.ack_timeout,
