@@ -61,7 +61,9 @@ pub enum Error {
     /// authorization or authentication failure, a stream whose subjects overlap another
     /// stream's, a stream or consumer configuration the server rejects (JetStream API
     /// status 400). Not retried: retrying unchanged gets the same answer.
-    #[error("NATS refused {what}: {reason} (a permanent error, not retried: fix the configuration)")]
+    #[error(
+        "NATS refused {what}: {reason} (a permanent error, not retried: fix the configuration)"
+    )]
     Refused {
         /// What the bridge asked for (e.g. `the connection to nats://host:4222`).
         what: String,

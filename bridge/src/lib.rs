@@ -17,7 +17,18 @@
 //! on another see the same `T`. The `shmq-bridge` binary runs one bridge and prints its
 //! rates and lag; docs/bridge.md has the guarantees as tested and the figures.
 //!
-//! Both bridges log through [`tracing`] (the binary prints it to stderr).
+//! Both bridges log through [`tracing`] (the binary prints it to stderr). Each NATS
+//! connection event is logged once by the bridge, with its name; the NATS client also logs
+//! every event itself under the target `async_nats` ("event: disconnected", at INFO), so a
+//! subscriber of yours shows each one twice unless it filters that target (the binary
+//! shows it only with `-v`).
+//!
+//! Errors: transient NATS trouble is retried with backoff; permanent trouble (an invalid
+//! subject or name, credentials or a configuration the server refuses, a missing local
+//! queue) ends a bridge at once with a typed [`Error`] (see its table).
+//!
+//! Install the binary with `cargo install --path bridge` in a clone of shmq (or
+//! `cargo install shmq-bridge` once published); it is called `shmq-bridge`.
 //!
 //! ```no_run
 //! # fn main() -> shmq_bridge::Result<()> {

@@ -47,7 +47,11 @@ pub fn default_stream_name(subject: &str) -> String {
 pub(crate) fn servers(
     server: &str,
     opts: async_nats::ConnectOptions,
-) -> Result<(Vec<async_nats::ServerAddr>, async_nats::ConnectOptions, String)> {
+) -> Result<(
+    Vec<async_nats::ServerAddr>,
+    async_nats::ConnectOptions,
+    String,
+)> {
     let mut addrs = Vec::new();
     let mut shown = Vec::new();
     let mut opts = Some(opts);
@@ -346,26 +350,26 @@ async fn try_ensure_stream(
     };
     match js.create_stream(cfg).await {
         Ok(s) => Ok(s),
-        Err(e) => match e.kind() {
-            // Created by the other side meanwhile.
-            CreateStreamErrorKind::JetStream(j)
-                if j.error_code() == ErrorCode::STREAM_NAME_EXIST =>
-            {
-                js.get_stream(&name)
-                    .await
-                    .map_err(|e| Fail::Retry(e.to_string()))
+        Err(e) => {
+            match e.kind() {
+                // Created by the other side meanwhile.
+                CreateStreamErrorKind::JetStream(j)
+                    if j.error_code() == ErrorCode::STREAM_NAME_EXIST =>
+                {
+                    js.get_stream(&name)
+                        .await
+                        .map_err(|e| Fail::Retry(e.to_string()))
+                }
+                CreateStreamErrorKind::JetStream(j) if api_error_is_permanent(&j) => Err(refused(
+                    format!("to create stream {name:?} for {:?}", link.subject),
+                    &j,
+                )),
+                CreateStreamErrorKind::InvalidStreamName
+                | CreateStreamErrorKind::EmptyStreamName => Err(Fail::Fatal(Error::Config(
+                    format!("cannot create stream {name:?} for {:?}: {e}", link.subject),
+                ))),
+                _ => Err(Fail::Retry(e.to_string())),
             }
-            CreateStreamErrorKind::JetStream(j) if api_error_is_permanent(&j) => Err(refused(
-                format!("to create stream {name:?} for {:?}", link.subject),
-                &j,
-            )),
-            CreateStreamErrorKind::InvalidStreamName | CreateStreamErrorKind::EmptyStreamName => {
-                Err(Fail::Fatal(Error::Config(format!(
-                    "cannot create stream {name:?} for {:?}: {e}",
-                    link.subject
-                ))))
-            }
-            _ => Err(Fail::Retry(e.to_string())),
-        },
+        }
     }
 }

@@ -210,17 +210,14 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 .name(format!("shmq RemoteQueue {subject}"))
                 .connection_timeout(Duration::from_secs(5));
             let (addrs, opts, shown) = nats::servers(server, opts).map_err(setup_error)?;
-            let client = opts
-                .connect(addrs)
-                .await
-                .map_err(|e| {
-                    let kind = if nats::connect_error_is_permanent(&e) {
-                        ErrorKind::PermissionDenied
-                    } else {
-                        ErrorKind::ConnectionRefused
-                    };
-                    io(kind, format!("NATS: cannot connect to {shown}: {e}"))
-                })?;
+            let client = opts.connect(addrs).await.map_err(|e| {
+                let kind = if nats::connect_error_is_permanent(&e) {
+                    ErrorKind::PermissionDenied
+                } else {
+                    ErrorKind::ConnectionRefused
+                };
+                io(kind, format!("NATS: cannot connect to {shown}: {e}"))
+            })?;
             let js = nats::context(client.clone(), &link);
             let stream = nats::ensure_stream_once(&js, &link)
                 .await
@@ -239,9 +236,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 .await
                 .map_err(|e| {
                     let kind = match nats::api_error(&e) {
-                        Some(j) if nats::api_error_is_permanent(&j) => {
-                            ErrorKind::PermissionDenied
-                        }
+                        Some(j) if nats::api_error_is_permanent(&j) => ErrorKind::PermissionDenied,
                         _ => ErrorKind::Other,
                     };
                     io(
@@ -296,7 +291,8 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     }
 
     fn put_wait(&self, msg: &T, wait: Wait) -> Result<()> {
-        let payload = Bytes::from(postcard::to_stdvec(msg).map_err(|e| Error::Codec(e.to_string()))?);
+        let payload =
+            Bytes::from(postcard::to_stdvec(msg).map_err(|e| Error::Codec(e.to_string()))?);
         // A put of the same bytes right after a maybe-stored one is its retry.
         let id = {
             let mut unsure = self.unsure.lock().unwrap_or_else(|p| p.into_inner());
@@ -350,7 +346,10 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                         None => Error::Timeout,
                     });
                 }
-                tokio::time::sleep(Duration::from_millis(20).min(wait.left().unwrap_or(Duration::MAX))).await;
+                tokio::time::sleep(
+                    Duration::from_millis(20).min(wait.left().unwrap_or(Duration::MAX)),
+                )
+                .await;
                 continue;
             }
             let limit = match wait.left() {
@@ -359,7 +358,11 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
             };
             // Duration::ZERO still makes one attempt, with the ack timeout as its bound
             // for the answer (like Queue<T>'s one attempt at the lock).
-            let limit = if limit.is_zero() { self.ack_timeout } else { limit };
+            let limit = if limit.is_zero() {
+                self.ack_timeout
+            } else {
+                limit
+            };
             match self.attempt(id, payload, limit).await {
                 Attempt::Stored => return Ok(()),
                 Attempt::Fatal(e) => return Err(e),
@@ -441,8 +444,9 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                 self.subject
             ))),
             _ => match nats::api_error(&e) {
-                Some(j) if j.error_code() == ErrorCode::STREAM_STORE_FAILED
-                    && j.to_string().contains("maximum") =>
+                Some(j)
+                    if j.error_code() == ErrorCode::STREAM_STORE_FAILED
+                        && j.to_string().contains("maximum") =>
                 {
                     Attempt::NotStored(None)
                 }
@@ -547,8 +551,7 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
                     Some(Ok(m)) => m,
                     Some(Err(e)) => {
                         failed(format!("pulling from {:?} failed: {e}", self.subject))?;
-                        tokio::time::sleep(backoff.min(wait.left().unwrap_or(Duration::MAX)))
-                            .await;
+                        tokio::time::sleep(backoff.min(wait.left().unwrap_or(Duration::MAX))).await;
                         backoff = (backoff * 2).min(Duration::from_secs(1));
                         continue;
                     }

@@ -42,7 +42,10 @@ fn missing_queue_names_create() {
         assert_eq!(st.code(), Some(2), "{cmd}: {st:?}\n{err}");
         assert!(err.contains("does not exist"), "{cmd}: {err}");
         assert!(err.contains("--create <bytes>"), "{cmd}: {err}");
-        assert!(!err.contains("done:"), "{cmd}: no summary before the error: {err}");
+        assert!(
+            !err.contains("done:"),
+            "{cmd}: no summary before the error: {err}"
+        );
     }
 }
 
@@ -80,7 +83,10 @@ fn signal_while_connecting_exits_0() {
             let err = stderr_of(&log);
             assert_eq!(st.code(), Some(0), "{cmd} signal {sig}: {st:?}\n{err}");
             assert!(err.contains("stopping"), "{err}");
-            assert!(!err.contains("shmq-bridge: stopped"), "no error printed: {err}");
+            assert!(
+                !err.contains("shmq-bridge: stopped"),
+                "no error printed: {err}"
+            );
         }
     }
 }

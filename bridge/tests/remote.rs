@@ -41,10 +41,7 @@ fn stored(url: &str, stream: &str) -> Vec<(Vec<u8>, Option<String>)> {
         let mut out = Vec::new();
         for seq in 1..=n {
             if let Ok(m) = s.get_raw_message(seq).await {
-                let id = m
-                    .headers
-                    .get("Nats-Msg-Id")
-                    .map(|v| v.as_str().to_string());
+                let id = m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string());
                 out.push((m.payload.to_vec(), id));
             }
         }
@@ -86,9 +83,12 @@ fn unique_msg_ids_and_a_maybe_stored_put_retried_once() {
     assert_eq!(io_kind(&r), Some(ErrorKind::TimedOut), "{r:?}");
     let msg = r.unwrap_err().to_string();
     assert!(msg.contains("may have been stored"), "{msg}");
-    assert!(took < Duration::from_secs(4), "put_timeout(500ms) took {took:?}");
+    assert!(
+        took < Duration::from_secs(4),
+        "put_timeout(500ms) took {took:?}"
+    );
     drop(paused); // SIGCONT: the server reads and stores the buffered publish
-    // The retry of the same value: the same id, JetStream answers "duplicate".
+                  // The retry of the same value: the same id, JetStream answers "duplicate".
     a.put(&7).unwrap();
     let s = stored(&srv.url(), "SHMQ_rq_ids");
     let sevens: Vec<_> = s.iter().filter(|(p, _)| p == &[7u8]).collect();
@@ -257,12 +257,21 @@ fn bridges_fail_fast_on_permanent_configuration_errors() {
         Out::new(q, "a..b").server(srv.url()).create(create).spawn(),
         20,
     );
-    assert!(matches!(e, Some(Error::Config(_))), "bad subject (out): {e:?}");
+    assert!(
+        matches!(e, Some(Error::Config(_))),
+        "bad subject (out): {e:?}"
+    );
     let e = result_within(
-        In::new(q, "in. bad").server(srv.url()).create(create).spawn(),
+        In::new(q, "in. bad")
+            .server(srv.url())
+            .create(create)
+            .spawn(),
         20,
     );
-    assert!(matches!(e, Some(Error::Config(_))), "bad subject (in): {e:?}");
+    assert!(
+        matches!(e, Some(Error::Config(_))),
+        "bad subject (in): {e:?}"
+    );
     let e = result_within(
         In::new(q, "in.ok")
             .server(srv.url())
@@ -281,7 +290,10 @@ fn bridges_fail_fast_on_permanent_configuration_errors() {
             .spawn(),
         20,
     );
-    assert!(matches!(e, Some(Error::Config(_))), "bad stream name: {e:?}");
+    assert!(
+        matches!(e, Some(Error::Config(_))),
+        "bad stream name: {e:?}"
+    );
     // A stream named explicitly whose subject another stream already captures.
     let r = rt();
     let j = js(&r, &srv.url());
@@ -317,7 +329,10 @@ fn bridges_fail_fast_on_permanent_configuration_errors() {
         "bad credentials: {e:?}"
     );
     let shown = format!("{e:?} {}", e.as_ref().unwrap());
-    assert!(!shown.contains("s3cr3t"), "the password is not shown: {shown}");
+    assert!(
+        !shown.contains("s3cr3t"),
+        "the password is not shown: {shown}"
+    );
     // The credentials in the URL are used (the client alone ignores them), also by
     // RemoteQueue, and a list of servers is accepted.
     let both = format!(
@@ -358,10 +373,6 @@ fn stop_while_connecting_is_clean() {
     let r = rt();
     let ctl = shmq_bridge::Control::new();
     ctl.stop();
-    let e = r.block_on(
-        Out::new(q.to_str().unwrap(), "x")
-            .server(url)
-            .run(&ctl),
-    );
+    let e = r.block_on(Out::new(q.to_str().unwrap(), "x").server(url).run(&ctl));
     assert!(matches!(e, Err(Error::Stopped(_))), "{e:?}");
 }

@@ -18,9 +18,7 @@ pub fn nats_pid(port: u16) -> i32 {
             continue;
         };
         let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
-        let is_nats = args
-            .first()
-            .is_some_and(|a| a.ends_with(b"nats-server"));
+        let is_nats = args.first().is_some_and(|a| a.ends_with(b"nats-server"));
         let has_port = args
             .windows(2)
             .any(|w| w[0] == b"-p" && w[1] == want.as_bytes());
