@@ -152,6 +152,22 @@ pub(crate) fn check_subject(subject: &str, wildcards: bool) -> Result<()> {
     Ok(())
 }
 
+/// Whether every subject `subject` matches is matched by `pattern` (`*`: one token, `>`:
+/// one or more trailing tokens); `subject` may hold wildcards (a consumer's filter).
+pub(crate) fn covers(pattern: &str, subject: &str) -> bool {
+    let mut p = pattern.split('.');
+    let mut s = subject.split('.');
+    loop {
+        match (p.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(t)) if t != ">" => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// Check a stream or consumer name (`what`: "stream name", "durable name"): 1 to 255
 /// printable ASCII characters without `.`, `*`, `>`, `/`, `\\` or white space (the names
 /// JetStream accepts; they become subject tokens and file names on the server).
@@ -332,7 +348,20 @@ async fn try_ensure_stream(
         },
     };
     match js.get_stream(&name).await {
-        Ok(s) => return Ok(s),
+        Ok(s) => {
+            let subjects = &s.cached_info().config.subjects;
+            // A stream named explicitly that does not capture the subject: publishes would
+            // find no stream ("no responders") and a consumer filter would be refused, for
+            // ever. (A stream without subjects, e.g. a mirror, is left to the server.)
+            if !subjects.is_empty() && !subjects.iter().any(|p| covers(p, &link.subject)) {
+                return Err(Fail::Fatal(Error::Config(format!(
+                    "stream {name:?} does not capture subject {:?} (its subjects: {subjects:?}): \
+                     name another stream, or none to use the one that captures it",
+                    link.subject
+                ))));
+            }
+            return Ok(s);
+        }
         Err(e) => match e.kind() {
             GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND => {}
             GetStreamErrorKind::JetStream(j) if api_error_is_permanent(&j) => {
@@ -371,5 +400,50 @@ async fn try_ensure_stream(
                 _ => Err(Fail::Retry(e.to_string())),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_checks() {
+        for ok in ["a", "a.b", "a.*", "a.>", "*", ">", "a.*.c"] {
+            assert!(check_subject(ok, true).is_ok(), "{ok}");
+        }
+        for bad in ["", "a..b", ".a", "a.", "a b", "a\tb", "a*", "a.>.b", "a.b>"] {
+            assert!(check_subject(bad, true).is_err(), "{bad:?}");
+        }
+        assert!(check_subject("a.*", false).is_err());
+        assert!(check_subject("a.b", false).is_ok());
+        assert!(check_name("durable name", "ok-1_A").is_ok());
+        for bad in ["", "a.b", "a b", "a*", "a>", "a/b", "a\\b", "é"] {
+            assert!(check_name("durable name", bad).is_err(), "{bad:?}");
+        }
+        assert!(check_name("stream name", &"x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn covering() {
+        assert!(covers("a.>", "a.b"));
+        assert!(covers("a.>", "a.b.c"));
+        assert!(covers("a.>", "a.*"));
+        assert!(!covers("a.>", "a"));
+        assert!(covers("a.*", "a.b"));
+        assert!(!covers("a.*", "a.b.c"));
+        assert!(!covers("a.*", "a.>"));
+        assert!(covers(">", "x.y"));
+        assert!(covers("a.b", "a.b"));
+        assert!(!covers("a.b", "a.c"));
+        assert!(!covers("a.b", "a.*"));
+    }
+
+    #[test]
+    fn redacting() {
+        assert_eq!(redact("nats://u:p@h:1"), "nats://***@h:1");
+        assert_eq!(redact("nats://tok@h:1"), "nats://***@h:1");
+        assert_eq!(redact("nats://h:1"), "nats://h:1");
+        assert_eq!(redact("u:p@h:1"), "***@h:1");
     }
 }

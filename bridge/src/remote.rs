@@ -49,9 +49,10 @@ use crate::nats::{self, Link};
 ///
 /// * `Ok(())`: stored once (also when JetStream answered "duplicate": an earlier attempt
 ///   of the same put was stored).
-/// * `Error::Full`, `Error::Timeout`, `Error::TooLarge`, `Error::Codec`, `Error::Io` of
-///   kind `NotConnected` or `InvalidInput` (JetStream refused the message): **not stored**,
-///   for sure.
+/// * Every error other than `Error::Io` of kind `TimedOut` (`Full`, `Timeout`,
+///   `TooLarge`, `Codec`, `Io` of kind `NotConnected`, `InvalidInput` when JetStream
+///   refused the message for good, `Other` when no stream answered): **not stored**, for
+///   sure.
 /// * `Error::Io` of kind `TimedOut`: **maybe stored**: the message was handed to the
 ///   connection and no answer came in time (a slow or restarting server, a connection lost
 ///   after the write). The message says so. A put of **the same value** on this handle

@@ -7,9 +7,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The pid of the `nats-server` started with `-p <port>` (from /proc/*/cmdline).
-pub fn nats_pid(port: u16) -> i32 {
-    let want = port.to_string();
+/// The pid of the `nats-server` this process started with store directory `store` (its
+/// `-sd` argument, a unique temporary directory) — checked to be our own child, so a test
+/// never signals another process (other test runs may use the same port number).
+pub fn nats_pid(store: &Path) -> i32 {
+    let want = store.as_os_str().as_encoded_bytes();
+    let me = std::process::id().to_string();
     for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
@@ -19,14 +22,22 @@ pub fn nats_pid(port: u16) -> i32 {
         };
         let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
         let is_nats = args.first().is_some_and(|a| a.ends_with(b"nats-server"));
-        let has_port = args
-            .windows(2)
-            .any(|w| w[0] == b"-p" && w[1] == want.as_bytes());
-        if is_nats && has_port {
+        let has_store = args.windows(2).any(|w| w[0] == b"-sd" && w[1] == want);
+        // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces: split after ')'.
+        let ppid = std::fs::read_to_string(e.path().join("stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_string))
+            });
+        if is_nats && has_store && ppid.as_deref() == Some(me.as_str()) {
             return pid;
         }
     }
-    panic!("no nats-server process on port {port}");
+    panic!(
+        "no nats-server child of ours with store {}",
+        store.display()
+    );
 }
 
 /// Send `sig` to `pid` (our own nats-server or bridge child).
@@ -41,10 +52,30 @@ pub fn signal(pid: i32, sig: i32) {
 pub struct Paused(pub i32);
 
 impl Paused {
-    pub fn new(port: u16) -> Paused {
-        let pid = nats_pid(port);
+    /// Pause the server whose store directory is `store` (`NatsServer::store_dir()`).
+    pub fn new(store: &Path) -> Paused {
+        let pid = nats_pid(&store.join("store"));
         signal(pid, libc::SIGSTOP);
-        Paused(pid)
+        let paused = Paused(pid);
+        // kill(2) returns before every thread has stopped (a thread running on another
+        // core can still answer a request): wait until all are in state T.
+        wait_until(10, "every nats-server thread stopped", || {
+            std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|d| {
+                    d.flatten().all(|t| {
+                        std::fs::read_to_string(t.path().join("stat"))
+                            .ok()
+                            .and_then(|s| {
+                                s.rsplit_once(')').and_then(|(_, r)| {
+                                    r.split_whitespace().next().map(str::to_string)
+                                })
+                            })
+                            .is_some_and(|st| st == "T" || st == "t")
+                    })
+                })
+                .unwrap_or(false)
+        });
+        paused
     }
 }
 
