@@ -168,6 +168,7 @@ impl In {
     pub async fn run(self, ctl: &Control) -> Result<()> {
         let q = crate::open_queue(&self.queue, self.create)?;
         let durable = self.durable_name();
+        nats::check_name("durable name", &durable)?;
         let who = format!("in {} -> {}", self.link.subject, self.queue);
         let client = nats::connect(&self.link.server, &who, ctl).await?;
         let js = nats::context(client, &self.link);
