@@ -20,7 +20,9 @@
 //! capacities), [`place`] (CPU pinning), [`results`] (results.json), [`profile`]
 //! (`SHMQ_BENCH_PROFILE`).
 
+mod args;
 mod cases;
+mod cond;
 mod payloads;
 mod peer;
 mod place;
@@ -33,9 +35,18 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 
+use crate::args::Args;
 use crate::cases::Ctx;
 use crate::place::ncpus;
 use crate::results::Results;
+
+/// Criterion samples per case (a figure is their median); `--sample-size` overrides it.
+const SAMPLES: usize = 10;
+/// Warm-up and measurement time per case; `--warm-up-time` / `--measurement-time` override
+/// them.
+const TIMES: (Duration, Duration) = (Duration::from_millis(300), Duration::from_millis(1000));
+/// The same in quick mode (`SHMQ_BENCH_QUICK=1`, or criterion's test mode).
+const QUICK_TIMES: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(20));
 
 /// The trimmed stdout of a shell command, for the run's metadata (empty on failure).
 fn sh(cmd: &str) -> String {
@@ -57,31 +68,30 @@ fn main() {
         return;
     }
     payloads::check_pod_types();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let bench_mode = args.iter().any(|a| a == "--bench");
+    args::check();
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = Args::parse(&argv);
+    let bench_mode = args.bench;
     let quick = !bench_mode || std::env::var("SHMQ_BENCH_QUICK").is_ok_and(|v| v == "1");
-    let filter = args.iter().find(|a| !a.starts_with('-')).cloned();
     let started = Instant::now();
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let sample_size = 10;
+    let sample_size = args.sample_size.unwrap_or(SAMPLES);
+    // The suite's defaults first, then the command line (`--warm-up-time`,
+    // `--measurement-time`, `--sample-size`, the filter, ...), which overrides them.
+    let (warm_up, measure) = if quick { QUICK_TIMES } else { TIMES };
     let mut c = Criterion::default()
         .sample_size(sample_size)
+        .warm_up_time(warm_up)
+        .measurement_time(measure)
         .without_plots()
         .configure_from_args();
-    c = if quick {
-        c.warm_up_time(Duration::from_millis(1))
-            .measurement_time(Duration::from_millis(20))
-    } else {
-        c.warm_up_time(Duration::from_millis(300))
-            .measurement_time(Duration::from_millis(1000))
-    };
     let mut cx = Ctx {
         quick,
         res: Results {
             sample_size,
             ..Default::default()
         },
-        filter,
+        args,
     };
     cases::throughput::run(&mut c, &mut cx);
     cases::memcpy::run(&mut c, &mut cx);
