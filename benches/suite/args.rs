@@ -39,6 +39,10 @@ pub struct Args {
     pub bench: bool,
     /// `--sample-size N`, if given.
     pub sample_size: Option<usize>,
+    /// `--warm-up-time S`, if given (seconds).
+    pub warm_up: Option<f64>,
+    /// `--measurement-time S`, if given (seconds).
+    pub measurement: Option<f64>,
 }
 
 impl Args {
@@ -59,8 +63,11 @@ impl Args {
             };
             if WITH_VALUE.contains(&name) {
                 let v = inline.or_else(|| it.next().map(str::to_string));
-                if name == "--sample-size" {
-                    a.sample_size = v.and_then(|v| v.parse().ok());
+                match name {
+                    "--sample-size" => a.sample_size = v.and_then(|v| v.parse().ok()),
+                    "--warm-up-time" => a.warm_up = v.and_then(|v| v.parse().ok()),
+                    "--measurement-time" => a.measurement = v.and_then(|v| v.parse().ok()),
+                    _ => {}
                 }
             } else if name == "--exact" {
                 a.exact = true;
@@ -117,6 +124,7 @@ pub fn check() {
     assert!(a.bench);
     let a = Args::parse(&["--sample-size=20", "--measurement-time", "2", "rtt/"]);
     assert_eq!((a.filter.as_deref(), a.sample_size), (Some("rtt/"), Some(20)));
+    assert_eq!((a.warm_up, a.measurement), (None, Some(2.0)));
     assert!(a.wants("rtt/shmq-raw/diff/8/ring256K/block") && !a.wants("idle/"));
     let a = Args::parse(&["ring16M|^idle/"]);
     assert!(a.wants("tput/uds/diff/8/ring16M") && a.wants("idle/") && !a.wants("tput/uds/diff/8"));

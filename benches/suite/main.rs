@@ -78,7 +78,12 @@ fn main() {
     let sample_size = args.sample_size.unwrap_or(SAMPLES);
     // The suite's defaults first, then the command line (`--warm-up-time`,
     // `--measurement-time`, `--sample-size`, the filter, ...), which overrides them.
-    let (warm_up, measure) = if quick { QUICK_TIMES } else { TIMES };
+    let (mut warm_up, mut measure) = if quick { QUICK_TIMES } else { TIMES };
+    if bench_mode {
+        // What criterion will use (it reads the same options in configure_from_args).
+        warm_up = args.warm_up.map_or(warm_up, Duration::from_secs_f64);
+        measure = args.measurement.map_or(measure, Duration::from_secs_f64);
+    }
     let mut c = Criterion::default()
         .sample_size(sample_size)
         .warm_up_time(warm_up)
@@ -120,6 +125,11 @@ fn main() {
         ("load_before", load_before),
         ("load_after", load_after),
         ("quick", quick.to_string()),
+        ("filter", cx.args.filter.clone().unwrap_or_default()),
+        ("exact", cx.args.exact.to_string()),
+        ("sample_size", sample_size.to_string()),
+        ("warm_up_s", format!("{}", warm_up.as_secs_f64())),
+        ("measurement_s", format!("{}", measure.as_secs_f64())),
         ("seconds", format!("{:.0}", started.elapsed().as_secs_f64())),
     ];
     let file = results::results_file(quick);

@@ -159,11 +159,22 @@ pub fn percentiles(lat: &mut [u64]) -> (u64, u64, u64) {
 
 /// Where a run writes its results: `<target dir>/shmq-bench/results.json`, or
 /// `results-quick.json` for a quick run (`scripts/bench.sh` reads them there).
+///
+/// The target directory is `CARGO_TARGET_DIR` when that is an absolute path; when it is a
+/// relative one (cargo resolved it against the directory cargo ran in, which this binary,
+/// run from `benches/`, does not know), the one this binary was built into
+/// (`<target>/<profile>/deps/suite-*`); else the workspace's `target/`.
 pub fn results_file(quick: bool) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")))
-        .join("shmq-bench")
+    let built_into = || {
+        let exe = std::env::current_exe().ok()?;
+        Some(exe.parent()?.parent()?.parent()?.to_path_buf())
+    };
+    match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(d) if d.is_absolute() => d,
+        Some(d) => built_into().unwrap_or(d),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")),
+    }
+    .join("shmq-bench")
         .join(if quick {
             "results-quick.json"
         } else {
