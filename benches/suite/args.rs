@@ -123,7 +123,10 @@ pub fn check() {
     assert_eq!(a.filter.as_deref(), Some("tput/shmq-raw/diff/8"));
     assert!(a.bench);
     let a = Args::parse(&["--sample-size=20", "--measurement-time", "2", "rtt/"]);
-    assert_eq!((a.filter.as_deref(), a.sample_size), (Some("rtt/"), Some(20)));
+    assert_eq!(
+        (a.filter.as_deref(), a.sample_size),
+        (Some("rtt/"), Some(20))
+    );
     assert_eq!((a.warm_up, a.measurement), (None, Some(2.0)));
     assert!(a.wants("rtt/shmq-raw/diff/8/ring256K/block") && !a.wants("idle/"));
     let a = Args::parse(&["ring16M|^idle/"]);

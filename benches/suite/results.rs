@@ -175,9 +175,9 @@ pub fn results_file(quick: bool) -> PathBuf {
         None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")),
     }
     .join("shmq-bench")
-        .join(if quick {
-            "results-quick.json"
-        } else {
-            "results.json"
-        })
+    .join(if quick {
+        "results-quick.json"
+    } else {
+        "results.json"
+    })
 }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, SamplingMode};
 
 use super::Ctx;
+use crate::cond::{styles, Cond, Ring};
 use crate::payloads::LAT_SIZES;
 use crate::peer::Peer;
-use crate::cond::{styles, Cond, Ring};
 use crate::place::{pin, Place, PARENT_CPU};
 use crate::results::{percentiles, CondFields, Latency};
 use crate::transports::{crossbeam, floor, parent_link};

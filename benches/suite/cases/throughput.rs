@@ -29,11 +29,21 @@ pub fn run(c: &mut Criterion, cx: &mut Ctx) {
                     if !cx.wants(&id) {
                         continue;
                     }
-                    let bid = BenchmarkId::new(format!("{row}/{}", place.name()), format!("{size}{suffix}"));
+                    let bid = BenchmarkId::new(
+                        format!("{row}/{}", place.name()),
+                        format!("{size}{suffix}"),
+                    );
                     pin(Some(PARENT_CPU));
                     let mut samples = Vec::new();
                     if row == "crossbeam" {
-                        crossbeam::tput(&mut g, bid, size, cond.ring.cap(size), place, &mut samples);
+                        crossbeam::tput(
+                            &mut g,
+                            bid,
+                            size,
+                            cond.ring.cap(size),
+                            place,
+                            &mut samples,
+                        );
                     } else {
                         let pending = parent_link(row, size, cond);
                         let mut peer = Peer::spawn("tput", place.peer_cpu(), &pending.spec);
@@ -51,7 +61,8 @@ pub fn run(c: &mut Criterion, cx: &mut Ctx) {
                             })
                         });
                     }
-                    cx.res.add("tput", row, size, place.name(), Some(cond), &samples);
+                    cx.res
+                        .add("tput", row, size, place.name(), Some(cond), &samples);
                     pin(None);
                 }
             }
