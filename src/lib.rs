@@ -48,6 +48,8 @@ compile_error!(
 #[cfg(target_os = "linux")]
 mod admin;
 #[cfg(target_os = "linux")]
+mod bridged;
+#[cfg(target_os = "linux")]
 mod cleanup;
 #[cfg(target_os = "linux")]
 mod encode;
@@ -103,6 +105,10 @@ pub use segment::Location;
 #[cfg(target_os = "linux")]
 #[doc(hidden)]
 pub mod internal {
+    /// Which queues a JetStream bridge is running on (`shmq ls` / `shmq stat`).
+    pub mod bridged {
+        pub use crate::bridged::*;
+    }
     #[cfg(not(loom))]
     pub use crate::mapping::HeapImage;
     pub use crate::mapping::Memory;
