@@ -469,7 +469,7 @@ fn parse(buf: &[u8], path: &Path) -> Option<Bridged> {
 }
 
 /// Every live bridge on the machine whose mark this process can read (its own user's, or
-/// all for root), oldest first. Marks of dead bridges, foreign and malformed files are
+/// all for root): the out bridges first, then the in bridges, each oldest first. Marks of dead bridges, foreign and malformed files are
 /// skipped; an unreadable `/dev/shm` gives an empty list.
 pub fn list() -> Vec<Bridged> {
     let Ok(entries) = std::fs::read_dir(dir()) else {
@@ -484,7 +484,8 @@ pub fn list() -> Vec<Bridged> {
         })
         .filter_map(|e| read_mark(&e.path()))
         .collect();
-    v.sort_by(|a, b| (a.started_unix, &a.mark).cmp(&(b.started_unix, &b.mark)));
+    let key = |b: &Bridged| (b.info.direction == Direction::In, b.started_unix, b.mark.clone());
+    v.sort_by_key(key);
     v
 }
 

@@ -92,7 +92,7 @@ pub use primitives::{
 #[cfg(target_os = "linux")]
 pub use queue::{
     Batch, Codec, Options, Pod, PodQueue, Postcard, Queue, RawQueue, ReadLoan, ReadLoans, Slot,
-    TypedQueue, WriteLoan,
+    TypedQueue, TypedWriteLoan, WriteLoan,
 };
 #[cfg(target_os = "linux")]
 pub use ring::Stats;

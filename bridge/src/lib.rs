@@ -36,6 +36,7 @@
 mod control;
 mod error;
 mod inbound;
+mod mark;
 mod nats;
 mod out;
 mod remote;
