@@ -265,7 +265,8 @@ fn fresh_name() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let h = RandomState::new().hash_one((std::process::id(), N.fetch_add(1, Ordering::Relaxed), nanos));
+    let h =
+        RandomState::new().hash_one((std::process::id(), N.fetch_add(1, Ordering::Relaxed), nanos));
     format!("{MARK_PREFIX}{h:016x}{MARK_SUFFIX}")
 }
 
@@ -342,11 +343,7 @@ pub fn register(queue: &RawQueue, info: &BridgeInfo) -> Result<Mark> {
     let (file, path, tmp) = loop {
         let path = dir.join(fresh_name());
         let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-        match open_flags(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-        {
+        match open_flags(true).create_new(true).mode(0o600).open(&tmp) {
             Ok(f) => break (f, path, tmp),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::io_at("create", &tmp, e)),
@@ -484,7 +481,13 @@ pub fn list() -> Vec<Bridged> {
         })
         .filter_map(|e| read_mark(&e.path()))
         .collect();
-    let key = |b: &Bridged| (b.info.direction == Direction::In, b.started_unix, b.mark.clone());
+    let key = |b: &Bridged| {
+        (
+            b.info.direction == Direction::In,
+            b.started_unix,
+            b.mark.clone(),
+        )
+    };
     v.sort_by_key(key);
     v
 }

@@ -268,7 +268,10 @@ fn typed_write_loan_commits_drops_and_edges() {
     let l = q.try_put_loan(&fits).unwrap();
     assert_eq!(l.len(), max);
     l.commit().unwrap();
-    assert!(matches!(q.try_put_loan(&(0, String::new())), Err(Error::Full)));
+    assert!(matches!(
+        q.try_put_loan(&(0, String::new())),
+        Err(Error::Full)
+    ));
     assert!(matches!(
         q.put_loan_timeout(&(0, String::new()), Duration::ZERO),
         Err(Error::Timeout)
@@ -299,7 +302,10 @@ fn typed_write_loan_commits_drops_and_edges() {
     m.put(&Default::default()).unwrap();
 
     q.close();
-    assert!(matches!(q.put_loan(&(0, String::new())), Err(Error::Closed)));
+    assert!(matches!(
+        q.put_loan(&(0, String::new())),
+        Err(Error::Closed)
+    ));
 }
 
 /// A value whose serialisation always fails.

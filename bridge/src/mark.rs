@@ -117,7 +117,10 @@ pub(crate) fn register(
 mod tests {
     #[test]
     fn credentials_are_left_out() {
-        assert_eq!(super::redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(
+            super::redact("nats://127.0.0.1:4222"),
+            "nats://127.0.0.1:4222"
+        );
         assert_eq!(
             super::redact("nats://u:p@h:1,tls://tok@h2:2"),
             "nats://***@h:1,tls://***@h2:2"
