@@ -174,6 +174,14 @@ impl In {
         let js = nats::context(client, &self.link);
         let stream = nats::ensure_stream(&js, &self.link, &who, ctl).await?;
         let sinfo = stream.cached_info();
+        let _mark = crate::mark::register(
+            shmq::internal::bridged::Direction::In,
+            &q,
+            &self.link,
+            &sinfo.config.name,
+            Some(&durable),
+            ctl,
+        );
         let stream_id = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();

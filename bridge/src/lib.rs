@@ -47,6 +47,7 @@
 mod control;
 mod error;
 mod inbound;
+mod mark;
 mod nats;
 mod out;
 mod remote;

@@ -133,6 +133,14 @@ impl Out {
         let js = nats::context(client.clone(), &self.link);
         let stream = nats::ensure_stream(&js, &self.link, &who, ctl).await?;
         let stream_max = stream.cached_info().config.max_message_size;
+        let _mark = crate::mark::register(
+            shmq::internal::bridged::Direction::Out,
+            &q,
+            &self.link,
+            &stream.cached_info().config.name,
+            None,
+            ctl,
+        );
         tracing::info!(
             "{who}: publishing into stream {:?} (queue uid {:016x})",
             stream.cached_info().config.name,
