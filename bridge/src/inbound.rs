@@ -1,15 +1,26 @@
 //! The in bridge: a durable JetStream pull consumer to a local queue.
 //!
-//! Per message, in stream order: put it into the local queue, record its stream sequence
+//! Per message, in stream order: put it into the local queue, check that the queue put into
+//! is still the one at the queue's name (one `stat`), record its stream sequence
 //! ([`crate::state`]), acknowledge it. A full queue is waited on (the message stays
 //! unacknowledged and no more are pulled than one batch: back-pressure, no unbounded
 //! buffer). A message that can never go into the queue is terminated and counted.
 //!
-//! After any disruption (start, lost connection, missing heartbeats) the bridge resyncs
-//! before pulling again: if the consumer has delivered messages nobody acknowledged (to a
-//! killed bridge, or into a dropped connection), JetStream would redeliver them only after
-//! `ack_wait` and behind newer ones; the bridge instead starts the durable consumer over
-//! right after the last message it holds, so order holds and nothing waits.
+//! After any disruption (start, lost connection, missing heartbeats, a consumer or stream
+//! deleted) the bridge resyncs before pulling again: it makes sure the stream exists
+//! (creating it again), compares the stream's identity (name and creation time) with the
+//! one its state records and starts the state over for a new incarnation (a stream deleted
+//! and created again, or a server that lost its store, numbers from 1 again); then, if the
+//! consumer has delivered messages nobody acknowledged (to a killed bridge, or into a
+//! dropped connection), JetStream would redeliver them only after `ack_wait` and behind
+//! newer ones; the bridge instead starts the durable consumer over right after the last
+//! message it holds, so order holds and nothing waits.
+//!
+//! The local queue: every 250 ms while idle, and after every put, the bridge checks that
+//! the queue at its name is still the one it has open. A queue removed and created again
+//! is followed (a put that went into the removed one is done again into the new one before
+//! the ack); a name left empty for a second stops the bridge with `Error::Queue`
+//! (`NotFound`) and removes its state file; a closed queue stops it (`Ok`).
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -69,8 +80,9 @@ impl std::fmt::Debug for In {
 impl In {
     /// Bridge `subject` into the local queue `queue` (a name, or a path holding a `/`).
     /// Defaults: server `nats://127.0.0.1:4222`, the stream that captures the subject (else
-    /// a new one), durable consumer `shmq-in-<queue>`, pulls of 256, `ack_wait` 30 s, the
-    /// state file `/dev/shm/shmq-bridge.<queue>.<durable>.in`.
+    /// a new one), durable consumer `shmq-in-<queue>-<subject>` (see [`durable`](Self::durable)),
+    /// pulls of 256, `ack_wait` 30 s, the state file
+    /// `/dev/shm/shmq-bridge.<queue>.<stream>.<durable>.in`.
     pub fn new(queue: impl Into<String>, subject: impl Into<String>) -> In {
         In {
             queue: queue.into(),
@@ -102,14 +114,21 @@ impl In {
         self
     }
 
-    /// The durable consumer's name. Run one in bridge per durable: two would share its
-    /// messages and restart it under each other.
+    /// The durable consumer's name. Default: `shmq-in-<queue>-<subject>` (characters a
+    /// consumer name may not hold become `_`, plus a hash of the subject when any did).
+    /// Run one in bridge per durable: two would share its messages and restart it under
+    /// each other (two on one state file are refused, see [`state_file`](Self::state_file)).
     pub fn durable(mut self, name: impl Into<String>) -> In {
         self.durable = Some(name.into());
         self
     }
 
     /// Where the bridge records the last stream sequence it put (see the module docs).
+    /// Default: `/dev/shm/shmq-bridge.<queue>.<stream>.<durable>.in` (`/` become `_`),
+    /// created with mode 0600, never through a symbolic link. The bridge holds an exclusive
+    /// `flock` on it while it runs: a second bridge on the same file fails at start with
+    /// [`Error::Config`] ("in use by another in bridge"). It is removed by the bridge when
+    /// its queue is removed for good; otherwise it stays (64 bytes) until reboot or `rm`.
     pub fn state_file(mut self, path: impl Into<PathBuf>) -> In {
         self.state = Some(path.into());
         self

@@ -6,6 +6,20 @@
 //! messages JetStream holds, and what it sends again after a restart carries the same ids,
 //! which the stream drops as duplicates within its dedupe window.
 //!
+//! The loan is held (the local queue's consumer lock with it) from the moment the batch is
+//! taken until its acks are in: nothing leaves the queue before JetStream holds it. That
+//! blocks only other consumers of the same queue (the bridge is meant to be its only one);
+//! producers need the producer lock and ring room, and the loan holds only the batch's
+//! bytes. A batch that fails (no ack, a refused publish) releases the loan before the
+//! backoff sleep, and the bridge then makes sure the stream exists, creating it again if it
+//! vanished (deleted, or a server that lost its store).
+//!
+//! The local queue: before every loan the bridge checks (one `stat`) that the queue at its
+//! name is still the one it has open. When it was removed, the bridge publishes what is
+//! left in the removed queue (it cannot grow except from producers that still hold it),
+//! then follows the queue created again at the name; a name left empty for a second stops
+//! the bridge with `Error::Queue` (`NotFound`) once the removed queue is drained.
+//!
 //! Order: the publishes of a batch are pipelined, so when one is lost (written into a
 //! connection that dies, or refused while the server restarts) a later one can still be
 //! stored, e.g. from the client's buffer after it reconnects; sending the lost one again

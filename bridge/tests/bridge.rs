@@ -176,6 +176,7 @@ impl Tally {
 /// producer, and the stream holds each message once.
 #[test]
 fn hundred_thousand_out_and_back_in() {
+    common::init_log();
     let srv = NatsServer::start();
     let (a, b) = (name("rt-a"), name("rt-b"));
     let qa: Queue<Msg> = Queue::create(&a, 1 << 22).unwrap();
