@@ -190,9 +190,7 @@ impl RawQueue {
     }
 
     fn put_block(&self, msg: &[u8], block: Block) -> Result<()> {
-        self.ring()
-            .put_batch(1, block, |_| Ok(msg.len()), |_, slot| slot.write(msg))?;
-        Ok(())
+        self.ring().put_one(msg.len(), block, |slot| slot.write(msg))
     }
 
     /// Append `msg`, waiting while the queue is full.
@@ -256,11 +254,11 @@ impl RawQueue {
     }
 
     pub(super) fn get_block(&self, buf: &mut Vec<u8>, block: Block) -> Result<usize> {
-        self.ring().get_batch(1, block, |rec| {
+        self.ring().get_one(block, |rec| {
             buf.clear();
             rec.extend_vec(buf);
-        })?;
-        Ok(buf.len())
+            buf.len()
+        })
     }
 
     /// Take the oldest message into `buf` (replacing its contents; no allocation once `buf`

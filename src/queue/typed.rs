@@ -157,8 +157,7 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
         let len = C::encoded_len(msg)?;
         self.raw
             .ring()
-            .put_batch(1, block, |_| Ok(len), |_, slot| C::encode(msg, slot))?;
-        Ok(())
+            .put_one(len, block, |slot| C::encode(msg, slot))
     }
 
     /// Append `msg`, waiting while the queue is full. [`Error::TooLarge`] at once if its

@@ -80,8 +80,8 @@ impl<M: Memory> Ring<M> {
     /// case), which spares a 64-bit division on every put and get.
     #[inline]
     pub(super) fn offset(&self, pos: u64) -> u64 {
-        if self.cap.is_power_of_two() {
-            pos & (self.cap - 1)
+        if self.mask != 0 {
+            pos & self.mask
         } else {
             pos % self.cap
         }

@@ -138,15 +138,11 @@ impl<M: Memory> Ring<M> {
     /// that leaves messages it saw behind (a read lease dropped) passes a wake on itself
     /// ([`pass_on_wake`](Self::pass_on_wake)); an empty round has nothing to pass on.
     #[inline(always)]
-    pub(super) fn end_get(&self, mut r: GetRound<'_>) {
+    pub(super) fn end_get(&self, r: GetRound<'_>) {
         let h = self.h();
         let moved = r.head != r.start;
         if moved {
             self.publish_head(r.head, r.count, r.bytes);
-            if r.head == r.tail {
-                // Whether more was published meanwhile decides the chain wake below.
-                r.tail = self.published_tail(r.head);
-            }
         }
         let GetRound {
             guard, head, tail, ..
@@ -156,9 +152,12 @@ impl<M: Memory> Ring<M> {
             // One fence orders the head store before both waiter-count reads.
             prim::fence(Ordering::SeqCst);
             sync::notify_fenced(&h.cons.space_seq, &h.shared.producers_waiting, i32::MAX);
-            if head != tail {
+            if h.shared.consumers_waiting.load(Ordering::Relaxed) != 0
+                && (head != tail || self.published_tail(head) != head)
+            {
                 // More is queued than this call took: the next sleeping consumer may
-                // take it (a wake-one put woke only us).
+                // take it (a wake-one put woke only us). Asked only when a consumer
+                // sleeps, so an uncontended get reads no word of the producers' here.
                 sync::notify_fenced(&h.prod.data_seq, &h.shared.consumers_waiting, 1);
             }
         }
@@ -186,35 +185,66 @@ impl<M: Memory> Ring<M> {
     /// Begin a round that finds at least one message: takes the consumer lock and waits
     /// (per `block`) while the queue is empty. Errors: `Empty` (`Block::No`), `Timeout`,
     /// `Closed` once drained, `Corrupt`.
+    ///
+    /// The first try is inline (the common case: a message is there); waiting, and the
+    /// tries after it, are [`begin_nonempty_wait`](Self::begin_nonempty_wait).
     #[inline(always)]
     pub(super) fn begin_nonempty(&self, block: Block) -> Result<(GetRound<'_>, Found)> {
-        let h = self.h();
         let deadline = block.deadline();
-        loop {
-            let mut round = match self.begin_get(&deadline) {
-                Ok(r) => r,
-                Err(Error::Timeout) => {
-                    // Leaving without taking anything: pass a wake that may have been ours on.
-                    self.pass_on_wake();
-                    return Err(if matches!(block, Block::No) {
-                        Error::Empty
-                    } else {
-                        Error::Timeout
-                    });
-                }
-                Err(e) => return Err(e),
-            };
-            match self.next_record(&mut round) {
-                Ok(Some(f)) => return Ok((round, f)),
-                Ok(None) => {}
-                Err(e) => {
-                    // Padding stepped over before the bad frame is released.
-                    self.end_get(round);
-                    return Err(e);
-                }
+        match self.try_begin_nonempty(block, &deadline)? {
+            Ok(found) => Ok(found),
+            Err(head) => self.begin_nonempty_wait(block, &deadline, head),
+        }
+    }
+
+    /// One try of [`begin_nonempty`](Self::begin_nonempty): the round and its first message,
+    /// or (`Ok(Err(head))`) the queue was empty at `head` (the round ended).
+    #[inline(always)]
+    fn try_begin_nonempty(
+        &self,
+        block: Block,
+        deadline: &Deadline,
+    ) -> Result<std::result::Result<(GetRound<'_>, Found), u64>> {
+        let mut round = match self.begin_get(deadline) {
+            Ok(r) => r,
+            Err(Error::Timeout) => {
+                // Leaving without taking anything: pass a wake that may have been ours on.
+                self.pass_on_wake();
+                return Err(if matches!(block, Block::No) {
+                    Error::Empty
+                } else {
+                    Error::Timeout
+                });
             }
-            let head = round.head;
-            self.end_get(round);
+            Err(e) => return Err(e),
+        };
+        match self.next_record(&mut round) {
+            Ok(Some(f)) => Ok(Ok((round, f))),
+            Ok(None) => {
+                let head = round.head;
+                self.end_get(round);
+                Ok(Err(head))
+            }
+            Err(e) => {
+                // Padding stepped over before the bad frame is released.
+                self.end_get(round);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`begin_nonempty`](Self::begin_nonempty) after a try found the queue empty at `head`:
+    /// closed and drained gives `Closed`, `Block::No` gives `Empty`, else wait for a put and
+    /// try again.
+    #[inline(never)]
+    fn begin_nonempty_wait(
+        &self,
+        block: Block,
+        deadline: &Deadline,
+        mut head: u64,
+    ) -> Result<(GetRound<'_>, Found)> {
+        let h = self.h();
+        loop {
             // Empty. Closed and still empty in the same read of the tail word: drained.
             let word = h.prod.tail.load(Ordering::Acquire);
             if word & CLOSED != 0 && word & !CLOSED == head {
@@ -229,26 +259,48 @@ impl<M: Memory> Ring<M> {
                 &h.shared.consumers_waiting,
                 Some(&h.shared.empty_events),
                 self.spin,
-                &deadline,
+                deadline,
                 || h.prod.tail.load(Ordering::Acquire) != h.cons.head.load(Ordering::Relaxed),
             ) {
                 self.pass_on_wake();
                 return Err(e);
             }
+            match self.try_begin_nonempty(block, deadline)? {
+                Ok(found) => return Ok(found),
+                Err(at) => head = at,
+            }
         }
+    }
+
+    /// Get one message: `read(record)` copies its payload out while the consumer lock is
+    /// held, and its result is returned. The single-message path: one try of
+    /// [`begin_nonempty`](Self::begin_nonempty) (the lock, `head`, the cached `tail`, the
+    /// validation of one frame), the copy, one release store of `head`, the unlock, and a
+    /// wake check that reads the producers' waiter count (and the consumers', which is on
+    /// the same line) when nobody sleeps. Errors as for [`get_batch`](Self::get_batch).
+    #[inline]
+    pub fn get_one<R>(&self, block: Block, read: impl FnOnce(Record<'_>) -> R) -> Result<R> {
+        let (mut round, f) = self.begin_nonempty(block)?;
+        let out = read(self.record(f.off, f.len));
+        self.take(&mut round, &f);
+        self.end_get(round);
+        Ok(out)
     }
 
     /// Get up to `max` messages (at least one unless an error is returned): `read(record)`
     /// is called once per message, in order, while the consumer lock is held; it copies the
-    /// payload out through the [`Record`] handle.
+    /// payload out through the [`Record`] handle. One message (`max == 1`) goes through
+    /// [`get_one`](Self::get_one).
     pub fn get_batch(
         &self,
         max: usize,
         block: Block,
         mut read: impl FnMut(Record<'_>),
     ) -> Result<usize> {
-        if max == 0 {
-            return Ok(0);
+        match max {
+            0 => return Ok(0),
+            1 => return self.get_one(block, read).map(|()| 1),
+            _ => {}
         }
         let (mut round, mut f) = self.begin_nonempty(block)?;
         let mut got = 0usize;

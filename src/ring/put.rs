@@ -117,10 +117,10 @@ impl<M: Memory> Ring<M> {
     ) -> Result<Reserve> {
         let h = self.h();
         if len > self.max_message() {
-            return Err(Error::TooLarge {
-                size: len,
-                max: self.max_message(),
-            });
+            return Err(self.too_large(len));
+        }
+        if let Some(off) = self.reserve_fast(round, len)? {
+            return Ok(Reserve::At(off));
         }
         loop {
             if self.at_message_bound(round.count) {
@@ -168,6 +168,21 @@ impl<M: Memory> Ring<M> {
                 return Ok(Reserve::NoRoom(need));
             }
         }
+    }
+
+    /// Step 2, the common case (the single-message path's only one): room for a record of
+    /// `len` payload bytes at the round's tail without padding, under the message bound,
+    /// and within the free space (the cached `head`, or the shared one when the cached one
+    /// shows too little). `None`: the general [`reserve`](Self::reserve) decides.
+    #[inline(always)]
+    pub(super) fn reserve_fast(&self, round: &PutRound<'_>, len: usize) -> Result<Option<u64>> {
+        let rec = record_size(len as u64);
+        let off = self.offset(round.tail);
+        if rec > self.cap - off || self.at_message_bound(round.count) {
+            return Ok(None);
+        }
+        let free = self.free_space(round.tail, rec)?;
+        Ok((rec <= free).then_some(off))
     }
 
     /// Step 3: write the record reserved at `off` (payload `len` bytes): `fill` writes the
@@ -365,6 +380,8 @@ impl<M: Memory> Ring<M> {
     /// Returns how many messages were published. With [`Block::No`] that may be fewer than
     /// `n` (zero gives [`Error::Full`]); otherwise it is `n` or an error (messages before the
     /// error were published).
+    ///
+    /// One message (`n == 1`) goes through [`put_one`](Self::put_one).
     pub fn put_batch(
         &self,
         n: usize,
@@ -372,17 +389,92 @@ impl<M: Memory> Ring<M> {
         mut size: impl FnMut(usize) -> Result<usize>,
         mut write: impl FnMut(usize, &mut Slot<'_>) -> Result<()>,
     ) -> Result<usize> {
-        let h = self.h();
+        if n == 1 {
+            let len = size(0)?;
+            return self.put_one(len, block, |s| write(0, s)).map(|()| 1);
+        }
+        self.put_rounds(None, n, block, &block.deadline(), size, write)
+    }
+
+    /// Put one message of exactly `len` payload bytes, which `fill` writes into the slot
+    /// (at most `len` bytes; the record publishes what was written): the single-message
+    /// path. Errors: `TooLarge` (before anything else), `Full` ([`Block::No`]), `Timeout`,
+    /// `Closed`, `Corrupt`, and `fill`'s own (nothing is published then).
+    ///
+    /// The common case is one round of the shared steps with no loop around them: the lock
+    /// (one compare-and-swap), the `tail` word (one load), [`reserve_fast`](Self::reserve_fast)
+    /// (one bounds check against the cached `head`), the payload and the frame, the
+    /// publishing compare-and-swap of `tail`, the unlock, and a wake check that is one load
+    /// when no consumer sleeps. The clock is not read and no deadline is computed unless
+    /// the call has to wait. Anything else (padding at the end of the ring, no room, the
+    /// message bound) continues the same round in the general loop of [`put_batch`](Self::put_batch).
+    #[inline]
+    pub fn put_one(
+        &self,
+        len: usize,
+        block: Block,
+        mut fill: impl FnMut(&mut Slot<'_>) -> Result<()>,
+    ) -> Result<()> {
+        if len > self.max_message() {
+            return Err(self.too_large(len));
+        }
         let deadline = block.deadline();
+        let mut round = match self.begin_put(&deadline) {
+            Ok(r) => r,
+            Err(Error::Timeout) if matches!(block, Block::No) => return Err(Error::Full),
+            Err(e) => return Err(e),
+        };
+        match self.reserve_fast(&round, len) {
+            Ok(Some(off)) => {
+                let r = self
+                    .write_record(&mut round, off, len, &mut fill)
+                    .and_then(|()| self.publish(&mut round));
+                self.end_put(round);
+                r
+            }
+            Ok(None) => self
+                .put_rounds(
+                    Some(round),
+                    1,
+                    block,
+                    &deadline,
+                    |_| Ok(len),
+                    |_, s| fill(s),
+                )
+                .map(|_| ()),
+            Err(e) => {
+                self.end_put(round);
+                Err(e)
+            }
+        }
+    }
+
+    /// The loop of [`put_batch`](Self::put_batch): rounds until `n` messages are published,
+    /// waiting for room between them. `first` is a round already begun (by
+    /// [`put_one`](Self::put_one)).
+    #[inline(never)]
+    fn put_rounds<'a>(
+        &'a self,
+        mut first: Option<PutRound<'a>>,
+        n: usize,
+        block: Block,
+        deadline: &Deadline,
+        mut size: impl FnMut(usize) -> Result<usize>,
+        mut write: impl FnMut(usize, &mut Slot<'_>) -> Result<()>,
+    ) -> Result<usize> {
+        let h = self.h();
         let mut done = 0usize;
         let mut cur_len: Option<usize> = None;
         while done < n {
-            let mut round = match self.begin_put(&deadline) {
-                Ok(r) => r,
-                Err(Error::Timeout) if matches!(block, Block::No) => {
-                    return if done > 0 { Ok(done) } else { Err(Error::Full) };
-                }
-                Err(e) => return Err(e),
+            let mut round = match first.take() {
+                Some(r) => r,
+                None => match self.begin_put(deadline) {
+                    Ok(r) => r,
+                    Err(Error::Timeout) if matches!(block, Block::No) => {
+                        return if done > 0 { Ok(done) } else { Err(Error::Full) };
+                    }
+                    Err(e) => return Err(e),
+                },
             };
             let mut result: Result<()> = Ok(());
             let mut need = None;
@@ -398,7 +490,7 @@ impl<M: Memory> Ring<M> {
                         }
                     },
                 };
-                match self.reserve(&mut round, len, &deadline) {
+                match self.reserve(&mut round, len, deadline) {
                     Ok(Reserve::At(off)) => {
                         if let Err(e) = self.write_record(&mut round, off, len, |s| write(i, s)) {
                             result = Err(e);
@@ -427,7 +519,7 @@ impl<M: Memory> Ring<M> {
                 h.shared.full_events.fetch_add(1, Ordering::Relaxed);
                 return if done > 0 { Ok(done) } else { Err(Error::Full) };
             }
-            self.wait_for_room(need, &deadline).map_err(|e| {
+            self.wait_for_room(need, deadline).map_err(|e| {
                 if done > 0 {
                     Error::Timeout
                 } else {
