@@ -19,6 +19,22 @@ use crate::mapping::Memory;
 use crate::prim;
 use crate::sync::{self, Acquired, Deadline, LockGuard};
 
+/// What [`Ring::frame_at`] found.
+enum Step {
+    /// A message record.
+    Msg(Found),
+    /// Padding: the next record is at this position.
+    Skip(u64),
+}
+
+/// The error for a frame that [`Ring::frame_at`] refuses.
+#[cold]
+fn bad_frame(head: u64, tag: u32, len: u64, tail: u64) -> Error {
+    Error::corrupt(format!(
+        "bad frame at position {head} (tag {tag:#x}, length {len}, tail {tail})"
+    ))
+}
+
 /// One hold of the consumer lock.
 pub(super) struct GetRound<'a> {
     guard: LockGuard<'a>,
@@ -101,27 +117,34 @@ impl<M: Memory> Ring<M> {
                     return Ok(None);
                 }
             }
-            let avail = self.positions(r.head, r.tail)?;
-            let off = self.offset(r.head);
-            let (len, tag) = self.read_frame(off);
-            let len = len as u64;
-            let to_end = self.cap - off;
-            match tag {
-                SKIP if len as u32 == skip_len(to_end) && to_end <= avail => r.head += to_end,
-                MSG if record_size(len) <= to_end && record_size(len) <= avail => {
-                    return Ok(Some(Found {
-                        pos: r.head,
-                        off,
-                        len: len as usize,
-                    }))
-                }
-                _ => {
-                    return Err(Error::corrupt(format!(
-                        "bad frame at position {} (tag {tag:#x}, length {len}, tail {})",
-                        r.head, r.tail
-                    )))
-                }
+            match self.frame_at(r.head, r.tail)? {
+                Step::Skip(next) => r.head = next,
+                Step::Msg(f) => return Ok(Some(f)),
             }
+        }
+    }
+
+    /// The record at `head`, before the published `tail` (`head != tail`): its frame is
+    /// read once and validated against the ring and the published region (a message that
+    /// ends inside both, or padding that reaches exactly the end of the ring); anything else
+    /// is `Corrupt`.
+    #[inline(always)]
+    fn frame_at(&self, head: u64, tail: u64) -> Result<Step> {
+        let avail = self.positions(head, tail)?;
+        let off = self.offset(head);
+        let (len, tag) = self.read_frame(off);
+        let len = len as u64;
+        let to_end = self.cap - off;
+        match tag {
+            SKIP if len as u32 == skip_len(to_end) && to_end <= avail => {
+                Ok(Step::Skip(head + to_end))
+            }
+            MSG if record_size(len) <= to_end && record_size(len) <= avail => Ok(Step::Msg(Found {
+                pos: head,
+                off,
+                len: len as usize,
+            })),
+            _ => Err(bad_frame(head, tag, len, tail)),
         }
     }
 
@@ -139,7 +162,6 @@ impl<M: Memory> Ring<M> {
     /// ([`pass_on_wake`](Self::pass_on_wake)); an empty round has nothing to pass on.
     #[inline(always)]
     pub(super) fn end_get(&self, r: GetRound<'_>) {
-        let h = self.h();
         let moved = r.head != r.start;
         if moved {
             self.publish_head(r.head, r.count, r.bytes);
@@ -149,17 +171,24 @@ impl<M: Memory> Ring<M> {
         } = r;
         drop(guard);
         if moved {
-            // One fence orders the head store before both waiter-count reads.
-            prim::fence(Ordering::SeqCst);
-            sync::notify_fenced(&h.cons.space_seq, &h.shared.producers_waiting, i32::MAX);
-            if h.shared.consumers_waiting.load(Ordering::Relaxed) != 0
-                && (head != tail || self.published_tail(head) != head)
-            {
-                // More is queued than this call took: the next sleeping consumer may
-                // take it (a wake-one put woke only us). Asked only when a consumer
-                // sleeps, so an uncontended get reads no word of the producers' here.
-                sync::notify_fenced(&h.prod.data_seq, &h.shared.consumers_waiting, 1);
-            }
+            self.wake_after_get(head, tail);
+        }
+    }
+
+    /// After `head` moved to `head` (the round saw records up to `tail`) and the lock was
+    /// released: wake producers waiting for room, and, if more is queued than this round
+    /// took, one sleeping consumer (a wake-one put woke only us). One fence orders the head
+    /// store before both waiter-count reads; when nobody sleeps this is the fence and two
+    /// loads from one line, and no word of the producers' is read.
+    #[inline(always)]
+    fn wake_after_get(&self, head: u64, tail: u64) {
+        let h = self.h();
+        prim::fence(Ordering::SeqCst);
+        sync::notify_fenced(&h.cons.space_seq, &h.shared.producers_waiting, i32::MAX);
+        if h.shared.consumers_waiting.load(Ordering::Relaxed) != 0
+            && (head != tail || self.published_tail(head) != head)
+        {
+            sync::notify_fenced(&h.prod.data_seq, &h.shared.consumers_waiting, 1);
         }
     }
 
@@ -273,14 +302,54 @@ impl<M: Memory> Ring<M> {
     }
 
     /// Get one message: `read(record)` copies its payload out while the consumer lock is
-    /// held, and its result is returned. The single-message path: one try of
-    /// [`begin_nonempty`](Self::begin_nonempty) (the lock, `head`, the cached `tail`, the
-    /// validation of one frame), the copy, one release store of `head`, the unlock, and a
-    /// wake check that reads the producers' waiter count (and the consumers', which is on
-    /// the same line) when nobody sleeps. Errors as for [`get_batch`](Self::get_batch).
+    /// held, and its result is returned. Errors as for [`get_batch`](Self::get_batch).
+    ///
+    /// The single-message path: the lock (one compare-and-swap), `head` (one load), the
+    /// cached `tail` (the shared word only when the cached one shows nothing after `head`),
+    /// the validation of one frame ([`frame_at`](Self::frame_at), as every get does), the
+    /// copy, the publishing store of `head`, the unlock, and the wake check. No deadline is
+    /// computed and the clock is not read unless the call has to wait. Anything else
+    /// (padding, a corrupt frame, a busy lock) is the general path's, which takes the lock
+    /// again and decides; an empty queue goes straight to waiting.
     #[inline]
     pub fn get_one<R>(&self, block: Block, read: impl FnOnce(Record<'_>) -> R) -> Result<R> {
-        let (mut round, f) = self.begin_nonempty(block)?;
+        let c = &self.h().cons;
+        let mut empty_at = None;
+        if let Some(guard) = self.try_lock(&c.lock, false) {
+            let head = c.head.load(Ordering::Relaxed);
+            let tail = self.published_tail(head);
+            if head == tail {
+                if head <= MAX_POS {
+                    empty_at = Some(head);
+                }
+            } else if let Ok(Step::Msg(f)) = self.frame_at(head, tail) {
+                let out = read(self.record(f.off, f.len));
+                let next = head + record_size(f.len as u64);
+                let count = c.get_count.load(Ordering::Relaxed).wrapping_add(1);
+                let bytes = c.get_bytes.load(Ordering::Relaxed);
+                self.publish_head(next, count, bytes.wrapping_add(f.len as u64));
+                drop(guard);
+                self.wake_after_get(next, tail);
+                return Ok(out);
+            }
+            drop(guard);
+        }
+        self.get_one_slow(block, empty_at, read)
+    }
+
+    /// [`get_one`](Self::get_one) when its one try did not do: wait if it found the queue
+    /// empty at `empty_at`, else begin a general round.
+    #[inline(never)]
+    fn get_one_slow<R>(
+        &self,
+        block: Block,
+        empty_at: Option<u64>,
+        read: impl FnOnce(Record<'_>) -> R,
+    ) -> Result<R> {
+        let (mut round, f) = match empty_at {
+            Some(head) => self.begin_nonempty_wait(block, &block.deadline(), head)?,
+            None => self.begin_nonempty(block)?,
+        };
         let out = read(self.record(f.off, f.len));
         self.take(&mut round, &f);
         self.end_get(round);

@@ -247,6 +247,19 @@ impl<M: Memory> Ring<M> {
         self.h().prod.tail.load(Ordering::Acquire) & CLOSED != 0
     }
 
+    /// The single-message paths' lock: `word` (the producer's when `producer`) if one
+    /// compare-and-swap takes it, as [`lock`](Self::lock) would have. `None` when that
+    /// would not do: the lock is held (also by a loan of this thread, which the full path
+    /// reports), the holder must re-claim its id after a `fork`, or a dead holder's lock
+    /// must be taken over and repaired. The caller then takes the full path.
+    #[inline(always)]
+    fn try_lock<'a>(&self, word: &'a AtomicU32, producer: bool) -> Option<sync::LockGuard<'a>> {
+        if self.lent_by_this_thread(producer) {
+            return None;
+        }
+        RobustLock::new(word).try_lock(self.holder.current_id()?)
+    }
+
     /// Take the producer or consumer lock word `word`, waiting until `deadline`: one
     /// compare-and-swap when the lock is free, else [`lock_contended`](Self::lock_contended).
     #[inline(always)]
