@@ -189,6 +189,8 @@ impl RawQueue {
         &self.inner.ring
     }
 
+    // Inlined into each public put: the single-message path in one frame, `block` a constant.
+    #[inline(always)]
     fn put_block(&self, msg: &[u8], block: Block) -> Result<()> {
         self.ring().put_one(msg.len(), block, |slot| slot.write(msg))
     }
@@ -253,6 +255,7 @@ impl RawQueue {
         self.put_many_block(msgs, Block::No)
     }
 
+    #[inline(always)]
     pub(super) fn get_block(&self, buf: &mut Vec<u8>, block: Block) -> Result<usize> {
         self.ring().get_one(block, |rec| {
             buf.clear();

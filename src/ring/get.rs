@@ -27,14 +27,6 @@ enum Step {
     Skip(u64),
 }
 
-/// The error for a frame that [`Ring::frame_at`] refuses.
-#[cold]
-fn bad_frame(head: u64, tag: u32, len: u64, tail: u64) -> Error {
-    Error::corrupt(format!(
-        "bad frame at position {head} (tag {tag:#x}, length {len}, tail {tail})"
-    ))
-}
-
 /// One hold of the consumer lock.
 pub(super) struct GetRound<'a> {
     guard: LockGuard<'a>,
@@ -130,22 +122,44 @@ impl<M: Memory> Ring<M> {
     /// is `Corrupt`.
     #[inline(always)]
     fn frame_at(&self, head: u64, tail: u64) -> Result<Step> {
-        let avail = self.positions(head, tail)?;
+        match self.step_at(head, tail) {
+            Some(step) => Ok(step),
+            None => Err(self.frame_error(head, tail)),
+        }
+    }
+
+    /// [`frame_at`](Self::frame_at) without the error: `None` when it would be `Corrupt`.
+    #[inline(always)]
+    fn step_at(&self, head: u64, tail: u64) -> Option<Step> {
+        let avail = self.used(head, tail)?;
         let off = self.offset(head);
         let (len, tag) = self.read_frame(off);
         let len = len as u64;
         let to_end = self.cap - off;
         match tag {
             SKIP if len as u32 == skip_len(to_end) && to_end <= avail => {
-                Ok(Step::Skip(head + to_end))
+                Some(Step::Skip(head + to_end))
             }
-            MSG if record_size(len) <= to_end && record_size(len) <= avail => Ok(Step::Msg(Found {
+            MSG if record_size(len) <= to_end && record_size(len) <= avail => Some(Step::Msg(Found {
                 pos: head,
                 off,
                 len: len as usize,
             })),
-            _ => Err(bad_frame(head, tag, len, tail)),
+            _ => None,
         }
+    }
+
+    /// The error for the record at `head` that [`step_at`](Self::step_at) refused (its
+    /// frame read again for the message).
+    #[cold]
+    fn frame_error(&self, head: u64, tail: u64) -> Error {
+        if self.used(head, tail).is_none() {
+            return self.positions_error(head, tail);
+        }
+        let (len, tag) = self.read_frame(self.offset(head));
+        Error::corrupt(format!(
+            "bad frame at position {head} (tag {tag:#x}, length {len}, tail {tail})"
+        ))
     }
 
     /// Move the round's cursor past the message `f` (the last one `next_record` returned).
@@ -311,7 +325,7 @@ impl<M: Memory> Ring<M> {
     /// computed and the clock is not read unless the call has to wait. Anything else
     /// (padding, a corrupt frame, a busy lock) is the general path's, which takes the lock
     /// again and decides; an empty queue goes straight to waiting.
-    #[inline]
+    #[inline(always)]
     pub fn get_one<R>(&self, block: Block, read: impl FnOnce(Record<'_>) -> R) -> Result<R> {
         let c = &self.h().cons;
         let mut empty_at = None;
@@ -322,7 +336,7 @@ impl<M: Memory> Ring<M> {
                 if head <= MAX_POS {
                     empty_at = Some(head);
                 }
-            } else if let Ok(Step::Msg(f)) = self.frame_at(head, tail) {
+            } else if let Some(Step::Msg(f)) = self.step_at(head, tail) {
                 let out = read(self.record(f.off, f.len));
                 let next = head + record_size(f.len as u64);
                 let count = c.get_count.load(Ordering::Relaxed).wrapping_add(1);

@@ -134,7 +134,7 @@ impl<M: Memory> Ring<M> {
         if len > self.max_message() {
             return Err(self.too_large(len));
         }
-        if let Some(off) = self.reserve_fast(round, len)? {
+        if let Some(off) = self.reserve_fast(round, len) {
             return Ok(Reserve::At(off));
         }
         loop {
@@ -190,21 +190,21 @@ impl<M: Memory> Ring<M> {
     /// and within the free space (the cached `head`, or the shared one when the cached one
     /// shows too little). `None`: the general [`reserve`](Self::reserve) decides.
     #[inline(always)]
-    pub(super) fn reserve_fast(&self, round: &PutRound<'_>, len: usize) -> Result<Option<u64>> {
+    pub(super) fn reserve_fast(&self, round: &PutRound<'_>, len: usize) -> Option<u64> {
         self.room_at(round.tail, round.count, len)
     }
 
     /// [`reserve_fast`](Self::reserve_fast) for a producer at position `tail` that has put
-    /// `count` messages: the ring offset of room for the record, or `None`.
+    /// `count` messages: the ring offset of room for the record, or `None` (also when the
+    /// shared `head` is corrupt: the general path reports it).
     #[inline(always)]
-    fn room_at(&self, tail: u64, count: u64, len: usize) -> Result<Option<u64>> {
+    fn room_at(&self, tail: u64, count: u64, len: usize) -> Option<u64> {
         let rec = record_size(len as u64);
         let off = self.offset(tail);
         if rec > self.cap - off || self.at_message_bound(count) {
-            return Ok(None);
+            return None;
         }
-        let free = self.free_space(tail, rec)?;
-        Ok((rec <= free).then_some(off))
+        (rec <= self.room(tail, rec)?).then_some(off)
     }
 
     /// Step 3: write the record reserved at `off` (payload `len` bytes): `fill` writes the
@@ -437,7 +437,7 @@ impl<M: Memory> Ring<M> {
     /// when no consumer sleeps. The clock is not read and no deadline is computed unless
     /// the call has to wait. Anything else (padding at the end of the ring, no room, the
     /// message bound) continues the same round in the general loop of [`put_batch`](Self::put_batch).
-    #[inline]
+    #[inline(always)]
     pub fn put_one(
         &self,
         len: usize,
@@ -453,7 +453,7 @@ impl<M: Memory> Ring<M> {
             let from = p.tail.load(Ordering::Relaxed);
             if tail_ok(from) {
                 let count = p.put_count.load(Ordering::Relaxed);
-                if let Ok(Some(off)) = self.room_at(from, count, len) {
+                if let Some(off) = self.room_at(from, count, len) {
                     let mut slot = self.slot(off, len);
                     // An error of `fill` leaves nothing visible: the lock is released
                     // (the guard's drop) with `tail` unchanged.
