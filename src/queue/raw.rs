@@ -192,7 +192,8 @@ impl RawQueue {
     // Inlined into each public put: the single-message path in one frame, `block` a constant.
     #[inline(always)]
     fn put_block(&self, msg: &[u8], block: Block) -> Result<()> {
-        self.ring().put_one(msg.len(), block, |slot| slot.write(msg))
+        self.ring()
+            .put_one(msg.len(), block, |slot| slot.write(msg))
     }
 
     /// Append `msg`, waiting while the queue is full.

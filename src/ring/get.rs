@@ -140,11 +140,13 @@ impl<M: Memory> Ring<M> {
             SKIP if len as u32 == skip_len(to_end) && to_end <= avail => {
                 Some(Step::Skip(head + to_end))
             }
-            MSG if record_size(len) <= to_end && record_size(len) <= avail => Some(Step::Msg(Found {
-                pos: head,
-                off,
-                len: len as usize,
-            })),
+            MSG if record_size(len) <= to_end && record_size(len) <= avail => {
+                Some(Step::Msg(Found {
+                    pos: head,
+                    off,
+                    len: len as usize,
+                }))
+            }
             _ => None,
         }
     }

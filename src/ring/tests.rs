@@ -523,14 +523,35 @@ fn single_path_at_every_position_and_size() {
 fn too_large_names_the_size_and_the_limit() {
     let r = Ring::in_memory(256).unwrap();
     let e = r.put_one(300, Block::No, |_| Ok(())).unwrap_err();
-    assert!(matches!(e, Error::TooLarge { size: 300, max: 248 }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::TooLarge {
+                size: 300,
+                max: 248
+            }
+        ),
+        "{e:?}"
+    );
     let text = e.to_string();
-    assert!(text.contains("300 bytes") && text.contains("248 bytes"), "{text}");
+    assert!(
+        text.contains("300 bytes") && text.contains("248 bytes"),
+        "{text}"
+    );
     let sizes = [8usize, 300];
     let e = r
         .put_batch(2, Block::No, |i| Ok(sizes[i]), |_, _| Ok(()))
         .unwrap_err();
-    assert!(matches!(e, Error::TooLarge { size: 300, max: 248 }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            Error::TooLarge {
+                size: 300,
+                max: 248
+            }
+        ),
+        "{e:?}"
+    );
     assert!(matches!(
         r.lease_write(249, Block::No),
         Err(Error::TooLarge {
@@ -596,10 +617,16 @@ fn single_path_corrupt_header_and_frames() {
         r.put_one(1, Block::No, |s| s.write(b"x")),
         Err(Error::Corrupt(_))
     ));
-    assert!(matches!(r.get_one(Block::No, |_| ()), Err(Error::Corrupt(_))));
+    assert!(matches!(
+        r.get_one(Block::No, |_| ()),
+        Err(Error::Corrupt(_))
+    ));
     h.prod.tail.store(16, Ordering::Relaxed);
     h.cons.head.store(1 << 40, Ordering::Relaxed);
-    assert!(matches!(r.get_one(Block::No, |_| ()), Err(Error::Corrupt(_))));
+    assert!(matches!(
+        r.get_one(Block::No, |_| ()),
+        Err(Error::Corrupt(_))
+    ));
     // A fresh handle has no cached `head`: its put reads the corrupt one.
     let fresh = Ring::from_bytes(&r.to_bytes()).unwrap();
     assert!(matches!(
