@@ -224,7 +224,7 @@ impl RawQueue {
         // (a caller that retries must not duplicate the messages in front of it).
         let max = self.max_message();
         if let Some(m) = msgs.iter().map(|m| m.as_ref().len()).find(|&n| n > max) {
-            return Err(Error::TooLarge { size: m, max });
+            return Err(self.ring().too_large(m));
         }
         self.ring().put_batch(
             msgs.len(),
