@@ -147,6 +147,57 @@ impl<M: Memory> Ring<M> {
         tail
     }
 
+    /// After publishing up to `tail` a run of `run` bytes: ask for ownership (x86
+    /// `prefetchw`) of the cache lines that a next run of the same size would fill, so that
+    /// their transfer (out of the consumer's cache, or from L3) overlaps the rest of this
+    /// put and the start of the next one, instead of stalling the next publishing
+    /// compare-and-swap (a locked instruction waits until the payload's stores own their
+    /// lines). After runs shorter than a line (8 B messages) only when the run entered a
+    /// new line: then the line after it, once per line.
+    #[inline(always)]
+    pub(super) fn prefetch_next(&self, tail: u64, run: u64) {
+        // Runs over 16 KiB: their copy is bandwidth-bound and the 4 KiB prefetched would
+        // be a small part of the next one (an A/B at 64 KiB measured +6 % ns/msg with it).
+        // A run shorter than a line: once per line, when it entered a new one.
+        if run > 16 * 1024 {
+            return;
+        }
+        if run >= 64 || (tail - run) >> 6 != tail >> 6 {
+            self.prefetch_lines(tail, run.max(64));
+        }
+    }
+
+    /// [`prefetch_next`](Self::prefetch_next)'s lines: those that start at or after `tail`
+    /// (the line holding `tail` may hold the record just published, which a consumer is
+    /// about to read), before the end of the ring, inside the free space the cached head
+    /// shows, at most 4 KiB of them. A hint: `prefetchw` never faults and changes no
+    /// memory.
+    #[inline(never)]
+    fn prefetch_lines(&self, tail: u64, run: u64) {
+        #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
+        {
+            let head = self.cached_head.load(Ordering::Relaxed);
+            let used = tail.wrapping_sub(head);
+            if head == UNSET || used > self.cap {
+                return;
+            }
+            let off = self.offset(tail);
+            let end = (off + run.min(4096).min(self.cap - used)).min(self.cap);
+            let mut line = (off + 63) & !63;
+            while line < end {
+                let p = self.data.wrapping_add(line as usize);
+                // SAFETY: `prefetchw` is a hint: it reads and writes no memory and does not
+                // fault, whatever the address (here one inside the ring anyway).
+                unsafe {
+                    std::arch::asm!("prefetchw [{0}]", in(reg) p, options(nostack, preserves_flags))
+                };
+                line += 64;
+            }
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(loom), not(miri))))]
+        let _ = (tail, run);
+    }
+
     /// The write handle for the payload of a record whose frame is at ring offset `off`
     /// (`off + record_size(len) <= cap`, in free space, producer lock held).
     #[inline]

@@ -244,6 +244,7 @@ impl<M: Memory> Ring<M> {
         }
         match self.publish_tail(round.from, round.tail, round.count, round.bytes) {
             Ok(()) => {
+                self.prefetch_next(round.tail, round.tail - round.from);
                 round.from = round.tail;
                 round.moved_tail = true;
                 round.published += round.pending;
@@ -461,12 +462,16 @@ impl<M: Memory> Ring<M> {
                     let written = slot.written();
                     self.write_frame(off, written as u32, MSG);
                     let bytes = p.put_bytes.load(Ordering::Relaxed);
+                    let tail = from + record_size(written as u64);
                     let r = self.publish_tail(
                         from,
-                        from + record_size(written as u64),
+                        tail,
                         count.wrapping_add(1),
                         bytes.wrapping_add(written as u64),
                     );
+                    if r.is_ok() {
+                        self.prefetch_next(tail, tail - from);
+                    }
                     drop(guard);
                     if r.is_ok() {
                         self.wake_consumers(1);
