@@ -3,11 +3,12 @@
 # the gungraun-runner of the gungraun version in Cargo.lock on PATH) and prints one table of
 # instructions per message, with the previous run (or the --baseline) beside it.
 #   scripts/count.sh                          every case; compares with the previous run
-#   scripts/count.sh raw_put_get              only the cases whose name matches (gungraun filter)
+#   scripts/count.sh '*::raw_put_get*'        only the matching cases (a wildcard on
+#                                             count::GROUP::FUNCTION::ID; --list lists them)
 #   scripts/count.sh --save-baseline=main     keep this run as baseline "main"
 #   scripts/count.sh --baseline=main          compare with baseline "main" (kept unchanged)
 # Other arguments go to gungraun-runner (`cargo bench -p shmq-benches --bench count -- --help`).
-# About a minute once built: each case is one short valgrind run. See docs/performance.md.
+# About 10 s once built: each case is one short valgrind run. See docs/performance.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${GUNGRAUN_HOME:-${CARGO_TARGET_DIR:-target}/gungraun}/shmq-benches/count"
