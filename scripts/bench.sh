@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
 # Regenerate BENCHMARKS.md and benches/throughput.png: run the criterion suite (shmq against
-# its peers, cross-process, ~8 minutes on 2 cores), then the report step.
-#   scripts/bench.sh              full run; writes BENCHMARKS.md
+# its peers, cross-process, every throughput case at two ring sizes and shmq's rows in two
+# call styles: ~9-10 minutes on 2 vCPUs), then the report step.
+#   scripts/bench.sh                      full run; writes BENCHMARKS.md (keeping its manual
+#                                         sections, from the first line that is `---`)
 #   SHMQ_BENCH_QUICK=1 scripts/bench.sh   tiny cases (CI smoke test); report goes to
-#                                         target/shmq-bench/BENCHMARKS.quick.md
-# Extra arguments go to the suite (a criterion filter such as `tput/` or `rtt/`).
+#                                         <target>/shmq-bench/BENCHMARKS.quick.md
+#   scripts/bench.sh tput/shmq-raw/diff/1024
+#                                         a filtered (partial) run; report goes to
+#                                         <target>/shmq-bench/BENCHMARKS.partial.md
+# Extra arguments go to the suite: a criterion filter such as `tput/`, `rtt/`, `ring16M`,
+# and criterion's options (`--warm-up-time 1 --measurement-time 3 --sample-size 20`).
+# The suite's results land in $CARGO_TARGET_DIR/shmq-bench/ (default target/shmq-bench/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# An absolute target directory, so that cargo, the suite (run from benches/) and the report
+# agree on it.
+TARGET_DIR="$(realpath -m "${CARGO_TARGET_DIR:-target}")"
+export CARGO_TARGET_DIR="$TARGET_DIR"
 echo "load before: $(cat /proc/loadavg)"
 cargo bench -p shmq-benches --bench suite -- "$@"
 if [ "${SHMQ_BENCH_QUICK:-0}" = "1" ]; then
-    python3 scripts/bench_report.py target/shmq-bench/results-quick.json \
-        --out target/shmq-bench/BENCHMARKS.quick.md
+    results="$TARGET_DIR/shmq-bench/results-quick.json"
 else
-    python3 scripts/bench_report.py target/shmq-bench/results.json
+    results="$TARGET_DIR/shmq-bench/results.json"
 fi
+# The report picks its output from the run: BENCHMARKS.md only for a full, non-quick run.
+python3 scripts/bench_report.py "$results"

@@ -2,37 +2,70 @@
 """Turn target/shmq-bench/results.json (written by `cargo bench -p shmq-benches --bench suite`) into
 BENCHMARKS.md and benches/throughput.png.
 
-Usage: python3 scripts/bench_report.py [results.json] [--out BENCHMARKS.md]
+Usage: python3 scripts/bench_report.py [results.json] [--out FILE]
+Without --out the report goes to BENCHMARKS.md for a full run, and next to the results file
+for any other (BENCHMARKS.quick.md for a quick run, BENCHMARKS.partial.md for a filtered one),
+so that a partial run never overwrites the committed report.
+
+Manual sections: everything in the existing output file from its first line that is exactly
+`---` (a horizontal rule) to its end is hand-written and kept as it is, after the generated
+part (which never writes such a line). With no such line, nothing is kept.
+
+Conditions (issue 14): every throughput case ran at two ring sizes (`ring256K`: the suite's
+rings before issue 14, max(256 KiB, next_power_of_two(4 x size + 64)); `ring16M`: 16 MiB) and
+shmq's rows in two call styles (`block`: put / get_into; `timeout`: put_timeout /
+get_into_timeout). The report writes one table per condition, with ratios against the peers
+in the same condition of the same run; the headline and the targets use the less flattering
+condition and say which.
+
 The plot needs matplotlib: if it is not importable, the script creates a virtualenv in
-target/bench-venv, installs matplotlib from PyPI there and re-runs itself with it (set
+<target>/bench-venv, installs matplotlib from PyPI there and re-runs itself with it (set
 SHMQ_BENCH_NO_PLOT=1 to skip the plot instead).
 """
 import json
+import math
 import os
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = [8, 64, 1024, 64 << 10, 1 << 20]
+LAT_SIZES = [8, 4096]
+RINGS = ["ring256K", "ring16M"]
+STYLES = ["block", "timeout"]
+CONDS = [(r, s) for r in RINGS for s in STYLES]
 PEERS = ["ipmpsc-serde", "ipmpsc-zc", "ipc-typed", "ipc-bytes", "uds", "crossbeam",
          "python-mp.Queue", "memcpy-hot", "memcpy-stream"]
-SHMQ = ["shmq-raw", "shmq-typed", "shmq-pod", "shmq-batch"]
+SHMQ = ["shmq-raw", "shmq-loan", "shmq-typed", "shmq-pod", "shmq-batch"]
+# Rows whose buffer size the suite sets (they ran at both ring sizes).
+RING_ROWS = set(SHMQ) | {"ipmpsc-serde", "ipmpsc-zc", "crossbeam"}
 DESC = {
-    "shmq-raw": "shmq `RawQueue::put` / `get_into`",
-    "shmq-typed": "shmq `Queue<T>` (postcard; u64 at 8 B, `serde_bytes::ByteBuf` above)",
-    "shmq-pod": "shmq `PodQueue<T>` `put` / `get_into` (u64, `[u8; N]`)",
-    "shmq-batch": "shmq `put_many` / `get_many_into` (up to 256 messages per call)",
-    "ipmpsc-serde": "ipmpsc 0.5 `send`/`recv` (bincode; u64 / `ByteBuf`)",
-    "ipmpsc-zc": "ipmpsc 0.5 `zero_copy_context().recv::<&Bytes>()` (its fastest path)",
+    "shmq-raw": "shmq `RawQueue::put` / `get_into` (`timeout`: `put_timeout` / `get_into_timeout`)",
+    "shmq-loan": "shmq `put_loan` + fill in place + `commit` / `get_loan` + read every byte in place + "
+                 "`commit` (`timeout`: `put_loan_timeout` / `get_loan_timeout`)",
+    "shmq-typed": "shmq `Queue<T>` (postcard; u64 at 8 B, `serde_bytes::ByteBuf` above; `timeout`: "
+                  "`put_timeout` / `get_timeout`)",
+    "shmq-pod": "shmq `PodQueue<T>` `put` / `get_into` (u64, `[u8; N]`; `timeout`: `put_timeout` / "
+                "`get_into_timeout`)",
+    "shmq-batch": "shmq `put_many` / `get_many_into` (up to 256 messages per call; blocking only: the "
+                  "API has no `put_many_timeout`)",
+    "ipmpsc-serde": "ipmpsc 0.5 `send`/`recv` (bincode; u64 / `ByteBuf`), ring as shmq's",
+    "ipmpsc-zc": "ipmpsc 0.5 `zero_copy_context().recv::<&Bytes>()` (its fastest path), ring as shmq's",
     "ipc-typed": "ipc-channel 0.23 `IpcSender<T>` (u64 / `ByteBuf`)",
     "ipc-bytes": "ipc-channel 0.23 `IpcBytesSender`",
     "uds": "Unix stream socket, u32 length prefix, one `writev` per message",
-    "crossbeam": "crossbeam-channel `bounded` between two threads (u64 / `Vec<u8>`)",
+    "crossbeam": "crossbeam-channel `bounded` between two threads (u64 / `Vec<u8>`), as many bytes in "
+                 "slots as the ring of the condition (round trips: bounded to one message)",
     "python-mp.Queue": "Python `multiprocessing.Queue` (int / bytes), benches/mp_queue.py",
     "memcpy-hot": "`copy_from_slice` on one core, cache-hot buffers",
     "memcpy-stream": "`copy_from_slice` on one core, streaming through 1 GiB buffers",
     "floor": "round-trip floor: two spinning threads, one shared word, four copies, no queue",
 }
+
+
+def target_dir():
+    d = os.environ.get("CARGO_TARGET_DIR")
+    return os.path.abspath(d) if d else os.path.join(ROOT, "target")
 
 
 def ensure_matplotlib():
@@ -48,7 +81,7 @@ def ensure_matplotlib():
     if os.environ.get("SHMQ_BENCH_IN_VENV") == "1":
         print("matplotlib unavailable: no plot", file=sys.stderr)
         return None
-    venv = os.path.join(ROOT, "target", "bench-venv")
+    venv = os.path.join(target_dir(), "bench-venv")
     py = os.path.join(venv, "bin", "python3")
     try:
         if not os.path.exists(py):
@@ -84,40 +117,121 @@ def fmt_ns(ns):
     return f"{ns:.0f} ns"
 
 
-def main():
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    out = os.path.join(ROOT, "BENCHMARKS.md")
-    if "--out" in sys.argv:
-        out = sys.argv[sys.argv.index("--out") + 1]
-        args = [a for a in args if a != out]
-    src = args[0] if args else os.path.join(ROOT, "target", "shmq-bench", "results.json")
-    with open(src) as f:
-        res = json.load(f)
+def cond_name(cond):
+    return f"{cond[0]}/{cond[1]}"
+
+
+def cond_words(cond):
+    ring = "16 MiB rings" if cond[0] == "ring16M" else "256 KiB rings (more for big payloads)"
+    calls = "`*_timeout` calls" if cond[1] == "timeout" else "blocking calls"
+    return f"{ring}, {calls}"
+
+
+def geomean(xs):
+    xs = [x for x in xs if x and x > 0]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def case_cond(c):
+    """(ring, style) of a results entry; entries from before issue 14 have neither field and
+    were measured at ring256K with the blocking calls."""
+    row = c["row"]
+    ring = c.get("ring") or ("ring256K" if row in RING_ROWS else "-")
+    style = c.get("style") or ("block" if row.startswith("shmq") else "-")
+    return ring, style
+
+
+class Data:
+    """The run's figures, looked up by row, size, placement and condition."""
+
+    def __init__(self, res):
+        self.tput = {}  # (row, size, place, ring, style) -> ns per message
+        for c in res["cases"]:
+            if c["group"] == "tput":
+                self.tput[(c["row"], c["size"], c["place"]) + case_cond(c)] = c["ns"]
+        py = res.get("python") or {}
+        for c in py.get("tput", []):
+            self.tput[("python-mp.Queue", c["size"], c["place"], "-", "-")] = c["ns"]
+        self.lat = {}  # (row, size, place, style) -> latency entry
+        for x in res["latency"]:
+            self.lat[(x["row"], x["size"], x["place"], case_cond(x)[1])] = x
+        for x in py.get("rtt", []):
+            self.lat[("python-mp.Queue", x["size"], x["place"], "-")] = x
+        self.mpmc = {(c["row"], c["place"]): c["ns"] for c in res["cases"] if c["group"] == "mpmc"}
+
+    def rate_ex(self, row, size, place, cond):
+        """(msg/s, note) of `row` in condition `cond`: rows without a ring were measured once
+        (the same figure in every condition); shmq-batch has only the blocking style (note
+        "†" in a timeout condition)."""
+        ring = cond[0] if row in RING_ROWS else "-"
+        style = cond[1] if row.startswith("shmq") else "-"
+        note = ""
+        if row == "shmq-batch" and style == "timeout":
+            style, note = "block", "†"
+        ns = self.tput.get((row, size, place, ring, style)) or self.tput.get((row, size, "-", ring, style))
+        return (None, "") if ns is None else (1e9 / ns, note)
+
+    def rate(self, row, size, place, cond):
+        return self.rate_ex(row, size, place, cond)[0]
+
+    def ipmpsc_best(self, size, place, cond):
+        rs = [self.rate(r, size, place, cond) for r in ("ipmpsc-serde", "ipmpsc-zc")]
+        rs = [r for r in rs if r]
+        return max(rs) if rs else None
+
+    def conds_present(self):
+        have = {(k[3], k[4]) for k in self.tput if k[0] == "shmq-raw"}
+        return [c for c in CONDS if c in have]
+
+
+def headline_cond(d):
+    """The less flattering condition: the lowest geometric mean, over the sizes, of shmq-raw's
+    ratio to ipmpsc's fastest path between two CPUs (shmq-raw's own rate when ipmpsc is
+    missing). Returns (condition, {condition: score}, what the score is)."""
+    conds = d.conds_present()
+    if not conds:
+        return None, {}, ""
+    scores = {}
+    for cond in conds:
+        ratios = []
+        for s in SIZES:
+            a, b = d.rate("shmq-raw", s, "diff", cond), d.ipmpsc_best(s, "diff", cond)
+            if a and b:
+                ratios.append(a / b)
+        scores[cond] = geomean(ratios)
+    what = "geometric mean over the sizes of shmq-raw ÷ ipmpsc's fastest path, `diff`"
+    if any(v is None for v in scores.values()):
+        scores = {c: geomean([d.rate("shmq-raw", s, "diff", c) for s in SIZES]) for c in conds}
+        what = "geometric mean over the sizes of shmq-raw's msg/s, `diff`"
+    scored = [c for c in conds if scores[c] is not None]
+    if not scored:
+        return conds[0], scores, what
+    return min(scored, key=lambda c: scores[c]), scores, what
+
+
+def ok(b):
+    return "yes" if b else "**no**"
+
+
+def worst(values):
+    """values: [(condition, value)], lower is worse: (worst condition, its value, range text)."""
+    values = [(c, v) for c, v in values if v is not None]
+    if not values:
+        return None, None, ""
+    c, v = min(values, key=lambda x: x[1])
+    return c, v, values
+
+
+def generate(res, d, plt, png, link):
     meta = res["meta"]
-    plt = ensure_matplotlib()
-
-    tput = {}  # ns per message by (row, size, place)
-    for c in res["cases"]:
-        if c["group"] == "tput":
-            tput[(c["row"], c["size"], c["place"])] = c["ns"]
     py = res.get("python") or {}
-    for c in py.get("tput", []):
-        tput[("python-mp.Queue", c["size"], c["place"])] = c["ns"]
-    lat = {(x["row"], x["size"], x["place"]): x for x in res["latency"]}
-    for x in py.get("rtt", []):
-        lat[("python-mp.Queue", x["size"], x["place"])] = x
-    mpmc = {(c["row"], c["place"]): c["ns"] for c in res["cases"] if c["group"] == "mpmc"}
-
-    def rate(row, size, place):
-        ns = tput.get((row, size, place)) or tput.get((row, size, "-"))
-        return None if ns is None else 1e9 / ns
-
     lines = []
     w = lines.append
     w("# shmq benchmarks\n")
     w("Generated by `scripts/bench.sh` (runs `cargo bench -p shmq-benches --bench suite`, then "
-      "`scripts/bench_report.py`); `docs/performance.md` explains the suite and the profile "
-      "behind the numbers.\n")
+      "`scripts/bench_report.py`); `docs/performance.md` explains the suite, its conditions and "
+      "the profile behind the numbers. Sections after the horizontal rule at the end are written "
+      "by hand and kept by the report.\n")
     w("| | |\n|---|---|")
     w(f"| CPU | {meta['cpu']} ({meta['cores']} vCPUs, KVM guest) |")
     w(f"| kernel | {meta['kernel']} |")
@@ -129,119 +243,235 @@ def main():
       f"{' '.join(meta['load_after'].split()[:3])} |")
     quick = " (quick mode: tiny cases, not comparable)" if meta["quick"] == "true" else ""
     w(f"| suite wall time | {meta['seconds']} s{quick} |")
+    if meta.get("filter"):
+        w(f"| filter | `{meta['filter']}` (a partial run) |")
     if py:
         w(f"| Python | {py.get('version')} |")
     w("")
     load1 = float(meta["load_before"].split()[0] or 0)
     load2 = float(meta["load_after"].split()[0] or 0)
     if max(load1, load2) > 1.0:
-        w(f"**Taken under load** (1-minute load average {load1:.1f} before, {load2:.1f} after, on 2 "
-          "vCPUs shared with other work): cross-CPU figures suffer most, because a peer that "
-          "loses its CPU to another process stalls the pipeline; ratios within the run "
+        w(f"**Taken under load** (1-minute load average {load1:.1f} before, {load2:.1f} after, on "
+          f"{meta['cores']} vCPUs shared with other work): cross-CPU figures suffer most, because a "
+          "peer that loses its CPU to another process stalls the pipeline; ratios within the run "
           "remain comparable, absolute figures are pessimistic.\n")
+    samples = meta.get("sample_size", "10")
+    warm, meas = meta.get("warm_up_s", "0.3"), meta.get("measurement_s", "1")
     w("Placement: `diff` = the two processes (or threads) pinned to CPU 0 and CPU 1; "
-      "`same` = both pinned to CPU 0. Every figure is the median of 10 criterion samples "
-      "(mean per message within a sample); all ratios compare figures of this one run.\n")
+      f"`same` = both pinned to CPU 0. Every figure is the median of {samples} criterion samples "
+      f"(mean per message within a sample; {warm} s warm-up and {meas} s measurement per case); "
+      "all ratios compare figures of this one run.\n")
+    w("**Conditions.** Every throughput case ran at two ring sizes and shmq's rows in two call "
+      "styles, one right after the other:\n")
+    w("- `ring256K`: shmq's and ipmpsc's rings are `max(256 KiB, next_power_of_two(4 × size + 64))` "
+      "(256 KiB up to 32 KiB payloads, 512 KiB at 64 KiB, 8 MiB at 1 MiB), the suite's only size "
+      "before issue 14; `ring16M`: 16 MiB for both, at every size (what an independent harness "
+      "gives ipmpsc). crossbeam's channel holds about as many bytes in slots as the ring.")
+    w("- `block`: shmq's blocking calls (`put` / `get_into`, and the same for the other rows); "
+      "`timeout`: their `*_timeout` forms (`put_timeout` / `get_into_timeout`, ...) with a "
+      "deadline that never expires.")
+    w("- ipc-channel, the Unix socket, Python and memcpy have neither a ring the suite sizes nor "
+      "a call style: they ran once, and the same figure stands in every condition. shmq-batch "
+      "ran blocking only (†: the blocking figure in a `timeout` table).\n")
 
+    hc, scores, what = headline_cond(d)
+    conds = d.conds_present()
+
+    # Targets ------------------------------------------------------------------------------
     w("## Targets\n")
-    w("| target | measured | met |\n|---|---|---|")
+    if hc:
+        w("Each throughput and round-trip target is judged in its **least flattering condition** "
+          "(the lowest figure over the conditions that ran); the *measured* column names that "
+          "condition and gives the range over all of them. `diff` placement, shmq-raw, against "
+          "the peers in the same condition.\n")
+    w("| target | measured (worst condition; range over conditions) | met |\n|---|---|---|")
 
-    def ok(b):
-        return "yes" if b else "**no**"
+    def ratio_target(label, size, peer_rate, goal, fmt="{:.2f}×"):
+        vals = []
+        for cond in conds:
+            a, b = d.rate("shmq-raw", size, "diff", cond), peer_rate(size, cond)
+            if a and b:
+                vals.append((cond, a / b))
+        c, v, allv = worst(vals)
+        if c is None:
+            return
+        lo, hi = min(x for _, x in allv), max(x for _, x in allv)
+        rng = f"; {fmt.format(lo)}–{fmt.format(hi)}" if len(allv) > 1 else ""
+        w(f"| {label}, {fmt_size(size)} | {fmt.format(v)} (`{cond_name(c)}`{rng}) | {ok(v >= goal)} |")
 
+    for size in SIZES:
+        ratio_target("issue 14: cross-process ≥ 1× crossbeam between two threads", size,
+                     lambda s, c: d.rate("crossbeam", s, "diff", c), 1.0)
     for size in [8, 64, 1024, 64 << 10]:
-        s = rate("shmq-raw", size, "diff")
-        best = max([b for b in (rate("ipmpsc-serde", size, "diff"), rate("ipmpsc-zc", size, "diff")) if b]
-                   or [0])
-        if s and best:
-            w(f"| throughput ≥ 2× ipmpsc's fastest path, {fmt_size(size)} | shmq-raw {fmt_rate(s)}msg/s = "
-              f"{s / best:.2f}× | {ok(s / best >= 2)} |")
-    s, m = rate("shmq-raw", 1 << 20, "diff"), rate("memcpy-stream", 1 << 20, "-")
-    if s and m:
-        w(f"| throughput ≥ 0.8× streaming memcpy, 1 MiB | shmq-raw {fmt_rate(s * (1 << 20))}B/s = "
-          f"{s / m:.2f}× of {fmt_rate(m * (1 << 20))}B/s | {ok(s / m >= 0.8)} |")
+        ratio_target("issue 14: ≥ 2× ipmpsc's fastest path", size,
+                     lambda s, c: d.ipmpsc_best(s, "diff", c), 2.0)
     for size in [8, 64, 1024]:
-        s, p = rate("shmq-raw", size, "diff"), rate("python-mp.Queue", size, "diff")
-        if s and p:
-            w(f"| throughput ≥ 50× Python mp.Queue, {fmt_size(size)} | {s / p:.0f}× | {ok(s / p >= 50)} |")
-    b, cb = rate("shmq-batch", 8, "diff"), rate("crossbeam", 8, "diff")
-    if b and cb:
-        w(f"| batch path ≥ crossbeam between threads, 8 B | {fmt_rate(b)}msg/s vs {fmt_rate(cb)}msg/s = "
-          f"{b / cb:.2f}× | {ok(b >= cb)} |")
-    for size in [8, 4096]:
-        x, fl = lat.get(("shmq-raw", size, "diff")), lat.get(("floor", size, "diff"))
-        floor = f" (floor: p50 {fmt_ns(fl['p50'])})" if fl else ""
-        if x:
-            w(f"| round trip p50 ≤ 2 µs and p99 ≤ 20 µs, {fmt_size(size)}, diff | p50 {fmt_ns(x['p50'])}, "
-              f"p99 {fmt_ns(x['p99'])}{floor} | {ok(x['p50'] <= 2000 and x['p99'] <= 20000)} |")
-    for size in [8, 4096]:
-        x, u = lat.get(("shmq-raw", size, "same")), lat.get(("uds", size, "same"))
-        if x and u:
-            w(f"| same-CPU round trip no worse than a Unix socket, {fmt_size(size)} | p50 {fmt_ns(x['p50'])} vs "
-              f"{fmt_ns(u['p50'])}; p99 {fmt_ns(x['p99'])} vs {fmt_ns(u['p99'])} | "
-              f"{ok(x['p50'] <= u['p50'])} |")
+        ratio_target("issue 14: ≥ 50× Python mp.Queue", size,
+                     lambda s, c: d.rate("python-mp.Queue", s, "diff", c), 50.0, "{:.0f}×")
+
+    def rtt_target(label, size, ok_fn):
+        vals = [(st, d.lat.get(("shmq-raw", size, "diff", st))) for st in STYLES]
+        vals = [(st, x) for st, x in vals if x]
+        if not vals:
+            return
+        st, x = max(vals, key=lambda v: (v[1]["p50"], v[1]["p99"]))
+        fl = d.lat.get(("floor", size, "diff", "-"))
+        floor = f"; floor p50 {fmt_ns(fl['p50'])}" if fl else ""
+        others = "".join(f"; `{s2}` p50 {fmt_ns(y['p50'])}, p99 {fmt_ns(y['p99'])}"
+                         for s2, y in vals if s2 != st)
+        w(f"| {label} | p50 {fmt_ns(x['p50'])}, p99 {fmt_ns(x['p99'])} (`{st}`{others}{floor}) | "
+          f"{ok(ok_fn(x))} |")
+
+    rtt_target("issue 14: round trip p50 ≤ 2 µs and p99 ≤ 20 µs, 4 KiB, diff", 4096,
+               lambda x: x["p50"] <= 2000 and x["p99"] <= 20000)
+    rtt_target("issue 14: round trip p50 < 1 µs, 8 B, diff", 8, lambda x: x["p50"] < 1000)
+
+    vals = []
+    for cond in conds:
+        s, m = d.rate("shmq-raw", 1 << 20, "diff", cond), d.rate("memcpy-stream", 1 << 20, "-", cond)
+        if s and m:
+            vals.append((cond, s / m))
+    c, v, allv = worst(vals)
+    if c:
+        w(f"| issue 4: throughput ≥ 0.8× streaming memcpy, 1 MiB | {v:.2f}× (`{cond_name(c)}`; "
+          f"{min(x for _, x in allv):.2f}–{max(x for _, x in allv):.2f}×) | {ok(v >= 0.8)} |")
+    vals = []
+    for cond in conds:
+        b, cb = d.rate("shmq-batch", 8, "diff", cond), d.rate("crossbeam", 8, "diff", cond)
+        if b and cb:
+            vals.append((cond, b / cb))
+    c, v, allv = worst(vals)
+    if c:
+        w(f"| issue 4: batch path ≥ crossbeam between threads, 8 B | {v:.2f}× (`{cond_name(c)}`; "
+          f"{min(x for _, x in allv):.2f}–{max(x for _, x in allv):.2f}×) | {ok(v >= 1)} |")
+    for size in LAT_SIZES:
+        xs = [d.lat.get(("shmq-raw", size, "same", st)) for st in STYLES]
+        xs = [x for x in xs if x]
+        u = d.lat.get(("uds", size, "same", "-"))
+        if xs and u:
+            x = max(xs, key=lambda v: v["p50"])
+            w(f"| issue 4: same-CPU round trip no worse than a Unix socket, {fmt_size(size)} | "
+              f"p50 {fmt_ns(x['p50'])} vs {fmt_ns(u['p50'])}; p99 {fmt_ns(x['p99'])} vs "
+              f"{fmt_ns(u['p99'])} (`{x.get('style', 'block')}`) | {ok(x['p50'] <= u['p50'])} |")
     for i in res["idle"]:
         secs = max(i["wall_us"] / 1e6, 0.1)
-        w(f"| consumer blocked on an empty queue for 1 s uses < 10 ms CPU ({i['what']}) | "
+        w(f"| issue 4: consumer blocked on an empty queue for 1 s uses < 10 ms CPU ({i['what']}) | "
           f"{i['cpu_us'] / 1000:.2f} ms CPU in {secs:.2f} s | {ok(i['cpu_us'] < 10000 * secs)} |")
     w("")
 
     rows_all = SHMQ + PEERS
-    for place in ["diff", "same"]:
-        w(f"## Throughput, one producer → one consumer, placement `{place}`\n")
-        w("Messages per second (payload bytes per second).\n")
+
+    def rate_table(place, cond):
         w("| row | " + " | ".join(fmt_size(s) for s in SIZES) + " |")
         w("|---|" + "---|" * len(SIZES))
         for row in rows_all:
             cells = []
             for s in SIZES:
-                r = rate(row, s, place)
-                cells.append("–" if r is None else f"{fmt_rate(r)}/s ({fmt_rate(r * s)}B/s)")
+                r, note = d.rate_ex(row, s, place, cond)
+                cells.append("–" if r is None else f"{fmt_rate(r)}/s ({fmt_rate(r * s)}B/s){note}")
             if any(c != "–" for c in cells):
                 w(f"| {row} | " + " | ".join(cells) + " |")
         w("")
-        for me in ["shmq-raw", "shmq-batch"]:
-            w(f"Ratio {me} ÷ row (`{place}`; above 1 means shmq is faster):\n")
-            w("| row | " + " | ".join(fmt_size(s) for s in SIZES) + " |")
-            w("|---|" + "---|" * len(SIZES))
-            for row in PEERS + [r for r in SHMQ if r != me]:
+
+    def ratio_table(me, place, cond):
+        w(f"Ratio {me} ÷ row (`{place}`, `{cond_name(cond)}`; above 1 means {me} is faster):\n")
+        w("| row | " + " | ".join(fmt_size(s) for s in SIZES) + " |")
+        w("|---|" + "---|" * len(SIZES))
+        for row in PEERS + [r for r in SHMQ if r != me]:
+            cells = []
+            for s in SIZES:
+                a, b = d.rate(me, s, place, cond), d.rate(row, s, place, cond)
+                cells.append("–" if not a or not b else f"{a / b:.2f}×")
+            if any(c != "–" for c in cells):
+                w(f"| {row} | " + " | ".join(cells) + " |")
+        w("")
+
+    # Headline -----------------------------------------------------------------------------
+    if hc:
+        which = "the less flattering condition" if len(conds) > 1 else "the only condition in this run"
+        w(f"## Headline: throughput between two CPUs, `{cond_name(hc)}` ({which})\n")
+        sc = "; ".join(f"`{cond_name(c)}` {scores[c]:.3g}" for c in conds if scores.get(c) is not None)
+        w(f"One producer process → one consumer process, `diff`, {cond_words(hc)}: the condition "
+          f"with the lowest {what} ({sc}). Messages per second (payload bytes per second).\n")
+        rate_table("diff", hc)
+        ratio_table("shmq-raw", "diff", hc)
+        w("shmq-raw ÷ the main peers in every condition (`diff`):\n")
+        w("| peer | condition | " + " | ".join(fmt_size(s) for s in SIZES) + " |")
+        w("|---|---|" + "---|" * len(SIZES))
+        for peer in ["ipmpsc-zc", "ipmpsc-serde", "crossbeam", "uds", "python-mp.Queue"]:
+            for cond in conds:
                 cells = []
                 for s in SIZES:
-                    a, b = rate(me, s, place), rate(row, s, place)
+                    a, b = d.rate("shmq-raw", s, "diff", cond), d.rate(peer, s, "diff", cond)
                     cells.append("–" if not a or not b else f"{a / b:.2f}×")
                 if any(c != "–" for c in cells):
-                    w(f"| {row} | " + " | ".join(cells) + " |")
-            w("")
+                    mark = " (headline)" if cond == hc else ""
+                    w(f"| {peer} | `{cond_name(cond)}`{mark} | " + " | ".join(cells) + " |")
+        w("")
+        w("What each condition costs shmq's rows (`diff`): the figure ÷ the same row's "
+          "`ring256K/block` figure.\n")
+        w("| row | condition | " + " | ".join(fmt_size(s) for s in SIZES) + " |")
+        w("|---|---|" + "---|" * len(SIZES))
+        base = ("ring256K", "block")
+        for row in SHMQ + ["ipmpsc-zc", "crossbeam"]:
+            for cond in conds:
+                if cond == base or (row not in RING_ROWS) or (not row.startswith("shmq") and cond[1] == "timeout"):
+                    continue
+                if row == "shmq-batch" and cond[1] == "timeout":
+                    continue
+                cells = []
+                for s in SIZES:
+                    a, b = d.rate(row, s, "diff", cond), d.rate(row, s, "diff", base)
+                    cells.append("–" if not a or not b else f"{a / b:.2f}×")
+                if any(c != "–" for c in cells):
+                    w(f"| {row} | `{cond_name(cond)}` | " + " | ".join(cells) + " |")
+        w("")
 
+    # Per condition ------------------------------------------------------------------------
+    for place in ["diff", "same"]:
+        for cond in conds:
+            w(f"## Throughput, placement `{place}`, `{cond_name(cond)}`\n")
+            w(f"One producer → one consumer, {cond_words(cond)}. Messages per second (payload "
+              "bytes per second).\n")
+            rate_table(place, cond)
+            ratio_table("shmq-raw", place, cond)
+
+    # Round trips --------------------------------------------------------------------------
     w("## Round-trip latency (ping-pong)\n")
-    w("| row | size | place | p50 | p99 | p99.9 | round trips | shmq-raw p50 ÷ row p50 |")
+    w("Rings `ring256K` (one message in flight: the ring's size does not come into it); shmq-raw "
+      "with both call styles.\n")
+    w("| row | size | place | p50 | p99 | p99.9 | round trips | shmq-raw p50 ÷ row p50 (block / timeout) |")
     w("|---|---|---|---|---|---|---|---|")
-    for size in [8, 4096]:
+    lat_rows = [("shmq-raw", "block"), ("shmq-raw", "timeout"), ("ipmpsc-zc", "-"), ("ipc-bytes", "-"),
+                ("uds", "-"), ("crossbeam", "-"), ("python-mp.Queue", "-"), ("floor", "-")]
+    for size in LAT_SIZES:
         for place in ["diff", "same"]:
-            me = lat.get(("shmq-raw", size, place))
-            for row in ["shmq-raw", "ipmpsc-zc", "ipc-bytes", "uds", "crossbeam", "python-mp.Queue", "floor"]:
-                x = lat.get((row, size, place))
+            mes = [d.lat.get(("shmq-raw", size, place, st)) for st in STYLES]
+            for row, st in lat_rows:
+                x = d.lat.get((row, size, place, st))
                 if not x:
                     continue
-                ratio = f"{me['p50'] / x['p50']:.3f}" if me else "–"
-                w(f"| {row} | {fmt_size(size)} | {place} | {fmt_ns(x['p50'])} | {fmt_ns(x['p99'])} | "
+                ratio = " / ".join(f"{me['p50'] / x['p50']:.3f}" if me else "–" for me in mes)
+                label = f"{row} (`{st}`)" if st != "-" else row
+                w(f"| {label} | {fmt_size(size)} | {place} | {fmt_ns(x['p50'])} | {fmt_ns(x['p99'])} | "
                   f"{fmt_ns(x['p999'])} | {x['n']} | {ratio} |")
     w("\n(crossbeam runs between two threads of one process; the others between two processes. "
       "**floor** is the physical limit: two threads spinning on one word with no queue at all, "
       "each copying the payload into a shared buffer and out again, the same four copies as a "
       "queue round trip; diff placement only.)\n")
 
-    if mpmc:
+    if d.mpmc:
         w("## MPMC: N producer processes × N consumer processes on one shmq queue, 64 B\n")
-        w("`diff`: producers pinned to CPU 0, consumers to CPU 1; `same`: all on CPU 0.\n")
+        w("`diff`: producers pinned to CPU 0, consumers to CPU 1; `same`: all on CPU 0. "
+          "`ring256K`, blocking calls.\n")
         w("| processes | diff: total msg/s | same: total msg/s | diff ÷ SPSC (1×1, diff) |")
         w("|---|---|---|---|")
-        base = mpmc.get(("shmq-raw-1x1", "diff"))
+        base = d.mpmc.get(("shmq-raw-1x1", "diff"))
         for n in [1, 2, 4]:
             row = f"shmq-raw-{n}x{n}"
-            d, s = mpmc.get((row, "diff")), mpmc.get((row, "same"))
-            ratio = f"{base / d:.2f}" if d and base else "–"
-            w(f"| {n}×{n} | {fmt_rate(1e9 / d) if d else '–'} | {fmt_rate(1e9 / s) if s else '–'} | {ratio} |")
+            dd, s = d.mpmc.get((row, "diff")), d.mpmc.get((row, "same"))
+            ratio = f"{base / dd:.2f}" if dd and base else "–"
+            w(f"| {n}×{n} | {fmt_rate(1e9 / dd) if dd else '–'} | {fmt_rate(1e9 / s) if s else '–'} | {ratio} |")
         w("")
 
     if res["idle"]:
@@ -256,19 +486,13 @@ def main():
         w(f"- **{k}**: {v}")
     w("")
 
-    # The committed report's plot lives in benches/; any other report gets its own.
-    if os.path.abspath(out) == os.path.join(ROOT, "BENCHMARKS.md"):
-        png, link = os.path.join(ROOT, "benches", "throughput.png"), "benches/throughput.png"
-    else:
-        png = os.path.splitext(out)[0] + ".png"
-        link = os.path.basename(png)
-    if plt is not None:
+    if plt is not None and hc:
         fig, axes = plt.subplots(1, 2, figsize=(14, 6), sharey=True)
         for ax, place in zip(axes, ["diff", "same"]):
             for row in rows_all:
                 xs, ys = [], []
                 for s in SIZES:
-                    r = rate(row, s, place)
+                    r = d.rate(row, s, place, hc)
                     if r:
                         xs.append(s)
                         ys.append(r * s / 1e9)
@@ -282,7 +506,7 @@ def main():
             ax.set_yscale("log")
             ax.set_xticks(SIZES, [fmt_size(s) for s in SIZES])
             ax.set_xlabel("payload size")
-            ax.set_title(f"one producer → one consumer, placement {place}")
+            ax.set_title(f"one producer → one consumer, placement {place}, {cond_name(hc)}")
             ax.grid(True, which="both", alpha=0.3)
         axes[0].set_ylabel("payload GB/s")
         axes[1].legend(loc="lower right", fontsize=8)
@@ -290,10 +514,66 @@ def main():
         fig.tight_layout()
         fig.savefig(png, dpi=90)
         w("## Plot\n")
-        w(f"![throughput against payload size]({link})\n")
+        w(f"![throughput against payload size, {cond_name(hc)}]({link})\n")
+    return lines
+
+
+def manual_part(path):
+    """The hand-written tail of an existing report: from its first line that is exactly `---`
+    to the end ("" when the file or the line does not exist)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return ""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if line.strip() == "---":
+            return "\n".join(lines[i:])
+    return ""
+
+
+def main():
+    argv = sys.argv[1:]
+    out = None
+    if "--out" in argv:
+        i = argv.index("--out")
+        out = argv[i + 1]
+        argv = argv[:i] + argv[i + 2:]
+    args = [a for a in argv if not a.startswith("--")]
+    src = args[0] if args else os.path.join(target_dir(), "shmq-bench", "results.json")
+    with open(src) as f:
+        res = json.load(f)
+    meta = res["meta"]
+    if out is None:
+        if meta.get("quick") == "true":
+            out = os.path.join(os.path.dirname(os.path.abspath(src)), "BENCHMARKS.quick.md")
+        elif meta.get("filter"):
+            out = os.path.join(os.path.dirname(os.path.abspath(src)), "BENCHMARKS.partial.md")
+        else:
+            out = os.path.join(ROOT, "BENCHMARKS.md")
+    plt = ensure_matplotlib()
+    d = Data(res)
+
+    # The committed report's plot lives in benches/; any other report gets its own.
+    if os.path.abspath(out) == os.path.join(ROOT, "BENCHMARKS.md"):
+        png, link = os.path.join(ROOT, "benches", "throughput.png"), "benches/throughput.png"
+    else:
+        png = os.path.splitext(out)[0] + ".png"
+        link = os.path.basename(png)
+    lines = generate(res, d, plt, png, link)
+    for i, line in enumerate(lines):
+        assert line.strip() != "---", f"generated line {i} would be taken for the manual part"
+    # Keep the hand-written sections of the file being replaced (or, for a report written
+    # elsewhere, of BENCHMARKS.md, so that a trial report shows the whole page).
+    manual = manual_part(out) or manual_part(os.path.join(ROOT, "BENCHMARKS.md"))
+    text = "\n".join(lines)
+    if manual:
+        text = text.rstrip("\n") + "\n\n" + manual
     with open(out, "w") as f:
-        f.write("\n".join(lines))
-    print(f"wrote {out}" + (f" and {png}" if plt is not None else ""))
+        f.write(text)
+    print(f"wrote {out}" + (f" and {png}" if plt is not None else "")
+          + (" (manual sections kept)" if manual else ""))
 
 
 if __name__ == "__main__":

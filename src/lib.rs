@@ -48,6 +48,8 @@ compile_error!(
 #[cfg(target_os = "linux")]
 mod admin;
 #[cfg(target_os = "linux")]
+mod bridged;
+#[cfg(target_os = "linux")]
 mod cleanup;
 #[cfg(target_os = "linux")]
 mod encode;
@@ -90,7 +92,7 @@ pub use primitives::{
 #[cfg(target_os = "linux")]
 pub use queue::{
     Batch, Codec, Options, Pod, PodQueue, Postcard, Queue, RawQueue, ReadLoan, ReadLoans, Slot,
-    TypedQueue, WriteLoan,
+    TypedQueue, TypedWriteLoan, WriteLoan,
 };
 #[cfg(target_os = "linux")]
 pub use ring::Stats;
@@ -103,6 +105,10 @@ pub use segment::Location;
 #[cfg(target_os = "linux")]
 #[doc(hidden)]
 pub mod internal {
+    /// Which queues a JetStream bridge is running on (`shmq ls` / `shmq stat`).
+    pub mod bridged {
+        pub use crate::bridged::*;
+    }
     #[cfg(not(loom))]
     pub use crate::mapping::HeapImage;
     pub use crate::mapping::Memory;

@@ -7,12 +7,12 @@ mod common;
 use std::time::Duration;
 
 use common::{child, say, uniq};
-use shmq::{Error, Queue, RawQueue};
+use shmq::{Error, Queue, RawQueue, TypedWriteLoan};
 
 /// How long a child may take before it counts as hung.
 const LIMIT: Duration = Duration::from_secs(60);
 
-common::child_roles!(lend_and_hang, reserve_and_hang);
+common::child_roles!(lend_and_hang, reserve_and_hang, encode_and_hang);
 
 /// lend_and_hang:<queue>:<max> — lends up to `max` messages, says how many and their
 /// bytes, then waits to be killed without committing.
@@ -34,6 +34,15 @@ fn reserve_and_hang(args: &[String]) {
     let half = loan.len() / 2;
     loan.as_mut_slice()[..half].fill(b'x');
     say("reserved");
+    std::thread::sleep(LIMIT);
+}
+
+/// encode_and_hang:<queue>:<text> — encodes `(7, text)` into a typed write loan on a
+/// `Queue<(u32, String)>`, says so, then waits to be killed without committing.
+fn encode_and_hang(args: &[String]) {
+    let q: Queue<(u32, String)> = Queue::open(&args[0]).unwrap();
+    let loan = q.put_loan(&(7, args[1].clone())).unwrap();
+    say(format!("encoded {}", loan.len()));
     std::thread::sleep(LIMIT);
 }
 
@@ -220,4 +229,120 @@ fn same_thread_calls_under_a_loan_fail_instead_of_waiting() {
     drop(w);
     a.put(b"y").unwrap();
     assert_eq!(a.get_vec().unwrap(), b"y");
+}
+
+/// The typed write loan: the message is encoded in place and published by `commit` only;
+/// a dropped loan publishes nothing; zero-size messages; a message larger than the ring is
+/// `TooLarge` at once, with the sizes; the try/timeout forms; the loan's own put refused.
+#[test]
+fn typed_write_loan_commits_drops_and_edges() {
+    let name = uniq("loan-tw");
+    let q: Queue<(u32, String)> = Queue::create(&name, 4096).unwrap();
+    let loan: TypedWriteLoan<'_, (u32, String)> = q.put_loan(&(1, "one".into())).unwrap();
+    assert_eq!(loan.len(), 5);
+    assert!(q.is_empty(), "nothing published before commit");
+    // This thread holds the producer lock: its own put is refused, not a deadlock.
+    assert!(matches!(
+        q.try_put(&(9, "x".into())),
+        Err(Error::InvalidArgument(_))
+    ));
+    loan.commit().unwrap();
+    drop(q.put_loan(&(2, "dropped".into())).unwrap());
+    q.put_loan_timeout(&(3, "three".into()), Duration::MAX)
+        .unwrap()
+        .commit()
+        .unwrap();
+    assert_eq!(q.drain().unwrap(), [(1, "one".into()), (3, "three".into())]);
+    let s = q.stats();
+    assert_eq!((s.puts, s.len), (2, 0));
+
+    // Larger than the ring: TooLarge at once, with the encoded size and the largest.
+    let max = q.raw().max_message();
+    let big = (5u32, "x".repeat(max));
+    match q.put_loan(&big) {
+        Err(Error::TooLarge { size, max: m }) => assert_eq!((size, m), (max + 3, max)),
+        other => panic!("{other:?}"),
+    }
+    // The largest message that fits: 1 + 2 length bytes + text.
+    let fits = (5u32, "y".repeat(max - 3));
+    let l = q.try_put_loan(&fits).unwrap();
+    assert_eq!(l.len(), max);
+    l.commit().unwrap();
+    assert!(matches!(
+        q.try_put_loan(&(0, String::new())),
+        Err(Error::Full)
+    ));
+    assert!(matches!(
+        q.put_loan_timeout(&(0, String::new()), Duration::ZERO),
+        Err(Error::Timeout)
+    ));
+    assert_eq!(q.get().unwrap(), fits);
+
+    // Zero-size messages.
+    let unit_name = uniq("loan-tz");
+    let u: Queue<()> = Queue::create(&unit_name, 4096).unwrap();
+    let l = u.put_loan(&()).unwrap();
+    assert!(l.is_empty());
+    l.commit().unwrap();
+    drop(u.put_loan(&()).unwrap());
+    assert_eq!(u.len(), 1);
+    u.get().unwrap();
+    assert!(u.is_empty());
+
+    // A message that does not serialise: Codec, nothing reserved or published.
+    let m_name = uniq("loan-tm");
+    let m: Queue<std::collections::HashMap<u8, Refuses>> = Queue::create(&m_name, 4096).unwrap();
+    let mut bad = std::collections::HashMap::new();
+    bad.insert(1u8, Refuses);
+    match m.put_loan(&bad) {
+        Err(Error::Codec(why)) => assert!(why.contains("refuses"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(m.is_empty());
+    m.put(&Default::default()).unwrap();
+
+    q.close();
+    assert!(matches!(
+        q.put_loan(&(0, String::new())),
+        Err(Error::Closed)
+    ));
+}
+
+/// A value whose serialisation always fails.
+#[derive(Debug, PartialEq)]
+struct Refuses;
+impl serde::Serialize for Refuses {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("Refuses refuses to be encoded"))
+    }
+}
+impl<'de> serde::Deserialize<'de> for Refuses {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <()>::deserialize(d).map(|_| Refuses)
+    }
+}
+
+/// A producer killed holding a typed write loan (its message encoded in place, not
+/// committed): nothing of it is published, the lock is recovered, the queue works on.
+#[test]
+fn typed_write_loan_holder_killed_publishes_nothing() {
+    let name = uniq("loan-tk");
+    let q: Queue<(u32, String)> = Queue::create(&name, 4096).unwrap();
+    q.put(&(1, "before".into())).unwrap();
+    let mut kid = child!(encode_and_hang)
+        .arg(&name)
+        .arg("never published")
+        .spawn();
+    assert_eq!(kid.line(LIMIT, "encode"), "encoded 17");
+    assert_eq!(q.len(), 1);
+    kid.kill();
+    kid.wait(LIMIT);
+    q.put_loan_timeout(&(2, "after".into()), LIMIT)
+        .unwrap()
+        .commit()
+        .unwrap();
+    assert_eq!(
+        q.drain().unwrap(),
+        [(1, "before".into()), (2, "after".into())]
+    );
 }

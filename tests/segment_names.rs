@@ -289,10 +289,15 @@ fn a_directory_in_dev_shm_is_refused() {
     let _c = RemovePath(path.clone());
     std::fs::create_dir(&path).unwrap();
     check_foreign(&name, "a directory");
-    // `remove` unlinks names; a directory is an error (not a hang).
+    // `remove` unlinks names; a directory is `Incompatible` (not a hang, not EISDIR) and
+    // stays.
     let n = name.clone();
     let r = bounded(HANG, "remove", move || shmq::remove(&n));
-    assert!(matches!(r, Err(Error::Io(_))), "{r:?}");
+    assert!(
+        matches!(&r, Err(Error::Incompatible { reason, .. }) if reason.contains("is a directory")),
+        "{r:?}"
+    );
+    assert!(path.is_dir());
 }
 
 #[test]

@@ -20,7 +20,9 @@
 //! capacities), [`place`] (CPU pinning), [`results`] (results.json), [`profile`]
 //! (`SHMQ_BENCH_PROFILE`).
 
+mod args;
 mod cases;
+mod cond;
 mod payloads;
 mod peer;
 mod place;
@@ -33,9 +35,18 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 
+use crate::args::Args;
 use crate::cases::Ctx;
 use crate::place::ncpus;
 use crate::results::Results;
+
+/// Criterion samples per case (a figure is their median); `--sample-size` overrides it.
+const SAMPLES: usize = 10;
+/// Warm-up and measurement time per case; `--warm-up-time` / `--measurement-time` override
+/// them.
+const TIMES: (Duration, Duration) = (Duration::from_millis(300), Duration::from_millis(1000));
+/// The same in quick mode (`SHMQ_BENCH_QUICK=1`, or criterion's test mode).
+const QUICK_TIMES: (Duration, Duration) = (Duration::from_millis(1), Duration::from_millis(20));
 
 /// The trimmed stdout of a shell command, for the run's metadata (empty on failure).
 fn sh(cmd: &str) -> String {
@@ -57,31 +68,35 @@ fn main() {
         return;
     }
     payloads::check_pod_types();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let bench_mode = args.iter().any(|a| a == "--bench");
+    args::check();
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = Args::parse(&argv);
+    let bench_mode = args.bench;
     let quick = !bench_mode || std::env::var("SHMQ_BENCH_QUICK").is_ok_and(|v| v == "1");
-    let filter = args.iter().find(|a| !a.starts_with('-')).cloned();
     let started = Instant::now();
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let sample_size = 10;
+    let sample_size = args.sample_size.unwrap_or(SAMPLES);
+    // The suite's defaults first, then the command line (`--warm-up-time`,
+    // `--measurement-time`, `--sample-size`, the filter, ...), which overrides them.
+    let (mut warm_up, mut measure) = if quick { QUICK_TIMES } else { TIMES };
+    if bench_mode {
+        // What criterion will use (it reads the same options in configure_from_args).
+        warm_up = args.warm_up.map_or(warm_up, Duration::from_secs_f64);
+        measure = args.measurement.map_or(measure, Duration::from_secs_f64);
+    }
     let mut c = Criterion::default()
         .sample_size(sample_size)
+        .warm_up_time(warm_up)
+        .measurement_time(measure)
         .without_plots()
         .configure_from_args();
-    c = if quick {
-        c.warm_up_time(Duration::from_millis(1))
-            .measurement_time(Duration::from_millis(20))
-    } else {
-        c.warm_up_time(Duration::from_millis(300))
-            .measurement_time(Duration::from_millis(1000))
-    };
     let mut cx = Ctx {
         quick,
         res: Results {
             sample_size,
             ..Default::default()
         },
-        filter,
+        args,
     };
     cases::throughput::run(&mut c, &mut cx);
     cases::memcpy::run(&mut c, &mut cx);
@@ -110,6 +125,11 @@ fn main() {
         ("load_before", load_before),
         ("load_after", load_after),
         ("quick", quick.to_string()),
+        ("filter", cx.args.filter.clone().unwrap_or_default()),
+        ("exact", cx.args.exact.to_string()),
+        ("sample_size", sample_size.to_string()),
+        ("warm_up_s", format!("{}", warm_up.as_secs_f64())),
+        ("measurement_s", format!("{}", measure.as_secs_f64())),
         ("seconds", format!("{:.0}", started.elapsed().as_secs_f64())),
     ];
     let file = results::results_file(quick);

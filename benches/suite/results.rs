@@ -4,13 +4,66 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cond::{has_ring, Cond};
+
+/// The condition part of a result: ring (`ring256K`, `ring16M` or `-`), its capacity in
+/// bytes (0 for `-`), and call style (`block`, `timeout` or `-`), as in the case's ID.
+pub struct CondFields {
+    pub ring: &'static str,
+    pub ring_bytes: usize,
+    pub style: &'static str,
+}
+
+impl CondFields {
+    /// The fields of `row` at `size` bytes in `cond` (`None`: a case outside the
+    /// conditions, such as `memcpy` or `mpmc`).
+    pub fn of(row: &str, size: usize, cond: Option<Cond>) -> CondFields {
+        let ring = cond.filter(|_| has_ring(row));
+        let style = cond.filter(|_| row.starts_with("shmq"));
+        CondFields {
+            ring: ring.map_or("-", |c| c.ring.name()),
+            ring_bytes: ring.map_or(0, |c| c.ring.cap(size)),
+            style: style.map_or("-", |c| c.style.name()),
+        }
+    }
+
+    fn json(&self) -> String {
+        format!(
+            "\"ring\": \"{}\", \"ring_bytes\": {}, \"style\": \"{}\"",
+            self.ring, self.ring_bytes, self.style
+        )
+    }
+}
+
+/// One throughput-like figure: group, row, size, place, condition, ns per message (or round
+/// trip).
+pub struct Case {
+    pub group: String,
+    pub row: String,
+    pub size: usize,
+    pub place: String,
+    pub cond: CondFields,
+    pub ns: f64,
+}
+
+/// One round-trip distribution: row, size, place, condition, p50 / p99 / p99.9 in ns, and
+/// how many round trips.
+pub struct Latency {
+    pub row: String,
+    pub size: usize,
+    pub place: String,
+    pub cond: CondFields,
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub n: usize,
+}
+
 /// Everything the run measured, in the order the cases ran.
 #[derive(Default)]
 pub struct Results {
-    /// (group, row, size, place, ns per message or round trip)
-    pub cases: Vec<(String, String, usize, String, f64)>,
-    /// (row, size, place, p50, p99, p99.9 in ns, samples)
-    pub latency: Vec<(String, usize, String, u64, u64, u64, usize)>,
+    pub cases: Vec<Case>,
+    pub latency: Vec<Latency>,
     pub idle: Vec<(String, u64, u64)>,
     pub python: Option<String>,
     pub sample_size: usize,
@@ -19,7 +72,15 @@ pub struct Results {
 impl Results {
     /// Record a case from the (iterations, elapsed) pairs of its iter_custom calls: the
     /// median per-iteration time over the last `sample_size` calls (criterion's samples).
-    pub fn add(&mut self, group: &str, row: &str, size: usize, place: &str, s: &[(u64, Duration)]) {
+    pub fn add(
+        &mut self,
+        group: &str,
+        row: &str,
+        size: usize,
+        place: &str,
+        cond: Option<Cond>,
+        s: &[(u64, Duration)],
+    ) {
         if s.is_empty() {
             return;
         }
@@ -30,8 +91,14 @@ impl Results {
             .collect();
         per.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let med = per[per.len() / 2];
-        self.cases
-            .push((group.into(), row.into(), size, place.into(), med));
+        self.cases.push(Case {
+            group: group.into(),
+            row: row.into(),
+            size,
+            place: place.into(),
+            cond: CondFields::of(row, size, cond),
+            ns: med,
+        });
     }
 
     /// The results file's contents, with the run's `meta` (machine, commit, load, ...).
@@ -47,9 +114,10 @@ impl Results {
         let c: Vec<String> = self
             .cases
             .iter()
-            .map(|(g, r, s, p, ns)| {
+            .map(|c| {
                 format!(
-                    "    {{\"group\": \"{g}\", \"row\": \"{r}\", \"size\": {s}, \"place\": \"{p}\", \"ns\": {ns:.3}}}"
+                    "    {{\"group\": \"{}\", \"row\": \"{}\", \"size\": {}, \"place\": \"{}\", {}, \"ns\": {:.3}}}",
+                    c.group, c.row, c.size, c.place, c.cond.json(), c.ns
                 )
             })
             .collect();
@@ -58,9 +126,10 @@ impl Results {
         let l: Vec<String> = self
             .latency
             .iter()
-            .map(|(r, s, p, p50, p99, p999, n)| {
+            .map(|l| {
                 format!(
-                    "    {{\"row\": \"{r}\", \"size\": {s}, \"place\": \"{p}\", \"p50\": {p50}, \"p99\": {p99}, \"p999\": {p999}, \"n\": {n}}}"
+                    "    {{\"row\": \"{}\", \"size\": {}, \"place\": \"{}\", {}, \"p50\": {}, \"p99\": {}, \"p999\": {}, \"n\": {}}}",
+                    l.row, l.size, l.place, l.cond.json(), l.p50, l.p99, l.p999, l.n
                 )
             })
             .collect();
@@ -90,14 +159,25 @@ pub fn percentiles(lat: &mut [u64]) -> (u64, u64, u64) {
 
 /// Where a run writes its results: `<target dir>/shmq-bench/results.json`, or
 /// `results-quick.json` for a quick run (`scripts/bench.sh` reads them there).
+///
+/// The target directory is `CARGO_TARGET_DIR` when that is an absolute path; when it is a
+/// relative one (cargo resolved it against the directory cargo ran in, which this binary,
+/// run from `benches/`, does not know), the one this binary was built into
+/// (`<target>/<profile>/deps/suite-*`); else the workspace's `target/`.
 pub fn results_file(quick: bool) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")))
-        .join("shmq-bench")
-        .join(if quick {
-            "results-quick.json"
-        } else {
-            "results.json"
-        })
+    let built_into = || {
+        let exe = std::env::current_exe().ok()?;
+        Some(exe.parent()?.parent()?.parent()?.to_path_buf())
+    };
+    match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(d) if d.is_absolute() => d,
+        Some(d) => built_into().unwrap_or(d),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")),
+    }
+    .join("shmq-bench")
+    .join(if quick {
+        "results-quick.json"
+    } else {
+        "results.json"
+    })
 }

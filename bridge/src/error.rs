@@ -2,10 +2,18 @@
 
 /// Why a bridge stopped (or could not start).
 ///
-/// Transient NATS trouble (a lost connection, a server restarting, an ack that timed out)
-/// is not an error: the bridges log it, count it in [`Progress::retries`](crate::Progress)
-/// and retry with backoff. What is left here ends [`Out::run`](crate::Out::run) or
-/// [`In::run`](crate::In::run).
+/// Transient NATS trouble (a lost connection, a server restarting, an ack that timed out,
+/// JetStream answering "unavailable") is not an error: the bridges log it, count it in
+/// [`Progress::retries`](crate::Progress) and retry with backoff. What is left here ends
+/// [`Out::run`](crate::Out::run) or [`In::run`](crate::In::run), and retrying it unchanged
+/// will not help:
+///
+/// | variant | class | `shmq-bridge` exit status |
+/// | --- | --- | --- |
+/// | [`QueueMissing`](Error::QueueMissing), [`Config`](Error::Config), [`Refused`](Error::Refused) | the configuration: fix it, then start again | 2 |
+/// | [`TooLargeForServer`](Error::TooLargeForServer) | one message: take it out or raise the limit | 3 |
+/// | [`Queue`](Error::Queue), [`Nats`](Error::Nats) | anything else | 1 |
+/// | [`Stopped`](Error::Stopped) | stopped before the bridge was connected: not a failure | 0 |
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -16,6 +24,16 @@ pub enum Error {
         queue: String,
         /// What shmq said.
         source: shmq::Error,
+    },
+    /// The local queue does not exist and the bridge was not told to create it.
+    #[error(
+        "the local queue {queue:?} does not exist: create it first (e.g. `shmq create {queue} \
+         --capacity 1M`), or let the bridge create it with `--create <bytes>` \
+         (`Out::create`/`In::create` in the library)"
+    )]
+    QueueMissing {
+        /// The queue's name or path.
+        queue: String,
     },
     /// A message at the head of the local queue is larger than the NATS server accepts
     /// (`max_payload`, or the stream's `max_msg_size`). It was not published and is still
@@ -39,19 +57,47 @@ pub enum Error {
         /// Which limit: `max_payload` or the stream's `max_msg_size`.
         limit: &'static str,
     },
-    /// NATS refused something that retrying will not fix (e.g. a stream that cannot be
-    /// created with this configuration).
+    /// The NATS server refused the bridge's configuration or credentials for good: an
+    /// authorization or authentication failure, a stream whose subjects overlap another
+    /// stream's, a stream or consumer configuration the server rejects (JetStream API
+    /// status 400). Not retried: retrying unchanged gets the same answer.
+    #[error(
+        "NATS refused {what}: {reason} (a permanent error, not retried: fix the configuration)"
+    )]
+    Refused {
+        /// What the bridge asked for (e.g. `the connection to nats://host:4222`).
+        what: String,
+        /// The server's (or client's) answer.
+        reason: String,
+    },
+    /// Any other NATS failure that ends the bridge.
     #[error("NATS: {0}")]
     Nats(String),
-    /// A bad bridge configuration (e.g. a stream name with a `.`).
+    /// A bad bridge configuration, found before asking the server (e.g. a stream name with
+    /// a `.`, a subject with an empty token).
     #[error("invalid bridge configuration: {0}")]
     Config(String),
+    /// The bridge was stopped ([`Control::stop`](crate::Control::stop), SIGINT/SIGTERM
+    /// for the binary) before it was connected and set up: nothing was moved. Not a
+    /// failure; [`Running::stop`](crate::Running::stop) and the binary (exit status 0)
+    /// treat it as a clean stop.
+    #[error("stopped before the bridge was connected: {0}")]
+    Stopped(String),
 }
 
 /// `Result<T, shmq_bridge::Error>`.
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// Whether this is a configuration error (exit status 2): the queue is missing, the
+    /// configuration is invalid, or the server refused it for good.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            Error::QueueMissing { .. } | Error::Config(_) | Error::Refused { .. }
+        )
+    }
+
     pub(crate) fn queue(queue: &str, source: shmq::Error) -> Error {
         Error::Queue {
             queue: queue.to_string(),

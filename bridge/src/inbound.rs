@@ -1,15 +1,26 @@
 //! The in bridge: a durable JetStream pull consumer to a local queue.
 //!
-//! Per message, in stream order: put it into the local queue, record its stream sequence
+//! Per message, in stream order: put it into the local queue, check that the queue put into
+//! is still the one at the queue's name (one `stat`), record its stream sequence
 //! ([`crate::state`]), acknowledge it. A full queue is waited on (the message stays
 //! unacknowledged and no more are pulled than one batch: back-pressure, no unbounded
 //! buffer). A message that can never go into the queue is terminated and counted.
 //!
-//! After any disruption (start, lost connection, missing heartbeats) the bridge resyncs
-//! before pulling again: if the consumer has delivered messages nobody acknowledged (to a
-//! killed bridge, or into a dropped connection), JetStream would redeliver them only after
-//! `ack_wait` and behind newer ones; the bridge instead starts the durable consumer over
-//! right after the last message it holds, so order holds and nothing waits.
+//! After any disruption (start, lost connection, missing heartbeats, a consumer or stream
+//! deleted) the bridge resyncs before pulling again: it makes sure the stream exists
+//! (creating it again), compares the stream's identity (name and creation time) with the
+//! one its state records and starts the state over for a new incarnation (a stream deleted
+//! and created again, or a server that lost its store, numbers from 1 again); then, if the
+//! consumer has delivered messages nobody acknowledged (to a killed bridge, or into a
+//! dropped connection), JetStream would redeliver them only after `ack_wait` and behind
+//! newer ones; the bridge instead starts the durable consumer over right after the last
+//! message it holds, so order holds and nothing waits.
+//!
+//! The local queue: every 250 ms while idle, and after every put, the bridge checks that
+//! the queue at its name is still the one it has open. A queue removed and created again
+//! is followed (a put that went into the removed one is done again into the new one before
+//! the ack); a name left empty for a second stops the bridge with `Error::Queue`
+//! (`NotFound`) and removes its state file; a closed queue stops it (`Ok`).
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -24,7 +35,7 @@ use shmq::RawQueue;
 use crate::control::{Backoff, Control};
 use crate::error::{Error, Result};
 use crate::nats::{self, Link};
-use crate::state::{self, State};
+use crate::state::{self, AtName, QueueWatch, State};
 
 /// Checks a message before it goes into the local queue: `Err(why)` skips it as malformed.
 pub type Validator = Arc<dyn Fn(&[u8]) -> std::result::Result<(), String> + Send + Sync>;
@@ -69,8 +80,9 @@ impl std::fmt::Debug for In {
 impl In {
     /// Bridge `subject` into the local queue `queue` (a name, or a path holding a `/`).
     /// Defaults: server `nats://127.0.0.1:4222`, the stream that captures the subject (else
-    /// a new one), durable consumer `shmq-in-<queue>`, pulls of 256, `ack_wait` 30 s, the
-    /// state file `/dev/shm/shmq-bridge.<queue>.<durable>.in`.
+    /// a new one), durable consumer `shmq-in-<queue>-<subject>` (see [`durable`](Self::durable)),
+    /// pulls of 256, `ack_wait` 30 s, the state file
+    /// `/dev/shm/shmq-bridge.<queue>.<stream>.<durable>.in`.
     pub fn new(queue: impl Into<String>, subject: impl Into<String>) -> In {
         In {
             queue: queue.into(),
@@ -102,14 +114,21 @@ impl In {
         self
     }
 
-    /// The durable consumer's name. Run one in bridge per durable: two would share its
-    /// messages and restart it under each other.
+    /// The durable consumer's name. Default: `shmq-in-<queue>-<subject>` (characters a
+    /// consumer name may not hold become `_`, plus a hash of the subject when any did).
+    /// Run one in bridge per durable: two would share its messages and restart it under
+    /// each other (two on one state file are refused, see [`state_file`](Self::state_file)).
     pub fn durable(mut self, name: impl Into<String>) -> In {
         self.durable = Some(name.into());
         self
     }
 
     /// Where the bridge records the last stream sequence it put (see the module docs).
+    /// Default: `/dev/shm/shmq-bridge.<queue>.<stream>.<durable>.in` (`/` become `_`),
+    /// created with mode 0600, never through a symbolic link. The bridge holds an exclusive
+    /// `flock` on it while it runs: a second bridge on the same file fails at start with
+    /// [`Error::Config`] ("in use by another in bridge"). It is removed by the bridge when
+    /// its queue is removed for good; otherwise it stays (64 bytes) until reboot or `rm`.
     pub fn state_file(mut self, path: impl Into<PathBuf>) -> In {
         self.state = Some(path.into());
         self
@@ -146,44 +165,63 @@ impl In {
         self
     }
 
+    /// The durable consumer's name: the one given, else `shmq-in-<queue>-<subject>` (every
+    /// character a consumer name may not hold becomes `_`, and a hash of the raw subject is
+    /// appended when that changed anything), so in bridges from different subjects into one
+    /// queue never share a consumer.
     fn durable_name(&self) -> String {
         self.durable.clone().unwrap_or_else(|| {
-            let q: String = self
-                .queue
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            format!("shmq-in-{q}")
+            let clean = |s: &str| -> String {
+                s.chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect()
+            };
+            let (q, s) = (clean(&self.queue), clean(&self.link.subject));
+            if s == self.link.subject {
+                format!("shmq-in-{q}-{s}")
+            } else {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                self.link.subject.hash(&mut h);
+                format!("shmq-in-{q}-{s}-{:08x}", h.finish() as u32)
+            }
         })
     }
 
     /// Run until `ctl` is stopped (`Ok`), the local queue is closed (`Ok`; what was not
-    /// put stays in JetStream), or a fatal error. Needs the multi-thread Tokio runtime.
+    /// put stays in JetStream), or a fatal error: among them the local queue removed (and
+    /// not created again within a second: then its state file is removed too), or the
+    /// state file in use by another in bridge ([`Error::Config`]). A queue removed and
+    /// created again under the bridge is followed (see the module docs). Needs the
+    /// multi-thread Tokio runtime.
     pub async fn run(self, ctl: &Control) -> Result<()> {
-        let q = crate::open_queue(&self.queue, self.create)?;
+        let (q, watch) = QueueWatch::open(&self.queue, self.create)?;
         let durable = self.durable_name();
+        nats::check_name("durable name", &durable)?;
         let who = format!("in {} -> {}", self.link.subject, self.queue);
         let client = nats::connect(&self.link.server, &who, ctl).await?;
         let js = nats::context(client, &self.link);
         let stream = nats::ensure_stream(&js, &self.link, &who, ctl).await?;
         let sinfo = stream.cached_info();
-        let stream_id = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (&sinfo.config.name, sinfo.created.unix_timestamp_nanos()).hash(&mut h);
-            h.finish()
-        };
+        let _mark = crate::mark::register(
+            shmq::internal::bridged::Direction::In,
+            &q,
+            &self.link,
+            &sinfo.config.name,
+            Some(&durable),
+            ctl,
+        );
         let path = self
             .state
             .clone()
-            .unwrap_or_else(|| state::default_path(&self.queue, &durable));
-        let st = State::open(&path, q.uid(), stream_id)?;
+            .unwrap_or_else(|| state::default_path(&self.queue, &sinfo.config.name, &durable));
+        let st = State::open(&path, q.uid(), state::stream_id(sinfo))?;
         tracing::info!(
             "{who}: consuming stream {:?} with durable {durable:?}; last put stream sequence {} ({})",
             sinfo.config.name,
@@ -192,8 +230,9 @@ impl In {
         );
         let w = Worker {
             q,
+            watch,
             st,
-            stream,
+            js,
             durable,
             who,
             ctl: ctl.clone(),
@@ -203,10 +242,18 @@ impl In {
     }
 }
 
+/// How often an idle in bridge checks that its local queue is still open and still the one
+/// at its name.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// How long a removed queue name may stay empty (`shmq rm q; shmq create q`) before the
+/// bridge gives up on it.
+const GONE_GRACE: Duration = Duration::from_secs(1);
+
 struct Worker {
     q: RawQueue,
+    watch: QueueWatch,
     st: State,
-    stream: Stream,
+    js: jetstream::Context,
     durable: String,
     who: String,
     ctl: Control,
@@ -222,9 +269,17 @@ enum Next {
     Resync(String),
 }
 
+/// How one pull stream ended.
+enum Exit {
+    Done,
+    Resync(String),
+    Fail(Error),
+}
+
 impl Worker {
-    async fn run(&self) -> Result<()> {
-        let c = self.ctl.counters();
+    async fn run(mut self) -> Result<()> {
+        let ctl = self.ctl.clone();
+        let c = ctl.counters();
         let mut backoff = Backoff::new();
         let mut lag_task: Option<tokio::task::JoinHandle<()>> = None;
         let result = loop {
@@ -232,8 +287,8 @@ impl Worker {
                 break Ok(());
             }
             let (consumer, mut next_dseq) = match self.resync().await {
-                Ok(c) => c,
-                Err(why) => {
+                Ok(Ok(c)) => c,
+                Ok(Err(why)) => {
                     if self
                         .retry(&mut backoff, &format!("cannot set up the consumer: {why}"))
                         .await
@@ -242,6 +297,8 @@ impl Worker {
                     }
                     continue;
                 }
+                Err(_) if self.ctl.is_stopped() => break Ok(()),
+                Err(e) => break Err(e),
             };
             if let Some(t) = lag_task.take() {
                 t.abort();
@@ -263,30 +320,38 @@ impl Worker {
                     continue;
                 }
             };
-            let why = loop {
+            let mut tick = tokio::time::interval(WATCH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let exit = loop {
+                let ctl = self.ctl.clone();
                 let next = tokio::select! {
-                    m = msgs.next() => m,
-                    _ = self.ctl.stopped() => break None,
+                    m = msgs.next() => Some(m),
+                    _ = tick.tick() => None,
+                    _ = ctl.stopped() => break Exit::Done,
                 };
-                match next {
-                    None => break Some("the pull stream ended".to_string()),
-                    Some(Err(e)) => break Some(format!("pulling failed: {e}")),
-                    Some(Ok(m)) => match self.handle(m, &mut next_dseq).await {
-                        Ok(Next::Continue) => backoff.reset(),
-                        Ok(Next::Done) => break None,
-                        Ok(Next::Resync(why)) => break Some(why),
-                        Err(e) => {
-                            if let Some(t) = lag_task.take() {
-                                t.abort();
-                            }
-                            return Err(e);
+                let idle = next.is_none();
+                let r = match next {
+                    // Idle (or between messages): is the queue still open, still ours?
+                    None => self.watch_queue().await,
+                    Some(None) => break Exit::Resync("the pull stream ended".to_string()),
+                    Some(Some(Err(e))) => break Exit::Resync(format!("pulling failed: {e}")),
+                    Some(Some(Ok(m))) => self.handle(m, &mut next_dseq).await,
+                };
+                match r {
+                    Ok(Next::Continue) => {
+                        if !idle {
+                            backoff.reset();
                         }
-                    },
+                    }
+                    Ok(Next::Done) => break Exit::Done,
+                    Ok(Next::Resync(why)) => break Exit::Resync(why),
+                    Err(e) => break Exit::Fail(e),
                 }
             };
-            match why {
-                None => break Ok(()),
-                Some(why) => {
+            match exit {
+                Exit::Done => break Ok(()),
+                Exit::Fail(e) => break Err(e),
+                Exit::Resync(why) => {
                     if self.retry(&mut backoff, &why).await {
                         break Ok(());
                     }
@@ -303,7 +368,8 @@ impl Worker {
     /// Log and count a transient failure, then sleep a backoff. Returns whether the
     /// bridge was stopped meanwhile.
     async fn retry(&self, backoff: &mut Backoff, why: &str) -> bool {
-        let c = self.ctl.counters();
+        let ctl = self.ctl.clone();
+        let c = ctl.counters();
         c.add(&c.retries, 1);
         let d = backoff.next_delay();
         tracing::warn!(
@@ -326,15 +392,44 @@ impl Worker {
         }
     }
 
-    /// The durable consumer, started over after the last message held when it delivered
-    /// messages nobody acknowledged (see the module docs); and the consumer sequence its
-    /// next delivery must carry.
-    async fn resync(&self) -> std::result::Result<(PullConsumer, u64), String> {
-        let cons: PullConsumer = self
-            .stream
+    /// The stream (created again if it vanished), checked against the incarnation the state
+    /// belongs to (a new one starts the state over); the durable consumer, started over
+    /// after the last message held when it delivered messages nobody acknowledged (see the
+    /// module docs); and the consumer sequence its next delivery must carry. The outer
+    /// error is fatal (or the bridge was stopped), the inner one transient.
+    async fn resync(&mut self) -> Result<std::result::Result<(PullConsumer, u64), String>> {
+        let mut stream =
+            nats::ensure_stream(&self.js, &self.cfg.link, &self.who, &self.ctl).await?;
+        Ok(self.resync_on(&mut stream).await)
+    }
+
+    async fn resync_on(
+        &mut self,
+        stream: &mut Stream,
+    ) -> std::result::Result<(PullConsumer, u64), String> {
+        let cons: PullConsumer = stream
             .get_or_create_consumer(&self.durable, self.consumer_config(DeliverPolicy::All))
             .await
             .map_err(|e| e.to_string())?;
+        // The stream's identity read after the consumer was found: a consumer belongs to
+        // the incarnation it was found on, and dies with it, so a stream recreated after
+        // this read makes the pull fail and brings the bridge back here.
+        let sinfo = stream.info().await.map_err(|e| e.to_string())?.clone();
+        let id = state::stream_id(&sinfo);
+        if id != self.st.stream() || sinfo.state.last_sequence < self.st.last() {
+            tracing::warn!(
+                "{}: stream {:?} is not the one the state file recorded (created {}; its last \
+                 sequence {}, the state's last put {}): it was deleted and created again, or \
+                 the server lost its store. Starting the state over: every message of this \
+                 stream is new",
+                self.who,
+                sinfo.config.name,
+                sinfo.created,
+                sinfo.state.last_sequence,
+                self.st.last()
+            );
+            self.st.reset(self.q.uid(), id);
+        }
         let info = cons.get_info().await.map_err(|e| e.to_string())?;
         let floor = info.ack_floor.stream_sequence.max(self.st.last());
         if info.num_ack_pending == 0 && info.delivered.stream_sequence <= floor {
@@ -351,12 +446,11 @@ impl Worker {
             self.st.last(),
             floor + 1
         );
-        self.stream
+        stream
             .delete_consumer(&self.durable)
             .await
             .map_err(|e| e.to_string())?;
-        let cons = self
-            .stream
+        let cons = stream
             .create_consumer(self.consumer_config(DeliverPolicy::ByStartSequence {
                 start_sequence: floor + 1,
             }))
@@ -368,8 +462,9 @@ impl Worker {
     /// Put, record, ack one delivery. `next_dseq`: the consumer sequence it must carry;
     /// a jump means a delivery was lost in transit (into a dropped connection) and JetStream
     /// would redeliver it only after `ack_wait`, behind this one: resync instead.
-    async fn handle(&self, m: jetstream::Message, next_dseq: &mut u64) -> Result<Next> {
-        let c = self.ctl.counters();
+    async fn handle(&mut self, m: jetstream::Message, next_dseq: &mut u64) -> Result<Next> {
+        let ctl = self.ctl.clone();
+        let c = ctl.counters();
         let (seq, dseq, pending) = match m.info() {
             Ok(i) => (i.stream_sequence, i.consumer_sequence, i.pending),
             Err(e) => {
@@ -416,15 +511,8 @@ impl Worker {
             self.ack(&m, AckKind::Term).await;
             return Ok(Next::Continue);
         }
-        match self.q.try_put(&payload) {
-            Ok(()) => {}
-            Err(shmq::Error::Full) => {
-                if let Next::Done = self.put_when_room(&m, seq).await? {
-                    return Ok(Next::Done);
-                }
-            }
-            Err(shmq::Error::Closed) => return Ok(self.closed()),
-            Err(e) => return Err(Error::queue(self.q.name(), e)),
+        if let Next::Done = self.put(&m, seq).await? {
+            return Ok(Next::Done);
         }
         self.st.set_last(seq);
         c.add(&c.messages, 1);
@@ -433,48 +521,121 @@ impl Worker {
         Ok(Next::Continue)
     }
 
+    /// Put `m` into the local queue, such that the queue it went into was still the one at
+    /// the queue's name after the put (checked with one `stat`; a put into a queue removed
+    /// meanwhile is done again into its successor). A full queue is waited on without
+    /// acknowledging (back-pressure), telling JetStream every `ack_wait / 3` that the
+    /// message is still in hand. `Done`: stopped, or the queue closed (not acknowledged).
+    async fn put(&mut self, m: &jetstream::Message, seq: u64) -> Result<Next> {
+        let ctl = self.ctl.clone();
+        let c = ctl.counters();
+        let progress_every = (self.cfg.ack_wait / 3).max(Duration::from_millis(100));
+        let mut last_progress: Option<Instant> = None;
+        loop {
+            let r = match self.q.try_put(&m.payload) {
+                Err(shmq::Error::Full) => {
+                    if last_progress.is_none() {
+                        c.add(&c.full_waits, 1);
+                        tracing::info!(
+                            "{}: local queue full; not acknowledging stream sequence {seq} \
+                             until it has room",
+                            self.who
+                        );
+                        last_progress = Some(Instant::now());
+                    }
+                    let q = self.q.clone();
+                    let p = m.payload.clone();
+                    tokio::task::spawn_blocking(move || q.put_timeout(&p, WATCH_EVERY))
+                        .await
+                        .map_err(|e| Error::Nats(format!("in bridge put task failed: {e}")))?
+                }
+                r => r,
+            };
+            match r {
+                Ok(()) => {
+                    // The message is in `self.q`: is that still the queue at the name?
+                    if self.follow_queue().await? {
+                        continue;
+                    }
+                    return Ok(Next::Continue);
+                }
+                Err(shmq::Error::Timeout) | Err(shmq::Error::Full) => {
+                    if self.ctl.is_stopped() {
+                        return Ok(Next::Done);
+                    }
+                    if last_progress.is_some_and(|t| t.elapsed() >= progress_every) {
+                        self.ack(m, AckKind::Progress).await;
+                        last_progress = Some(Instant::now());
+                    }
+                    self.follow_queue().await?;
+                }
+                Err(shmq::Error::Closed) => {
+                    if self.follow_queue().await? {
+                        continue;
+                    }
+                    return Ok(self.closed());
+                }
+                Err(e) => return Err(Error::queue(self.q.name(), e)),
+            }
+        }
+    }
+
+    /// The periodic check of an idle bridge: the queue removed (and created again, or not),
+    /// or closed.
+    async fn watch_queue(&mut self) -> Result<Next> {
+        self.follow_queue().await?;
+        if self.q.is_closed() {
+            return Ok(self.closed());
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Whether the queue at the name is another one than `self.q` (then it is `self.q` now).
+    /// A name left empty for [`GONE_GRACE`] is fatal: the queue was removed (its state file
+    /// is removed with it).
+    async fn follow_queue(&mut self) -> Result<bool> {
+        let give_up = Instant::now() + GONE_GRACE;
+        loop {
+            match self.watch.check(&self.q)? {
+                AtName::Same => return Ok(false),
+                AtName::Replaced(n) => {
+                    tracing::warn!(
+                        "{}: local queue {:?} was removed and created again (uid {:016x}, now \
+                         {:016x}): putting into the new one from now on (what was put into \
+                         the removed one went with it)",
+                        self.who,
+                        self.q.name(),
+                        self.q.uid(),
+                        n.uid()
+                    );
+                    self.st.set_queue(n.uid());
+                    self.q = n;
+                    return Ok(true);
+                }
+                AtName::Gone(e) => {
+                    if Instant::now() >= give_up || self.ctl.is_stopped() {
+                        tracing::error!(
+                            "{}: local queue {:?} was removed; stopping (what was not put \
+                             stays in JetStream; the state file {} is removed)",
+                            self.who,
+                            self.q.name(),
+                            self.st.path().display()
+                        );
+                        self.st.remove();
+                        return Err(Error::queue(self.q.name(), e));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
     fn closed(&self) -> Next {
         tracing::info!(
             "{}: local queue closed; stopping (what was not put stays in JetStream)",
             self.who
         );
         Next::Done
-    }
-
-    /// The slow path of a put: the queue is full. Wait for room without acknowledging
-    /// (back-pressure), telling JetStream every `ack_wait / 3` that the message is still
-    /// in hand.
-    async fn put_when_room(&self, m: &jetstream::Message, seq: u64) -> Result<Next> {
-        let c = self.ctl.counters();
-        c.add(&c.full_waits, 1);
-        tracing::info!(
-            "{}: local queue full; not acknowledging stream sequence {seq} until it has room",
-            self.who
-        );
-        let progress_every = (self.cfg.ack_wait / 3).max(Duration::from_millis(100));
-        let mut last_progress = Instant::now();
-        loop {
-            let q = self.q.clone();
-            let p = m.payload.clone();
-            let r =
-                tokio::task::spawn_blocking(move || q.put_timeout(&p, Duration::from_millis(250)))
-                    .await
-                    .map_err(|e| Error::Nats(format!("in bridge put task failed: {e}")))?;
-            match r {
-                Ok(()) => return Ok(Next::Continue),
-                Err(shmq::Error::Timeout) | Err(shmq::Error::Full) => {
-                    if self.ctl.is_stopped() {
-                        return Ok(Next::Done);
-                    }
-                    if last_progress.elapsed() >= progress_every {
-                        self.ack(m, AckKind::Progress).await;
-                        last_progress = Instant::now();
-                    }
-                }
-                Err(shmq::Error::Closed) => return Ok(self.closed()),
-                Err(e) => return Err(Error::queue(self.q.name(), e)),
-            }
-        }
     }
 
     /// Acknowledge (or terminate, or extend) `m`. A failure is only logged: the message is

@@ -17,7 +17,18 @@
 //! on another see the same `T`. The `shmq-bridge` binary runs one bridge and prints its
 //! rates and lag; docs/bridge.md has the guarantees as tested and the figures.
 //!
-//! Both bridges log through [`tracing`] (the binary prints it to stderr).
+//! Both bridges log through [`tracing`] (the binary prints it to stderr). Each NATS
+//! connection event is logged once by the bridge, with its name; the NATS client also logs
+//! every event itself under the target `async_nats` ("event: disconnected", at INFO), so a
+//! subscriber of yours shows each one twice unless it filters that target (the binary
+//! shows it only with `-v`).
+//!
+//! Errors: transient NATS trouble is retried with backoff; permanent trouble (an invalid
+//! subject or name, credentials or a configuration the server refuses, a missing local
+//! queue) ends a bridge at once with a typed [`Error`] (see its table).
+//!
+//! Install the binary with `cargo install --path bridge` in a clone of shmq (or
+//! `cargo install shmq-bridge` once published); it is called `shmq-bridge`.
 //!
 //! ```no_run
 //! # fn main() -> shmq_bridge::Result<()> {
@@ -36,6 +47,7 @@
 mod control;
 mod error;
 mod inbound;
+mod mark;
 mod nats;
 mod out;
 mod remote;
@@ -54,7 +66,8 @@ pub use remote::RemoteQueue;
 pub const DEFAULT_SERVER: &str = "nats://127.0.0.1:4222";
 
 /// Open the local queue `queue` (a name, or a path when it holds a `/`), creating it with
-/// `create` bytes (kept when the bridge exits) if it is missing and `create` is set.
+/// `create` bytes (kept when the bridge exits) if it is missing and `create` is set;
+/// missing without `create`: [`Error::QueueMissing`].
 pub(crate) fn open_queue(queue: &str, create: Option<usize>) -> Result<shmq::RawQueue> {
     let loc: shmq::Location = if queue.contains('/') {
         std::path::Path::new(queue).into()
@@ -76,7 +89,12 @@ pub(crate) fn open_queue(queue: &str, create: Option<usize>) -> Result<shmq::Raw
         }
         r => r,
     }
-    .map_err(|e| Error::queue(queue, e))
+    .map_err(|e| match e {
+        shmq::Error::NotFound(_) => Error::QueueMissing {
+            queue: queue.to_string(),
+        },
+        e => Error::queue(queue, e),
+    })
 }
 
 /// A bridge running on a thread of its own (with its own Tokio runtime), from
@@ -103,7 +121,8 @@ impl Running {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
     }
 
-    /// Stop the bridge and wait for it; its result.
+    /// Stop the bridge and wait for it; its result (`Ok` also when it was stopped before
+    /// it was connected: [`Error::Stopped`] is not a failure).
     pub fn stop(mut self) -> Result<()> {
         self.ctl.stop();
         self.join_inner()
@@ -116,9 +135,11 @@ impl Running {
 
     fn join_inner(&mut self) -> Result<()> {
         match self.thread.take() {
-            Some(t) => t
-                .join()
-                .unwrap_or_else(|_| Err(Error::Nats("the bridge thread panicked".into()))),
+            Some(t) => match t.join() {
+                Ok(Err(Error::Stopped(_))) => Ok(()),
+                Ok(r) => r,
+                Err(_) => Err(Error::Nats("the bridge thread panicked".into())),
+            },
             None => Ok(()),
         }
     }

@@ -67,7 +67,8 @@ struct Common {
     /// Messages per loan (out) or per pull (in).
     #[arg(long, default_value_t = 256)]
     batch: usize,
-    /// Create the local queue with this many bytes if it is missing (kept on exit).
+    /// Create the local queue with this many bytes if it is missing (kept on exit);
+    /// without it a missing queue is an error (exit status 2).
     #[arg(long)]
     create: Option<usize>,
     /// How often to print rates and lag (0s: never).
@@ -83,16 +84,38 @@ fn main() -> ExitCode {
     let common = match &cli.cmd {
         Cmd::Out { common, .. } | Cmd::In { common, .. } => common,
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_max_level(if common.verbose {
-            tracing::Level::DEBUG
-        } else {
-            tracing::Level::INFO
-        })
-        .init();
+    let level = if common.verbose {
+        tracing::Level::DEBUG
+    } else {
+        tracing::Level::INFO
+    };
+    // async-nats logs every connection event itself ("event: disconnected", at INFO) and
+    // hands it to the bridge's event callback, which logs it again with the bridge's name
+    // and counts it; its connection errors come back to the bridge as `Err`s the bridge
+    // logs. So its own lines would print each NATS event and error twice: they are shown
+    // only with -v (at DEBUG, for diagnosing the client itself).
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_target(
+            "async_nats",
+            if common.verbose {
+                tracing_subscriber::filter::LevelFilter::DEBUG
+            } else {
+                tracing_subscriber::filter::LevelFilter::OFF
+            },
+        );
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_max_level(level)
+            .finish()
+            .with(filter)
+            .init();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -105,11 +128,26 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(run(cli));
+    exit_code(result)
+}
+
+/// Exit status: 0 stopped (also before it was connected) or the queue closed and drained,
+/// 2 a configuration error (a missing queue, an invalid subject or name, a request the
+/// server refuses for good), 3 a message too large for the server, 1 anything else.
+fn exit_code(result: shmq_bridge::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Stopped(why)) => {
+            tracing::info!("stopped before the bridge was connected ({why})");
+            ExitCode::SUCCESS
+        }
         Err(e @ Error::TooLargeForServer { .. }) => {
             eprintln!("shmq-bridge: {e}");
             ExitCode::from(3)
+        }
+        Err(e) if e.is_config() => {
+            eprintln!("shmq-bridge: {e}");
+            ExitCode::from(2)
         }
         Err(e) => {
             eprintln!("shmq-bridge: {e}");
@@ -130,15 +168,21 @@ async fn run(cli: Cli) -> shmq_bridge::Result<()> {
             common.every,
         ),
     };
+    // Both handlers are installed here, before the bridge starts connecting (creating a
+    // `Signal` installs it; `ctrl_c()` would only do so when first polled, in the task), so
+    // a signal at any time after this point stops the bridge cleanly.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Error::Config(format!("cannot handle SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| Error::Config(format!("cannot handle SIGINT: {e}")))?;
     let stopper = ctl.clone();
     tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
-        }
-        tracing::info!("stopping (signal)");
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!("stopping ({name})");
         stopper.stop();
     });
     if !every.is_zero() {
@@ -190,11 +234,15 @@ async fn run(cli: Cli) -> shmq_bridge::Result<()> {
             b.run(&ctl).await
         }
     };
-    let p = ctl.progress();
-    eprintln!(
-        "shmq-bridge: done: {} messages, {} bytes, {} duplicates, {} malformed, {} retries",
-        p.messages, p.bytes, p.duplicates, p.malformed, p.retries
-    );
+    // The summary only for a bridge that ran: not before a configuration error (the error
+    // is the whole story) nor a stop before it was connected.
+    if !matches!(&r, Err(e) if e.is_config() || matches!(e, Error::Stopped(_))) {
+        let p = ctl.progress();
+        eprintln!(
+            "shmq-bridge: done: {} messages, {} bytes, {} duplicates, {} malformed, {} retries",
+            p.messages, p.bytes, p.duplicates, p.malformed, p.retries
+        );
+    }
     r
 }
 

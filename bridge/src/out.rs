@@ -6,6 +6,20 @@
 //! messages JetStream holds, and what it sends again after a restart carries the same ids,
 //! which the stream drops as duplicates within its dedupe window.
 //!
+//! The loan is held (the local queue's consumer lock with it) from the moment the batch is
+//! taken until its acks are in: nothing leaves the queue before JetStream holds it. That
+//! blocks only other consumers of the same queue (the bridge is meant to be its only one);
+//! producers need the producer lock and ring room, and the loan holds only the batch's
+//! bytes. A batch that fails (no ack, a refused publish) releases the loan before the
+//! backoff sleep, and the bridge then makes sure the stream exists, creating it again if it
+//! vanished (deleted, or a server that lost its store).
+//!
+//! The local queue: before every loan the bridge checks (one `stat`) that the queue at its
+//! name is still the one it has open. When it was removed, the bridge publishes what is
+//! left in the removed queue (it cannot grow except from producers that still hold it),
+//! then follows the queue created again at the name; a name left empty for a second stops
+//! the bridge with `Error::Queue` (`NotFound`) once the removed queue is drained.
+//!
 //! Order: the publishes of a batch are pipelined, so when one is lost (written into a
 //! connection that dies, or refused while the server restarts) a later one can still be
 //! stored, e.g. from the client's buffer after it reconnects; sending the lost one again
@@ -16,7 +30,7 @@
 //! comes first on the server, so a message already stored is still acknowledged as a
 //! duplicate.) See [`Out::ordered`] for streams other publishers write to.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::{self, ErrorCode};
@@ -26,6 +40,7 @@ use shmq::RawQueue;
 use crate::control::{Backoff, Control};
 use crate::error::{Error, Result};
 use crate::nats::{self, Link};
+use crate::state::{AtName, QueueWatch};
 
 /// Configuration of an out bridge: local queue `queue` → JetStream subject `subject`.
 ///
@@ -122,17 +137,29 @@ impl Out {
     }
 
     /// Run until `ctl` is stopped (`Ok`), the local queue is closed and drained (`Ok`), or
-    /// a fatal error. Transient NATS failures are logged and retried with backoff.
+    /// a fatal error. Transient NATS failures are logged and retried with backoff; a
+    /// stream that vanished (deleted, or a server that lost its store) is created again.
+    /// A local queue removed under the bridge: what is left in it is published, then the
+    /// bridge follows the queue created again at the name, or stops with
+    /// [`Error::Queue`] (`NotFound`) when none appears within a second (see the module
+    /// docs).
     ///
     /// The queue calls block; they run on a blocking thread of the Tokio runtime, which
     /// must be the multi-thread one.
     pub async fn run(self, ctl: &Control) -> Result<()> {
-        let q = crate::open_queue(&self.queue, self.create)?;
+        let (q, watch) = QueueWatch::open(&self.queue, self.create)?;
         let who = format!("out {} -> {}", self.queue, self.link.subject);
         let client = nats::connect(&self.link.server, &who, ctl).await?;
         let js = nats::context(client.clone(), &self.link);
         let stream = nats::ensure_stream(&js, &self.link, &who, ctl).await?;
-        let stream_max = stream.cached_info().config.max_message_size;
+        let _mark = crate::mark::register(
+            shmq::internal::bridged::Direction::Out,
+            &q,
+            &self.link,
+            &stream.cached_info().config.name,
+            None,
+            ctl,
+        );
         tracing::info!(
             "{who}: publishing into stream {:?} (queue uid {:016x})",
             stream.cached_info().config.name,
@@ -141,23 +168,21 @@ impl Out {
         let handle = tokio::runtime::Handle::current();
         let ctl2 = ctl.clone();
         tokio::task::spawn_blocking(move || {
-            let w = Worker {
-                q: &q,
+            let mut w = Worker {
+                id_prefix: id_prefix(&q),
+                q,
+                watch,
                 js,
                 client,
                 handle,
                 ctl: ctl2,
-                subject: self.link.subject.clone(),
-                id_prefix: format!("{}:{:016x}:", q.name(), q.uid()),
+                link: self.link.clone(),
                 batch: self.batch,
                 poll: self.poll,
                 ordered: self.ordered,
-                stream_max: if stream_max > 0 {
-                    stream_max as usize
-                } else {
-                    0
-                },
+                stream_max: stream_max(&stream),
                 who,
+                phases: Phases::new(),
             };
             w.run()
         })
@@ -166,19 +191,34 @@ impl Out {
     }
 }
 
-struct Worker<'q> {
-    q: &'q RawQueue,
+fn id_prefix(q: &RawQueue) -> String {
+    format!("{}:{:016x}:", q.name(), q.uid())
+}
+
+/// The stream's `max_msg_size` (0: none).
+fn stream_max(s: &jetstream::stream::Stream) -> usize {
+    usize::try_from(s.cached_info().config.max_message_size).unwrap_or(0)
+}
+
+/// How long a removed queue name may stay empty (`shmq rm q; shmq create q`) before the
+/// bridge takes it as removed for good.
+const GONE_GRACE: Duration = Duration::from_secs(1);
+
+struct Worker {
+    q: RawQueue,
+    watch: QueueWatch,
     js: jetstream::Context,
     client: async_nats::Client,
     handle: tokio::runtime::Handle,
     ctl: Control,
-    subject: String,
+    link: Link,
     id_prefix: String,
     batch: usize,
     poll: Duration,
     ordered: bool,
     stream_max: usize,
     who: String,
+    phases: Phases,
 }
 
 /// Why a batch stopped short.
@@ -194,70 +234,289 @@ enum Stop {
     Retry(String),
 }
 
-impl Worker<'_> {
-    fn run(&self) -> Result<()> {
-        let c = self.ctl.counters();
+/// Where the time of the out bridge's thread goes (logged at debug level every 10 s): the
+/// evidence for the cost of holding the read loan while the acks come back.
+struct Phases {
+    since: Instant,
+    batches: u64,
+    msgs: u64,
+    /// Waiting for a loan (an empty queue, or the consumer lock).
+    wait: Duration,
+    /// Handing the publishes to the client.
+    send: Duration,
+    /// Awaiting JetStream's acks (the loan held).
+    acks: Duration,
+    /// Committing the loan.
+    commit: Duration,
+}
+
+impl Phases {
+    fn new() -> Phases {
+        Phases {
+            since: Instant::now(),
+            batches: 0,
+            msgs: 0,
+            wait: Duration::ZERO,
+            send: Duration::ZERO,
+            acks: Duration::ZERO,
+            commit: Duration::ZERO,
+        }
+    }
+
+    fn report(&mut self, who: &str) {
+        let all = self.since.elapsed();
+        if all < Duration::from_secs(10) {
+            return;
+        }
+        let pc = |d: Duration| 100.0 * d.as_secs_f64() / all.as_secs_f64();
+        tracing::debug!(
+            "{who}: {} batches, {} messages in {:.1} s (mean batch {:.1}); waiting for a loan \
+             {:.0} %, sending {:.0} %, awaiting acks {:.0} %, committing {:.0} %",
+            self.batches,
+            self.msgs,
+            all.as_secs_f64(),
+            self.msgs as f64 / self.batches.max(1) as f64,
+            pc(self.wait),
+            pc(self.send),
+            pc(self.acks),
+            pc(self.commit)
+        );
+        *self = Phases::new();
+    }
+}
+
+/// What the loop does after a batch.
+enum Flow {
+    Next,
+    /// The batch failed transiently (logged, backed off): make sure the stream exists.
+    Retried,
+    Stopped,
+}
+
+impl Worker {
+    fn run(&mut self) -> Result<()> {
+        let ctl = self.ctl.clone();
+        let c = ctl.counters();
         let mut backoff = Backoff::new();
+        // The queue at the name changed: what to do once the old one is drained (the new
+        // queue, or the error that says it is gone).
+        let mut then: Option<std::result::Result<RawQueue, shmq::Error>> = None;
         while !self.ctl.is_stopped() {
             c.lag
                 .store(self.q.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            let loans = match self.q.get_loans_timeout(self.batch, self.poll) {
-                Ok(l) => l,
-                Err(shmq::Error::Timeout) | Err(shmq::Error::Empty) => continue,
-                Err(shmq::Error::Closed) => {
-                    tracing::info!("{}: local queue closed and drained; stopping", self.who);
-                    return Ok(());
+            self.phases.report(&self.who);
+            if then.is_none() {
+                then = self.look_at_name()?;
+            }
+            let t0 = Instant::now();
+            let err = self.batch(then.is_some(), &mut backoff, t0)?;
+            let err = match err {
+                Ok((flow, ph)) => {
+                    self.phases.wait += ph.wait;
+                    self.phases.send += ph.send;
+                    self.phases.acks += ph.acks;
+                    self.phases.commit += ph.commit;
+                    self.phases.batches += 1;
+                    self.phases.msgs += ph.msgs;
+                    match flow {
+                        Flow::Next => {}
+                        Flow::Stopped => break,
+                        Flow::Retried => self.ensure_stream()?,
+                    }
+                    continue;
                 }
-                Err(e) => return Err(Error::queue(self.q.name(), e)),
+                Err(e) => e,
             };
-            let items: Vec<(u64, &[u8])> = loans.iter().collect();
-            let (acked, bytes, stop) = self.handle.block_on(self.publish(&items));
-            let seqs: Vec<u64> = items.iter().map(|&(s, _)| s).collect();
-            drop(items);
-            loans.commit_first(acked);
-            c.add(&c.messages, acked as u64);
-            c.add(&c.bytes, bytes);
-            match stop {
-                None => backoff.reset(),
-                Some(Stop::TooLarge {
-                    index,
-                    size,
-                    max,
-                    limit,
-                }) => {
-                    let e = Error::TooLargeForServer {
-                        queue: self.q.name().to_string(),
-                        seq: seqs[index],
-                        size,
-                        max,
-                        limit,
-                    };
-                    tracing::error!("{}: {e}", self.who);
-                    return Err(e);
-                }
-                Some(Stop::Retry(why)) => {
-                    c.add(&c.retries, 1);
-                    let d = backoff.next_delay();
-                    tracing::warn!(
-                        "{}: {why}; {} of {} messages of the batch committed, the rest stays \
-                         in the queue; retrying in {}",
-                        self.who,
-                        acked,
-                        seqs.len(),
-                        humantime::format_duration(d)
-                    );
-                    if self.handle.block_on(self.ctl.sleep(d)) {
-                        break;
+            self.phases.wait += t0.elapsed();
+            match err {
+                shmq::Error::Timeout | shmq::Error::Empty if then.is_none() => {}
+                shmq::Error::Timeout | shmq::Error::Empty | shmq::Error::Closed
+                    if then.is_some() =>
+                {
+                    // The removed queue is drained.
+                    match then.take() {
+                        Some(Ok(n)) => self.switch(n),
+                        Some(Err(e)) => {
+                            tracing::error!(
+                                "{}: local queue {:?} was removed (and what was left in it is \
+                                 published); stopping",
+                                self.who,
+                                self.q.name()
+                            );
+                            return Err(Error::queue(self.q.name(), e));
+                        }
+                        None => {}
                     }
                 }
+                shmq::Error::Closed => {
+                    // Closed and drained; unless a new queue took the name meanwhile.
+                    match self.look_at_name()? {
+                        Some(n) => then = Some(n),
+                        None => {
+                            tracing::info!(
+                                "{}: local queue closed and drained; stopping",
+                                self.who
+                            );
+                            return Ok(());
+                        }
+                    }
+                }
+                e => return Err(Error::queue(self.q.name(), e)),
             }
         }
         Ok(())
     }
 
+    /// Take a loan (not waiting when `draining` a removed queue) and forward it. `Err`
+    /// inside: no loan (the queue's answer).
+    fn batch(
+        &self,
+        draining: bool,
+        backoff: &mut Backoff,
+        t0: Instant,
+    ) -> Result<std::result::Result<(Flow, Phases), shmq::Error>> {
+        let got = if draining {
+            self.q.try_get_loans(self.batch)
+        } else {
+            self.q.get_loans_timeout(self.batch, self.poll)
+        };
+        match got {
+            Ok(loans) => {
+                let mut ph = Phases::new();
+                ph.wait = t0.elapsed();
+                let flow = self.forward(loans, backoff, &mut ph)?;
+                Ok(Ok((flow, ph)))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// `None` while the queue at the name is the one open; else what follows it once it
+    /// is drained: the new queue, or (no queue at the name for [`GONE_GRACE`]) the error.
+    fn look_at_name(&mut self) -> Result<Option<std::result::Result<RawQueue, shmq::Error>>> {
+        let give_up = Instant::now() + GONE_GRACE;
+        loop {
+            match self.watch.check(&self.q)? {
+                AtName::Same => return Ok(None),
+                AtName::Replaced(n) => {
+                    tracing::warn!(
+                        "{}: local queue {:?} was removed and created again (uid {:016x}, now \
+                         {:016x}); publishing what is left in the removed one ({} messages), \
+                         then the new one",
+                        self.who,
+                        self.q.name(),
+                        self.q.uid(),
+                        n.uid(),
+                        self.q.len()
+                    );
+                    return Ok(Some(Ok(n)));
+                }
+                AtName::Gone(e) => {
+                    if Instant::now() >= give_up || self.ctl.is_stopped() {
+                        tracing::warn!(
+                            "{}: local queue {:?} was removed; publishing what is left in it \
+                             ({} messages), then stopping",
+                            self.who,
+                            self.q.name(),
+                            self.q.len()
+                        );
+                        return Ok(Some(Err(e)));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    fn switch(&mut self, n: RawQueue) {
+        tracing::info!(
+            "{}: now publishing from the new queue {:?} (uid {:016x})",
+            self.who,
+            n.name(),
+            n.uid()
+        );
+        self.id_prefix = id_prefix(&n);
+        self.q = n;
+    }
+
+    /// After a failed batch: the stream exists (created again if it vanished), and its
+    /// current `max_msg_size`.
+    fn ensure_stream(&mut self) -> Result<()> {
+        match self.handle.block_on(nats::ensure_stream(
+            &self.js, &self.link, &self.who, &self.ctl,
+        )) {
+            Ok(s) => {
+                self.stream_max = stream_max(&s);
+                Ok(())
+            }
+            Err(_) if self.ctl.is_stopped() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Publish a loan's messages, await the acks, commit what JetStream holds.
+    fn forward(
+        &self,
+        loans: shmq::ReadLoans<'_>,
+        backoff: &mut Backoff,
+        ph: &mut Phases,
+    ) -> Result<Flow> {
+        let ctl = self.ctl.clone();
+        let c = ctl.counters();
+        let items: Vec<(u64, &[u8])> = loans.iter().collect();
+        ph.msgs = items.len() as u64;
+        let (acked, bytes, stop) = self.handle.block_on(self.publish(&items, ph));
+        let seqs: Vec<u64> = items.iter().map(|&(s, _)| s).collect();
+        drop(items);
+        let t = Instant::now();
+        loans.commit_first(acked);
+        ph.commit = t.elapsed();
+        c.add(&c.messages, acked as u64);
+        c.add(&c.bytes, bytes);
+        match stop {
+            None => {
+                backoff.reset();
+                Ok(Flow::Next)
+            }
+            Some(Stop::TooLarge {
+                index,
+                size,
+                max,
+                limit,
+            }) => {
+                let e = Error::TooLargeForServer {
+                    queue: self.q.name().to_string(),
+                    seq: seqs[index],
+                    size,
+                    max,
+                    limit,
+                };
+                tracing::error!("{}: {e}", self.who);
+                Err(e)
+            }
+            Some(Stop::Retry(why)) => {
+                c.add(&c.retries, 1);
+                let d = backoff.next_delay();
+                tracing::warn!(
+                    "{}: {why}; {} of {} messages of the batch committed, the rest stays \
+                     in the queue; retrying in {}",
+                    self.who,
+                    acked,
+                    seqs.len(),
+                    humantime::format_duration(d)
+                );
+                if self.handle.block_on(self.ctl.sleep(d)) {
+                    return Ok(Flow::Stopped);
+                }
+                Ok(Flow::Retried)
+            }
+        }
+    }
+
     /// Publish every lent message, then await the acks. Returns how many messages at the
     /// front of the batch JetStream holds, their payload bytes, and why it stopped short.
-    async fn publish(&self, loans: &[(u64, &[u8])]) -> (usize, u64, Option<Stop>) {
+    async fn publish(&self, loans: &[(u64, &[u8])], ph: &mut Phases) -> (usize, u64, Option<Stop>) {
+        let t = Instant::now();
         let max_payload = self.client.server_info().max_payload;
         let mut pending: Vec<(PublishAckFuture, usize)> = Vec::with_capacity(loans.len());
         let mut stop = None;
@@ -281,7 +540,7 @@ impl Worker<'_> {
             if let Some(prev) = prev_id.as_deref().filter(|_| self.ordered) {
                 p = p.expected_last_message_id(prev);
             }
-            match self.js.send_publish(self.subject.clone(), p).await {
+            match self.js.send_publish(self.link.subject.clone(), p).await {
                 Ok(f) => {
                     pending.push((f, msg.len()));
                     prev_id = Some(id);
@@ -302,7 +561,10 @@ impl Worker<'_> {
                 }
             }
         }
-        let c = self.ctl.counters();
+        let ctl = self.ctl.clone();
+        let c = ctl.counters();
+        ph.send = t.elapsed();
+        let t = Instant::now();
         let acks = futures_util::future::join_all(
             pending
                 .into_iter()
@@ -347,6 +609,7 @@ impl Worker<'_> {
                 }
             }
         }
+        ph.acks = t.elapsed();
         (acked, bytes, stop)
     }
 }

@@ -12,6 +12,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 #[macro_use]
 mod output;
+mod bridged;
 mod cmd;
 mod error;
 mod filter;

@@ -1,5 +1,5 @@
 //! Zero-copy loans: write a message in place in the ring, or read it in place and remove it
-//! only when done with it ([`WriteLoan`], [`ReadLoan`], [`ReadLoans`]).
+//! only when done with it ([`WriteLoan`], [`TypedWriteLoan`], [`ReadLoan`], [`ReadLoans`]).
 //!
 //! A loan holds its side's lock (the producer lock for a write loan, the consumer lock for
 //! a read loan) for as long as it lives: other producers (consumers) of the queue wait
@@ -18,10 +18,11 @@ use std::fmt;
 use std::ops::Deref;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-use super::{Codec, RawQueue, TypedQueue};
-use crate::error::Result;
+use super::{Codec, Postcard, Queue, RawQueue, TypedQueue};
+use crate::error::{Error, Result};
 use crate::ring::{Block, ReadLease, WriteLease};
 use crate::segment::Segment;
 
@@ -396,5 +397,132 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
     /// [`RawQueue::get_loan_timeout`] on this queue.
     pub fn get_loan_timeout(&self, timeout: Duration) -> Result<ReadLoan<'_>> {
         self.raw().get_loan_timeout(timeout)
+    }
+}
+
+/// A message of a [`Queue<T>`](crate::Queue) encoded straight into the ring and not yet
+/// published ([`Queue::put_loan`]): [`commit`](Self::commit) publishes it, dropping the loan
+/// publishes nothing.
+///
+/// The typed face of [`WriteLoan`]: the message is postcard-encoded in place (no
+/// intermediate buffer, exactly as [`put`](crate::TypedQueue::put) does), and the loan lends
+/// no bytes to write, so what a typed queue holds is always a `T` its readers can decode.
+/// Like every write loan it holds the queue's producer lock while it lives (other producers
+/// wait; a holder killed mid-loan is recovered from like one killed mid-put, and nothing of
+/// the loan is published), it is not `Send`, and a `put` on the same queue from the thread
+/// holding it fails at once with [`Error::InvalidArgument`] instead of waiting for the loan's
+/// own lock.
+///
+/// What it is for: a message whose place in the queue is taken (room reserved, order fixed
+/// behind everything published before) and that is published only once something else has
+/// happened, or not at all.
+///
+/// ```
+/// # let name = format!("doc-twloan-{}", std::process::id());
+/// let q: shmq::Queue<(u32, String)> = shmq::Queue::create(&name, 4096)?;
+/// let loan = q.put_loan(&(1, "first".to_string()))?;
+/// assert_eq!(loan.len(), 7); // postcard: 1 byte for 1u32, 1 length byte, 5 bytes of text
+/// assert!(q.is_empty()); // reserved and encoded, not published yet
+/// loan.commit()?;
+/// drop(q.put_loan(&(2, "dropped".to_string()))?); // publishes nothing
+/// assert_eq!(q.drain()?, vec![(1, "first".to_string())]);
+/// # Ok::<(), shmq::Error>(())
+/// ```
+pub struct TypedWriteLoan<'q, T> {
+    loan: WriteLoan<'q>,
+    /// Bytes the encoding took (the whole reservation unless a `Serialize` impl wrote less
+    /// the second time than it measured the first).
+    len: usize,
+    _t: std::marker::PhantomData<fn(&T)>,
+}
+
+impl<T> TypedWriteLoan<'_, T> {
+    /// Size of the encoded message in bytes (what [`commit`](Self::commit) publishes).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the message encodes to no bytes at all (e.g. `()`, or a unit struct).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Publish the message. Errors: [`Error::Closed`] (nothing published) if the queue was
+    /// closed while the loan was held.
+    pub fn commit(self) -> Result<()> {
+        self.loan.commit_len(self.len)
+    }
+}
+
+impl<T> fmt::Debug for TypedWriteLoan<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TypedWriteLoan")
+            .field("type", &std::any::type_name::<T>())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// Write loans on a serde queue: the message encoded straight into the ring, published on
+/// commit.
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    fn put_loan_block(&self, msg: &T, block: Block) -> Result<TypedWriteLoan<'_, T>> {
+        // The size first (postcard's size flavour, as `put` does), then the reservation.
+        let len = <Postcard as Codec<T>>::encoded_len(msg)?;
+        let mut loan = self.raw().put_loan_block(len, block)?;
+        // A failed encoding drops the loan: nothing is published.
+        let len = postcard::to_slice(msg, loan.as_mut_slice())
+            .map_err(|e| match e {
+                postcard::Error::SerializeBufferFull => Error::Codec(format!(
+                    "{} encoded to more than the {len} bytes it measured (a Serialize impl \
+                     that is not deterministic?)",
+                    std::any::type_name::<T>()
+                )),
+                e => Error::Codec(crate::encode::describe(msg, &e)),
+            })?
+            .len();
+        Ok(TypedWriteLoan {
+            loan,
+            len,
+            _t: std::marker::PhantomData,
+        })
+    }
+
+    /// Encode `msg` straight into room reserved in the ring and return it unpublished,
+    /// waiting while the queue is full; [`TypedWriteLoan::commit`] publishes it, dropping the
+    /// loan publishes nothing. The producer lock is held until then.
+    ///
+    /// Shapes: the reservation is exactly the message's postcard encoding
+    /// ([`TypedWriteLoan::len`]; measured first with postcard's size flavour, then encoded
+    /// in place, the two passes a [`put`](crate::TypedQueue::put) makes). Errors:
+    /// [`Error::TooLarge`] at once if the encoding exceeds
+    /// [`RawQueue::max_message`] (nothing reserved), [`Error::Codec`] if `msg` does not
+    /// serialise, [`Error::Closed`], and [`Error::InvalidArgument`] if this thread already
+    /// holds a write loan on the queue.
+    ///
+    /// ```
+    /// # let name = format!("doc-tputloan-{}", std::process::id());
+    /// let q: shmq::Queue<Vec<u64>> = shmq::Queue::create(&name, 4096)?;
+    /// let loan = q.put_loan(&vec![1, 2, 3])?;
+    /// // ... the message has its place; publish it once the rest is done:
+    /// loan.commit()?;
+    /// assert_eq!(q.get()?, vec![1, 2, 3]);
+    /// let huge = vec![u64::MAX; 1000]; // 10 bytes each: more than the ring holds
+    /// assert!(matches!(q.put_loan(&huge), Err(shmq::Error::TooLarge { .. })));
+    /// # Ok::<(), shmq::Error>(())
+    /// ```
+    pub fn put_loan(&self, msg: &T) -> Result<TypedWriteLoan<'_, T>> {
+        self.put_loan_block(msg, Block::Until(None))
+    }
+
+    /// [`put_loan`](Self::put_loan) if there is room now, else [`Error::Full`].
+    pub fn try_put_loan(&self, msg: &T) -> Result<TypedWriteLoan<'_, T>> {
+        self.put_loan_block(msg, Block::No)
+    }
+
+    /// [`put_loan`](Self::put_loan), waiting at most `timeout` for room
+    /// ([`Error::Timeout`]).
+    pub fn put_loan_timeout(&self, msg: &T, timeout: Duration) -> Result<TypedWriteLoan<'_, T>> {
+        self.put_loan_block(msg, Block::timeout(timeout))
     }
 }

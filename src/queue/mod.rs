@@ -20,8 +20,8 @@
 //! * `codec` — the [`Codec`] trait, the [`Slot`] a codec writes into, and [`Postcard`].
 //! * `typed` — [`TypedQueue`] and [`Queue<T>`] (a `RawQueue` plus a codec).
 //! * `pod` — the [`Pod`] codec, [`PodQueue<T>`] and its copy-straight-in `get_into`.
-//! * `loan` — zero-copy loans: [`WriteLoan`], [`ReadLoan`], [`ReadLoans`] and the
-//!   `put_loan` / `get_loan` / `get_loans` calls on the queues.
+//! * `loan` — zero-copy loans: [`WriteLoan`], [`TypedWriteLoan`], [`ReadLoan`],
+//!   [`ReadLoans`] and the `put_loan` / `get_loan` / `get_loans` calls on the queues.
 //!
 //! Listing, inspecting and removing queues by name is `crate::admin`.
 
@@ -36,7 +36,7 @@ mod typed;
 pub(crate) use codec::decode_whole;
 pub use codec::{Codec, Postcard, Slot};
 pub use kind::codec_name;
-pub use loan::{ReadLoan, ReadLoans, WriteLoan};
+pub use loan::{ReadLoan, ReadLoans, TypedWriteLoan, WriteLoan};
 pub use options::Options;
 pub use options::DEFAULT_CAPACITY;
 pub use pod::{Pod, PodQueue};

@@ -84,7 +84,7 @@ pub fn run(c: &mut Criterion, cx: &mut Ctx) {
                     })
                 });
             }
-            cx.res.add("tput", row, size, "-", &samples);
+            cx.res.add("tput", row, size, "-", None, &samples);
             pin(None);
         }
     }

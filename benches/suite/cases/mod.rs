@@ -1,6 +1,8 @@
 //! The cases: one file per benchmark group, each with its rows, placements and sizes. A
-//! case's ID is `<group>/<row>/<place>/<size>` (`tput/shmq-raw/diff/8`); the positional
-//! filter given to the bench binary selects cases by substring of that ID.
+//! case's ID is `<group>/<row>/<place>/<size>[/<ring>][/<style>]`
+//! (`tput/shmq-raw/diff/8/ring16M/timeout`, `tput/uds/diff/8`: see [`crate::cond`]); the
+//! positional filter given to the bench binary selects cases by that ID (a substring, or a
+//! regular expression as criterion reads it: [`Args::wants`]).
 
 pub mod idle;
 pub mod latency;
@@ -9,19 +11,20 @@ pub mod mpmc;
 pub mod python;
 pub mod throughput;
 
+use crate::args::Args;
 use crate::results::Results;
 
 /// What every case gets: quick mode, the results so far, and the filter.
 pub struct Ctx {
     pub quick: bool,
     pub res: Results,
-    /// Positional filter given to the bench binary, if any.
-    pub filter: Option<String>,
+    /// The command line: the filter, and what else the suite reads of it.
+    pub args: Args,
 }
 
 impl Ctx {
-    /// Whether the case (or group prefix) `id` passes the filter.
+    /// Whether the case (or group prefix) `id` passes the filter ([`Args::wants`]).
     pub fn wants(&self, id: &str) -> bool {
-        self.filter.as_deref().is_none_or(|f| id.contains(f))
+        self.args.wants(id)
     }
 }

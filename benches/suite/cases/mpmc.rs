@@ -63,7 +63,8 @@ pub fn run(c: &mut Criterion, cx: &mut Ctx) {
             drop(prods);
             drop(cons);
             drop(q);
-            cx.res.add("mpmc", &row, MPMC_SIZE, place.name(), &samples);
+            cx.res
+                .add("mpmc", &row, MPMC_SIZE, place.name(), None, &samples);
         }
     }
     g.finish();

@@ -5,21 +5,24 @@ use std::time::{Duration, Instant};
 
 use criterion::BenchmarkId;
 
-use crate::payloads::{ring_cap, with_payload, Payload};
+use crate::payloads::{with_payload, Payload};
 use crate::place::{pin, Place};
 
 /// Throughput of `size`-byte messages to a consumer thread placed by `place`; the channel
-/// holds about as many bytes in slots as the rings of the other rows.
+/// holds about as many bytes in slots as a ring of `ring_cap` bytes (the rings of the other
+/// rows in the same condition).
 //
 // With an 8-byte payload `P` is `u64`, whose `clone` clippy would rather see as a copy.
 #[allow(clippy::clone_on_copy)]
 pub fn tput(
     g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    bid: BenchmarkId,
     size: usize,
+    ring_cap: usize,
     place: Place,
     samples: &mut Vec<(u64, Duration)>,
 ) {
-    let slots = (ring_cap(size) / size.max(16)).max(4);
+    let slots = (ring_cap / size.max(16)).max(4);
     with_payload!(size, P => {
         let (tx, rx) = crossbeam_channel::bounded::<P>(slots);
         let (ctl, ctl_rx) = crossbeam_channel::bounded::<u64>(1);
@@ -35,7 +38,7 @@ pub fn tput(
             }
         });
         let msg = P::make(size);
-        g.bench_with_input(BenchmarkId::new(format!("crossbeam/{}", place.name()), size), &size, |b, _| {
+        g.bench_with_input(bid, &size, |b, _| {
             b.iter_custom(|iters| {
                 ctl.send(iters).unwrap();
                 let t = Instant::now();

@@ -3,6 +3,7 @@
 //! the parent's one-shot server, whose name is the rendezvous.
 
 use super::{Ends, Pending};
+use crate::cond::Cond;
 use crate::payloads::{with_payload, Payload};
 
 fn ipc_typed_ends<P: Payload>(
@@ -49,13 +50,14 @@ fn ipc_bytes_ends(
     )
 }
 
-/// Parent side: open a one-shot server; the child connects to it with the channels.
-pub fn parent(row: &str, size: usize) -> Pending {
+/// Parent side: open a one-shot server; the child connects to it with the channels. (`cond`
+/// only goes into the spec: ipc-channel has no ring size to set, nor a call style.)
+pub fn parent(row: &str, size: usize, cond: Cond) -> Pending {
     match row {
         "ipc-typed" => with_payload!(size, P => {
             type Boot = (ipc_channel::ipc::IpcSender<P>, ipc_channel::ipc::IpcReceiver<P>);
             let (server, name) = ipc_channel::ipc::IpcOneShotServer::<Boot>::new().unwrap();
-            Pending::new(row, size, &name, Box::new(move || {
+            Pending::new(row, size, cond, &name, Box::new(move || {
                 let (_, (tx, rx)) = server.accept().unwrap();
                 ipc_typed_ends(tx, rx, size)
             }))
@@ -69,6 +71,7 @@ pub fn parent(row: &str, size: usize) -> Pending {
             Pending::new(
                 row,
                 size,
+                cond,
                 &name,
                 Box::new(move || {
                     let (_, (tx, rx)) = server.accept().unwrap();

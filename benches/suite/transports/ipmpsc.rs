@@ -2,7 +2,8 @@
 //! of `serde_bytes::Bytes`).
 
 use super::{channel_names, Ends, Pending};
-use crate::payloads::{ring_cap, with_payload, Payload};
+use crate::cond::Cond;
+use crate::payloads::{with_payload, Payload};
 
 /// The ring files of the down and up channels under `key`.
 fn ipmpsc_paths(key: &str) -> (String, String) {
@@ -61,9 +62,9 @@ fn ipmpsc_ends(row: &str, tx: ipmpsc::Sender, mut rx: ipmpsc::Receiver, size: us
 }
 
 /// Parent side: create the down and up ring files under `key` (removed once the case is
-/// over).
-pub fn parent(row: &str, size: usize, key: &str) -> Pending {
-    let cap = (ring_cap(size) + 64) as u32;
+/// over), each with the ring capacity of `cond` (the same as shmq's in that condition).
+pub fn parent(row: &str, size: usize, cond: Cond, key: &str) -> Pending {
+    let cap = (cond.ring.cap(size) + 64) as u32;
     let (pd, pu) = ipmpsc_paths(key);
     let tx = ipmpsc::Sender::new(ipmpsc::SharedRingBuffer::create(&pd, cap).unwrap());
     let rx = ipmpsc::Receiver::new(ipmpsc::SharedRingBuffer::create(&pu, cap).unwrap());
@@ -79,7 +80,7 @@ pub fn parent(row: &str, size: usize, key: &str) -> Pending {
             recv,
         )
     });
-    Pending::new(row, size, key, finish)
+    Pending::new(row, size, cond, key, finish)
 }
 
 /// Child side: open the ring files the parent created (send up, receive down).

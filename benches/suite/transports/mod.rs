@@ -15,6 +15,8 @@ mod uds;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::cond::{Cond, Style};
+
 pub type Ends = (Box<dyn FnMut(u64)>, Box<dyn FnMut(u64)>);
 
 /// Rows of the cross-process tables.
@@ -57,36 +59,48 @@ impl Pending {
     /// The spec is `<row> <size> <rendezvous>`, which [`child_link`] reads back; the
     /// rendezvous is whatever the family's child needs to find the parent (a key, a name, a
     /// path).
-    fn new(row: &str, size: usize, rendezvous: &str, finish: Box<dyn FnOnce() -> Ends>) -> Self {
+    fn new(
+        row: &str,
+        size: usize,
+        cond: Cond,
+        rendezvous: &str,
+        finish: Box<dyn FnOnce() -> Ends>,
+    ) -> Self {
         Pending {
-            spec: format!("{row} {size} {rendezvous}"),
+            spec: format!(
+                "{row} {size} {} {} {rendezvous}",
+                cond.ring.name(),
+                cond.style.name()
+            ),
             finish,
         }
     }
 }
 
-/// Parent side of the cross-process row `row`: its resources, made under a fresh key before
-/// the peer starts, and the spec that tells the peer how to reach them.
-pub fn parent_link(row: &str, size: usize) -> Pending {
+/// Parent side of the cross-process row `row` in condition `cond` (the ring size of shmq and
+/// ipmpsc, the call style of shmq; the other rows ignore it): its resources, made under a
+/// fresh key before the peer starts, and the spec that tells the peer how to reach them.
+pub fn parent_link(row: &str, size: usize, cond: Cond) -> Pending {
     let key = unique_key();
     match row {
         "shmq-raw" | "shmq-loan" | "shmq-batch" | "shmq-typed" | "shmq-pod" => {
-            shmq::parent(row, size, &key)
+            shmq::parent(row, size, cond, &key)
         }
-        "ipmpsc-serde" | "ipmpsc-zc" => ipmpsc::parent(row, size, &key),
-        "ipc-typed" | "ipc-bytes" => ipc::parent(row, size),
-        "uds" => uds::parent(row, size, &key),
+        "ipmpsc-serde" | "ipmpsc-zc" => ipmpsc::parent(row, size, cond, &key),
+        "ipc-typed" | "ipc-bytes" => ipc::parent(row, size, cond),
+        "uds" => uds::parent(row, size, cond, &key),
         other => panic!("unknown row {other}"),
     }
 }
 
-/// Child side of [`parent_link`], given the words of its spec: returns (send up, receive
-/// down).
+/// Child side of [`parent_link`], given the words of its spec
+/// (`<row> <size> <ring> <style> <rendezvous>`): returns (send up, receive down).
 pub fn child_link(spec: &[&str]) -> Ends {
-    let (row, size, key) = (spec[0], spec[1].parse().unwrap(), spec[2]);
+    let (row, size, key) = (spec[0], spec[1].parse().unwrap(), spec[4]);
+    let style = Style::parse(spec[3]).expect("call style in the peer's spec");
     match row {
         "shmq-raw" | "shmq-loan" | "shmq-batch" | "shmq-typed" | "shmq-pod" => {
-            shmq::child(row, size, key)
+            shmq::child(row, size, style, key)
         }
         "ipmpsc-serde" | "ipmpsc-zc" => ipmpsc::child(row, size, key),
         "ipc-typed" | "ipc-bytes" => ipc::child(row, size, key),

@@ -5,6 +5,7 @@ use std::io::{BufReader, IoSlice, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 
 use super::{Ends, Pending};
+use crate::cond::Cond;
 
 /// Write all of `parts` with as few `writev` calls as possible.
 fn write_all_vectored(s: &mut UnixStream, parts: [&[u8]; 2]) {
@@ -47,14 +48,16 @@ fn uds_ends(s: UnixStream, size: usize) -> Ends {
     )
 }
 
-/// Parent side: listen on a socket under the temporary directory.
-pub fn parent(row: &str, size: usize, key: &str) -> Pending {
+/// Parent side: listen on a socket under the temporary directory. (`cond` only goes into
+/// the spec: the socket's buffer is the kernel's, and there is one call style.)
+pub fn parent(row: &str, size: usize, cond: Cond, key: &str) -> Pending {
     let path = std::env::temp_dir().join(format!("{key}.sock"));
     let listener = UnixListener::bind(&path).unwrap();
     let at = path.display().to_string();
     Pending::new(
         row,
         size,
+        cond,
         &at,
         Box::new(move || {
             let (s, _) = listener.accept().unwrap();

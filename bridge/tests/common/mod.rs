@@ -182,3 +182,19 @@ impl Drop for NatsServer {
         self.stop();
     }
 }
+
+/// Print the bridges' log to stderr at the level in `SHMQ_BRIDGE_TEST_LOG` (`debug`,
+/// `info`, ...; unset: nothing), e.g. the out bridge's time split, logged at debug level
+/// every 10 s. Once per test binary; later calls do nothing.
+pub fn init_log() {
+    let Some(level) = std::env::var("SHMQ_BRIDGE_TEST_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+    else {
+        return;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

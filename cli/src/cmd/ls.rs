@@ -11,15 +11,17 @@ use crate::filter::Filter;
 use crate::format::{bytes, percent, yes_no};
 use crate::kind::Kind;
 use crate::users::user_name;
-use crate::{object, output};
+use crate::{bridged, object, output};
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Columns: CAPACITY of the ring; USED bytes (records and framing); MSGS queued; PUT-WAIT / \
 GET-WAIT producers / consumers asleep because the queue is full / empty; CLOSED; CREATOR \
 pid and whether it is ALIVE; PROCS that have the queue mapped now (informational: read \
-from /proc, so processes of other users or PID namespaces may not be counted); OWNER (with \
---all) the user who owns the object. Objects whose header cannot be read show `?` and a \
+from /proc, so processes of other users or PID namespaces may not be counted); BRIDGE the \
+JetStream bridges running on the queue (`out`, `in`, `out,in`; `-` for none; `shmq stat \
+NAME` shows where they go and their counters); OWNER (with --all) the user who owns the \
+object. Objects whose header cannot be read show `?` and a \
 note on stderr explaining why. Locks, events, semaphores, barriers, conditions and shared \
 values (shmq::primitives) are listed after the queues, with their KIND. Only your own \
 objects are listed unless --all.")]
@@ -47,6 +49,8 @@ struct LsJson<'a> {
     stale: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// The JetStream bridges running on the queue (empty: none).
+    bridges: Vec<bridged::BridgeJson<'a>>,
     #[serde(flatten)]
     stats: Option<&'a Stats>,
 }
@@ -62,6 +66,9 @@ pub fn run(a: LsArgs) -> CliResult<()> {
     let total = all.len();
     let infos: Vec<_> = all.into_iter().filter(|i| filter.wants(&i.name)).collect();
     let kinds: Vec<Option<Kind>> = infos.iter().map(|i| i.stats().map(Kind::of)).collect();
+    let bridges = bridged::by_queue();
+    let none = Vec::new();
+    let bridges_of = |name: &str| bridges.get(name).unwrap_or(&none);
     let out = io::stdout();
     let mut out = out.lock();
     if a.json {
@@ -77,6 +84,7 @@ pub fn run(a: LsArgs) -> CliResult<()> {
                 attached: i.attached.clone(),
                 stale: i.is_stale(),
                 error: i.problem(),
+                bridges: bridged::json(bridges_of(&i.name)),
                 stats: i.stats(),
             })
             .collect();
@@ -105,7 +113,9 @@ pub fn run(a: LsArgs) -> CliResult<()> {
         .partition(|(_, k)| k.as_ref().is_none_or(Kind::is_queue));
     let mut notes = Vec::new();
     if !queues.is_empty() {
-        let rows = queues.iter().map(|(i, _)| queue_row(i, a.all, &mut notes));
+        let rows = queues
+            .iter()
+            .map(|(i, _)| queue_row(i, bridges_of(&i.name), a.all, &mut notes));
         print_table(&mut out, QUEUE_COLUMNS, a.all, rows.collect())?;
     }
     if !others.is_empty() {
@@ -154,6 +164,7 @@ const QUEUE_COLUMNS: Columns = &[
     ("CREATOR", true),
     ("ALIVE", false),
     ("PROCS", true),
+    ("BRIDGE", false),
 ];
 
 const OTHER_COLUMNS: Columns = &[
@@ -190,7 +201,12 @@ fn owner_name(i: &QueueInfo) -> String {
 }
 
 /// A queue's row; `?` for what an unreadable header hides, with a note saying why.
-fn queue_row(i: &QueueInfo, owner: bool, notes: &mut Vec<String>) -> Vec<String> {
+fn queue_row(
+    i: &QueueInfo,
+    bridges: &[shmq::internal::bridged::Bridged],
+    owner: bool,
+    notes: &mut Vec<String>,
+) -> Vec<String> {
     let procs = i.attached.len().to_string();
     let mut r = match (i.stats(), i.problem()) {
         (Some(s), _) => vec![
@@ -208,6 +224,7 @@ fn queue_row(i: &QueueInfo, owner: bool, notes: &mut Vec<String>) -> Vec<String>
             s.creator_pid.to_string(),
             yes_no(s.creator_alive).into(),
             procs,
+            bridged::cell(bridges),
         ],
         (None, problem) => {
             let mut r = vec![i.name.clone()];
@@ -224,6 +241,7 @@ fn queue_row(i: &QueueInfo, owner: bool, notes: &mut Vec<String>) -> Vec<String>
                 _ => r.extend(["?".to_string(), "?".to_string()]),
             }
             r.push(procs);
+            r.push(bridged::cell(bridges));
             notes.push(format!("{}: {}", i.name, problem.unwrap_or_default()));
             r
         }

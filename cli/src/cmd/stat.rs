@@ -8,6 +8,7 @@ use serde::Serialize;
 use shmq::internal::{codec_id, codec_name, Segment};
 use shmq::{Location, RawQueue, Stats};
 
+use crate::bridged;
 use crate::error::{CliError, CliResult};
 use crate::format::{self, bytes, percent, yes_no};
 use crate::kind::Kind;
@@ -37,6 +38,8 @@ struct StatJson<'a> {
     max_message: Option<usize>,
     attached: &'a [u32],
     stale: bool,
+    /// The JetStream bridges running on the queue (empty: none).
+    bridges: Vec<bridged::BridgeJson<'a>>,
     #[serde(flatten)]
     stats: &'a Stats,
 }
@@ -74,6 +77,7 @@ pub fn run(a: StatArgs) -> CliResult<()> {
         .item_size
         .load(Ordering::Relaxed);
     let stale = entry.is_stale();
+    let bridges = bridged::of(&a.name);
     let path = object::path(&a.name);
     let out = io::stdout();
     let mut out = out.lock();
@@ -88,6 +92,7 @@ pub fn run(a: StatArgs) -> CliResult<()> {
             max_message,
             attached: &entry.attached,
             stale,
+            bridges: bridged::json(&bridges),
             stats: s,
         };
         serde_json::to_writer_pretty(&mut out, &j).map_err(io::Error::from)?;
@@ -207,6 +212,16 @@ pub fn run(a: StatArgs) -> CliResult<()> {
                 format!("{} times a consumer found it empty", s.empty_events),
             ),
         ]);
+    }
+    if max_message.is_some() {
+        if bridges.is_empty() {
+            rows.push(("bridge", "none".into()));
+        }
+        for b in &bridges {
+            for (n, line) in bridged::describe(b).into_iter().enumerate() {
+                rows.push((if n == 0 { "bridge" } else { "" }, line));
+            }
+        }
     }
     for (k, v) in rows {
         writeln!(out, "{k:<10} {v}")?;
