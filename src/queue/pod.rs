@@ -57,18 +57,17 @@ pub type PodQueue<T> = TypedQueue<T, Pod>;
 impl<T: bytemuck::Pod + Send + Sync> TypedQueue<T, Pod> {
     fn get_into_block(&self, out: &mut T, block: Block) -> Result<()> {
         let dst = bytemuck::bytes_of_mut(out);
-        let mut got = None;
-        self.raw.ring().get_batch(1, block, |rec| {
+        let len = self.raw.ring().get_one(block, |rec| {
             if rec.len() == dst.len() {
                 rec.copy_to(dst);
             }
-            got = Some(rec.len());
+            rec.len()
         })?;
-        match got {
-            Some(len) if len == std::mem::size_of::<T>() => Ok(()),
+        match len {
+            len if len == std::mem::size_of::<T>() => Ok(()),
             len => Err(Error::Codec(format!(
                 "a {}-byte message is not a {} ({} bytes)",
-                len.unwrap_or(0),
+                len,
                 std::any::type_name::<T>(),
                 std::mem::size_of::<T>()
             ))),

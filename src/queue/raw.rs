@@ -189,10 +189,11 @@ impl RawQueue {
         &self.inner.ring
     }
 
+    // Inlined into each public put: the single-message path in one frame, `block` a constant.
+    #[inline(always)]
     fn put_block(&self, msg: &[u8], block: Block) -> Result<()> {
         self.ring()
-            .put_batch(1, block, |_| Ok(msg.len()), |_, slot| slot.write(msg))?;
-        Ok(())
+            .put_one(msg.len(), block, |slot| slot.write(msg))
     }
 
     /// Append `msg`, waiting while the queue is full.
@@ -223,7 +224,7 @@ impl RawQueue {
         // (a caller that retries must not duplicate the messages in front of it).
         let max = self.max_message();
         if let Some(m) = msgs.iter().map(|m| m.as_ref().len()).find(|&n| n > max) {
-            return Err(Error::TooLarge { size: m, max });
+            return Err(self.ring().too_large(m));
         }
         self.ring().put_batch(
             msgs.len(),
@@ -255,12 +256,13 @@ impl RawQueue {
         self.put_many_block(msgs, Block::No)
     }
 
+    #[inline(always)]
     pub(super) fn get_block(&self, buf: &mut Vec<u8>, block: Block) -> Result<usize> {
-        self.ring().get_batch(1, block, |rec| {
+        self.ring().get_one(block, |rec| {
             buf.clear();
             rec.extend_vec(buf);
-        })?;
-        Ok(buf.len())
+            buf.len()
+        })
     }
 
     /// Take the oldest message into `buf` (replacing its contents; no allocation once `buf`

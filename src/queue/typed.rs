@@ -70,6 +70,9 @@ thread_local! {
 /// Largest scratch buffer kept per thread between calls.
 const SCRATCH_KEEP: usize = 16 << 20;
 
+/// Messages up to this size are decoded from a copy on the stack (`get`).
+const SMALL: usize = 64;
+
 fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>, &mut Vec<usize>) -> R) -> R {
     // Take the buffers out so that a re-entrant call (a Deserialize impl that uses a queue)
     // gets fresh ones instead of a RefCell panic.
@@ -157,8 +160,7 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
         let len = C::encoded_len(msg)?;
         self.raw
             .ring()
-            .put_batch(1, block, |_| Ok(len), |_, slot| C::encode(msg, slot))?;
-        Ok(())
+            .put_one(len, block, |slot| C::encode(msg, slot))
     }
 
     /// Append `msg`, waiting while the queue is full. [`Error::TooLarge`] at once if its
@@ -210,10 +212,30 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
     }
 
     fn get_block(&self, block: Block) -> Result<T> {
-        with_scratch(|buf, _| {
-            self.raw.get_block(buf, block)?;
-            C::decode(buf)
-        })
+        // A message of up to `SMALL` bytes is copied to the stack and decoded from there
+        // once the lock is released: no per-thread scratch to take and put back (issue 14).
+        let mut small = [0u8; SMALL];
+        let big = self.raw.ring().get_one(block, |rec| {
+            if rec.len() <= SMALL {
+                rec.copy_to(&mut small[..rec.len()]);
+                Err(rec.len())
+            } else {
+                let mut buf = SCRATCH.with(|s| std::mem::take(&mut s.borrow_mut().0));
+                buf.clear();
+                rec.extend_vec(&mut buf);
+                Ok(buf)
+            }
+        })?;
+        match big {
+            Err(len) => C::decode(&small[..len]),
+            Ok(buf) => {
+                let r = C::decode(&buf);
+                if buf.capacity() <= SCRATCH_KEEP {
+                    SCRATCH.with(|s| s.borrow_mut().0 = buf);
+                }
+                r
+            }
+        }
     }
 
     /// Take the oldest message, waiting while the queue is empty. [`Error::Closed`] once the

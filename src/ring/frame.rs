@@ -46,14 +46,25 @@ impl<M: Memory> Ring<M> {
     /// Check the invariants between `head` and a `tail` position; return the bytes in use.
     #[inline]
     pub(super) fn positions(&self, head: u64, tail: u64) -> Result<u64> {
-        let used = tail.wrapping_sub(head);
-        if used > self.cap || tail > MAX_POS || !(head | tail).is_multiple_of(8) {
-            return Err(Error::corrupt(format!(
-                "ring positions out of range (head {head}, tail {tail}, capacity {})",
-                self.cap
-            )));
+        match self.used(head, tail) {
+            Some(used) => Ok(used),
+            None => Err(self.positions_error(head, tail)),
         }
-        Ok(used)
+    }
+
+    /// [`positions`](Self::positions) without the error: `None` when they are corrupt.
+    #[inline(always)]
+    pub(super) fn used(&self, head: u64, tail: u64) -> Option<u64> {
+        let used = tail.wrapping_sub(head);
+        (used <= self.cap && tail <= MAX_POS && (head | tail).is_multiple_of(8)).then_some(used)
+    }
+
+    #[cold]
+    pub(super) fn positions_error(&self, head: u64, tail: u64) -> Error {
+        Error::corrupt(format!(
+            "ring positions out of range (head {head}, tail {tail}, capacity {})",
+            self.cap
+        ))
     }
 
     #[inline]
@@ -80,8 +91,8 @@ impl<M: Memory> Ring<M> {
     /// case), which spares a 64-bit division on every put and get.
     #[inline]
     pub(super) fn offset(&self, pos: u64) -> u64 {
-        if self.cap.is_power_of_two() {
-            pos & (self.cap - 1)
+        if self.mask != 0 {
+            pos & self.mask
         } else {
             pos % self.cap
         }
@@ -91,6 +102,19 @@ impl<M: Memory> Ring<M> {
     /// `want` free bytes; otherwise reads (and validates) the shared head and caches it.
     #[inline]
     pub(super) fn free_space(&self, tail: u64, want: u64) -> Result<u64> {
+        match self.room(tail, want) {
+            Some(free) => Ok(free),
+            None => {
+                let head = self.h().cons.head.load(Ordering::Acquire);
+                Err(self.positions_error(head, tail))
+            }
+        }
+    }
+
+    /// [`free_space`](Self::free_space) without the error: `None` when the shared `head`
+    /// it had to read is corrupt.
+    #[inline(always)]
+    pub(super) fn room(&self, tail: u64, want: u64) -> Option<u64> {
         // Acquire pairs with the Release store below, which follows an Acquire load of the
         // shared head: the consumer's reads of the freed bytes happen before our writes.
         let cached = self.cached_head.load(Ordering::Acquire);
@@ -100,12 +124,12 @@ impl<M: Memory> Ring<M> {
             && self.cap - used >= want
             && (cached | tail).is_multiple_of(8)
         {
-            return Ok(self.cap - used);
+            return Some(self.cap - used);
         }
         let head = self.h().cons.head.load(Ordering::Acquire);
-        let used = self.positions(head, tail)?;
+        let used = self.used(head, tail)?;
         self.cached_head.store(head, Ordering::Release);
-        Ok(self.cap - used)
+        Some(self.cap - used)
     }
 
     /// A `tail` position for a consumer at `head`: the cached one when it shows published
@@ -154,6 +178,29 @@ impl<M: Memory> Ring<M> {
     }
 }
 
+/// Copy `len` bytes from `src` to `dst`. A payload of 8 to 16 bytes is two (overlapping)
+/// unaligned 8-byte loads and stores instead of a call of `memcpy`, which costs more than
+/// the copy at these sizes.
+///
+/// # Safety
+/// `src` valid for `len` bytes of reads, `dst` for `len` bytes of writes, not overlapping.
+#[inline(always)]
+unsafe fn copy_payload(src: *const u8, dst: *mut u8, len: usize) {
+    if (8..=16).contains(&len) {
+        // SAFETY: 8 <= len, so both 8-byte windows, [0, 8) and [len - 8, len), lie within
+        // the `len` bytes the caller vouches for; unaligned accesses are allowed.
+        unsafe {
+            let a = std::ptr::read_unaligned(src as *const u64);
+            let b = std::ptr::read_unaligned(src.add(len - 8) as *const u64);
+            std::ptr::write_unaligned(dst as *mut u64, a);
+            std::ptr::write_unaligned(dst.add(len - 8) as *mut u64, b);
+        }
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, len) }
+    }
+}
+
 /// A writable window of ring memory: the payload of one record being put, handed to
 /// [`Codec::encode`](crate::Codec::encode). Writes go through bounds-checked raw-pointer
 /// copies (only a write loan's `as_mut_slice` lends the reserved bytes as `&mut [u8]`); the record publishes the bytes
@@ -178,9 +225,7 @@ impl Slot<'_> {
         // SAFETY: `ptr` is valid for `len` bytes of writes (the slot lies in free ring space
         // that only the producer-lock holder writes) and `pos + bytes.len() <= len`; `bytes`
         // is process-local, so they do not overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(self.pos), bytes.len())
-        };
+        unsafe { copy_payload(bytes.as_ptr(), self.ptr.add(self.pos), bytes.len()) };
         self.pos += bytes.len();
         Ok(())
     }
@@ -258,7 +303,7 @@ impl<'a> Record<'a> {
         assert_eq!(dst.len(), self.len, "Record::copy_to: destination size");
         // SAFETY: `ptr` is valid for `len` bytes of reads (a validated, published record that
         // producers do not write while the consumer lock is held); `dst` is process-local.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr, dst.as_mut_ptr(), self.len) }
+        unsafe { copy_payload(self.ptr, dst.as_mut_ptr(), self.len) }
     }
 
     /// Append the payload to `out`.
@@ -269,7 +314,7 @@ impl<'a> Record<'a> {
         // SAFETY: as in `copy_to`; `out` has `len` bytes of spare capacity after `start`,
         // which the copy initialises before `set_len`.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr, out.as_mut_ptr().add(start), self.len);
+            copy_payload(self.ptr, out.as_mut_ptr().add(start), self.len);
             out.set_len(start + self.len);
         }
     }

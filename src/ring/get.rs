@@ -19,6 +19,14 @@ use crate::mapping::Memory;
 use crate::prim;
 use crate::sync::{self, Acquired, Deadline, LockGuard};
 
+/// What [`Ring::frame_at`] found.
+enum Step {
+    /// A message record.
+    Msg(Found),
+    /// Padding: the next record is at this position.
+    Skip(u64),
+}
+
 /// One hold of the consumer lock.
 pub(super) struct GetRound<'a> {
     guard: LockGuard<'a>,
@@ -101,28 +109,59 @@ impl<M: Memory> Ring<M> {
                     return Ok(None);
                 }
             }
-            let avail = self.positions(r.head, r.tail)?;
-            let off = self.offset(r.head);
-            let (len, tag) = self.read_frame(off);
-            let len = len as u64;
-            let to_end = self.cap - off;
-            match tag {
-                SKIP if len as u32 == skip_len(to_end) && to_end <= avail => r.head += to_end,
-                MSG if record_size(len) <= to_end && record_size(len) <= avail => {
-                    return Ok(Some(Found {
-                        pos: r.head,
-                        off,
-                        len: len as usize,
-                    }))
-                }
-                _ => {
-                    return Err(Error::corrupt(format!(
-                        "bad frame at position {} (tag {tag:#x}, length {len}, tail {})",
-                        r.head, r.tail
-                    )))
-                }
+            match self.frame_at(r.head, r.tail)? {
+                Step::Skip(next) => r.head = next,
+                Step::Msg(f) => return Ok(Some(f)),
             }
         }
+    }
+
+    /// The record at `head`, before the published `tail` (`head != tail`): its frame is
+    /// read once and validated against the ring and the published region (a message that
+    /// ends inside both, or padding that reaches exactly the end of the ring); anything else
+    /// is `Corrupt`.
+    #[inline(always)]
+    fn frame_at(&self, head: u64, tail: u64) -> Result<Step> {
+        match self.step_at(head, tail) {
+            Some(step) => Ok(step),
+            None => Err(self.frame_error(head, tail)),
+        }
+    }
+
+    /// [`frame_at`](Self::frame_at) without the error: `None` when it would be `Corrupt`.
+    #[inline(always)]
+    fn step_at(&self, head: u64, tail: u64) -> Option<Step> {
+        let avail = self.used(head, tail)?;
+        let off = self.offset(head);
+        let (len, tag) = self.read_frame(off);
+        let len = len as u64;
+        let to_end = self.cap - off;
+        match tag {
+            SKIP if len as u32 == skip_len(to_end) && to_end <= avail => {
+                Some(Step::Skip(head + to_end))
+            }
+            MSG if record_size(len) <= to_end && record_size(len) <= avail => {
+                Some(Step::Msg(Found {
+                    pos: head,
+                    off,
+                    len: len as usize,
+                }))
+            }
+            _ => None,
+        }
+    }
+
+    /// The error for the record at `head` that [`step_at`](Self::step_at) refused (its
+    /// frame read again for the message).
+    #[cold]
+    fn frame_error(&self, head: u64, tail: u64) -> Error {
+        if self.used(head, tail).is_none() {
+            return self.positions_error(head, tail);
+        }
+        let (len, tag) = self.read_frame(self.offset(head));
+        Error::corrupt(format!(
+            "bad frame at position {head} (tag {tag:#x}, length {len}, tail {tail})"
+        ))
     }
 
     /// Move the round's cursor past the message `f` (the last one `next_record` returned).
@@ -138,29 +177,34 @@ impl<M: Memory> Ring<M> {
     /// that leaves messages it saw behind (a read lease dropped) passes a wake on itself
     /// ([`pass_on_wake`](Self::pass_on_wake)); an empty round has nothing to pass on.
     #[inline(always)]
-    pub(super) fn end_get(&self, mut r: GetRound<'_>) {
-        let h = self.h();
+    pub(super) fn end_get(&self, r: GetRound<'_>) {
         let moved = r.head != r.start;
         if moved {
             self.publish_head(r.head, r.count, r.bytes);
-            if r.head == r.tail {
-                // Whether more was published meanwhile decides the chain wake below.
-                r.tail = self.published_tail(r.head);
-            }
         }
         let GetRound {
             guard, head, tail, ..
         } = r;
         drop(guard);
         if moved {
-            // One fence orders the head store before both waiter-count reads.
-            prim::fence(Ordering::SeqCst);
-            sync::notify_fenced(&h.cons.space_seq, &h.shared.producers_waiting, i32::MAX);
-            if head != tail {
-                // More is queued than this call took: the next sleeping consumer may
-                // take it (a wake-one put woke only us).
-                sync::notify_fenced(&h.prod.data_seq, &h.shared.consumers_waiting, 1);
-            }
+            self.wake_after_get(head, tail);
+        }
+    }
+
+    /// After `head` moved to `head` (the round saw records up to `tail`) and the lock was
+    /// released: wake producers waiting for room, and, if more is queued than this round
+    /// took, one sleeping consumer (a wake-one put woke only us). One fence orders the head
+    /// store before both waiter-count reads; when nobody sleeps this is the fence and two
+    /// loads from one line, and no word of the producers' is read.
+    #[inline(always)]
+    fn wake_after_get(&self, head: u64, tail: u64) {
+        let h = self.h();
+        prim::fence(Ordering::SeqCst);
+        sync::notify_fenced(&h.cons.space_seq, &h.shared.producers_waiting, i32::MAX);
+        if h.shared.consumers_waiting.load(Ordering::Relaxed) != 0
+            && (head != tail || self.published_tail(head) != head)
+        {
+            sync::notify_fenced(&h.prod.data_seq, &h.shared.consumers_waiting, 1);
         }
     }
 
@@ -186,35 +230,66 @@ impl<M: Memory> Ring<M> {
     /// Begin a round that finds at least one message: takes the consumer lock and waits
     /// (per `block`) while the queue is empty. Errors: `Empty` (`Block::No`), `Timeout`,
     /// `Closed` once drained, `Corrupt`.
+    ///
+    /// The first try is inline (the common case: a message is there); waiting, and the
+    /// tries after it, are [`begin_nonempty_wait`](Self::begin_nonempty_wait).
     #[inline(always)]
     pub(super) fn begin_nonempty(&self, block: Block) -> Result<(GetRound<'_>, Found)> {
-        let h = self.h();
         let deadline = block.deadline();
-        loop {
-            let mut round = match self.begin_get(&deadline) {
-                Ok(r) => r,
-                Err(Error::Timeout) => {
-                    // Leaving without taking anything: pass a wake that may have been ours on.
-                    self.pass_on_wake();
-                    return Err(if matches!(block, Block::No) {
-                        Error::Empty
-                    } else {
-                        Error::Timeout
-                    });
-                }
-                Err(e) => return Err(e),
-            };
-            match self.next_record(&mut round) {
-                Ok(Some(f)) => return Ok((round, f)),
-                Ok(None) => {}
-                Err(e) => {
-                    // Padding stepped over before the bad frame is released.
-                    self.end_get(round);
-                    return Err(e);
-                }
+        match self.try_begin_nonempty(block, &deadline)? {
+            Ok(found) => Ok(found),
+            Err(head) => self.begin_nonempty_wait(block, &deadline, head),
+        }
+    }
+
+    /// One try of [`begin_nonempty`](Self::begin_nonempty): the round and its first message,
+    /// or (`Ok(Err(head))`) the queue was empty at `head` (the round ended).
+    #[inline(always)]
+    fn try_begin_nonempty(
+        &self,
+        block: Block,
+        deadline: &Deadline,
+    ) -> Result<std::result::Result<(GetRound<'_>, Found), u64>> {
+        let mut round = match self.begin_get(deadline) {
+            Ok(r) => r,
+            Err(Error::Timeout) => {
+                // Leaving without taking anything: pass a wake that may have been ours on.
+                self.pass_on_wake();
+                return Err(if matches!(block, Block::No) {
+                    Error::Empty
+                } else {
+                    Error::Timeout
+                });
             }
-            let head = round.head;
-            self.end_get(round);
+            Err(e) => return Err(e),
+        };
+        match self.next_record(&mut round) {
+            Ok(Some(f)) => Ok(Ok((round, f))),
+            Ok(None) => {
+                let head = round.head;
+                self.end_get(round);
+                Ok(Err(head))
+            }
+            Err(e) => {
+                // Padding stepped over before the bad frame is released.
+                self.end_get(round);
+                Err(e)
+            }
+        }
+    }
+
+    /// [`begin_nonempty`](Self::begin_nonempty) after a try found the queue empty at `head`:
+    /// closed and drained gives `Closed`, `Block::No` gives `Empty`, else wait for a put and
+    /// try again.
+    #[inline(never)]
+    fn begin_nonempty_wait(
+        &self,
+        block: Block,
+        deadline: &Deadline,
+        mut head: u64,
+    ) -> Result<(GetRound<'_>, Found)> {
+        let h = self.h();
+        loop {
             // Empty. Closed and still empty in the same read of the tail word: drained.
             let word = h.prod.tail.load(Ordering::Acquire);
             if word & CLOSED != 0 && word & !CLOSED == head {
@@ -229,26 +304,88 @@ impl<M: Memory> Ring<M> {
                 &h.shared.consumers_waiting,
                 Some(&h.shared.empty_events),
                 self.spin,
-                &deadline,
+                deadline,
                 || h.prod.tail.load(Ordering::Acquire) != h.cons.head.load(Ordering::Relaxed),
             ) {
                 self.pass_on_wake();
                 return Err(e);
             }
+            match self.try_begin_nonempty(block, deadline)? {
+                Ok(found) => return Ok(found),
+                Err(at) => head = at,
+            }
         }
+    }
+
+    /// Get one message: `read(record)` copies its payload out while the consumer lock is
+    /// held, and its result is returned. Errors as for [`get_batch`](Self::get_batch).
+    ///
+    /// The single-message path: the lock (one compare-and-swap), `head` (one load), the
+    /// cached `tail` (the shared word only when the cached one shows nothing after `head`),
+    /// the validation of one frame ([`frame_at`](Self::frame_at), as every get does), the
+    /// copy, the publishing store of `head`, the unlock, and the wake check. No deadline is
+    /// computed and the clock is not read unless the call has to wait. Anything else
+    /// (padding, a corrupt frame, a busy lock) is the general path's, which takes the lock
+    /// again and decides; an empty queue goes straight to waiting.
+    #[inline(always)]
+    pub fn get_one<R>(&self, block: Block, read: impl FnOnce(Record<'_>) -> R) -> Result<R> {
+        let c = &self.h().cons;
+        let mut empty_at = None;
+        if let Some(guard) = self.try_lock(&c.lock, false) {
+            let head = c.head.load(Ordering::Relaxed);
+            let tail = self.published_tail(head);
+            if head == tail {
+                if head <= MAX_POS {
+                    empty_at = Some(head);
+                }
+            } else if let Some(Step::Msg(f)) = self.step_at(head, tail) {
+                let out = read(self.record(f.off, f.len));
+                let next = head + record_size(f.len as u64);
+                let count = c.get_count.load(Ordering::Relaxed).wrapping_add(1);
+                let bytes = c.get_bytes.load(Ordering::Relaxed);
+                self.publish_head(next, count, bytes.wrapping_add(f.len as u64));
+                drop(guard);
+                self.wake_after_get(next, tail);
+                return Ok(out);
+            }
+            drop(guard);
+        }
+        self.get_one_slow(block, empty_at, read)
+    }
+
+    /// [`get_one`](Self::get_one) when its one try did not do: wait if it found the queue
+    /// empty at `empty_at`, else begin a general round.
+    #[inline(never)]
+    fn get_one_slow<R>(
+        &self,
+        block: Block,
+        empty_at: Option<u64>,
+        read: impl FnOnce(Record<'_>) -> R,
+    ) -> Result<R> {
+        let (mut round, f) = match empty_at {
+            Some(head) => self.begin_nonempty_wait(block, &block.deadline(), head)?,
+            None => self.begin_nonempty(block)?,
+        };
+        let out = read(self.record(f.off, f.len));
+        self.take(&mut round, &f);
+        self.end_get(round);
+        Ok(out)
     }
 
     /// Get up to `max` messages (at least one unless an error is returned): `read(record)`
     /// is called once per message, in order, while the consumer lock is held; it copies the
-    /// payload out through the [`Record`] handle.
+    /// payload out through the [`Record`] handle. One message (`max == 1`) goes through
+    /// [`get_one`](Self::get_one).
     pub fn get_batch(
         &self,
         max: usize,
         block: Block,
         mut read: impl FnMut(Record<'_>),
     ) -> Result<usize> {
-        if max == 0 {
-            return Ok(0);
+        match max {
+            0 => return Ok(0),
+            1 => return self.get_one(block, read).map(|()| 1),
+            _ => {}
         }
         let (mut round, mut f) = self.begin_nonempty(block)?;
         let mut got = 0usize;

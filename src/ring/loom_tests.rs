@@ -2,6 +2,11 @@
 //! waits and wake-ups of `src/ring/` and `src/sync/`, on the atomics and emulated futex of
 //! `src/sync/prim.rs` (issue 9, section 6).
 //!
+//! `put` and `get` below move one message, so they run the single-message paths
+//! (`put_batch(1, ..)` is `put_one`, `get_batch(1, ..)` is `get_one`: issue 14), including
+//! their fallback to the rounds of the batch path (padding, no room, an empty ring);
+//! scenario (f) mixes them with batches of two.
+//!
 //! ```sh
 //! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
 //!     cargo test --release --lib ring::loom_tests -- --nocapture
@@ -60,6 +65,17 @@ fn put(r: &HeapRing, m: &[u8]) -> Result<usize> {
         |_| Ok(m.len()),
         |_, slot| slot.write(m),
     )
+}
+
+/// Up to `max` messages with one `get_batch` (the batch path when `max > 1`).
+fn get_many(r: &HeapRing, max: usize) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    r.get_batch(max, Block::Until(None), |rec| {
+        let mut m = Vec::new();
+        rec.extend_vec(&mut m);
+        out.push(m);
+    })?;
+    Ok(out)
 }
 
 fn get(r: &HeapRing) -> Result<Vec<u8>> {
@@ -229,5 +245,52 @@ fn dead_producer_is_taken_over_while_a_consumer_runs() {
         assert_eq!(c.join().unwrap(), [msg(0, 24), msg(1, 16)]);
         assert_eq!(r.h().prod.put_count.load(Ordering::Relaxed), 2);
         assert!(r.is_empty());
+    });
+}
+
+/// (f) The single-message path and the batch path side by side (issue 14): positions at
+/// 40, so records wrap behind padding. One producer puts two 8-byte messages with one
+/// `put_batch` (the rounds), another puts one with `put_one`; a consumer takes them with
+/// `get_batch` of up to two (the batch path) and then single gets. All three arrive
+/// intact, the batch's two in order, and the counters agree.
+#[test]
+fn single_and_batch_paths_interleave() {
+    check(|| {
+        let r = ring_at(40);
+        let b = {
+            let r = r.clone();
+            thread::spawn(move || {
+                let ms = [msg(1, 8), msg(2, 8)];
+                let n = r
+                    .put_batch(
+                        2,
+                        Block::Until(None),
+                        |i| Ok(ms[i].len()),
+                        |i, slot| slot.write(&ms[i]),
+                    )
+                    .unwrap();
+                assert_eq!(n, 2);
+            })
+        };
+        let c = {
+            let r = r.clone();
+            thread::spawn(move || {
+                let mut got = get_many(&r, 2).unwrap();
+                while got.len() < 3 {
+                    got.push(get(&r).unwrap());
+                }
+                got
+            })
+        };
+        r.put_one(8, Block::Until(None), |slot| slot.write(&msg(3, 8)))
+            .unwrap();
+        b.join().unwrap();
+        let got = c.join().unwrap();
+        let batch: Vec<_> = got.iter().filter(|m| **m != msg(3, 8)).cloned().collect();
+        assert_eq!(batch, [msg(1, 8), msg(2, 8)]);
+        assert!(got.contains(&msg(3, 8)));
+        assert!(r.is_empty());
+        assert_eq!(r.h().prod.put_count.load(Ordering::Relaxed), 4);
+        assert_eq!(r.h().cons.get_count.load(Ordering::Relaxed), 4);
     });
 }

@@ -110,6 +110,11 @@ pub struct Ring<M: Memory = Segment> {
     hdr: *const Header,
     data: *mut u8,
     cap: u64,
+    /// `cap - 1` when the capacity is a power of two (positions map to offsets by a mask),
+    /// else 0 (by a division).
+    mask: u64,
+    /// [`max_message`](Self::max_message), computed once.
+    max_msg: usize,
     /// Largest number of queued messages (`Tasks::max_messages`, read once at open; 0:
     /// bounded by bytes only).
     max_msgs: u64,
@@ -166,6 +171,8 @@ impl<M: Memory> Ring<M> {
             hdr,
             data,
             cap,
+            mask: if cap.is_power_of_two() { cap - 1 } else { 0 },
+            max_msg: (cap - FRAME).min(u32::MAX as u64) as usize,
             max_msgs,
             spin: DEFAULT_SPIN,
             holder,
@@ -215,8 +222,19 @@ impl<M: Memory> Ring<M> {
 
     /// Largest message payload this ring accepts: `capacity - 8`, and at most
     /// `u32::MAX` bytes (a frame records its length in 32 bits).
+    #[inline]
     pub fn max_message(&self) -> usize {
-        (self.cap - FRAME).min(u32::MAX as u64) as usize
+        self.max_msg
+    }
+
+    /// The error for a message of `size` bytes, larger than [`max_message`](Self::max_message)
+    /// (it names the size and the limit, never a position or an index in a batch).
+    #[cold]
+    pub(crate) fn too_large(&self, size: usize) -> Error {
+        Error::TooLarge {
+            size,
+            max: self.max_msg,
+        }
     }
 
     /// Largest number of queued messages (0: bounded by bytes only).
@@ -229,7 +247,22 @@ impl<M: Memory> Ring<M> {
         self.h().prod.tail.load(Ordering::Acquire) & CLOSED != 0
     }
 
-    /// Take the producer or consumer lock word `word`, waiting until `deadline`.
+    /// The single-message paths' lock: `word` (the producer's when `producer`) if one
+    /// compare-and-swap takes it, as [`lock`](Self::lock) would have. `None` when that
+    /// would not do: the lock is held (also by a loan of this thread, which the full path
+    /// reports), the holder must re-claim its id after a `fork`, or a dead holder's lock
+    /// must be taken over and repaired. The caller then takes the full path.
+    #[inline(always)]
+    fn try_lock<'a>(&self, word: &'a AtomicU32, producer: bool) -> Option<sync::LockGuard<'a>> {
+        if self.lent_by_this_thread(producer) {
+            return None;
+        }
+        RobustLock::new(word).try_lock(self.holder.current_id()?)
+    }
+
+    /// Take the producer or consumer lock word `word`, waiting until `deadline`: one
+    /// compare-and-swap when the lock is free, else [`lock_contended`](Self::lock_contended).
+    #[inline(always)]
     fn lock<'a>(
         &self,
         word: &'a AtomicU32,
@@ -237,6 +270,22 @@ impl<M: Memory> Ring<M> {
     ) -> Result<(sync::LockGuard<'a>, Acquired)> {
         let h = self.h();
         let me = self.holder.id(|id| lock_names(h, id))?;
+        match RobustLock::new(word).try_lock(me) {
+            Some(guard) => Ok((guard, Acquired::Clean)),
+            None => self.lock_contended(word, me, deadline),
+        }
+    }
+
+    /// [`lock`](Self::lock) when the first compare-and-swap failed: spin, sleep, take over
+    /// from a dead holder, give up on a closed queue.
+    #[inline(never)]
+    fn lock_contended<'a>(
+        &self,
+        word: &'a AtomicU32,
+        me: u32,
+        deadline: &Deadline,
+    ) -> Result<(sync::LockGuard<'a>, Acquired)> {
+        let h = self.h();
         // A closed queue frees a producer waiting for its lock at once, and a consumer once
         // nothing is left to drain (`close` also wakes sleepers on both lock words).
         let producer = std::ptr::eq(word, &h.prod.lock);

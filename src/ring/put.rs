@@ -21,6 +21,25 @@ use crate::error::{Error, Result};
 use crate::mapping::Memory;
 use crate::sync::{self, Acquired, Deadline, LockGuard};
 
+/// Whether `word`, the `tail` word read under the producer lock, allows a put: not
+/// closed, and a valid position.
+#[inline(always)]
+fn tail_ok(word: u64) -> bool {
+    // A multiple of 8 has the closed bit (bit 0) clear.
+    word <= MAX_POS && word.is_multiple_of(8)
+}
+
+/// The error for a `tail` word that [`tail_ok`] refuses.
+#[cold]
+fn tail_error(word: u64) -> Error {
+    let pos = word & !CLOSED;
+    if pos > MAX_POS || !pos.is_multiple_of(8) {
+        Error::corrupt(format!("tail {pos} out of range"))
+    } else {
+        Error::Closed
+    }
+}
+
 /// Longest a spinning producer waits for a quarter of the ring rather than for its record.
 const HYSTERESIS_MAX: std::time::Duration = std::time::Duration::from_micros(50);
 
@@ -85,12 +104,8 @@ impl<M: Memory> Ring<M> {
         let guard = self.lock_producer(deadline)?;
         // Under the producer lock only `close` (setting CLOSED) changes this word.
         let from = h.prod.tail.load(Ordering::Relaxed);
-        let pos = from & !CLOSED;
-        if pos > MAX_POS || !pos.is_multiple_of(8) {
-            return Err(Error::corrupt(format!("tail {pos} out of range")));
-        }
-        if from & CLOSED != 0 {
-            return Err(Error::Closed);
+        if !tail_ok(from) {
+            return Err(tail_error(from));
         }
         Ok(PutRound {
             guard,
@@ -117,10 +132,10 @@ impl<M: Memory> Ring<M> {
     ) -> Result<Reserve> {
         let h = self.h();
         if len > self.max_message() {
-            return Err(Error::TooLarge {
-                size: len,
-                max: self.max_message(),
-            });
+            return Err(self.too_large(len));
+        }
+        if let Some(off) = self.reserve_fast(round, len) {
+            return Ok(Reserve::At(off));
         }
         loop {
             if self.at_message_bound(round.count) {
@@ -168,6 +183,28 @@ impl<M: Memory> Ring<M> {
                 return Ok(Reserve::NoRoom(need));
             }
         }
+    }
+
+    /// Step 2, the common case (the single-message path's only one): room for a record of
+    /// `len` payload bytes at the round's tail without padding, under the message bound,
+    /// and within the free space (the cached `head`, or the shared one when the cached one
+    /// shows too little). `None`: the general [`reserve`](Self::reserve) decides.
+    #[inline(always)]
+    pub(super) fn reserve_fast(&self, round: &PutRound<'_>, len: usize) -> Option<u64> {
+        self.room_at(round.tail, round.count, len)
+    }
+
+    /// [`reserve_fast`](Self::reserve_fast) for a producer at position `tail` that has put
+    /// `count` messages: the ring offset of room for the record, or `None` (also when the
+    /// shared `head` is corrupt: the general path reports it).
+    #[inline(always)]
+    fn room_at(&self, tail: u64, count: u64, len: usize) -> Option<u64> {
+        let rec = record_size(len as u64);
+        let off = self.offset(tail);
+        if rec > self.cap - off || self.at_message_bound(count) {
+            return None;
+        }
+        (rec <= self.room(tail, rec)?).then_some(off)
     }
 
     /// Step 3: write the record reserved at `off` (payload `len` bytes): `fill` writes the
@@ -227,7 +264,6 @@ impl<M: Memory> Ring<M> {
     /// number of messages published.
     #[inline(always)]
     pub(super) fn end_put(&self, round: PutRound<'_>) -> usize {
-        let h = self.h();
         let PutRound {
             guard,
             moved_tail,
@@ -236,12 +272,20 @@ impl<M: Memory> Ring<M> {
         } = round;
         drop(guard);
         if moved_tail {
-            // Records or padding were published: a sleeping consumer must look (it consumes
-            // padding too, which is what a producer waiting for room needs).
-            let wake = if published <= 1 { 1 } else { i32::MAX };
-            sync::notify(&h.prod.data_seq, &h.shared.consumers_waiting, wake);
+            self.wake_consumers(published);
         }
         published
+    }
+
+    /// After a round that moved `tail` (published `published` messages, or only padding)
+    /// released the lock: a sleeping consumer must look (it consumes padding too, which is
+    /// what a producer waiting for room needs). One fence and one load of the consumers'
+    /// waiter count when none sleeps.
+    #[inline(always)]
+    fn wake_consumers(&self, published: usize) {
+        let h = self.h();
+        let wake = if published <= 1 { 1 } else { i32::MAX };
+        sync::notify(&h.prod.data_seq, &h.shared.consumers_waiting, wake);
     }
 
     /// Publish records up to `tail` with one release compare-and-swap from `from` (the
@@ -365,6 +409,8 @@ impl<M: Memory> Ring<M> {
     /// Returns how many messages were published. With [`Block::No`] that may be fewer than
     /// `n` (zero gives [`Error::Full`]); otherwise it is `n` or an error (messages before the
     /// error were published).
+    ///
+    /// One message (`n == 1`) goes through [`put_one`](Self::put_one).
     pub fn put_batch(
         &self,
         n: usize,
@@ -372,12 +418,97 @@ impl<M: Memory> Ring<M> {
         mut size: impl FnMut(usize) -> Result<usize>,
         mut write: impl FnMut(usize, &mut Slot<'_>) -> Result<()>,
     ) -> Result<usize> {
+        if n == 1 {
+            let len = size(0)?;
+            return self.put_one(len, block, |s| write(0, s)).map(|()| 1);
+        }
+        self.put_rounds(n, block, &block.deadline(), size, write)
+    }
+
+    /// Put one message of exactly `len` payload bytes, which `fill` writes into the slot
+    /// (at most `len` bytes; the record publishes what was written): the single-message
+    /// path. Errors: `TooLarge` (before anything else), `Full` ([`Block::No`]), `Timeout`,
+    /// `Closed`, `Corrupt`, and `fill`'s own (nothing is published then).
+    ///
+    /// The common case is one round of the shared steps with no loop around them: the lock
+    /// (one compare-and-swap), the `tail` word (one load), [`reserve_fast`](Self::reserve_fast)
+    /// (one bounds check against the cached `head`), the payload and the frame, the
+    /// publishing compare-and-swap of `tail`, the unlock, and a wake check that is one load
+    /// when no consumer sleeps. The clock is not read and no deadline is computed unless
+    /// the call has to wait. Anything else (padding at the end of the ring, no room, the
+    /// message bound) continues the same round in the general loop of [`put_batch`](Self::put_batch).
+    #[inline(always)]
+    pub fn put_one(
+        &self,
+        len: usize,
+        block: Block,
+        mut fill: impl FnMut(&mut Slot<'_>) -> Result<()>,
+    ) -> Result<()> {
+        if len > self.max_message() {
+            return Err(self.too_large(len));
+        }
+        let p = &self.h().prod;
+        if let Some(guard) = self.try_lock(&p.lock, true) {
+            // Under the producer lock only `close` (setting CLOSED) changes this word.
+            let from = p.tail.load(Ordering::Relaxed);
+            if tail_ok(from) {
+                let count = p.put_count.load(Ordering::Relaxed);
+                if let Some(off) = self.room_at(from, count, len) {
+                    let mut slot = self.slot(off, len);
+                    // An error of `fill` leaves nothing visible: the lock is released
+                    // (the guard's drop) with `tail` unchanged.
+                    fill(&mut slot)?;
+                    let written = slot.written();
+                    self.write_frame(off, written as u32, MSG);
+                    let bytes = p.put_bytes.load(Ordering::Relaxed);
+                    let r = self.publish_tail(
+                        from,
+                        from + record_size(written as u64),
+                        count.wrapping_add(1),
+                        bytes.wrapping_add(written as u64),
+                    );
+                    drop(guard);
+                    if r.is_ok() {
+                        self.wake_consumers(1);
+                    }
+                    return r;
+                }
+            }
+            // Anything else (closed, corrupt, padding, no room, the message bound) is the
+            // general path's, which takes the lock again and decides.
+            drop(guard);
+        }
+        self.put_one_slow(len, block, fill)
+    }
+
+    /// [`put_one`](Self::put_one) when its one try did not do: the rounds of
+    /// [`put_batch`](Self::put_batch) for one message.
+    #[inline(never)]
+    fn put_one_slow(
+        &self,
+        len: usize,
+        block: Block,
+        mut fill: impl FnMut(&mut Slot<'_>) -> Result<()>,
+    ) -> Result<()> {
+        self.put_rounds(1, block, &block.deadline(), |_| Ok(len), |_, s| fill(s))
+            .map(|_| ())
+    }
+
+    /// The loop of [`put_batch`](Self::put_batch): rounds until `n` messages are published,
+    /// waiting for room between them.
+    fn put_rounds(
+        &self,
+        n: usize,
+        block: Block,
+        deadline: &Deadline,
+        mut size: impl FnMut(usize) -> Result<usize>,
+        mut write: impl FnMut(usize, &mut Slot<'_>) -> Result<()>,
+    ) -> Result<usize> {
         let h = self.h();
-        let deadline = block.deadline();
         let mut done = 0usize;
         let mut cur_len: Option<usize> = None;
         while done < n {
-            let mut round = match self.begin_put(&deadline) {
+            let mut round = match self.begin_put(deadline) {
                 Ok(r) => r,
                 Err(Error::Timeout) if matches!(block, Block::No) => {
                     return if done > 0 { Ok(done) } else { Err(Error::Full) };
@@ -398,7 +529,7 @@ impl<M: Memory> Ring<M> {
                         }
                     },
                 };
-                match self.reserve(&mut round, len, &deadline) {
+                match self.reserve(&mut round, len, deadline) {
                     Ok(Reserve::At(off)) => {
                         if let Err(e) = self.write_record(&mut round, off, len, |s| write(i, s)) {
                             result = Err(e);
@@ -427,7 +558,7 @@ impl<M: Memory> Ring<M> {
                 h.shared.full_events.fetch_add(1, Ordering::Relaxed);
                 return if done > 0 { Ok(done) } else { Err(Error::Full) };
             }
-            self.wait_for_room(need, &deadline).map_err(|e| {
+            self.wait_for_room(need, deadline).map_err(|e| {
                 if done > 0 {
                     Error::Timeout
                 } else {

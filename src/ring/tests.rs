@@ -471,3 +471,167 @@ fn read_lease_stops_before_a_corrupt_frame() {
     ));
     assert!(matches!(get(&r, Block::No), Err(Error::Corrupt(_))));
 }
+
+/// The single-message path (issue 14) at the edges: from every position of a 256-byte
+/// ring, messages of 0 bytes, around 8, half the ring and the whole ring, alone and behind
+/// a queued message; each arrives intact through `put_one`/`get_one` (falling back to the
+/// rounds where padding or a full ring needs them), and the counters agree.
+#[test]
+fn single_path_at_every_position_and_size() {
+    let sizes = [0usize, 1, 7, 8, 9, 15, 16, 17, 119, 120, 121, 240, 248];
+    // Under Miri (some 1000 times slower) every fifth position.
+    for start in (0..256).step_by(if cfg!(miri) { 40 } else { 8 }) {
+        for &len in &sizes {
+            let r = Ring::in_memory(256).unwrap();
+            if start > 0 {
+                put(&r, &vec![0xEE; start - FRAME as usize], Block::No).unwrap();
+                get(&r, Block::No).unwrap();
+            }
+            let m: Vec<u8> = (0..len).map(|i| (i * 7 + start) as u8).collect();
+            r.put_one(len, Block::No, |s| s.write(&m)).unwrap();
+            let got = r.get_one(Block::No, |rec| {
+                let mut v = Vec::new();
+                rec.extend_vec(&mut v);
+                v
+            });
+            assert_eq!(got.unwrap(), m, "start {start}, len {len}");
+            // Behind a queued 8-byte message: fits or is Full, never anything else.
+            r.put_one(8, Block::No, |s| s.write(&[1; 8])).unwrap();
+            match r.put_one(len, Block::No, |s| s.write(&m)) {
+                Ok(()) => {
+                    assert_eq!(get(&r, Block::No).unwrap(), [1; 8]);
+                    assert_eq!(get(&r, Block::No).unwrap(), m);
+                }
+                Err(Error::Full) => {
+                    assert!(len > 256 - 16 - 8, "start {start}, len {len}");
+                    assert_eq!(get(&r, Block::No).unwrap(), [1; 8]);
+                }
+                Err(e) => panic!("start {start}, len {len}: {e:?}"),
+            }
+            assert!(matches!(get(&r, Block::No), Err(Error::Empty)));
+            let h = r.header();
+            assert_eq!(
+                h.prod.put_count.load(Ordering::Relaxed),
+                h.cons.get_count.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+/// A message too large for the ring names its size and the limit, on the single path,
+/// the batch path and a write loan alike (issue 14: never a position or a batch index).
+#[test]
+fn too_large_names_the_size_and_the_limit() {
+    let r = Ring::in_memory(256).unwrap();
+    let e = r.put_one(300, Block::No, |_| Ok(())).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::TooLarge {
+                size: 300,
+                max: 248
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("300 bytes") && text.contains("248 bytes"),
+        "{text}"
+    );
+    let sizes = [8usize, 300];
+    let e = r
+        .put_batch(2, Block::No, |i| Ok(sizes[i]), |_, _| Ok(()))
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::TooLarge {
+                size: 300,
+                max: 248
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(matches!(
+        r.lease_write(249, Block::No),
+        Err(Error::TooLarge {
+            size: 249,
+            max: 248
+        })
+    ));
+}
+
+/// An error of the payload writer on the single path publishes nothing and leaves the
+/// lock free; a closed queue refuses the put and, once drained, the get.
+#[test]
+fn single_path_writer_error_and_close() {
+    let r = Ring::in_memory(256).unwrap();
+    let e = r
+        .put_one(8, Block::No, |s| {
+            s.write(&[1; 4])?;
+            Err(Error::Codec("no".into()))
+        })
+        .unwrap_err();
+    assert!(matches!(e, Error::Codec(_)));
+    assert!(r.is_empty());
+    r.put_one(3, Block::No, |s| s.write(b"abc")).unwrap();
+    r.close();
+    assert!(matches!(
+        r.put_one(1, Block::No, |s| s.write(b"x")),
+        Err(Error::Closed)
+    ));
+    assert_eq!(get(&r, Block::No).unwrap(), b"abc");
+    assert!(matches!(
+        r.get_one(Block::timeout(Duration::from_secs(5)), |_| ()),
+        Err(Error::Closed)
+    ));
+}
+
+/// Untrusted bytes on the single path: a bad frame at `head`, a misaligned or huge
+/// `tail`, a corrupt `head` are `Corrupt` (never a panic or a read past the ring).
+#[test]
+fn single_path_corrupt_header_and_frames() {
+    let r = Ring::in_memory(256).unwrap();
+    put(&r, b"12345678", Block::No).unwrap();
+    let mut img = r.to_bytes();
+    let ring_off = img.len() - 256;
+    // Frame at position 0: length far past the ring.
+    img[ring_off..ring_off + 4].copy_from_slice(&1000u32.to_le_bytes());
+    let bad = Ring::from_bytes(&img).unwrap();
+    assert!(matches!(
+        bad.get_one(Block::No, |_| ()),
+        Err(Error::Corrupt(_))
+    ));
+    // Unknown tag.
+    let mut img2 = r.to_bytes();
+    img2[ring_off + 4..ring_off + 8].copy_from_slice(&7u32.to_le_bytes());
+    let bad = Ring::from_bytes(&img2).unwrap();
+    assert!(matches!(
+        bad.get_one(Block::No, |_| ()),
+        Err(Error::Corrupt(_))
+    ));
+    // Positions.
+    let h = r.header();
+    h.prod.tail.store(20, Ordering::Relaxed);
+    assert!(matches!(
+        r.put_one(1, Block::No, |s| s.write(b"x")),
+        Err(Error::Corrupt(_))
+    ));
+    assert!(matches!(
+        r.get_one(Block::No, |_| ()),
+        Err(Error::Corrupt(_))
+    ));
+    h.prod.tail.store(16, Ordering::Relaxed);
+    h.cons.head.store(1 << 40, Ordering::Relaxed);
+    assert!(matches!(
+        r.get_one(Block::No, |_| ()),
+        Err(Error::Corrupt(_))
+    ));
+    // A fresh handle has no cached `head`: its put reads the corrupt one.
+    let fresh = Ring::from_bytes(&r.to_bytes()).unwrap();
+    assert!(matches!(
+        fresh.put_one(1, Block::No, |s| s.write(b"x")),
+        Err(Error::Corrupt(_))
+    ));
+}

@@ -213,10 +213,18 @@ impl Holder {
     /// claimed it.
     #[inline]
     pub(crate) fn id(&self, in_use: impl Fn(u32) -> bool) -> Result<u32> {
-        if self.generation.load(Ordering::Acquire) == FORK_GENERATION.load(Ordering::Relaxed) {
-            return Ok(self.id.load(Ordering::Relaxed));
+        match self.current_id() {
+            Some(id) => Ok(id),
+            None => self.reclaim(&in_use),
         }
-        self.reclaim(&in_use)
+    }
+
+    /// This holder's id if it needs no re-claim (this process is not a `fork` child of the
+    /// one that claimed it): the fast path of [`Holder::id`].
+    #[inline(always)]
+    pub(crate) fn current_id(&self) -> Option<u32> {
+        (self.generation.load(Ordering::Acquire) == FORK_GENERATION.load(Ordering::Relaxed))
+            .then(|| self.id.load(Ordering::Relaxed))
     }
 
     #[cold]

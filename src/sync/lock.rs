@@ -91,6 +91,18 @@ impl<'a> RobustLock<'a> {
         self.lock_contended(me, holder, deadline, abandon)
     }
 
+    /// One compare-and-swap: the lock if it is free, else `None` (the caller goes on with
+    /// [`lock_or_abandon`](Self::lock_or_abandon)).
+    #[inline(always)]
+    pub fn try_lock(&self, me: u32) -> Option<LockGuard<'a>> {
+        debug_assert!(me != 0 && me & WAITERS == 0);
+        self.word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then(|| self.guard(me))
+    }
+
+    #[inline(always)]
     fn guard(&self, me: u32) -> LockGuard<'a> {
         LockGuard {
             word: self.word,
