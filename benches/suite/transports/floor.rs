@@ -37,8 +37,13 @@ pub fn round_trips(
     });
     const STOP: u64 = u64::MAX;
     let f2 = f.clone();
+    // The echoer says when it is on its CPU, and this thread sleeps until then: it inherits
+    // this thread's CPU, and under a real-time policy (`chrt -f`) a spinning pinger of the
+    // same priority would never let it run there to move itself.
+    let (pinned_tx, pinned_rx) = std::sync::mpsc::channel();
     let t = std::thread::spawn(move || {
         pin(Some(cpu));
+        let _ = pinned_tx.send(());
         let mut local = vec![0u8; size];
         let mut want = 1u64;
         loop {
@@ -59,6 +64,7 @@ pub fn round_trips(
             want += 2;
         }
     });
+    let _ = pinned_rx.recv();
     let msg = vec![0xa5u8; size];
     let mut back = vec![0u8; size];
     let mut next = 0u64;
