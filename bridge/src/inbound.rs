@@ -222,7 +222,7 @@ impl In {
         let js = nats::context(client, &self.link);
         let stream = nats::ensure_stream(&js, &self.link, &who, ctl).await?;
         let sinfo = stream.cached_info();
-        let _mark = crate::mark::register(
+        let mark = crate::mark::Marking::new(
             shmq::internal::bridged::Direction::In,
             &q,
             &self.link,
@@ -250,6 +250,7 @@ impl In {
             who,
             ctl: ctl.clone(),
             cfg: self,
+            mark,
         };
         w.run().await
     }
@@ -271,6 +272,8 @@ struct Worker {
     who: String,
     ctl: Control,
     cfg: In,
+    /// The "bridged" mark, registered again when the bridge follows a new queue.
+    mark: crate::mark::Marking,
 }
 
 /// How handling one message ended.
@@ -677,6 +680,7 @@ impl Worker {
                         n.uid()
                     );
                     self.st.set_queue(n.uid());
+                    self.mark.follow(&n);
                     self.q = n;
                     return Ok(true);
                 }

@@ -170,7 +170,7 @@ impl Out {
         let client = nats::connect(&self.link.server, &who, ctl).await?;
         let js = nats::context(client.clone(), &self.link);
         let stream = nats::ensure_stream(&js, &self.link, &who, ctl).await?;
-        let _mark = crate::mark::register(
+        let mark = crate::mark::Marking::new(
             shmq::internal::bridged::Direction::Out,
             &q,
             &self.link,
@@ -201,6 +201,7 @@ impl Out {
                 stream_max: stream_max(&stream),
                 who,
                 phases: Phases::new(),
+                mark,
             };
             w.run()
         })
@@ -237,6 +238,8 @@ struct Worker {
     stream_max: usize,
     who: String,
     phases: Phases,
+    /// The "bridged" mark, registered again when the bridge follows a new queue.
+    mark: crate::mark::Marking,
 }
 
 /// Why a batch stopped short.
@@ -457,6 +460,10 @@ impl Worker {
             n.uid()
         );
         self.id_prefix = id_prefix(&n);
+        {
+            let _rt = self.handle.enter();
+            self.mark.follow(&n);
+        }
         self.q = n;
     }
 
