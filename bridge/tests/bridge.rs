@@ -1242,3 +1242,65 @@ fn idle_in_bridge_stops_when_its_queue_is_closed() {
     wait_for(30, "the idle in bridge to stop", || inb.is_finished());
     inb.join().unwrap();
 }
+
+/// The "bridged" mark follows the queue: after the local queue is removed and created
+/// again under each running bridge, `shmq::internal::bridged::of_queue` names the new
+/// queue (its uid, and the object now at the name) and no longer the removed one. Before:
+/// the mark kept naming the removed queue, so `shmq ls` showed the new one as not bridged.
+#[test]
+fn mark_follows_a_recreated_local_queue() {
+    use shmq::internal::bridged::{self, Direction};
+    let srv = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (name("mk-a"), name("mk-b"));
+    let qa = RawQueue::create(&a, 1 << 16).unwrap();
+    let qb = RawQueue::create(&b, 1 << 16).unwrap();
+    let out = Out::new(&a, "mk.out").server(srv.url()).spawn().unwrap();
+    let inb = In::new(&b, "mk.in")
+        .server(srv.url())
+        .state_file(dir.path().join("in.state"))
+        .spawn()
+        .unwrap();
+    // The live mark of `queue` for `dir`, if it names the queue with uid `uid` and is
+    // current (the object at the name is the one it names).
+    let marked = |queue: &str, dir: Direction, uid: u64| {
+        bridged::of_queue(queue)
+            .iter()
+            .any(|m| m.info.direction == dir && m.queue_uid == uid && m.is_current())
+    };
+    wait_for(30, "the out bridge's mark", || marked(&a, Direction::Out, qa.uid()));
+    wait_for(30, "the in bridge's mark", || marked(&b, Direction::In, qb.uid()));
+
+    shmq::remove(&a).unwrap();
+    shmq::remove(&b).unwrap();
+    let qa2 = RawQueue::create(&a, 1 << 16).unwrap();
+    let qb2 = RawQueue::create(&b, 1 << 16).unwrap();
+    assert_ne!(qa.uid(), qa2.uid());
+    wait_for(30, "the out bridge's mark on the new queue", || {
+        marked(&a, Direction::Out, qa2.uid())
+    });
+    wait_for(30, "the in bridge's mark on the new queue", || {
+        marked(&b, Direction::In, qb2.uid())
+    });
+    for (q, old) in [(&a, qa.uid()), (&b, qb.uid())] {
+        assert!(
+            bridged::of_queue(q).iter().all(|m| m.queue_uid != old),
+            "a mark still names the removed queue {q}"
+        );
+    }
+    // And the bridges still work on the new queues.
+    qa2.put(b"after").unwrap();
+    let r = rt();
+    let j = js(&r, &srv.url());
+    wait_for(30, "the new queue's message in the stream", || {
+        stream_messages(&r, &j, &shmq_bridge::default_stream_name("mk.out")) == 1
+    });
+    out.stop().unwrap();
+    inb.stop().unwrap();
+    assert!(bridged::of_queue(&a).is_empty() && bridged::of_queue(&b).is_empty());
+    drop((qa, qb, qa2, qb2));
+    for n in [&a, &b] {
+        let _ = shmq::remove(n);
+        assert!(!Path::new(&format!("/dev/shm/shmq.{n}")).exists(), "{n} left behind");
+    }
+}
