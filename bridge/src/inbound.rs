@@ -452,7 +452,11 @@ impl Worker {
                     what: format!(
                         "{what} (durable {:?} on stream {:?}, subject {:?})",
                         self.durable,
-                        self.cfg.link.stream.as_deref().unwrap_or("that captures it"),
+                        self.cfg
+                            .link
+                            .stream
+                            .as_deref()
+                            .unwrap_or("that captures it"),
                         self.cfg.link.subject
                     ),
                     reason: j.to_string(),

@@ -225,8 +225,7 @@ pub(crate) async fn connect(server: &str, name: &str, ctl: &Control) -> Result<a
                             );
                         }
                         async_nats::Event::ServerError(async_nats::ServerError::Other(m))
-                            if m
-                                .to_ascii_lowercase()
+                            if m.to_ascii_lowercase()
                                 .contains("permissions violation for publish") =>
                         {
                             tracing::error!("{label}: NATS: {m}");

@@ -500,7 +500,10 @@ impl Worker {
             ),
             reason: why,
         };
-        tracing::error!("{}: {e}; the unpublished messages stay in the queue", self.who);
+        tracing::error!(
+            "{}: {e}; the unpublished messages stay in the queue",
+            self.who
+        );
         e
     }
 

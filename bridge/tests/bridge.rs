@@ -397,7 +397,8 @@ fn kill9_each_bridge_20_times_mid_stream() {
                     if distinct >= t {
                         break;
                     }
-                    let d = *deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(120));
+                    let d =
+                        *deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(120));
                     if Instant::now() > d {
                         break;
                     }
@@ -443,7 +444,9 @@ fn kill9_each_bridge_20_times_mid_stream() {
     let n_sent = producer.join().unwrap();
     let (mut seen, out_of_order) = consumer.join().unwrap();
     seen.resize(seen.len().max(n_sent as usize), 0);
-    let extra: Vec<usize> = (n_sent as usize..seen.len()).filter(|&i| seen[i] > 0).collect();
+    let extra: Vec<usize> = (n_sent as usize..seen.len())
+        .filter(|&i| seen[i] > 0)
+        .collect();
     let lost: Vec<usize> = (0..n_sent as usize).filter(|&i| seen[i] == 0).collect();
     let dups: u32 = seen.iter().map(|&c| c.saturating_sub(1)).sum();
     let r = rt();
@@ -1268,8 +1271,12 @@ fn mark_follows_a_recreated_local_queue() {
             .iter()
             .any(|m| m.info.direction == dir && m.queue_uid == uid && m.is_current())
     };
-    wait_for(30, "the out bridge's mark", || marked(&a, Direction::Out, qa.uid()));
-    wait_for(30, "the in bridge's mark", || marked(&b, Direction::In, qb.uid()));
+    wait_for(30, "the out bridge's mark", || {
+        marked(&a, Direction::Out, qa.uid())
+    });
+    wait_for(30, "the in bridge's mark", || {
+        marked(&b, Direction::In, qb.uid())
+    });
 
     shmq::remove(&a).unwrap();
     shmq::remove(&b).unwrap();
@@ -1301,6 +1308,9 @@ fn mark_follows_a_recreated_local_queue() {
     drop((qa, qb, qa2, qb2));
     for n in [&a, &b] {
         let _ = shmq::remove(n);
-        assert!(!Path::new(&format!("/dev/shm/shmq.{n}")).exists(), "{n} left behind");
+        assert!(
+            !Path::new(&format!("/dev/shm/shmq.{n}")).exists(),
+            "{n} left behind"
+        );
     }
 }

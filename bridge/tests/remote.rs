@@ -433,7 +433,10 @@ fn bridges_fail_fast_on_refused_publishes_and_consumers() {
     );
     let url = format!("nats://shmq:pw@127.0.0.1:{}", srv.port);
     for wild in ["wild.*", ">", "wild.>"] {
-        let e = result_within(Out::new(q, wild).server(url.clone()).create(create).spawn(), 20);
+        let e = result_within(
+            Out::new(q, wild).server(url.clone()).create(create).spawn(),
+            20,
+        );
         assert!(
             matches!(&e, Some(Error::Config(m)) if m.contains("wildcard")),
             "out on {wild:?}: {e:?}"
