@@ -358,7 +358,7 @@ fn kill9_each_bridge_20_times_mid_stream() {
                 q.put(&n.to_le_bytes()).unwrap();
                 n += 1;
                 sent.store(n, Ordering::Relaxed);
-                if n % 250 == 0 {
+                if n.is_multiple_of(250) {
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 if tail_end == u64::MAX && kills_done.load(Ordering::Relaxed) {
@@ -416,7 +416,6 @@ fn kill9_each_bridge_20_times_mid_stream() {
             {
                 see(&buf, &mut seen, &mut distinct);
             }
-            drop(see);
             (seen, order.out_of_order)
         })
     };
