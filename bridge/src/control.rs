@@ -40,6 +40,10 @@ pub(crate) struct Counters {
     pub disconnects: AtomicU64,
     pub lag: AtomicU64,
     pub connected: AtomicBool,
+    /// The last "Permissions Violation for Publish to ..." the server sent (asynchronously,
+    /// as `-ERR`): a publish it dropped, whose ack then never comes. The out bridge reads
+    /// it to tell a refused subject (permanent) from a slow server (retried).
+    pub denied: std::sync::Mutex<Option<String>>,
 }
 
 /// A snapshot of a bridge's counters, since it started.

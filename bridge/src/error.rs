@@ -13,7 +13,7 @@
 /// | [`QueueMissing`](Error::QueueMissing), [`Config`](Error::Config), [`Refused`](Error::Refused) | the configuration: fix it, then start again | 2 |
 /// | [`TooLargeForServer`](Error::TooLargeForServer) | one message: take it out or raise the limit | 3 |
 /// | [`Queue`](Error::Queue), [`Nats`](Error::Nats) | anything else | 1 |
-/// | [`Stopped`](Error::Stopped) | stopped before the bridge was connected: not a failure | 0 |
+/// | [`Stopped`](Error::Stopped) | not returned by `run`, `stop` or `join` (a stop is `Ok`); kept for compatibility | 0 |
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -79,8 +79,10 @@ pub enum Error {
     Config(String),
     /// The bridge was stopped ([`Control::stop`](crate::Control::stop), SIGINT/SIGTERM
     /// for the binary) before it was connected and set up: nothing was moved. Not a
-    /// failure; [`Running::stop`](crate::Running::stop) and the binary (exit status 0)
-    /// treat it as a clean stop.
+    /// failure: [`Out::run`](crate::Out::run) and [`In::run`](crate::In::run) turn it
+    /// into `Ok(())` (a stop is a stop, connected or not), as do
+    /// [`Running::stop`](crate::Running::stop) and the binary (exit status 0); no public
+    /// call returns it any more. Kept so that code matching on it still builds.
     #[error("stopped before the bridge was connected: {0}")]
     Stopped(String),
 }

@@ -28,7 +28,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
-use async_nats::jetstream::{self, stream::Stream, AckKind};
+use async_nats::jetstream::stream::{ConsumerError, ConsumerErrorKind};
+use async_nats::jetstream::{self, stream::Stream, AckKind, ErrorCode};
 use futures_util::StreamExt;
 use shmq::RawQueue;
 
@@ -201,6 +202,18 @@ impl In {
     /// created again under the bridge is followed (see the module docs). Needs the
     /// multi-thread Tokio runtime.
     pub async fn run(self, ctl: &Control) -> Result<()> {
+        // A stop before the bridge was connected is a stop like any other: `Ok`, as
+        // documented (and as `Running::stop` and the binary have it).
+        match self.run_inner(ctl).await {
+            Err(Error::Stopped(why)) => {
+                tracing::info!("stopped before the bridge was connected: {why}");
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    async fn run_inner(self, ctl: &Control) -> Result<()> {
         let (q, watch) = QueueWatch::open(&self.queue, self.create)?;
         let durable = self.durable_name();
         nats::check_name("durable name", &durable)?;
@@ -209,7 +222,7 @@ impl In {
         let js = nats::context(client, &self.link);
         let stream = nats::ensure_stream(&js, &self.link, &who, ctl).await?;
         let sinfo = stream.cached_info();
-        let _mark = crate::mark::register(
+        let mark = crate::mark::Marking::new(
             shmq::internal::bridged::Direction::In,
             &q,
             &self.link,
@@ -237,6 +250,7 @@ impl In {
             who,
             ctl: ctl.clone(),
             cfg: self,
+            mark,
         };
         w.run().await
     }
@@ -258,6 +272,8 @@ struct Worker {
     who: String,
     ctl: Control,
     cfg: In,
+    /// The "bridged" mark, registered again when the bridge follows a new queue.
+    mark: crate::mark::Marking,
 }
 
 /// How handling one message ended.
@@ -267,6 +283,14 @@ enum Next {
     Done,
     /// A delivery went missing (the consumer sequence jumped): resync before going on.
     Resync(String),
+}
+
+/// Why setting up the consumer failed.
+enum Setup {
+    /// Transient: retry with backoff.
+    Retry(String),
+    /// JetStream refused it for good: stop.
+    Refused(Error),
 }
 
 /// How one pull stream ended.
@@ -400,21 +424,67 @@ impl Worker {
     async fn resync(&mut self) -> Result<std::result::Result<(PullConsumer, u64), String>> {
         let mut stream =
             nats::ensure_stream(&self.js, &self.cfg.link, &self.who, &self.ctl).await?;
-        Ok(self.resync_on(&mut stream).await)
+        match self.resync_on(&mut stream).await {
+            Err(Setup::Refused(e)) => {
+                tracing::error!("{}: {e}", self.who);
+                Err(e)
+            }
+            Err(Setup::Retry(why)) => Ok(Err(why)),
+            Ok(c) => Ok(Ok(c)),
+        }
+    }
+
+    /// A consumer request that failed: [`Setup::Refused`] when JetStream refused it for
+    /// good (status 400/403: e.g. the stream's consumer limit, a configuration it rejects;
+    /// not "already exists", which a retry after the delete can pass), else a retry.
+    fn consumer_fail(&self, what: &str, e: ConsumerError) -> Setup {
+        let j = match e.kind() {
+            ConsumerErrorKind::JetStream(j) => Some(j),
+            _ => nats::api_error(&e),
+        };
+        match j {
+            Some(j)
+                if nats::api_error_is_permanent(&j)
+                    && j.error_code() != ErrorCode::CONSUMER_NAME_EXIST
+                    && j.error_code() != ErrorCode::CONSUMER_ALREADY_EXISTS =>
+            {
+                Setup::Refused(Error::Refused {
+                    what: format!(
+                        "{what} (durable {:?} on stream {:?}, subject {:?})",
+                        self.durable,
+                        self.cfg
+                            .link
+                            .stream
+                            .as_deref()
+                            .unwrap_or("that captures it"),
+                        self.cfg.link.subject
+                    ),
+                    reason: j.to_string(),
+                })
+            }
+            _ => Setup::Retry(e.to_string()),
+        }
     }
 
     async fn resync_on(
         &mut self,
         stream: &mut Stream,
-    ) -> std::result::Result<(PullConsumer, u64), String> {
-        let cons: PullConsumer = stream
+    ) -> std::result::Result<(PullConsumer, u64), Setup> {
+        let cons: PullConsumer = match stream
             .get_or_create_consumer(&self.durable, self.consumer_config(DeliverPolicy::All))
             .await
-            .map_err(|e| e.to_string())?;
+        {
+            Ok(c) => c,
+            Err(e) => return Err(self.consumer_fail("the consumer", e)),
+        };
         // The stream's identity read after the consumer was found: a consumer belongs to
         // the incarnation it was found on, and dies with it, so a stream recreated after
         // this read makes the pull fail and brings the bridge back here.
-        let sinfo = stream.info().await.map_err(|e| e.to_string())?.clone();
+        let sinfo = stream
+            .info()
+            .await
+            .map_err(|e| Setup::Retry(e.to_string()))?
+            .clone();
         let id = state::stream_id(&sinfo);
         if id != self.st.stream() || sinfo.state.last_sequence < self.st.last() {
             tracing::warn!(
@@ -430,7 +500,10 @@ impl Worker {
             );
             self.st.reset(self.q.uid(), id);
         }
-        let info = cons.get_info().await.map_err(|e| e.to_string())?;
+        let info = cons
+            .get_info()
+            .await
+            .map_err(|e| Setup::Retry(e.to_string()))?;
         let floor = info.ack_floor.stream_sequence.max(self.st.last());
         if info.num_ack_pending == 0 && info.delivered.stream_sequence <= floor {
             return Ok((cons, info.delivered.consumer_sequence + 1));
@@ -446,16 +519,18 @@ impl Worker {
             self.st.last(),
             floor + 1
         );
-        stream
-            .delete_consumer(&self.durable)
-            .await
-            .map_err(|e| e.to_string())?;
-        let cons = stream
+        if let Err(e) = stream.delete_consumer(&self.durable).await {
+            return Err(self.consumer_fail("to delete the consumer", e));
+        }
+        let cons = match stream
             .create_consumer(self.consumer_config(DeliverPolicy::ByStartSequence {
                 start_sequence: floor + 1,
             }))
             .await
-            .map_err(|e| e.to_string())?;
+        {
+            Ok(c) => c,
+            Err(e) => return Err(self.consumer_fail("to create the consumer again", e)),
+        };
         Ok((cons, 1))
     }
 
@@ -609,6 +684,7 @@ impl Worker {
                         n.uid()
                     );
                     self.st.set_queue(n.uid());
+                    self.mark.follow(&n);
                     self.q = n;
                     return Ok(true);
                 }

@@ -69,6 +69,17 @@ pub const DEFAULT_SERVER: &str = "nats://127.0.0.1:4222";
 /// `create` bytes (kept when the bridge exits) if it is missing and `create` is set;
 /// missing without `create`: [`Error::QueueMissing`].
 pub(crate) fn open_queue(queue: &str, create: Option<usize>) -> Result<shmq::RawQueue> {
+    open_queue_raw(queue, create).map_err(|e| match e {
+        shmq::Error::NotFound(_) => Error::QueueMissing {
+            queue: queue.to_string(),
+        },
+        e => Error::queue(queue, e),
+    })
+}
+
+/// [`open_queue`] with shmq's own error: `NotFound` stays `NotFound` (for the bridges'
+/// watch of a queue removed under them, which must tell "gone" from other failures).
+pub(crate) fn open_queue_raw(queue: &str, create: Option<usize>) -> shmq::Result<shmq::RawQueue> {
     let loc: shmq::Location = if queue.contains('/') {
         std::path::Path::new(queue).into()
     } else {
@@ -89,12 +100,6 @@ pub(crate) fn open_queue(queue: &str, create: Option<usize>) -> Result<shmq::Raw
         }
         r => r,
     }
-    .map_err(|e| match e {
-        shmq::Error::NotFound(_) => Error::QueueMissing {
-            queue: queue.to_string(),
-        },
-        e => Error::queue(queue, e),
-    })
 }
 
 /// A bridge running on a thread of its own (with its own Tokio runtime), from

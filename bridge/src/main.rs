@@ -37,11 +37,14 @@ enum Cmd {
     In {
         #[command(flatten)]
         common: Common,
-        /// Durable consumer name [default: shmq-in-<queue>]. One bridge per durable.
+        /// Durable consumer name [default: shmq-in-<queue>-<subject>, each character other
+        /// than A-Z a-z 0-9 - _ replaced by _, and when the subject held any, a hash of it
+        /// appended: -<8 hex digits>]. One bridge per durable.
         #[arg(long)]
         durable: Option<String>,
         /// State file: the last stream sequence put
-        /// [default: /dev/shm/shmq-bridge.<queue>.<durable>.in].
+        /// [default: /dev/shm/shmq-bridge.<queue>.<stream>.<durable>.in, '/' and '\' replaced
+        /// by _ in each part; <stream>: the stream that captures the subject, or --stream].
         #[arg(long)]
         state: Option<std::path::PathBuf>,
         /// ack_wait of a consumer the bridge creates.

@@ -20,6 +20,56 @@ use crate::nats::Link;
 /// How often the counters in the mark are refreshed.
 const EVERY: Duration = Duration::from_secs(1);
 
+/// A bridge's mark that follows its local queue: [`follow`](Self::follow) registers it
+/// again for the queue created at the name after the old one was removed (the mark names
+/// the object bridged, so the old mark would no longer show the new queue as bridged).
+#[derive(Debug)]
+pub(crate) struct Marking {
+    direction: Direction,
+    link: Link,
+    stream: String,
+    durable: Option<String>,
+    ctl: Control,
+    cur: Option<Marked>,
+}
+
+impl Marking {
+    /// [`register`] on `q`, remembering what to register again on a switch.
+    pub(crate) fn new(
+        direction: Direction,
+        q: &RawQueue,
+        link: &Link,
+        stream: &str,
+        durable: Option<&str>,
+        ctl: &Control,
+    ) -> Marking {
+        let cur = register(direction, q, link, stream, durable, ctl);
+        Marking {
+            direction,
+            link: link.clone(),
+            stream: stream.to_string(),
+            durable: durable.map(str::to_string),
+            ctl: ctl.clone(),
+            cur,
+        }
+    }
+
+    /// The bridge now works on `q` (created again at the name): drop the old mark (its
+    /// file goes) and register on `q`. Must run inside a Tokio runtime (entered, for a
+    /// blocking thread).
+    pub(crate) fn follow(&mut self, q: &RawQueue) {
+        self.cur = None;
+        self.cur = register(
+            self.direction,
+            q,
+            &self.link,
+            &self.stream,
+            self.durable.as_deref(),
+            &self.ctl,
+        );
+    }
+}
+
 /// A registration for the length of a run (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Marked {

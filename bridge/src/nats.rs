@@ -108,6 +108,15 @@ pub(crate) fn api_error_is_permanent(e: &jetstream::Error) -> bool {
     matches!(e.code(), 400 | 403)
 }
 
+/// Whether the server's `-ERR` `denied` (see `Counters::denied`) refused publishes to
+/// exactly `subject` (it names the subject in quotes).
+pub(crate) fn denies_publish_to(denied: &str, subject: &str) -> bool {
+    denied
+        .to_ascii_lowercase()
+        .contains("permissions violation for publish")
+        && denied.contains(&format!("\"{subject}\""))
+}
+
 /// The JetStream API error in `e` or its chain of sources, if any.
 pub(crate) fn api_error(e: &(dyn std::error::Error + 'static)) -> Option<jetstream::Error> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -214,6 +223,15 @@ pub(crate) async fn connect(server: &str, name: &str, ctl: &Control) -> Result<a
                             tracing::warn!(
                                 "{label}: lost the NATS connection; reconnecting with backoff"
                             );
+                        }
+                        async_nats::Event::ServerError(async_nats::ServerError::Other(m))
+                            if m.to_ascii_lowercase()
+                                .contains("permissions violation for publish") =>
+                        {
+                            tracing::error!("{label}: NATS: {m}");
+                            if let Ok(mut d) = ctl.counters().denied.lock() {
+                                *d = Some(m);
+                            }
                         }
                         other => tracing::warn!("{label}: NATS: {other}"),
                     }

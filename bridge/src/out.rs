@@ -142,17 +142,35 @@ impl Out {
     /// A local queue removed under the bridge: what is left in it is published, then the
     /// bridge follows the queue created again at the name, or stops with
     /// [`Error::Queue`] (`NotFound`) when none appears within a second (see the module
-    /// docs).
+    /// docs). A subject with a wildcard (`a.*`, `>`), which cannot be published to, is
+    /// [`Error::Config`] before anything else; a publish the server refuses for good (a
+    /// permissions violation for the subject, a JetStream status 400/403 answer other than
+    /// the ordering condition) is [`Error::Refused`] instead of a retry for ever.
     ///
     /// The queue calls block; they run on a blocking thread of the Tokio runtime, which
     /// must be the multi-thread one.
     pub async fn run(self, ctl: &Control) -> Result<()> {
+        // A stop before the bridge was connected is a stop like any other: `Ok`, as
+        // documented (and as `Running::stop` and the binary have it).
+        match self.run_inner(ctl).await {
+            Err(Error::Stopped(why)) => {
+                tracing::info!("stopped before the bridge was connected: {why}");
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    async fn run_inner(self, ctl: &Control) -> Result<()> {
+        // Messages are published to the subject: a wildcard would be refused by the server
+        // (or worse, match nothing a stream captures) on every publish, for ever.
+        nats::check_subject(&self.link.subject, false)?;
         let (q, watch) = QueueWatch::open(&self.queue, self.create)?;
         let who = format!("out {} -> {}", self.queue, self.link.subject);
         let client = nats::connect(&self.link.server, &who, ctl).await?;
         let js = nats::context(client.clone(), &self.link);
         let stream = nats::ensure_stream(&js, &self.link, &who, ctl).await?;
-        let _mark = crate::mark::register(
+        let mark = crate::mark::Marking::new(
             shmq::internal::bridged::Direction::Out,
             &q,
             &self.link,
@@ -183,6 +201,7 @@ impl Out {
                 stream_max: stream_max(&stream),
                 who,
                 phases: Phases::new(),
+                mark,
             };
             w.run()
         })
@@ -219,6 +238,8 @@ struct Worker {
     stream_max: usize,
     who: String,
     phases: Phases,
+    /// The "bridged" mark, registered again when the bridge follows a new queue.
+    mark: crate::mark::Marking,
 }
 
 /// Why a batch stopped short.
@@ -232,6 +253,9 @@ enum Stop {
     },
     /// A transient failure: retry the rest of the batch after a backoff.
     Retry(String),
+    /// The server refused a publish for good (JetStream status 400/403 other than the
+    /// ordering condition): retrying unchanged gets the same answer.
+    Refused(String),
 }
 
 /// Where the time of the out bridge's thread goes (logged at debug level every 10 s): the
@@ -436,6 +460,10 @@ impl Worker {
             n.uid()
         );
         self.id_prefix = id_prefix(&n);
+        {
+            let _rt = self.handle.enter();
+            self.mark.follow(&n);
+        }
         self.q = n;
     }
 
@@ -452,6 +480,31 @@ impl Worker {
             Err(_) if self.ctl.is_stopped() => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// The server's permissions violation for this bridge's subject, if it sent one: the
+    /// publishes it dropped will never be acknowledged, whatever the retries.
+    fn denied(&self) -> Option<String> {
+        let d = self.ctl.counters().denied.lock().ok()?.clone()?;
+        nats::denies_publish_to(&d, &self.link.subject).then_some(d)
+    }
+
+    /// The error (logged) for a publish the server refused for good; nothing of the batch
+    /// past the acknowledged prefix was committed: it stays in the queue.
+    fn refused(&self, why: String) -> Error {
+        let e = Error::Refused {
+            what: format!(
+                "the publishes from queue {:?} to subject {:?}",
+                self.q.name(),
+                self.link.subject
+            ),
+            reason: why,
+        };
+        tracing::error!(
+            "{}: {e}; the unpublished messages stay in the queue",
+            self.who
+        );
+        e
     }
 
     /// Publish a loan's messages, await the acks, commit what JetStream holds.
@@ -493,6 +546,11 @@ impl Worker {
                 };
                 tracing::error!("{}: {e}", self.who);
                 Err(e)
+            }
+            Some(Stop::Refused(why)) => Err(self.refused(why)),
+            Some(Stop::Retry(_)) if self.denied().is_some() => {
+                let why = self.denied().unwrap_or_default();
+                Err(self.refused(why))
             }
             Some(Stop::Retry(why)) => {
                 c.add(&c.retries, 1);
@@ -589,6 +647,9 @@ impl Worker {
                             j.error_code() == ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
                         });
                     let behind = e.kind() == PublishErrorKind::WrongLastMessageId;
+                    let refused = nats::api_error(&e)
+                        .filter(nats::api_error_is_permanent)
+                        .filter(|j| j.error_code() != ErrorCode::STREAM_WRONG_LAST_MESSAGE_ID);
                     stop = Some(if too_large {
                         Stop::TooLarge {
                             index: i,
@@ -596,6 +657,8 @@ impl Worker {
                             max: self.stream_max,
                             limit: "the stream's max_msg_size",
                         }
+                    } else if let (Some(j), false) = (refused, behind) {
+                        Stop::Refused(j.to_string())
                     } else if behind {
                         Stop::Retry(format!(
                             "message {i} of the batch was refused because the message before \

@@ -262,14 +262,22 @@ impl QueueWatch {
         if object_id(&self.path).ok() == Some(self.id) {
             return Ok(AtName::Same);
         }
-        let now = match crate::open_queue(&self.name, self.create) {
+        // shmq's own error, not `open_queue`'s: that one turns `NotFound` into
+        // `Error::QueueMissing` (for the start), which a match on `Error::Queue` missed, so
+        // a removed queue ended the bridge at once with `QueueMissing` instead of the grace
+        // period and the `Queue`/`NotFound` stop (a merge of two branches, session 3).
+        let now = match crate::open_queue_raw(&self.name, self.create) {
             Ok(n) => n,
-            Err(Error::Queue { source, .. }) if matches!(source, shmq::Error::NotFound(_)) => {
-                return Ok(AtName::Gone(source))
-            }
-            Err(e) => return Err(e),
+            Err(e @ shmq::Error::NotFound(_)) => return Ok(AtName::Gone(e)),
+            Err(e) => return Err(Error::queue(&self.name, e)),
         };
-        let now = self.bind(now)?;
+        let now = match self.bind(now) {
+            // Removed again between the two opens of `bind`.
+            Err(Error::QueueMissing { .. }) => {
+                return Ok(AtName::Gone(shmq::Error::NotFound(self.name.clone())))
+            }
+            r => r?,
+        };
         if now.uid() == q.uid() {
             return Ok(AtName::Same);
         }

@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -340,36 +340,71 @@ fn kill9_each_bridge_20_times_mid_stream() {
     let mut out = Proc::spawn(&out_args, &out_log);
     let mut inb = Proc::spawn(&in_args, &in_log);
 
-    const N: u64 = 20_000;
-    let done = Arc::new(AtomicBool::new(false));
+    // The producer paces itself (~2 500 messages/s) until the kill loop says it is done,
+    // then sends a fixed tail: however slowly a busy machine runs the kills, every one of
+    // them lands while messages are still being produced and bridged. The count is known
+    // only when the producer ends (`total`).
+    const TAIL: u64 = 2_000;
+    let kills_done = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let total = Arc::new(AtomicU64::new(u64::MAX));
     let producer = {
         let q = qa.clone();
-        let done = done.clone();
+        let (kills_done, sent, total) = (kills_done.clone(), sent.clone(), total.clone());
         std::thread::spawn(move || {
-            // ~2 500 messages/s: the stream lasts through the 40 kills.
-            for n in 0..N {
+            let mut n = 0u64;
+            let mut tail_end = u64::MAX;
+            while n < tail_end {
                 q.put(&n.to_le_bytes()).unwrap();
-                if n % 250 == 249 {
+                n += 1;
+                sent.store(n, Ordering::Relaxed);
+                if n.is_multiple_of(250) {
                     std::thread::sleep(Duration::from_millis(100));
                 }
+                if tail_end == u64::MAX && kills_done.load(Ordering::Relaxed) {
+                    tail_end = n + TAIL;
+                }
             }
-            done.store(true, Ordering::Relaxed);
+            total.store(n, Ordering::Relaxed);
+            n
         })
     };
     let consumer = {
         let q = qb.clone();
+        let total = total.clone();
         std::thread::spawn(move || {
-            let mut seen = vec![0u32; N as usize];
+            let mut seen: Vec<u32> = Vec::new();
+            let mut distinct = 0u64;
             let mut order = Tally::default();
             let mut buf = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while seen.contains(&0) && Instant::now() < deadline {
-                match q.get_into_timeout(&mut buf, Duration::from_millis(200)) {
-                    Ok(_) => {
-                        let n = u64::from_le_bytes(buf[..8].try_into().unwrap());
-                        seen[n as usize] += 1;
-                        order.see(0, n);
+            // Generous: counted from the producer's end, not from the start, so that a
+            // slow kill loop does not eat the time the bridges need to catch up.
+            let mut deadline = None;
+            let mut see = |buf: &[u8], seen: &mut Vec<u32>, distinct: &mut u64| {
+                let n = u64::from_le_bytes(buf[..8].try_into().unwrap());
+                if seen.len() <= n as usize {
+                    seen.resize(n as usize + 1, 0);
+                }
+                seen[n as usize] += 1;
+                if seen[n as usize] == 1 {
+                    *distinct += 1;
+                }
+                order.see(0, n);
+            };
+            loop {
+                let t = total.load(Ordering::Relaxed);
+                if t != u64::MAX {
+                    if distinct >= t {
+                        break;
                     }
+                    let d =
+                        *deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(120));
+                    if Instant::now() > d {
+                        break;
+                    }
+                }
+                match q.get_into_timeout(&mut buf, Duration::from_millis(200)) {
+                    Ok(_) => see(&buf, &mut seen, &mut distinct),
                     Err(QErr::Timeout) => {}
                     Err(e) => panic!("{e}"),
                 }
@@ -379,17 +414,19 @@ fn kill9_each_bridge_20_times_mid_stream() {
                 .get_into_timeout(&mut buf, Duration::from_millis(500))
                 .is_ok()
             {
-                let n = u64::from_le_bytes(buf[..8].try_into().unwrap());
-                seen[n as usize] += 1;
-                order.see(0, n);
+                see(&buf, &mut seen, &mut distinct);
             }
             (seen, order.out_of_order)
         })
     };
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     let (mut kills_out, mut kills_in) = (0, 0);
+    // Messages produced when each kill happened: the guard below checks that the stream
+    // was flowing across the whole kill loop.
+    let mut sent_at_kill = Vec::with_capacity(40);
     for i in 0..40 {
         std::thread::sleep(Duration::from_millis(100 + rand(&mut seed) % 150));
+        sent_at_kill.push(sent.load(Ordering::Relaxed));
         if i % 2 == 0 {
             out.kill9();
             kills_out += 1;
@@ -400,10 +437,16 @@ fn kill9_each_bridge_20_times_mid_stream() {
             inb = Proc::spawn(&in_args, &in_log);
         }
     }
-    let mid_stream = !done.load(Ordering::Relaxed);
-    producer.join().unwrap();
-    let (seen, out_of_order) = consumer.join().unwrap();
-    let lost: Vec<usize> = (0..seen.len()).filter(|&i| seen[i] == 0).collect();
+    // Still producing: the producer only stops TAIL messages after this store.
+    let producing_at_last_kill = total.load(Ordering::Relaxed) == u64::MAX;
+    kills_done.store(true, Ordering::Relaxed);
+    let n_sent = producer.join().unwrap();
+    let (mut seen, out_of_order) = consumer.join().unwrap();
+    seen.resize(seen.len().max(n_sent as usize), 0);
+    let extra: Vec<usize> = (n_sent as usize..seen.len())
+        .filter(|&i| seen[i] > 0)
+        .collect();
+    let lost: Vec<usize> = (0..n_sent as usize).filter(|&i| seen[i] == 0).collect();
     let dups: u32 = seen.iter().map(|&c| c.saturating_sub(1)).sum();
     let r = rt();
     let j = js(&r, &url);
@@ -417,15 +460,22 @@ fn kill9_each_bridge_20_times_mid_stream() {
             std::fs::read_to_string(&in_log).unwrap_or_default()
         )
     };
+    let (first, last) = (sent_at_kill[0], sent_at_kill[39]);
     eprintln!(
         "kill -9: out {kills_out}x, in {kills_in}x; lost {}, duplicates in queue B {dups}, \
-         out of order {out_of_order}, stream holds {in_stream} (sent {N}); kills mid-stream: {mid_stream}",
+         out of order {out_of_order}, stream holds {in_stream} (sent {n_sent}); produced \
+         {first} at the first kill, {last} at the last",
         lost.len()
     );
+    // Mid-stream: the producer had started before the first kill, went on producing
+    // between the first and the last, and was still producing at the last (it sends
+    // TAIL more only after it). Not a timing bet: the producer waits for the kill loop.
     assert!(
-        mid_stream,
-        "the producer finished before the kills did: the test proves nothing"
+        first > 0 && last > first && producing_at_last_kill && n_sent >= last + TAIL,
+        "the kills did not all happen mid-stream (produced {first} at the first kill, \
+         {last} at the last, {n_sent} in all): the test proves nothing"
     );
+    assert!(extra.is_empty(), "messages never sent arrived: {extra:?}");
     assert!(
         lost.is_empty(),
         "lost {} messages, first {:?}\n{}",
@@ -435,7 +485,7 @@ fn kill9_each_bridge_20_times_mid_stream() {
     );
     assert_eq!(
         in_stream,
-        N,
+        n_sent,
         "JetStream holds duplicates (dedupe failed)\n{}",
         logs()
     );
@@ -1193,4 +1243,73 @@ fn idle_in_bridge_stops_when_its_queue_is_closed() {
     qb.close();
     wait_for(30, "the idle in bridge to stop", || inb.is_finished());
     inb.join().unwrap();
+}
+
+/// The "bridged" mark follows the queue: after the local queue is removed and created
+/// again under each running bridge, `shmq::internal::bridged::of_queue` names the new
+/// queue (its uid, and the object now at the name) and no longer the removed one. Before:
+/// the mark kept naming the removed queue, so `shmq ls` showed the new one as not bridged.
+#[test]
+fn mark_follows_a_recreated_local_queue() {
+    use shmq::internal::bridged::{self, Direction};
+    let srv = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (name("mk-a"), name("mk-b"));
+    let qa = RawQueue::create(&a, 1 << 16).unwrap();
+    let qb = RawQueue::create(&b, 1 << 16).unwrap();
+    let out = Out::new(&a, "mk.out").server(srv.url()).spawn().unwrap();
+    let inb = In::new(&b, "mk.in")
+        .server(srv.url())
+        .state_file(dir.path().join("in.state"))
+        .spawn()
+        .unwrap();
+    // The live mark of `queue` for `dir`, if it names the queue with uid `uid` and is
+    // current (the object at the name is the one it names).
+    let marked = |queue: &str, dir: Direction, uid: u64| {
+        bridged::of_queue(queue)
+            .iter()
+            .any(|m| m.info.direction == dir && m.queue_uid == uid && m.is_current())
+    };
+    wait_for(30, "the out bridge's mark", || {
+        marked(&a, Direction::Out, qa.uid())
+    });
+    wait_for(30, "the in bridge's mark", || {
+        marked(&b, Direction::In, qb.uid())
+    });
+
+    shmq::remove(&a).unwrap();
+    shmq::remove(&b).unwrap();
+    let qa2 = RawQueue::create(&a, 1 << 16).unwrap();
+    let qb2 = RawQueue::create(&b, 1 << 16).unwrap();
+    assert_ne!(qa.uid(), qa2.uid());
+    wait_for(30, "the out bridge's mark on the new queue", || {
+        marked(&a, Direction::Out, qa2.uid())
+    });
+    wait_for(30, "the in bridge's mark on the new queue", || {
+        marked(&b, Direction::In, qb2.uid())
+    });
+    for (q, old) in [(&a, qa.uid()), (&b, qb.uid())] {
+        assert!(
+            bridged::of_queue(q).iter().all(|m| m.queue_uid != old),
+            "a mark still names the removed queue {q}"
+        );
+    }
+    // And the bridges still work on the new queues.
+    qa2.put(b"after").unwrap();
+    let r = rt();
+    let j = js(&r, &srv.url());
+    wait_for(30, "the new queue's message in the stream", || {
+        stream_messages(&r, &j, &shmq_bridge::default_stream_name("mk.out")) == 1
+    });
+    out.stop().unwrap();
+    inb.stop().unwrap();
+    assert!(bridged::of_queue(&a).is_empty() && bridged::of_queue(&b).is_empty());
+    drop((qa, qb, qa2, qb2));
+    for n in [&a, &b] {
+        let _ = shmq::remove(n);
+        assert!(
+            !Path::new(&format!("/dev/shm/shmq.{n}")).exists(),
+            "{n} left behind"
+        );
+    }
 }
