@@ -187,9 +187,11 @@ impl In {
             if s == self.link.subject {
                 format!("shmq-in-{q}-{s}")
             } else {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                self.link.subject.hash(&mut h);
+                // FNV-1a: the same name from every build (std's DefaultHasher may change
+                // between Rust versions, and with it the durable a restarted bridge uses).
+                use std::hash::Hasher;
+                let mut h = fnv::FnvHasher::default();
+                h.write(self.link.subject.as_bytes());
                 format!("shmq-in-{q}-{s}-{:08x}", h.finish() as u32)
             }
         })

@@ -70,9 +70,10 @@ struct Common {
     /// Messages per loan (out) or per pull (in).
     #[arg(long, default_value_t = 256)]
     batch: usize,
-    /// Create the local queue with this many bytes if it is missing (kept on exit);
-    /// without it a missing queue is an error (exit status 2).
-    #[arg(long)]
+    /// Create the local queue with this capacity if it is missing (kept on exit), as
+    /// `shmq create` takes it: 4096, 64K, 1M, 1GiB (binary multiples); without it a
+    /// missing queue is an error (exit status 2).
+    #[arg(long, value_parser = parse_capacity)]
     create: Option<usize>,
     /// How often to print rates and lag (0s: never).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
@@ -280,4 +281,28 @@ fn line(label: &str, a: &Progress, b: &Progress, dt: f64) -> String {
         b.disconnects,
         if b.connected { "" } else { " | NATS DISCONNECTED" }
     )
+}
+
+/// `--create`'s value: `4096`, `64K`, `1M`, `1MiB`, `1.5G` (K, M, G, T are binary multiples,
+/// as in the shmq CLI).
+fn parse_capacity(s: &str) -> Result<usize, String> {
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(s.trim())
+        .map_err(|e| format!("{s:?} is not a size ({e}; examples: 4096, 64K, 1M, 1GiB)"))
+        .and_then(|n| usize::try_from(n).map_err(|_| format!("{s:?} is too large")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_capacity;
+
+    #[test]
+    fn create_takes_sizes_like_the_shmq_cli() {
+        assert_eq!(parse_capacity("4096"), Ok(4096));
+        assert_eq!(parse_capacity("64K"), Ok(65536));
+        assert_eq!(parse_capacity("1M"), Ok(1 << 20));
+        assert_eq!(parse_capacity("1MiB"), Ok(1 << 20));
+        assert!(parse_capacity("lots").unwrap_err().contains("examples"));
+    }
 }

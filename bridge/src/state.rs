@@ -192,9 +192,11 @@ impl State {
 /// Identity of a stream incarnation: a hash of its name and creation time (a stream deleted
 /// and created again, or created anew by a server that lost its store, gets a new one).
 pub(crate) fn stream_id(info: &async_nats::jetstream::stream::Info) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&info.config.name, info.created.unix_timestamp_nanos()).hash(&mut h);
+    // FNV-1a, stable across builds: the recorded id must match after the bridge is rebuilt.
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    h.write(info.config.name.as_bytes());
+    h.write(&info.created.unix_timestamp_nanos().to_le_bytes());
     h.finish()
 }
 

@@ -408,19 +408,21 @@ impl RawQueue {
         if uid != 0 {
             return uid;
         }
-        use std::hash::{Hash, Hasher};
-        let mut s = std::collections::hash_map::DefaultHasher::new();
-        h.id.created_unix
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .hash(&mut s);
-        h.id.creator_pid
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .hash(&mut s);
-        h.id.creator_start
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .hash(&mut s);
+        // FNV-1a over fixed-width little-endian words: the same id in every process,
+        // whatever Rust built it (std's DefaultHasher may change between versions).
+        use std::hash::Hasher;
+        let mut s = fnv::FnvHasher::default();
         let o = self.ring().memory().object_id();
-        (o.dev, o.ino).hash(&mut s);
+        for w in [
+            h.id.created_unix.load(std::sync::atomic::Ordering::Relaxed),
+            u64::from(h.id.creator_pid.load(std::sync::atomic::Ordering::Relaxed)),
+            h.id.creator_start
+                .load(std::sync::atomic::Ordering::Relaxed),
+            o.dev,
+            o.ino,
+        ] {
+            s.write(&w.to_le_bytes());
+        }
         s.finish()
     }
 
