@@ -43,11 +43,13 @@ use std::io;
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The queue had no room for the message and the call was not allowed to wait.
-    #[error("queue is full: no room for the message now (use put/put_timeout to wait for space)")]
+    /// The queue had no room for the message and the call was not allowed to wait (a
+    /// `try_` call; also when another process held the producers' lock for its 50 ms).
+    #[error("queue is full, or another producer held its lock for 50 ms: no room for the message now (use put/put_timeout to wait)")]
     Full,
-    /// The queue held no message and the call was not allowed to wait.
-    #[error("queue is empty (use get/get_timeout to wait for a message)")]
+    /// The queue held no message and the call was not allowed to wait (a `try_` call; also
+    /// when another process held the consumers' lock for its 50 ms, e.g. with a read loan).
+    #[error("queue is empty, or another consumer held its lock for 50 ms (a read loan?): no message now (use get/get_timeout to wait)")]
     Empty,
     /// The deadline passed before the operation could complete.
     #[error("timed out: the deadline passed before the queue, lock or other object was ready")]

@@ -138,7 +138,7 @@ impl<M: Memory> Ring<M> {
             return Ok(Reserve::At(off));
         }
         loop {
-            if self.at_message_bound(round.count) {
+            if self.at_message_bound_checked(round.count)? {
                 // As many messages queued as the queue may hold: wait for a get (every head
                 // move wakes the producers).
                 return Ok(Reserve::NoRoom(0));
@@ -320,6 +320,25 @@ impl<M: Memory> Ring<M> {
     pub(super) fn at_message_bound(&self, puts: u64) -> bool {
         self.max_msgs != 0
             && puts.saturating_sub(self.h().cons.get_count.load(Ordering::Acquire)) >= self.max_msgs
+    }
+
+    /// [`at_message_bound`](Self::at_message_bound) on the general path, where an impossible
+    /// count is reported: more messages queued than the ring could hold (each record is at
+    /// least 8 bytes) means a corrupt counter, which would otherwise refuse every put with
+    /// `Full` for ever.
+    pub(super) fn at_message_bound_checked(&self, puts: u64) -> Result<bool> {
+        if self.max_msgs == 0 {
+            return Ok(false);
+        }
+        let got = self.h().cons.get_count.load(Ordering::Acquire);
+        let queued = puts.wrapping_sub(got);
+        if queued > self.cap / 8 {
+            return Err(Error::corrupt(format!(
+                "the message counters say {queued} messages are queued ({puts} put, {got} got), more than a ring of {} bytes can hold",
+                self.cap
+            )));
+        }
+        Ok(queued >= self.max_msgs)
     }
 
     /// The position after the [`SKIP`] record at `head`, if there is a valid one that ends

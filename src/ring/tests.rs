@@ -54,6 +54,28 @@ fn model_check_wraparound_sizes() {
     }
 }
 
+/// A corrupt put counter on a queue with a message bound is `Corrupt`, not `Full` for ever
+/// (a trial found every put refused as full on an empty ring).
+#[test]
+fn corrupt_counter_under_a_message_bound_is_corrupt_not_full() {
+    let mut img = Ring::in_memory(256).unwrap().to_bytes();
+    let off =
+        std::mem::offset_of!(Header, tasks) + std::mem::offset_of!(segment::Tasks, max_messages);
+    img[off..off + 8].copy_from_slice(&4u64.to_ne_bytes());
+    let pc =
+        std::mem::offset_of!(Header, prod) + std::mem::offset_of!(segment::ProducerSide, put_count);
+    img[pc..pc + 8].copy_from_slice(&0x0000_1000_0000_0000u64.to_ne_bytes());
+    let r = Ring::from_bytes(&img).unwrap();
+    for block in [
+        Block::No,
+        Block::timeout(Duration::from_millis(20)),
+        Block::Until(None),
+    ] {
+        let e = put(&r, b"abc", block).unwrap_err();
+        assert!(matches!(e, Error::Corrupt(_)), "{e:?}");
+    }
+}
+
 #[test]
 fn message_bound_is_enforced_and_a_get_wakes_a_blocked_put() {
     let mut img = Ring::in_memory(4096).unwrap().to_bytes();
