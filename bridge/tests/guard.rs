@@ -298,3 +298,25 @@ fn two_in_bridges_sharing_a_durable_refused() {
     first.stop().unwrap();
     drop((q1, q2));
 }
+
+/// A state file that is a symbolic link is refused with a message that says so (it used to
+/// be only "Too many levels of symbolic links (os error 40)").
+#[test]
+fn symlinked_state_file_refused_clearly() {
+    let srv = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let b = name("link");
+    let qb = RawQueue::create(&b, 1 << 16).unwrap();
+    let link = dir.path().join("in.state");
+    std::os::unix::fs::symlink(dir.path().join("elsewhere"), &link).unwrap();
+    let inb = In::new(&b, "grd.link")
+        .server(srv.url())
+        .state_file(&link)
+        .spawn()
+        .unwrap();
+    let err = inb.join().expect_err("a symlinked state file is refused");
+    assert!(err.is_config(), "{err:?}");
+    assert!(err.to_string().contains("is a symbolic link"), "{err}");
+    assert!(!dir.path().join("elsewhere").exists());
+    drop(qb);
+}
