@@ -75,7 +75,9 @@ pub enum Error {
     #[error("NATS: {0}")]
     Nats(String),
     /// A bad bridge configuration, found before asking the server (e.g. a stream name with
-    /// a `.`, a subject with an empty token).
+    /// a `.`, a subject with an empty token), or at start against the bridges already
+    /// running (their marks): an in and an out bridge on one queue and stream (a loop), two
+    /// in bridges on one durable consumer, a state file in use or not a regular file of ours.
     #[error("invalid bridge configuration: {0}")]
     Config(String),
     /// The bridge was stopped ([`Control::stop`](crate::Control::stop), SIGINT/SIGTERM
