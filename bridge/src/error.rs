@@ -18,7 +18,7 @@
 #[non_exhaustive]
 pub enum Error {
     /// The local queue failed (not found, incompatible, corrupt, ...).
-    #[error("local queue {queue:?}: {source}")]
+    #[error("{}", queue_message(queue, source))]
     Queue {
         /// The queue's name or path.
         queue: String,
@@ -40,8 +40,9 @@ pub enum Error {
     /// at the head of the queue, with everything behind it; the out bridge stops rather
     /// than skip it (that would lose it) or retry it (that would spin).
     #[error(
-        "message {seq} at the head of queue {queue:?} is {size} bytes and NATS accepts at most \
-         {max} ({limit}): it was NOT published and stays at the head of the queue, with \
+        "the message at sequence {seq} (its position in the queue) at the head of queue \
+         {queue:?} is {size} bytes with the headers the bridge adds (Nats-Msg-Id, \
+         Nats-Expected-Last-Msg-Id) and NATS accepts at most {max} ({limit}): it was NOT published and stays at the head of the queue, with \
          everything behind it. Raise the limit (nats-server `max_payload`, the stream's \
          max_msg_size) or take the message out (e.g. `shmq get {queue}`), then restart the bridge"
     )]
@@ -74,7 +75,9 @@ pub enum Error {
     #[error("NATS: {0}")]
     Nats(String),
     /// A bad bridge configuration, found before asking the server (e.g. a stream name with
-    /// a `.`, a subject with an empty token).
+    /// a `.`, a subject with an empty token), or at start against the bridges already
+    /// running (their marks): an in and an out bridge on one queue and stream (a loop), two
+    /// in bridges on one durable consumer, a state file in use or not a regular file of ours.
     #[error("invalid bridge configuration: {0}")]
     Config(String),
     /// The bridge was stopped ([`Control::stop`](crate::Control::stop), SIGINT/SIGTERM
@@ -85,6 +88,19 @@ pub enum Error {
     /// call returns it any more. Kept so that code matching on it still builds.
     #[error("stopped before the bridge was connected: {0}")]
     Stopped(String),
+}
+
+/// [`Error::Queue`]'s text: shmq's `NotFound` there only comes from a queue removed under a
+/// running bridge (a queue missing at the start is [`Error::QueueMissing`]), where shmq's
+/// own advice ("create it first") would mislead.
+fn queue_message(queue: &str, source: &shmq::Error) -> String {
+    match source {
+        shmq::Error::NotFound(_) => format!(
+            "local queue {queue:?} was removed while the bridge ran (no queue at the name for \
+             1 s)"
+        ),
+        e => format!("local queue {queue:?}: {e}"),
+    }
 }
 
 /// `Result<T, shmq_bridge::Error>`.

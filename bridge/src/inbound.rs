@@ -237,6 +237,16 @@ impl In {
             .clone()
             .unwrap_or_else(|| state::default_path(&self.queue, &sinfo.config.name, &durable));
         let st = State::open(&path, q.uid(), state::stream_id(sinfo))?;
+        // After the state file: a bridge on the same file is told so by its lock.
+        crate::conflict::check(
+            shmq::internal::bridged::Direction::In,
+            q.uid(),
+            &self.link.server,
+            &sinfo.config.name,
+            &self.link.subject,
+            Some(&durable),
+            mark.path(),
+        )?;
         tracing::info!(
             "{who}: consuming stream {:?} with durable {durable:?}; last put stream sequence {} ({})",
             sinfo.config.name,

@@ -44,6 +44,7 @@
 
 #![warn(missing_docs)]
 
+mod conflict;
 mod control;
 mod error;
 mod inbound;

@@ -70,6 +70,13 @@ impl Marking {
     }
 }
 
+impl Marking {
+    /// The current mark's file (`None`: it could not be written).
+    pub(crate) fn path(&self) -> Option<&std::path::Path> {
+        self.cur.as_ref().map(|m| m._mark.path())
+    }
+}
+
 /// A registration for the length of a run (see the module docs).
 #[derive(Debug)]
 pub(crate) struct Marked {
@@ -78,7 +85,7 @@ pub(crate) struct Marked {
 
 /// `nats://user:pass@host:4222` → `nats://***@host:4222`, for each comma-separated URL: the
 /// mark is readable by its owner only, but `shmq stat` prints it.
-fn redact(server: &str) -> String {
+pub(crate) fn redact(server: &str) -> String {
     server
         .split(',')
         .map(|u| {

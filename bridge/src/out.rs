@@ -178,6 +178,15 @@ impl Out {
             None,
             ctl,
         );
+        crate::conflict::check(
+            shmq::internal::bridged::Direction::Out,
+            q.uid(),
+            &self.link.server,
+            &stream.cached_info().config.name,
+            &self.link.subject,
+            None,
+            mark.path(),
+        )?;
         tracing::info!(
             "{who}: publishing into stream {:?} (queue uid {:016x})",
             stream.cached_info().config.name,
@@ -208,6 +217,17 @@ impl Out {
         .await
         .map_err(|e| Error::Nats(format!("out bridge task failed: {e}")))?
     }
+}
+
+/// Bytes of the NATS header block the bridge sends with a message whose id is `id` (and
+/// whose predecessor's is `prev`, when it publishes in order): `NATS/1.0\r\n`, one
+/// `Name: value\r\n` line per header, `\r\n`. The server's `max_payload` counts them.
+fn header_bytes(id: &str, prev: Option<&str>) -> usize {
+    let line = |name: &str, v: &str| name.len() + 2 + v.len() + 2;
+    "NATS/1.0\r\n".len()
+        + line("Nats-Msg-Id", id)
+        + prev.map_or(0, |p| line("Nats-Expected-Last-Msg-Id", p))
+        + 2
 }
 
 fn id_prefix(q: &RawQueue) -> String {
@@ -576,15 +596,17 @@ impl Worker {
     async fn publish(&self, loans: &[(u64, &[u8])], ph: &mut Phases) -> (usize, u64, Option<Stop>) {
         let t = Instant::now();
         let max_payload = self.client.server_info().max_payload;
-        let mut pending: Vec<(PublishAckFuture, usize)> = Vec::with_capacity(loans.len());
+        let mut pending: Vec<(PublishAckFuture, usize, usize)> = Vec::with_capacity(loans.len());
         let mut stop = None;
         let mut prev_id: Option<String> = None;
         for (i, &(seq, msg)) in loans.iter().enumerate() {
             let id = format!("{}{seq}", self.id_prefix);
+            let prev = prev_id.as_deref().filter(|_| self.ordered);
+            let size = msg.len() + header_bytes(&id, prev);
             if self.stream_max > 0 && msg.len() > self.stream_max {
                 stop = Some(Stop::TooLarge {
                     index: i,
-                    size: msg.len(),
+                    size,
                     max: self.stream_max,
                     limit: "the stream's max_msg_size",
                 });
@@ -595,19 +617,18 @@ impl Worker {
                 .message_id(&id);
             // The first message of a batch needs no condition: everything before it in the
             // queue was committed, so the stream holds it.
-            if let Some(prev) = prev_id.as_deref().filter(|_| self.ordered) {
+            if let Some(prev) = prev {
                 p = p.expected_last_message_id(prev);
             }
             match self.js.send_publish(self.link.subject.clone(), p).await {
                 Ok(f) => {
-                    pending.push((f, msg.len()));
+                    pending.push((f, msg.len(), size));
                     prev_id = Some(id);
                 }
                 Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
                     stop = Some(Stop::TooLarge {
                         index: i,
-                        // payload + the Nats-Msg-Id header line and the header preamble
-                        size: msg.len() + id.len() + 30,
+                        size,
                         max: max_payload,
                         limit: "the server's max_payload",
                     });
@@ -626,12 +647,12 @@ impl Worker {
         let acks = futures_util::future::join_all(
             pending
                 .into_iter()
-                .map(|(f, n)| async move { (f.await, n) }),
+                .map(|(f, n, size)| async move { (f.await, n, size) }),
         )
         .await;
         let mut acked = 0;
         let mut bytes = 0u64;
-        for (i, (ack, n)) in acks.into_iter().enumerate() {
+        for (i, (ack, n, size)) in acks.into_iter().enumerate() {
             match ack {
                 Ok(a) => {
                     if a.duplicate {
@@ -653,7 +674,7 @@ impl Worker {
                     stop = Some(if too_large {
                         Stop::TooLarge {
                             index: i,
-                            size: n,
+                            size,
                             max: self.stream_max,
                             limit: "the stream's max_msg_size",
                         }

@@ -266,8 +266,10 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
     /// Publish `msg` and wait until JetStream has stored it: while the stream is full
     /// (`discard: new` limits), while the connection is down, and across ack timeouts,
     /// retrying with the same `Nats-Msg-Id` (stored once). Never `Full` nor `Timeout`.
-    /// Errors: `TooLarge` over the server's `max_payload` (or the stream's
-    /// `max_msg_size`), `Codec`, `Io` of kind `InvalidInput` when JetStream refuses the
+    /// Errors: `TooLarge` over the server's `max_payload` (`size`: the payload's bytes,
+    /// `max`: `max_payload` less the header bytes the put adds; its text, shmq's, speaks of
+    /// a queue's capacity, but the limit here is the server's, also logged as such) or the
+    /// stream's `max_msg_size`, `Codec`, `Io` of kind `InvalidInput` when JetStream refuses the
     /// message for good; none of these stored it.
     pub fn put(&self, msg: &T) -> Result<()> {
         self.put_wait(msg, Wait::Until(None))
@@ -306,6 +308,15 @@ impl<T: Serialize + DeserializeOwned> RemoteQueue<T> {
         let overhead = 27 + id.len();
         let max_payload = self.client.server_info().max_payload;
         if payload.len() + overhead > max_payload {
+            // shmq's `TooLarge` text speaks of a queue's capacity: say what the limit is here.
+            tracing::warn!(
+                "RemoteQueue on {:?}: a message of {} bytes plus {overhead} bytes of NATS \
+                 headers (Nats-Msg-Id) is over the NATS server's max_payload of {max_payload} \
+                 bytes: not stored (there is no queue to create larger: raise max_payload in \
+                 the nats-server configuration, or send smaller messages)",
+                self.subject,
+                payload.len()
+            );
             return Err(Error::TooLarge {
                 size: payload.len(),
                 max: max_payload.saturating_sub(overhead),

@@ -86,7 +86,17 @@ impl State {
             OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::RUSR | Mode::WUSR,
         )
-        .map_err(|e| io(e.into()))?;
+        .map_err(|e| {
+            if e == rustix::io::Errno::LOOP {
+                err(
+                    "is a symbolic link, refused (a link could send the bridge's writes to \
+                     another file); remove the link or give --state a regular file's path"
+                        .into(),
+                )
+            } else {
+                io(e.into())
+            }
+        })?;
         let f = File::from(fd);
         let meta = f.metadata().map_err(io)?;
         if !meta.is_file() || meta.uid() != rustix::process::geteuid().as_raw() {

@@ -687,6 +687,24 @@ fn message_over_server_max_payload() {
         "{err:?}"
     );
     assert!(text.contains("stays at the head of the queue"), "{text}");
+    // The size counts the headers the bridge adds (the id of the message before it too:
+    // ordered publishing), so it is above the limit it is compared with; the sequence is
+    // named as one, not as a bare number that reads like a size.
+    let shmq_bridge::Error::TooLargeForServer { seq, size, .. } = err else {
+        unreachable!()
+    };
+    let id = |s: u64| format!("{a}:{:016x}:{s}", qa.uid());
+    // "NATS/1.0\r\n", "Nats-Msg-Id: <id>\r\n", "Nats-Expected-Last-Msg-Id: <prev>\r\n",
+    // "\r\n"; the previous message's sequence is below this one's (fewer digits or as many).
+    let headers = |prev: &str| 10 + (11 + 2 + id(seq).len() + 2) + (25 + 2 + prev.len() + 2) + 2;
+    assert!(
+        (20_000 + headers(&id(0))..=20_000 + headers(&id(seq))).contains(&size),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("the message at sequence {seq} ")),
+        "{text}"
+    );
     assert_eq!(qa.len(), 2, "nothing lost");
     let r = rt();
     let j = js(&r, &srv.url());
