@@ -57,8 +57,9 @@ pub enum Error {
     /// The queue was closed: puts fail, gets fail once the remaining messages are drained.
     #[error("queue is closed")]
     Closed,
-    /// The message can never fit in this queue's ring, however empty it is.
-    #[error("message of {size} bytes is larger than this queue can ever hold (at most {max} bytes per message; create the queue with a larger capacity)")]
+    /// The message can never fit in this queue, however empty it is: a local queue's ring
+    /// (its capacity), or for a `shmq_bridge::RemoteQueue` the NATS server's `max_payload`.
+    #[error("message of {size} bytes is larger than this queue can ever hold (at most {max} bytes per message; a local queue: create it with a larger capacity; a RemoteQueue: the NATS server's max_payload)")]
     TooLarge {
         /// Encoded size of the rejected message in bytes.
         size: usize,
