@@ -465,7 +465,9 @@ impl<M: Memory> Ring<M> {
         mut fill: impl FnMut(&mut Slot<'_>) -> Result<()>,
     ) -> Result<()> {
         if len > self.max_message() {
-            return Err(self.too_large(len));
+            // The general path decides which error wins (a closed queue says `Closed`,
+            // as for a batch), so both paths answer alike.
+            return self.put_one_slow(len, block, fill);
         }
         let p = &self.h().prod;
         if let Some(guard) = self.try_lock(&p.lock, true) {

@@ -54,6 +54,21 @@ fn model_check_wraparound_sizes() {
     }
 }
 
+/// On a closed ring a too-large message is `Closed` on the single path as on the batch
+/// path (found by the ring_ops fuzz target after the single path took its own too-large
+/// check).
+#[test]
+fn closed_wins_over_too_large_on_both_paths() {
+    let r = Ring::in_memory(512).unwrap();
+    let big = vec![7u8; r.max_message() + 1];
+    assert!(matches!(put(&r, &big, Block::No), Err(Error::TooLarge { .. })));
+    r.close();
+    assert!(matches!(put(&r, &big, Block::No), Err(Error::Closed)));
+    let two = [big.clone(), big];
+    let got = r.put_batch(2, Block::No, |i| Ok(two[i].len()), |i, s| s.write(&two[i]));
+    assert!(matches!(got, Err(Error::Closed)), "{got:?}");
+}
+
 /// A corrupt put counter on a queue with a message bound is `Corrupt`, not `Full` for ever
 /// (a trial found every put refused as full on an empty ring).
 #[test]
