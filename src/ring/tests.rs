@@ -61,7 +61,10 @@ fn model_check_wraparound_sizes() {
 fn closed_wins_over_too_large_on_both_paths() {
     let r = Ring::in_memory(512).unwrap();
     let big = vec![7u8; r.max_message() + 1];
-    assert!(matches!(put(&r, &big, Block::No), Err(Error::TooLarge { .. })));
+    assert!(matches!(
+        put(&r, &big, Block::No),
+        Err(Error::TooLarge { .. })
+    ));
     r.close();
     assert!(matches!(put(&r, &big, Block::No), Err(Error::Closed)));
     let two = [big.clone(), big];
