@@ -123,3 +123,16 @@ impl Error {
         }
     }
 }
+
+/// A bridge's result as `run` returns it: a stop before the bridge was connected
+/// ([`Error::Stopped`]) is a stop like any other, `Ok`, as documented (and as
+/// `Running::stop` and the binary have it).
+pub(crate) fn stop_is_ok(r: Result<()>) -> Result<()> {
+    match r {
+        Err(Error::Stopped(why)) => {
+            tracing::info!("stopped before the bridge was connected: {why}");
+            Ok(())
+        }
+        r => r,
+    }
+}

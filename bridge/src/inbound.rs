@@ -204,15 +204,7 @@ impl In {
     /// created again under the bridge is followed (see the module docs). Needs the
     /// multi-thread Tokio runtime.
     pub async fn run(self, ctl: &Control) -> Result<()> {
-        // A stop before the bridge was connected is a stop like any other: `Ok`, as
-        // documented (and as `Running::stop` and the binary have it).
-        match self.run_inner(ctl).await {
-            Err(Error::Stopped(why)) => {
-                tracing::info!("stopped before the bridge was connected: {why}");
-                Ok(())
-            }
-            r => r,
-        }
+        crate::error::stop_is_ok(self.run_inner(ctl).await)
     }
 
     async fn run_inner(self, ctl: &Control) -> Result<()> {

@@ -150,15 +150,7 @@ impl Out {
     /// The queue calls block; they run on a blocking thread of the Tokio runtime, which
     /// must be the multi-thread one.
     pub async fn run(self, ctl: &Control) -> Result<()> {
-        // A stop before the bridge was connected is a stop like any other: `Ok`, as
-        // documented (and as `Running::stop` and the binary have it).
-        match self.run_inner(ctl).await {
-            Err(Error::Stopped(why)) => {
-                tracing::info!("stopped before the bridge was connected: {why}");
-                Ok(())
-            }
-            r => r,
-        }
+        crate::error::stop_is_ok(self.run_inner(ctl).await)
     }
 
     async fn run_inner(self, ctl: &Control) -> Result<()> {
