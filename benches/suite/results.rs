@@ -1,10 +1,14 @@
 //! Results: the figure each case contributes, collected for `target/shmq-bench/results.json`
 //! (which `scripts/bench_report.py` turns into `BENCHMARKS.md`).
+//!
+//! A run measures every case once per round (`SHMQ_BENCH_ROUNDS`, see `main.rs`): each
+//! figure carries its round, and the report takes the median over the rounds of a case.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cond::{has_ring, Cond};
+use crate::stat::CpuTimes;
 
 /// The condition part of a result: ring (`ring256K`, `ring16M` or `-`), its capacity in
 /// bytes (0 for `-`), and call style (`block`, `timeout` or `-`), as in the case's ID.
@@ -36,7 +40,8 @@ impl CondFields {
 }
 
 /// One throughput-like figure: group, row, size, place, condition, ns per message (or round
-/// trip).
+/// trip), the round (from 1) it was measured in, and the share of CPU time the hypervisor
+/// stole while the case ran (percent, `/proc/stat`; from the end of the previous case).
 pub struct Case {
     pub group: String,
     pub row: String,
@@ -44,10 +49,12 @@ pub struct Case {
     pub place: String,
     pub cond: CondFields,
     pub ns: f64,
+    pub round: usize,
+    pub steal_pct: f64,
 }
 
-/// One round-trip distribution: row, size, place, condition, p50 / p99 / p99.9 in ns, and
-/// how many round trips.
+/// One round-trip distribution: row, size, place, condition, p50 / p99 / p99.9 in ns, how
+/// many round trips, and the round.
 pub struct Latency {
     pub row: String,
     pub size: usize,
@@ -57,6 +64,24 @@ pub struct Latency {
     pub p99: u64,
     pub p999: u64,
     pub n: usize,
+    pub round: usize,
+}
+
+/// One idle-CPU figure: what, CPU time and wall time in µs, round.
+pub struct Idle {
+    pub what: String,
+    pub cpu_us: u64,
+    pub wall_us: u64,
+    pub round: usize,
+}
+
+/// One round of the run: its number, wall time in seconds, the share of CPU time stolen by
+/// the hypervisor during it (percent), and `/proc/loadavg` when it started.
+pub struct Round {
+    pub round: usize,
+    pub seconds: f64,
+    pub steal_pct: f64,
+    pub load_start: String,
 }
 
 /// Everything the run measured, in the order the cases ran.
@@ -64,12 +89,26 @@ pub struct Latency {
 pub struct Results {
     pub cases: Vec<Case>,
     pub latency: Vec<Latency>,
-    pub idle: Vec<(String, u64, u64)>,
-    pub python: Option<String>,
+    pub idle: Vec<Idle>,
+    /// `benches/mp_queue.py`'s JSON output, one per round.
+    pub python: Vec<String>,
     pub sample_size: usize,
+    /// The rounds finished so far.
+    pub rounds: Vec<Round>,
+    /// The round being measured (from 1).
+    pub round: usize,
+    /// CPU times at the end of the previous case (or the round's start): the start of the
+    /// next case's steal interval.
+    pub last_stat: CpuTimes,
 }
 
 impl Results {
+    /// Start round `round`: the next case's steal interval starts now.
+    pub fn start_round(&mut self, round: usize) {
+        self.round = round;
+        self.last_stat = CpuTimes::now();
+    }
+
     /// Record a case from the (iterations, elapsed) pairs of its iter_custom calls: the
     /// median per-iteration time over the last `sample_size` calls (criterion's samples).
     pub fn add(
@@ -91,6 +130,9 @@ impl Results {
             .collect();
         per.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let med = per[per.len() / 2];
+        let now = CpuTimes::now();
+        let steal_pct = now.steal_pct_since(self.last_stat);
+        self.last_stat = now;
         self.cases.push(Case {
             group: group.into(),
             row: row.into(),
@@ -98,10 +140,17 @@ impl Results {
             place: place.into(),
             cond: CondFields::of(row, size, cond),
             ns: med,
+            round: self.round,
+            steal_pct,
         });
     }
 
     /// The results file's contents, with the run's `meta` (machine, commit, load, ...).
+    ///
+    /// Every entry of `cases`, `latency` and `idle` has a `round` field; `python` is a list
+    /// with one entry per round; `rounds` describes each round. (Files from before the
+    /// rounds have none of these: one round, `python` a single object or null; the report
+    /// reads both.)
     pub fn to_json(&self, meta: &[(&str, String)]) -> String {
         let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
         let mut o = String::from("{\n  \"meta\": {");
@@ -116,8 +165,8 @@ impl Results {
             .iter()
             .map(|c| {
                 format!(
-                    "    {{\"group\": \"{}\", \"row\": \"{}\", \"size\": {}, \"place\": \"{}\", {}, \"ns\": {:.3}}}",
-                    c.group, c.row, c.size, c.place, c.cond.json(), c.ns
+                    "    {{\"group\": \"{}\", \"row\": \"{}\", \"size\": {}, \"place\": \"{}\", {}, \"ns\": {:.3}, \"round\": {}, \"steal_pct\": {:.2}}}",
+                    c.group, c.row, c.size, c.place, c.cond.json(), c.ns, c.round, c.steal_pct
                 )
             })
             .collect();
@@ -128,8 +177,8 @@ impl Results {
             .iter()
             .map(|l| {
                 format!(
-                    "    {{\"row\": \"{}\", \"size\": {}, \"place\": \"{}\", {}, \"p50\": {}, \"p99\": {}, \"p999\": {}, \"n\": {}}}",
-                    l.row, l.size, l.place, l.cond.json(), l.p50, l.p99, l.p999, l.n
+                    "    {{\"row\": \"{}\", \"size\": {}, \"place\": \"{}\", {}, \"p50\": {}, \"p99\": {}, \"p999\": {}, \"n\": {}, \"round\": {}}}",
+                    l.row, l.size, l.place, l.cond.json(), l.p50, l.p99, l.p999, l.n, l.round
                 )
             })
             .collect();
@@ -138,14 +187,33 @@ impl Results {
         let i: Vec<String> = self
             .idle
             .iter()
-            .map(|(what, cpu, wall)| {
-                format!("    {{\"what\": \"{what}\", \"cpu_us\": {cpu}, \"wall_us\": {wall}}}")
+            .map(|i| {
+                format!(
+                    "    {{\"what\": \"{}\", \"cpu_us\": {}, \"wall_us\": {}, \"round\": {}}}",
+                    i.what, i.cpu_us, i.wall_us, i.round
+                )
             })
             .collect();
         o += &i.join(",\n");
-        o += "\n  ],\n  \"python\": ";
-        o += self.python.as_deref().unwrap_or("null").trim();
-        o += "\n}\n";
+        o += "\n  ],\n  \"python\": [";
+        let p: Vec<&str> = self.python.iter().map(|p| p.trim()).collect();
+        o += &p.join(",\n    ");
+        o += "],\n  \"rounds\": [\n";
+        let r: Vec<String> = self
+            .rounds
+            .iter()
+            .map(|r| {
+                format!(
+                    "    {{\"round\": {}, \"seconds\": {:.1}, \"steal_pct\": {:.2}, \"load_start\": \"{}\"}}",
+                    r.round,
+                    r.seconds,
+                    r.steal_pct,
+                    esc(r.load_start.trim())
+                )
+            })
+            .collect();
+        o += &r.join(",\n");
+        o += "\n  ]\n}\n";
         o
     }
 }

@@ -8,6 +8,7 @@ use shmq::RawQueue;
 use super::Ctx;
 use crate::peer::{next_cmd, send_byte, send_u64, Peer};
 use crate::place::Place;
+use crate::results::Idle;
 use crate::transports::unique_key;
 
 /// CPU used by a consumer blocked on an empty queue (getrusage in the child).
@@ -20,17 +21,23 @@ pub fn run(cx: &mut Ctx) {
     let q = RawQueue::create(&key, 4096).unwrap();
     let mut peer = Peer::spawn("idle", Place::Diff.peer_cpu(), &format!("{key} {wait_ms}"));
     assert_eq!(peer.ack(), b'r');
-    let (cpu, wall) = (peer.read_u64(), peer.read_u64());
-    cx.res.idle.push(("get_timeout on empty".into(), cpu, wall));
+    let round = cx.res.round;
+    let mut push = |what: &str, cpu_us, wall_us| {
+        cx.res.idle.push(Idle {
+            what: what.into(),
+            cpu_us,
+            wall_us,
+            round,
+        })
+    };
+    push("get_timeout on empty", peer.read_u64(), peer.read_u64());
     assert_eq!(peer.ack(), b'g');
     std::thread::sleep(Duration::from_millis(wait_ms));
     q.put(b"wake").unwrap();
-    let (cpu, wall) = (peer.read_u64(), peer.read_u64());
-    cx.res.idle.push(("get woken by a put".into(), cpu, wall));
-    println!(
-        "idle: blocked consumer CPU over {wait_ms} ms: {:?}",
-        cx.res.idle
-    );
+    push("get woken by a put", peer.read_u64(), peer.read_u64());
+    let n = cx.res.idle.len();
+    let cpu: Vec<u64> = cx.res.idle[n - 2..].iter().map(|i| i.cpu_us).collect();
+    println!("idle: blocked consumer CPU over {wait_ms} ms (timeout, woken): {cpu:?} µs");
 }
 
 /// The blocked consumer; args `<queue name> <wait ms>`.

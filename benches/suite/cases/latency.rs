@@ -103,6 +103,7 @@ pub fn run(c: &mut Criterion, cx: &mut Ctx) {
                 cx.res.add("rtt", row, size, place.name(), cond, &samples);
                 if !lat.is_empty() {
                     let (p50, p99, p999) = percentiles(&mut lat);
+                    let round = cx.res.round;
                     cx.res.latency.push(Latency {
                         row: row.into(),
                         size,
@@ -112,6 +113,7 @@ pub fn run(c: &mut Criterion, cx: &mut Ctx) {
                         p99,
                         p999,
                         n: lat.len(),
+                        round,
                     });
                 }
                 pin(None);

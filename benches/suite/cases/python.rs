@@ -37,7 +37,12 @@ pub fn run(cx: &mut Ctx) {
     }
     match cmd.stderr(Stdio::inherit()).output() {
         Ok(out) if out.status.success() => {
-            cx.res.python = Some(String::from_utf8_lossy(&out.stdout).into_owned());
+            let json = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if json.starts_with('{') {
+                cx.res.python.push(json);
+            } else {
+                eprintln!("python benchmark printed no JSON object: skipped");
+            }
         }
         Ok(out) => eprintln!("python benchmark failed: {}", out.status),
         Err(e) => eprintln!("python3 not available ({e}): skipping mp.Queue"),
