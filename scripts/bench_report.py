@@ -18,6 +18,12 @@ get_into_timeout). The report writes one table per condition, with ratios agains
 in the same condition of the same run; the headline and the targets use the less flattering
 condition and say which.
 
+Rounds: a run measures the whole case list R times, one round after the other (results.json
+gives each figure its `round`; files from before the rounds have one). Every figure here is
+the median over the rounds of its case, every ratio one of such medians; each figure shows its
+spread (max / min over the rounds, "↕"), and a case whose rounds differ by more than 2x is
+flagged "⚠" and listed with its rounds and the host's steal time during each.
+
 The plot needs matplotlib: if it is not importable, the script creates a virtualenv in
 <target>/bench-venv, installs matplotlib from PyPI there and re-runs itself with it (set
 SHMQ_BENCH_NO_PLOT=1 to skip the plot instead).
@@ -25,8 +31,10 @@ SHMQ_BENCH_NO_PLOT=1 to skip the plot instead).
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
+from collections import defaultdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = [8, 64, 1024, 64 << 10, 1 << 20]
@@ -39,6 +47,12 @@ PEERS = ["ipmpsc-serde", "ipmpsc-zc", "ipc-typed", "ipc-bytes", "uds", "crossbea
 SHMQ = ["shmq-raw", "shmq-loan", "shmq-typed", "shmq-pod", "shmq-batch"]
 # Rows whose buffer size the suite sets (they ran at both ring sizes).
 RING_ROWS = set(SHMQ) | {"ipmpsc-serde", "ipmpsc-zc", "crossbeam"}
+# A case whose rounds differ by more than this factor (max / min) is flagged as noisy.
+NOISY = 2.0
+# At most this many noisy cases are listed one by one.
+NOISY_LIST = 40
+# Steal time (percent of all CPU time) above which the report calls it out.
+STEAL_NOTE = 2.0
 DESC = {
     "shmq-raw": "shmq `RawQueue::put` / `get_into` (`timeout`: `put_timeout` / `get_into_timeout`)",
     "shmq-loan": "shmq `put_loan` + fill in place + `commit` / `get_loan` + read every byte in place + "
@@ -141,47 +155,190 @@ def case_cond(c):
     return ring, style
 
 
+def spread_of(xs):
+    """max / min of the positive values `xs` (None for fewer than two)."""
+    xs = [x for x in xs if x and x > 0]
+    return max(xs) / min(xs) if len(xs) > 1 else None
+
+
+def python_runs(res):
+    """The Python figures of each round: results.json holds a list (one object per round);
+    files from before the rounds hold one object, or null."""
+    py = res.get("python")
+    if py is None:
+        return []
+    return py if isinstance(py, list) else [py]
+
+
+def case_id(group, row, size, place, ring="-", style="-"):
+    """The suite's ID of a case (as the benchmark filter reads it)."""
+    if row.startswith("memcpy"):
+        return f"memcpy/{row}/{size}"
+    if row == "python-mp.Queue":
+        return f"python/{group}/{place}/{size}"
+    tail = "".join(f"/{x}" for x in (ring, style) if x != "-")
+    return f"{group}/{row}/{place}/{size}{tail}"
+
+
 class Data:
-    """The run's figures, looked up by row, size, placement and condition."""
+    """The run's figures, looked up by row, size, placement and condition: for each case the
+    median over the rounds, and the rounds themselves."""
 
     def __init__(self, res):
-        self.tput = {}  # (row, size, place, ring, style) -> ns per message
+        rounds = defaultdict(list)  # (row, size, place, ring, style) -> [(round, ns, steal %)]
+        self.ids = {}  # the same key -> case ID
+        mpmc = defaultdict(list)
+        lat = defaultdict(list)  # (row, size, place, style) -> [latency entries]
+        self.all_rounds = {}  # case ID -> [(round, ns, steal %)], every group
         for c in res["cases"]:
+            r = (c.get("round", 1), c["ns"], c.get("steal_pct"))
+            cid = case_id(c["group"], c["row"], c["size"], c["place"], *case_cond(c))
+            self.all_rounds.setdefault(cid, []).append(r)
             if c["group"] == "tput":
-                self.tput[(c["row"], c["size"], c["place"]) + case_cond(c)] = c["ns"]
-        py = res.get("python") or {}
-        for c in py.get("tput", []):
-            self.tput[("python-mp.Queue", c["size"], c["place"], "-", "-")] = c["ns"]
-        self.lat = {}  # (row, size, place, style) -> latency entry
+                key = (c["row"], c["size"], c["place"]) + case_cond(c)
+                rounds[key].append(r)
+                self.ids[key] = cid
+            elif c["group"] == "mpmc":
+                mpmc[(c["row"], c["place"])].append(c["ns"])
+        self.py = python_runs(res)
+        for i, py in enumerate(self.py):
+            for c in py.get("tput", []):
+                key = ("python-mp.Queue", c["size"], c["place"], "-", "-")
+                rounds[key].append((i + 1, c["ns"], None))
+                cid = case_id("tput", *key[:3])
+                self.ids[key] = cid
+                self.all_rounds.setdefault(cid, []).append((i + 1, c["ns"], None))
+            for x in py.get("rtt", []):
+                lat[("python-mp.Queue", x["size"], x["place"], "-")].append(dict(x, round=i + 1))
+        self.rounds = dict(rounds)
+        self.tput = {k: statistics.median(ns for _, ns, _ in v) for k, v in rounds.items()}
+        self.spread = {k: spread_of([ns for _, ns, _ in v]) for k, v in rounds.items()}
         for x in res["latency"]:
-            self.lat[(x["row"], x["size"], x["place"], case_cond(x)[1])] = x
-        for x in py.get("rtt", []):
-            self.lat[("python-mp.Queue", x["size"], x["place"], "-")] = x
-        self.mpmc = {(c["row"], c["place"]): c["ns"] for c in res["cases"] if c["group"] == "mpmc"}
+            lat[(x["row"], x["size"], x["place"], case_cond(x)[1])].append(x)
+        self.lat = {}  # (row, size, place, style) -> latency entry, medians over the rounds
+        for k, xs in lat.items():
+            m = dict(xs[0])
+            for f in ("p50", "p99", "p999"):
+                m[f] = statistics.median(x[f] for x in xs)
+            m["n"] = sum(x["n"] for x in xs)
+            m["spread"] = spread_of([x["p50"] for x in xs])
+            m["rounds"] = len(xs)
+            self.lat[k] = m
+        self.mpmc = {k: statistics.median(v) for k, v in mpmc.items()}
+        self.mpmc_spread = {k: spread_of(v) for k, v in mpmc.items()}
+        idle = defaultdict(list)
+        for i in res["idle"]:
+            idle[i["what"]].append(i)
+        self.idle = [{"what": w, "cpu_us": statistics.median(x["cpu_us"] for x in xs),
+                      "wall_us": statistics.median(x["wall_us"] for x in xs),
+                      "cpu_max_us": max(x["cpu_us"] for x in xs), "rounds": len(xs)}
+                     for w, xs in idle.items()]
+        self.n_rounds = max([len(v) for v in self.all_rounds.values()] + [1])
 
-    def rate_ex(self, row, size, place, cond):
-        """(msg/s, note) of `row` in condition `cond`: rows without a ring were measured once
-        (the same figure in every condition); shmq-batch has only the blocking style (note
-        "†" in a timeout condition)."""
+    def key(self, row, size, place, cond):
+        """(key of `row`'s figure in condition `cond`, note): rows without a ring were
+        measured once per round (the same figure in every condition); shmq-batch has only
+        the blocking style (note "†" in a timeout condition)."""
         ring = cond[0] if row in RING_ROWS else "-"
         style = cond[1] if row.startswith("shmq") else "-"
         note = ""
         if row == "shmq-batch" and style == "timeout":
             style, note = "block", "†"
-        ns = self.tput.get((row, size, place, ring, style)) or self.tput.get((row, size, "-", ring, style))
-        return (None, "") if ns is None else (1e9 / ns, note)
+        for k in ((row, size, place, ring, style), (row, size, "-", ring, style)):
+            if k in self.tput:
+                return k, note
+        return None, note
+
+    def rate_ex(self, row, size, place, cond):
+        """(msg/s, note) of `row` in condition `cond` (see `key`)."""
+        k, note = self.key(row, size, place, cond)
+        return (None, "") if k is None else (1e9 / self.tput[k], note)
 
     def rate(self, row, size, place, cond):
         return self.rate_ex(row, size, place, cond)[0]
 
+    def spread_at(self, row, size, place, cond):
+        """max / min of the figure's rounds (None for one round)."""
+        k, _ = self.key(row, size, place, cond)
+        return None if k is None else self.spread.get(k)
+
+    def noisy(self, row, size, place, cond):
+        sp = self.spread_at(row, size, place, cond)
+        return sp is not None and sp > NOISY
+
+    def ipmpsc_best_row(self, size, place, cond):
+        rs = [(self.rate(r, size, place, cond), r) for r in ("ipmpsc-serde", "ipmpsc-zc")]
+        rs = [x for x in rs if x[0]]
+        return max(rs) if rs else (None, None)
+
     def ipmpsc_best(self, size, place, cond):
-        rs = [self.rate(r, size, place, cond) for r in ("ipmpsc-serde", "ipmpsc-zc")]
-        rs = [r for r in rs if r]
-        return max(rs) if rs else None
+        return self.ipmpsc_best_row(size, place, cond)[0]
+
+    def noisy_cases(self):
+        """[(case ID, spread, rounds sorted by round)] of the cases whose rounds differ by
+        more than NOISY×, largest spread first."""
+        out = []
+        for cid, rs in self.all_rounds.items():
+            sp = spread_of([ns for _, ns, _ in rs])
+            if sp and sp > NOISY:
+                out.append((cid, sp, sorted(rs, key=lambda r: r[0])))
+        return sorted(out, key=lambda x: -x[1])
 
     def conds_present(self):
         have = {(k[3], k[4]) for k in self.tput if k[0] == "shmq-raw"}
         return [c for c in CONDS if c in have]
+
+
+def rounds_section(d, run_rounds, w):
+    """The rounds of the run, and every case whose rounds differ by more than NOISY×."""
+    if d.n_rounds < 2:
+        return
+    w("## Rounds and noise\n")
+    w(f"The run measured every case once per round, {d.n_rounds} rounds one after the other, so "
+      "that a disturbed stretch of the run (on this KVM guest the host takes a vCPU away for "
+      "seconds at a time) falls into one round of a case, not all of them; the figures above "
+      "are medians over the rounds. Steal: the share of all CPU time the host took (`steal` "
+      "in `/proc/stat`), for a round as a whole and for each case (from the end of the "
+      "previous case, so including its peer's start). *Slowest in*: the cases whose slowest "
+      "round this was.\n")
+    slowest = defaultdict(int)
+    for rs in d.all_rounds.values():
+        if len(rs) > 1:
+            slowest[max(rs, key=lambda r: r[1])[0]] += 1
+    w("| round | wall time | steal | 1-min load at its start | slowest in |")
+    w("|---|---|---|---|---|")
+    for r in run_rounds:
+        load = (r.get("load_start", "").split() or ["–"])[0]
+        w(f"| {r['round']} | {r['seconds']:.0f} s | {r['steal_pct']:.1f} % | {load} | "
+          f"{slowest.get(r['round'], 0)} of {sum(slowest.values())} cases |")
+    w("")
+    noisy = d.noisy_cases()
+    spreads = sorted(sp for sp in (spread_of([x[1] for x in rs]) for rs in d.all_rounds.values())
+                     if sp)
+    if spreads:
+        med = statistics.median(spreads)
+        w(f"Spread over the rounds (largest ÷ smallest figure of a case): median {med:.2f}×, "
+          f"largest {spreads[-1]:.2f}×; {len(noisy)} of {len(spreads)} cases above {NOISY:g}×.\n")
+    if not noisy:
+        return
+    w(f"Cases whose rounds differ by more than {NOISY:g}× (ns per message, or per round trip; "
+      "largest spread first):\n")
+    w("| case | spread | each round | steal during it |")
+    w("|---|---|---|---|")
+    for cid, sp, rs in noisy[:NOISY_LIST]:
+        figs = " / ".join(fmt_ns(ns) for _, ns, _ in rs)
+        steal = " / ".join("–" if st is None else f"{st:.1f} %" for _, _, st in rs)
+        w(f"| `{cid}` | {sp:.2f}× | {figs} | {steal} |")
+    if len(noisy) > NOISY_LIST:
+        w(f"| … and {len(noisy) - NOISY_LIST} more | | | |")
+    w("")
+
+
+def fmt_spread(sp):
+    """" ↕1.3" (" ↕2.6 ⚠" above NOISY); "" for a single round."""
+    if sp is None:
+        return ""
+    return f" ↕{sp:.2f}" + (" ⚠" if sp > NOISY else "")
 
 
 def headline_cond(d):
@@ -224,7 +381,8 @@ def worst(values):
 
 def generate(res, d, plt, png, link):
     meta = res["meta"]
-    py = res.get("python") or {}
+    py = d.py[0] if d.py else {}
+    run_rounds = res.get("rounds") or []
     lines = []
     w = lines.append
     w("# shmq benchmarks\n")
@@ -240,29 +398,56 @@ def generate(res, d, plt, png, link):
     w(f"| commit | `{meta['commit']}`{dirty} |")
     w(f"| date | {meta['date']} |")
     w(f"| load average (1/5/15 min) before / after | {' '.join(meta['load_before'].split()[:3])} / "
-      f"{' '.join(meta['load_after'].split()[:3])} |")
+      f"{' '.join(meta['load_after'].split()[:3])} (after: the suite's own two busy processes "
+      "included) |")
     quick = " (quick mode: tiny cases, not comparable)" if meta["quick"] == "true" else ""
     w(f"| suite wall time | {meta['seconds']} s{quick} |")
+    if run_rounds:
+        per = " / ".join(f"{r['seconds']:.0f}" for r in run_rounds)
+        w(f"| rounds | {len(run_rounds)} (wall time {per} s) |")
+    if meta.get("steal_pct") not in (None, ""):
+        per = " / ".join(f"{r['steal_pct']:.1f}" for r in run_rounds)
+        per = f" (per round: {per} %)" if len(run_rounds) > 1 else ""
+        w(f"| CPU time stolen by the host (`/proc/stat` steal) | {float(meta['steal_pct']):.1f} %{per} |")
     if meta.get("filter"):
         w(f"| filter | `{meta['filter']}` (a partial run) |")
     if py:
         w(f"| Python | {py.get('version')} |")
     w("")
-    load1 = float(meta["load_before"].split()[0] or 0)
-    load2 = float(meta["load_after"].split()[0] or 0)
-    if max(load1, load2) > 1.0:
-        w(f"**Taken under load** (1-minute load average {load1:.1f} before, {load2:.1f} after, on "
+    # The load is judged before the run only: during and after it, the load average counts
+    # the suite's own two busy processes. What the guest cannot see, the host taking a vCPU
+    # away, is the steal time.
+    load1 = float((meta["load_before"].split() or ["0"])[0])
+    if load1 > 1.0:
+        w(f"**Taken under load** (1-minute load average {load1:.1f} before the run, on "
           f"{meta['cores']} vCPUs shared with other work): cross-CPU figures suffer most, because a "
           "peer that loses its CPU to another process stalls the pipeline; ratios within the run "
           "remain comparable, absolute figures are pessimistic.\n")
+    steal = float(meta.get("steal_pct") or 0)
+    if steal > STEAL_NOTE:
+        w(f"**The host took {steal:.1f} % of the vCPUs' time during the run** (`steal` in "
+          "`/proc/stat`): a vCPU taken away stalls a cross-CPU pipeline outright, whatever the "
+          "guest's own load. See the rounds and the noisy cases below.\n")
     samples = meta.get("sample_size", "10")
     warm, meas = meta.get("warm_up_s", "0.3"), meta.get("measurement_s", "1")
-    w("Placement: `diff` = the two processes (or threads) pinned to CPU 0 and CPU 1; "
-      f"`same` = both pinned to CPU 0. Every figure is the median of {samples} criterion samples "
-      f"(mean per message within a sample; {warm} s warm-up and {meas} s measurement per case); "
-      "all ratios compare figures of this one run.\n")
+    nr = d.n_rounds
+    if nr > 1:
+        w("Placement: `diff` = the two processes (or threads) pinned to CPU 0 and CPU 1; "
+          f"`same` = both pinned to CPU 0. The run measured the whole case list {nr} times, one "
+          f"round after the other; every figure is the **median over the {nr} rounds** of a "
+          f"round's figure, the median of {samples} criterion samples (mean per message within a "
+          f"sample; {warm} s warm-up and {meas} s measurement per case and round). `↕` gives "
+          "the spread, the largest ÷ the smallest of the rounds; **⚠** marks a figure whose "
+          f"rounds differ by more than {NOISY:g}× (a ratio: either of its figures), listed under "
+          "[Rounds and noise](#rounds-and-noise). All ratios compare medians of this one run.\n")
+    else:
+        w("Placement: `diff` = the two processes (or threads) pinned to CPU 0 and CPU 1; "
+          f"`same` = both pinned to CPU 0. Every figure is the median of {samples} criterion "
+          f"samples (mean per message within a sample; {warm} s warm-up and {meas} s measurement "
+          "per case), from a single round: no spread to show, and one disturbed stretch of the "
+          "run decides a figure. All ratios compare figures of this one run.\n")
     w("**Conditions.** Every throughput case ran at two ring sizes and shmq's rows in two call "
-      "styles, one right after the other:\n")
+      "styles, one right after the other (in each round):\n")
     w("- `ring256K`: shmq's and ipmpsc's rings are `max(256 KiB, next_power_of_two(4 × size + 64))` "
       "(256 KiB up to 32 KiB payloads, 512 KiB at 64 KiB, 8 MiB at 1 MiB), the suite's only size "
       "before issue 14; `ring16M`: 16 MiB for both, at every size (what an independent harness "
@@ -271,11 +456,15 @@ def generate(res, d, plt, png, link):
       "`timeout`: their `*_timeout` forms (`put_timeout` / `get_into_timeout`, ...) with a "
       "deadline that never expires.")
     w("- ipc-channel, the Unix socket, Python and memcpy have neither a ring the suite sizes nor "
-      "a call style: they ran once, and the same figure stands in every condition. shmq-batch "
+      "a call style: they ran once (per round), and the same figure stands in every condition. shmq-batch "
       "ran blocking only (†: the blocking figure in a `timeout` table).\n")
 
     hc, scores, what = headline_cond(d)
     conds = d.conds_present()
+
+    def noisy_pair(a, b, size, place, cond):
+        """Whether either figure of the ratio a ÷ b varied more than NOISY× over the rounds."""
+        return any(r and d.noisy(r, size, place, cond) for r in (a, b))
 
     # Targets ------------------------------------------------------------------------------
     w("## Targets\n")
@@ -286,10 +475,12 @@ def generate(res, d, plt, png, link):
           "the peers in the same condition.\n")
     w("| target | measured (worst condition; range over conditions) | met |\n|---|---|---|")
 
-    def ratio_target(label, size, peer_rate, goal, fmt="{:.2f}×"):
+    def ratio_target(label, size, peer, goal, fmt="{:.2f}×"):
+        """peer(size, cond): the row shmq-raw is compared with."""
         vals = []
         for cond in conds:
-            a, b = d.rate("shmq-raw", size, "diff", cond), peer_rate(size, cond)
+            row = peer(size, cond)
+            a, b = d.rate("shmq-raw", size, "diff", cond), row and d.rate(row, size, "diff", cond)
             if a and b:
                 vals.append((cond, a / b))
         c, v, allv = worst(vals)
@@ -297,17 +488,19 @@ def generate(res, d, plt, png, link):
             return
         lo, hi = min(x for _, x in allv), max(x for _, x in allv)
         rng = f"; {fmt.format(lo)}–{fmt.format(hi)}" if len(allv) > 1 else ""
-        w(f"| {label}, {fmt_size(size)} | {fmt.format(v)} (`{cond_name(c)}`{rng}) | {ok(v >= goal)} |")
+        flag = " ⚠" if noisy_pair("shmq-raw", peer(size, c), size, "diff", c) else ""
+        w(f"| {label}, {fmt_size(size)} | {fmt.format(v)}{flag} (`{cond_name(c)}`{rng}) | "
+          f"{ok(v >= goal)} |")
 
     for size in SIZES:
         ratio_target("issue 14: cross-process ≥ 1× crossbeam between two threads", size,
-                     lambda s, c: d.rate("crossbeam", s, "diff", c), 1.0)
+                     lambda s, c: "crossbeam", 1.0)
     for size in [8, 64, 1024, 64 << 10]:
         ratio_target("issue 14: ≥ 2× ipmpsc's fastest path", size,
-                     lambda s, c: d.ipmpsc_best(s, "diff", c), 2.0)
+                     lambda s, c: d.ipmpsc_best_row(s, "diff", c)[1], 2.0)
     for size in [8, 64, 1024]:
         ratio_target("issue 14: ≥ 50× Python mp.Queue", size,
-                     lambda s, c: d.rate("python-mp.Queue", s, "diff", c), 50.0, "{:.0f}×")
+                     lambda s, c: "python-mp.Queue", 50.0, "{:.0f}×")
 
     def rtt_target(label, size, ok_fn):
         vals = [(st, d.lat.get(("shmq-raw", size, "diff", st))) for st in STYLES]
@@ -319,7 +512,8 @@ def generate(res, d, plt, png, link):
         floor = f"; floor p50 {fmt_ns(fl['p50'])}" if fl else ""
         others = "".join(f"; `{s2}` p50 {fmt_ns(y['p50'])}, p99 {fmt_ns(y['p99'])}"
                          for s2, y in vals if s2 != st)
-        w(f"| {label} | p50 {fmt_ns(x['p50'])}, p99 {fmt_ns(x['p99'])} (`{st}`{others}{floor}) | "
+        flag = " ⚠" if (x.get("spread") or 0) > NOISY else ""
+        w(f"| {label} | p50 {fmt_ns(x['p50'])}{flag}, p99 {fmt_ns(x['p99'])} (`{st}`{others}{floor}) | "
           f"{ok(ok_fn(x))} |")
 
     rtt_target("issue 14: round trip p50 ≤ 2 µs and p99 ≤ 20 µs, 4 KiB, diff", 4096,
@@ -353,11 +547,16 @@ def generate(res, d, plt, png, link):
             w(f"| issue 4: same-CPU round trip no worse than a Unix socket, {fmt_size(size)} | "
               f"p50 {fmt_ns(x['p50'])} vs {fmt_ns(u['p50'])}; p99 {fmt_ns(x['p99'])} vs "
               f"{fmt_ns(u['p99'])} (`{x.get('style', 'block')}`) | {ok(x['p50'] <= u['p50'])} |")
-    for i in res["idle"]:
+    for i in d.idle:
         secs = max(i["wall_us"] / 1e6, 0.1)
         w(f"| issue 4: consumer blocked on an empty queue for 1 s uses < 10 ms CPU ({i['what']}) | "
           f"{i['cpu_us'] / 1000:.2f} ms CPU in {secs:.2f} s | {ok(i['cpu_us'] < 10000 * secs)} |")
     w("")
+    if d.n_rounds > 1:
+        noisy = d.noisy_cases()
+        w(f"{len(noisy)} of {len(d.all_rounds)} cases varied by more than {NOISY:g}× between "
+          "rounds (⚠ in the tables; listed under [Rounds and noise](#rounds-and-noise)); a ⚠ in "
+          "this table marks a target whose figures are among them.\n")
 
     rows_all = SHMQ + PEERS
 
@@ -368,7 +567,8 @@ def generate(res, d, plt, png, link):
             cells = []
             for s in SIZES:
                 r, note = d.rate_ex(row, s, place, cond)
-                cells.append("–" if r is None else f"{fmt_rate(r)}/s ({fmt_rate(r * s)}B/s){note}")
+                sp = fmt_spread(d.spread_at(row, s, place, cond))
+                cells.append("–" if r is None else f"{fmt_rate(r)}/s ({fmt_rate(r * s)}B/s){note}{sp}")
             if any(c != "–" for c in cells):
                 w(f"| {row} | " + " | ".join(cells) + " |")
         w("")
@@ -381,7 +581,8 @@ def generate(res, d, plt, png, link):
             cells = []
             for s in SIZES:
                 a, b = d.rate(me, s, place, cond), d.rate(row, s, place, cond)
-                cells.append("–" if not a or not b else f"{a / b:.2f}×")
+                flag = " ⚠" if noisy_pair(me, row, s, place, cond) else ""
+                cells.append("–" if not a or not b else f"{a / b:.2f}×{flag}")
             if any(c != "–" for c in cells):
                 w(f"| {row} | " + " | ".join(cells) + " |")
         w("")
@@ -403,7 +604,8 @@ def generate(res, d, plt, png, link):
                 cells = []
                 for s in SIZES:
                     a, b = d.rate("shmq-raw", s, "diff", cond), d.rate(peer, s, "diff", cond)
-                    cells.append("–" if not a or not b else f"{a / b:.2f}×")
+                    flag = " ⚠" if noisy_pair("shmq-raw", peer, s, "diff", cond) else ""
+                    cells.append("–" if not a or not b else f"{a / b:.2f}×{flag}")
                 if any(c != "–" for c in cells):
                     mark = " (headline)" if cond == hc else ""
                     w(f"| {peer} | `{cond_name(cond)}`{mark} | " + " | ".join(cells) + " |")
@@ -422,7 +624,9 @@ def generate(res, d, plt, png, link):
                 cells = []
                 for s in SIZES:
                     a, b = d.rate(row, s, "diff", cond), d.rate(row, s, "diff", base)
-                    cells.append("–" if not a or not b else f"{a / b:.2f}×")
+                    flag = (" ⚠" if d.noisy(row, s, "diff", cond) or d.noisy(row, s, "diff", base)
+                            else "")
+                    cells.append("–" if not a or not b else f"{a / b:.2f}×{flag}")
                 if any(c != "–" for c in cells):
                     w(f"| {row} | `{cond_name(cond)}` | " + " | ".join(cells) + " |")
         w("")
@@ -438,8 +642,11 @@ def generate(res, d, plt, png, link):
 
     # Round trips --------------------------------------------------------------------------
     w("## Round-trip latency (ping-pong)\n")
+    rounds_note = (f" Percentiles: the median over the rounds of each round's percentile (every "
+                   f"round trip of the case in that round); round trips: all rounds together." if
+                   d.n_rounds > 1 else "")
     w("Rings `ring256K` (one message in flight: the ring's size does not come into it); shmq-raw "
-      "with both call styles.\n")
+      f"with both call styles.{rounds_note}\n")
     w("| row | size | place | p50 | p99 | p99.9 | round trips | shmq-raw p50 ÷ row p50 (block / timeout) |")
     w("|---|---|---|---|---|---|---|---|")
     lat_rows = [("shmq-raw", "block"), ("shmq-raw", "timeout"), ("ipmpsc-zc", "-"), ("ipc-bytes", "-"),
@@ -453,7 +660,8 @@ def generate(res, d, plt, png, link):
                     continue
                 ratio = " / ".join(f"{me['p50'] / x['p50']:.3f}" if me else "–" for me in mes)
                 label = f"{row} (`{st}`)" if st != "-" else row
-                w(f"| {label} | {fmt_size(size)} | {place} | {fmt_ns(x['p50'])} | {fmt_ns(x['p99'])} | "
+                sp = fmt_spread(x.get("spread"))
+                w(f"| {label} | {fmt_size(size)} | {place} | {fmt_ns(x['p50'])}{sp} | {fmt_ns(x['p99'])} | "
                   f"{fmt_ns(x['p999'])} | {x['n']} | {ratio} |")
     w("\n(crossbeam runs between two threads of one process; the others between two processes. "
       "**floor** is the physical limit: two threads spinning on one word with no queue at all, "
@@ -467,19 +675,28 @@ def generate(res, d, plt, png, link):
         w("| processes | diff: total msg/s | same: total msg/s | diff ÷ SPSC (1×1, diff) |")
         w("|---|---|---|---|")
         base = d.mpmc.get(("shmq-raw-1x1", "diff"))
+
+        def mp_cell(row, place):
+            ns = d.mpmc.get((row, place))
+            return "–" if not ns else fmt_rate(1e9 / ns) + fmt_spread(d.mpmc_spread.get((row, place)))
         for n in [1, 2, 4]:
             row = f"shmq-raw-{n}x{n}"
-            dd, s = d.mpmc.get((row, "diff")), d.mpmc.get((row, "same"))
+            dd = d.mpmc.get((row, "diff"))
             ratio = f"{base / dd:.2f}" if dd and base else "–"
-            w(f"| {n}×{n} | {fmt_rate(1e9 / dd) if dd else '–'} | {fmt_rate(1e9 / s) if s else '–'} | {ratio} |")
+            w(f"| {n}×{n} | {mp_cell(row, 'diff')} | {mp_cell(row, 'same')} | {ratio} |")
         w("")
 
-    if res["idle"]:
+    if d.idle:
         w("## CPU used by a blocked consumer (getrusage in the child)\n")
-        w("| case | CPU time | wall time |\n|---|---|---|")
-        for i in res["idle"]:
-            w(f"| {i['what']} | {i['cpu_us'] / 1000:.2f} ms | {i['wall_us'] / 1000:.0f} ms |")
+        many = d.n_rounds > 1
+        w("| case | CPU time" + (" (median; largest round)" if many else "") + " | wall time |")
+        w("|---|---|---|")
+        for i in d.idle:
+            top = f"; {i['cpu_max_us'] / 1000:.2f} ms" if many else ""
+            w(f"| {i['what']} | {i['cpu_us'] / 1000:.2f} ms{top} | {i['wall_us'] / 1000:.0f} ms |")
         w("")
+
+    rounds_section(d, run_rounds, w)
 
     w("## Rows\n")
     for k, v in DESC.items():
