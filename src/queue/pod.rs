@@ -89,8 +89,11 @@ impl<T: bytemuck::Pod + Send + Sync> TypedQueue<T, Pod> {
     /// assert_eq!(out[7], 42);
     /// # Ok::<(), shmq::Error>(())
     /// ```
+    #[inline(always)]
     pub fn get_into(&self, out: &mut T) -> Result<()> {
-        self.get_into_block(out, Block::Until(None))
+        // One code path with `get_into_timeout` (a deadline that never comes), so that
+        // both cost the same instructions (issue 14).
+        self.get_into_timeout(out, Duration::MAX)
     }
 
     /// Like [`get_into`](Self::get_into) but [`Error::Empty`] instead of waiting.
@@ -98,7 +101,9 @@ impl<T: bytemuck::Pod + Send + Sync> TypedQueue<T, Pod> {
         self.get_into_block(out, Block::No)
     }
 
-    /// Like [`get_into`](Self::get_into) but [`Error::Timeout`] after `timeout`.
+    /// Like [`get_into`](Self::get_into) but [`Error::Timeout`] after `timeout`
+    /// (`Duration::MAX`: never, which is `get_into`).
+    #[inline(never)]
     pub fn get_into_timeout(&self, out: &mut T, timeout: Duration) -> Result<()> {
         self.get_into_block(out, Block::timeout(timeout))
     }

@@ -200,8 +200,11 @@ impl RawQueue {
     ///
     /// Errors: [`Error::TooLarge`] at once if `msg` can never fit, [`Error::Closed`] if the
     /// queue is (or gets) closed while waiting.
+    #[inline]
     pub fn put(&self, msg: &[u8]) -> Result<()> {
-        self.put_block(msg, Block::Until(None))
+        // One code path with `put_timeout` (a deadline that never comes), so that both
+        // cost the same instructions, argument set-up included (issue 14).
+        self.put_timeout(msg, Duration::MAX)
     }
 
     /// Append `msg` if there is room now, else [`Error::Full`] (also when another live
@@ -212,6 +215,9 @@ impl RawQueue {
     }
 
     /// Append `msg`, waiting at most `timeout` for room ([`Error::Timeout`]).
+    /// `Duration::MAX` (and any timeout past the clock's range) waits for ever, like
+    /// [`put`](Self::put); `Duration::ZERO` gives `Timeout` (or `Full`) at once when there
+    /// is no room. The clock is read only if the call has to wait.
     pub fn put_timeout(&self, msg: &[u8], timeout: Duration) -> Result<()> {
         self.put_block(msg, Block::timeout(timeout))
     }
@@ -269,8 +275,10 @@ impl RawQueue {
     /// is large enough) and return its length, waiting while the queue is empty.
     ///
     /// Errors: [`Error::Closed`] once the queue is closed and drained.
+    #[inline]
     pub fn get_into(&self, buf: &mut Vec<u8>) -> Result<usize> {
-        self.get_block(buf, Block::Until(None))
+        // One code path with `get_into_timeout`, as for `put`.
+        self.get_into_timeout(buf, Duration::MAX)
     }
 
     /// Like [`get_into`](Self::get_into) but [`Error::Empty`] instead of waiting (also when
@@ -280,7 +288,8 @@ impl RawQueue {
         self.get_block(buf, Block::No)
     }
 
-    /// Like [`get_into`](Self::get_into) but [`Error::Timeout`] after `timeout`.
+    /// Like [`get_into`](Self::get_into) but [`Error::Timeout`] after `timeout`
+    /// (`Duration::MAX`: never, which is `get_into`).
     pub fn get_into_timeout(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize> {
         self.get_block(buf, Block::timeout(timeout))
     }

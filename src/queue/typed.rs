@@ -165,8 +165,11 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
 
     /// Append `msg`, waiting while the queue is full. [`Error::TooLarge`] at once if its
     /// encoding can never fit; [`Error::Closed`] if the queue is closed.
+    #[inline(always)]
     pub fn put(&self, msg: &T) -> Result<()> {
-        self.put_block(msg, Block::Until(None))
+        // One code path with `put_timeout` (a deadline that never comes), so that both
+        // cost the same instructions, argument set-up included (issue 14).
+        self.put_timeout(msg, Duration::MAX)
     }
 
     /// Append `msg` if there is room now, else [`Error::Full`] (also when another live
@@ -177,6 +180,9 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
     }
 
     /// Append `msg`, waiting at most `timeout` for room ([`Error::Timeout`]).
+    /// `Duration::MAX` (and any timeout past the clock's range) waits for ever, like
+    /// [`put`](Self::put).
+    #[inline(never)]
     pub fn put_timeout(&self, msg: &T, timeout: Duration) -> Result<()> {
         self.put_block(msg, Block::timeout(timeout))
     }
@@ -241,8 +247,10 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
     /// Take the oldest message, waiting while the queue is empty. [`Error::Closed`] once the
     /// queue is closed and drained; [`Error::Codec`] if the bytes do not decode (the
     /// undecodable message is consumed).
+    #[inline(always)]
     pub fn get(&self) -> Result<T> {
-        self.get_block(Block::Until(None))
+        // One code path with `get_timeout`, as for `put`.
+        self.get_timeout(Duration::MAX)
     }
 
     /// Take the oldest message, or [`Error::Empty`] (also when the consumer lock stays busy
@@ -251,7 +259,9 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
         self.get_block(Block::No)
     }
 
-    /// Take the oldest message, waiting at most `timeout` ([`Error::Timeout`]).
+    /// Take the oldest message, waiting at most `timeout` ([`Error::Timeout`];
+    /// `Duration::MAX`: never, which is `get`).
+    #[inline(never)]
     pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
         self.get_block(Block::timeout(timeout))
     }
