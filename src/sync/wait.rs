@@ -43,6 +43,11 @@ impl Deadline {
     /// `d` after the first call of [`Deadline::get`] (`Duration::MAX` and other durations
     /// past the clock's range: never).
     pub fn after(d: Duration) -> Deadline {
+        // `Duration::MAX` is what the blocking calls pass (they are the `*_timeout` calls,
+        // issue 14): "never" at once, so that their waits do not read the clock for it.
+        if d == Duration::MAX {
+            return Deadline::never();
+        }
         Deadline {
             timeout: Some(d),
             at: Cell::new(None),
