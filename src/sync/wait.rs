@@ -196,6 +196,10 @@ mod tests {
         let d = Deadline::after(Duration::MAX);
         assert_eq!(d.get(), None);
         assert!(!d.expired());
+        // Huge but not `MAX`: past the clock's range, so never too.
+        let huge = Deadline::after(Duration::from_secs(u64::MAX));
+        assert_eq!(huge.get(), None);
+        assert!(!huge.expired());
         let z = Deadline::after(Duration::ZERO);
         assert!(z.expired());
         assert_eq!(Deadline::never().remaining(), None);
