@@ -1,6 +1,6 @@
 //! [`Condition`]: Python's `multiprocessing.Condition`.
 
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -260,14 +260,15 @@ impl CondGuard<'_> {
     }
 
     /// Bump the futex word and wake the sleepers (each checks under the lock whether a
-    /// grant is for it; the others sleep again).
+    /// grant is for it; the others sleep again). The bump is the change the sleepers'
+    /// `ready` looks for, so it comes first; the wake-up is the common one
+    /// (`Object::notify`: fence, then `FUTEX_WAKE` only while a
+    /// sleeper is registered, and the waker disarms the word), so that a waiter killed
+    /// while waiting costs later notifies at most one system call.
     fn kick(&self) {
         let o = &self.cond.obj;
         o.seq().fetch_add(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        if o.waiters().load(Ordering::SeqCst) != 0 {
-            crate::prim::futex_wake(o.seq(), i32::MAX);
-        }
+        o.notify(i32::MAX);
     }
 
     /// Wake every waiter (Python's `notify_all()`).

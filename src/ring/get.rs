@@ -194,14 +194,14 @@ impl<M: Memory> Ring<M> {
     /// After `head` moved to `head` (the round saw records up to `tail`) and the lock was
     /// released: wake producers waiting for room, and, if more is queued than this round
     /// took, one sleeping consumer (a wake-one put woke only us). One fence orders the head
-    /// store before both waiter-count reads; when nobody sleeps this is the fence and two
+    /// store before both waiters-word reads; when nobody sleeps this is the fence and two
     /// loads from one line, and no word of the producers' is read.
     #[inline(always)]
     fn wake_after_get(&self, head: u64, tail: u64) {
         let h = self.h();
         prim::fence(Ordering::SeqCst);
         sync::notify_fenced(&h.cons.space_seq, &h.shared.producers_waiting, i32::MAX);
-        if h.shared.consumers_waiting.load(Ordering::Relaxed) != 0
+        if sync::armed(h.shared.consumers_waiting.load(Ordering::Relaxed)) != 0
             && (head != tail || self.published_tail(head) != head)
         {
             sync::notify_fenced(&h.prod.data_seq, &h.shared.consumers_waiting, 1);

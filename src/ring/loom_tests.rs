@@ -294,3 +294,75 @@ fn single_and_batch_paths_interleave() {
         assert_eq!(r.h().cons.get_count.load(Ordering::Relaxed), 4);
     });
 }
+
+/// Sleepers on a bare sequence word: a counting semaphore built on the real
+/// `sync::wait_until` / `sync::notify`, `tokens` taken with a compare-and-swap.
+struct Sem {
+    tokens: crate::prim::AtomicU32,
+    seq: crate::prim::AtomicU32,
+    waiters: crate::prim::AtomicU32,
+}
+
+impl Sem {
+    fn acquire(&self) {
+        loop {
+            let t = self.tokens.load(Ordering::SeqCst);
+            if t > 0 {
+                if self
+                    .tokens
+                    .compare_exchange(t, t - 1, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    return;
+                }
+                continue;
+            }
+            crate::sync::wait_until(
+                &self.seq,
+                &self.waiters,
+                std::time::Duration::ZERO,
+                &crate::sync::Deadline::never(),
+                || self.tokens.load(Ordering::SeqCst) > 0,
+            )
+            .unwrap();
+        }
+    }
+
+    fn release(&self) {
+        self.tokens.fetch_add(1, Ordering::SeqCst);
+        crate::sync::notify(&self.seq, &self.waiters, 1);
+    }
+}
+
+/// (g) Ghost waiters (session 5): two sleepers, and a waker that wakes one per token
+/// (`notify(.., 1)`, as a put of one message does). A waker that wakes one of two must
+/// leave the waiters word armed for the second (a lost wake-up is a loom deadlock: sleeps
+/// have no time limit here). Run twice: with a clean word, and with the word armed by a
+/// sleeper that died before the model starts (it is in no kernel queue). Afterwards one
+/// more `notify` with nobody asleep leaves the word disarmed: a registration of the dead
+/// costs one wake-up, once.
+#[test]
+fn wake_one_wakes_each_of_two_sleepers_with_and_without_a_ghost() {
+    for ghost in [false, true] {
+        check(move || {
+            let s = Arc::new(Sem {
+                tokens: crate::prim::AtomicU32::new(0),
+                seq: crate::prim::AtomicU32::new(0),
+                // Bit 0 armed, one registration: what a sleeper killed in the kernel leaves.
+                waiters: crate::prim::AtomicU32::new(if ghost { 3 } else { 0 }),
+            });
+            let sleeper = || {
+                let s = s.clone();
+                thread::spawn(move || s.acquire())
+            };
+            let (a, b) = (sleeper(), sleeper());
+            s.release();
+            s.release();
+            a.join().unwrap();
+            b.join().unwrap();
+            assert_eq!(s.tokens.load(Ordering::SeqCst), 0);
+            crate::sync::notify(&s.seq, &s.waiters, 1);
+            assert_eq!(crate::sync::armed(s.waiters.load(Ordering::SeqCst)), 0);
+        });
+    }
+}

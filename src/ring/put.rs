@@ -281,7 +281,7 @@ impl<M: Memory> Ring<M> {
     /// After a round that moved `tail` (published `published` messages, or only padding)
     /// released the lock: a sleeping consumer must look (it consumes padding too, which is
     /// what a producer waiting for room needs). One fence and one load of the consumers'
-    /// waiter count when none sleeps.
+    /// waiters word when none sleeps.
     #[inline(always)]
     fn wake_consumers(&self, published: usize) {
         let h = self.h();

@@ -33,9 +33,15 @@ pub struct Stats {
     /// Times a consumer found the queue empty and returned `Empty` or had to sleep (not
     /// counted within the spin phase, like `full_events`).
     pub empty_events: u64,
-    /// Producers sleeping now.
+    /// 1 while a producer may be asleep waiting for room, else 0: bit 0 ("armed") of the
+    /// header's waiters word, set by a producer before it sleeps and cleared by the next
+    /// wake-up that woke every sleeper (or by the sleeper itself on waking, when it was the
+    /// only one). Not a count: no exact count of sleepers is kept, so that one killed asleep
+    /// leaves nothing behind but this bit, which the next `put`/`get` clears (see
+    /// `docs/design.md`, "Sleepers a dead process leaves behind").
     pub producers_waiting: u32,
-    /// Consumers sleeping now.
+    /// 1 while a consumer may be asleep waiting for a message, else 0; like
+    /// `producers_waiting`.
     pub consumers_waiting: u32,
     /// Whether the queue is closed.
     pub closed: bool,
@@ -101,8 +107,12 @@ impl<M: Memory> Ring<M> {
             get_bytes: h.cons.get_bytes.load(Ordering::Relaxed),
             full_events: h.shared.full_events.load(Ordering::Relaxed),
             empty_events: h.shared.empty_events.load(Ordering::Relaxed),
-            producers_waiting: h.shared.producers_waiting.load(Ordering::Relaxed),
-            consumers_waiting: h.shared.consumers_waiting.load(Ordering::Relaxed),
+            producers_waiting: crate::sync::armed(
+                h.shared.producers_waiting.load(Ordering::Relaxed),
+            ),
+            consumers_waiting: crate::sync::armed(
+                h.shared.consumers_waiting.load(Ordering::Relaxed),
+            ),
             closed: tail & CLOSED != 0,
             producer_lock_holder: h.prod.lock.load(Ordering::Relaxed) & sync::HOLDER_MASK,
             consumer_lock_holder: h.cons.lock.load(Ordering::Relaxed) & sync::HOLDER_MASK,

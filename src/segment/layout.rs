@@ -83,9 +83,12 @@ pub struct Shared {
     /// Unused (version 1 kept the closed flag here; since version 2 it is bit 0 of
     /// [`ProducerSide::tail`], so that closing and publishing are ordered by one word).
     pub reserved: AtomicU32,
-    /// Consumers currently sleeping on `data_seq`.
+    /// Waiters word of the consumers sleeping on `data_seq`: bit 0 set while one may be
+    /// registered, bits 1..=31 a wrapping registration count (not a count of sleepers; see
+    /// `crate::sync`'s waiting protocol and `docs/design.md`, "Sleepers a dead process
+    /// leaves behind").
     pub consumers_waiting: AtomicU32,
-    /// Producers currently sleeping on `space_seq`.
+    /// Waiters word of the producers sleeping on `space_seq` (like `consumers_waiting`).
     pub producers_waiting: AtomicU32,
     /// Flags set by the creator before `init` ([`FLAG_PERSISTENT`]).
     pub flags: AtomicU32,
@@ -162,7 +165,7 @@ pub struct Tasks {
     pub done: AtomicU64,
     /// Bumped when `done` reaches `put_count` (futex word for `join`).
     pub join_seq: AtomicU32,
-    /// Threads sleeping in `join`.
+    /// Waiters word of the threads sleeping in `join` (like `Shared::consumers_waiting`).
     pub join_waiters: AtomicU32,
     /// Largest number of queued messages (`Options::max_messages`; 0: bounded by bytes
     /// only). Written by the creator before `init`, read once at open.

@@ -33,11 +33,14 @@
 //!
 //! # Waiting
 //! [`wait_until`] implements the sleep side of a sequence-word protocol: spin, then register
-//! in a waiter count, re-check the condition, and `FUTEX_WAIT` on the sequence word. Wakers
-//! bump the sequence word and call `FUTEX_WAKE` only when the waiter count is non-zero.
-//! Futexes are the shared (non-private) kind so that they wake other processes. A sleep
-//! lasts at most [`MAX_SLEEP`](wait::MAX_SLEEP) before the condition is checked again, so a waiter count that
-//! a hostile process zeroed delays a sleeper by at most that, never for ever.
+//! in a waiters word (bit 0 "armed", plus a registration count), re-check the condition, and
+//! `FUTEX_WAIT` on the sequence word. Wakers bump the sequence word and call `FUTEX_WAKE`
+//! only when the word is armed, and disarm it when the kernel woke fewer sleepers than asked
+//! (so everybody): nothing counts sleepers, so one that dies asleep costs the survivors one
+//! `FUTEX_WAKE`, once. Futexes are the shared (non-private) kind so that they wake other
+//! processes. A sleep lasts at most [`MAX_SLEEP`](wait::MAX_SLEEP) before the condition is
+//! checked again, so a waiters word that a hostile process zeroed delays a sleeper by at
+//! most that, never for ever.
 //!
 //! # Files
 //! * `lock.rs` — [`RobustLock`], its guard and [`Acquired`].
@@ -60,7 +63,7 @@ pub(crate) use holder::LIVE_BASE;
 pub use lock::LockGuard;
 pub(crate) use lock::{Acquired, RobustLock, HOLDER_MASK};
 pub(crate) use wait::{
-    notify, notify_all, notify_fenced, wait_until, wait_until_counting, Deadline,
+    armed, notify, notify_all, notify_fenced, wait_until, wait_until_counting, Deadline,
 };
 
 // Informational process liveness lives in `crate::sys::proc` (no lock decision rests on

@@ -9,7 +9,7 @@
 //! * the atomics, `fence`, `spin_loop` and `yield_now` come from loom;
 //! * the futex is emulated with a loom `Mutex` (the kernel's hash-bucket lock, under which
 //!   the value check and the enqueue of a waiter happen) and a `Condvar`; `wake(n)` wakes at
-//!   most `n` waiters of that word, like `FUTEX_WAKE`. A wait's timeout is ignored: a sleep
+//!   most `n` waiters of that word and returns how many, like `FUTEX_WAKE`. A wait's timeout is ignored: a sleep
 //!   lasts until a wake, so a lost wake-up shows up as a loom deadlock instead of being
 //!   papered over by a slice that ends;
 //! * [`RaceCheck`] tells loom about the plain (non-atomic) accesses to the ring's bytes, so
@@ -115,8 +115,9 @@ mod model {
         }
     }
 
-    /// `FUTEX_WAKE`: wake up to `n` waiters of `word`, oldest first.
-    pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
+    /// `FUTEX_WAKE`: wake up to `n` waiters of `word`, oldest first; returns how many
+    /// (like the system call).
+    pub(crate) fn futex_wake(word: &AtomicU32, n: i32) -> usize {
         let key = word as *const AtomicU32 as usize;
         let mut b = FUTEXES.bucket.lock().unwrap();
         let mut left = n.max(0);
@@ -129,9 +130,11 @@ mod model {
                 left -= 1;
             }
         }
-        if left != n.max(0) {
+        let woken = (n.max(0) - left) as usize;
+        if woken != 0 {
             FUTEXES.cv.notify_all();
         }
+        woken
     }
 
     /// Shadow of the ring's bytes: one loom cell per 8-byte word, accessed whenever the

@@ -82,13 +82,58 @@ impl Deadline {
     }
 }
 
+/// Bit 0 of a waiters word (`Shared::consumers_waiting` / `producers_waiting`,
+/// `Tasks::join_waiters`, a primitive's `WAITERS`): set while sleepers may be registered
+/// on the sequence word since the last wake-up that provably woke them all. Bits 1..=31
+/// count registrations (wrapping), so that a waker can tell with one compare-and-swap
+/// whether anybody registered since it read the word. Nothing counts sleepers: a process
+/// that dies asleep leaves at most this bit behind, and the next waker clears it with its
+/// one `FUTEX_WAKE` (see "Sleepers a dead process leaves behind" in `docs/design.md`).
+pub(crate) const ARMED: u32 = 1;
+
+/// What one registration adds to a waiters word (above [`ARMED`]).
+const REGISTRATION: u32 = 2;
+
+/// Whether a waiters word says sleepers may be registered (0 or 1, for statistics).
+#[inline]
+pub(crate) fn armed(word: u32) -> u32 {
+    word & ARMED
+}
+
+/// Register a sleeper: set [`ARMED`] and bump the registration count, in one `SeqCst`
+/// read-modify-write (the store of the store/load pair with the waker's `ready` side).
+/// Returns the word before and after, for [`unregister`].
+fn register(waiters: &AtomicU32) -> (u32, u32) {
+    let mut w = waiters.load(Ordering::Relaxed);
+    loop {
+        let new = (w | ARMED).wrapping_add(REGISTRATION);
+        match waiters.compare_exchange_weak(w, new, Ordering::SeqCst, Ordering::Relaxed) {
+            Ok(_) => return (w, new),
+            Err(now) => w = now,
+        }
+    }
+}
+
+/// A sleeper leaves (awake): if its registration `(before, mine)` is still the word's last
+/// change and the word was not armed before it, nobody else is registered, so clear
+/// [`ARMED`] (keeping the count, which never goes back: a waker's compare-and-swap from an
+/// older value must keep failing). Otherwise leave the word to the next waker.
+fn unregister(waiters: &AtomicU32, (before, mine): (u32, u32)) {
+    if before & ARMED == 0 {
+        let _ = waiters.compare_exchange(mine, mine & !ARMED, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
 /// The sleeping side of the sequence-word protocol.
 ///
 /// Spins for about `spin` (never past the deadline) re-checking `ready`, then registers in
-/// `waiters`, re-checks, and sleeps on `seq` until a waker bumps it, for at most
+/// `waiters` ([`ARMED`]), re-checks, and sleeps on `seq` until a waker bumps it, for at most
 /// [`MAX_SLEEP`] at a time. Returns `Ok(())` once `ready()` held at some check or after a
 /// kernel wake or slice (the caller re-checks anyway), and `Err(Timeout)` when the deadline
-/// passed with `ready()` false.
+/// passed with `ready()` false. On return the registration is undone only when it is
+/// provably the only one ([`unregister`]); otherwise the next waker clears it (one
+/// `FUTEX_WAKE`), and a sleeper killed in the kernel leaves nothing that costs the
+/// survivors more than that one call.
 pub(crate) fn wait_until(
     seq: &AtomicU32,
     waiters: &AtomicU32,
@@ -144,8 +189,10 @@ pub(crate) fn wait_until_counting(
     if let Some(sleeps) = sleeps {
         sleeps.fetch_add(1, Ordering::Relaxed);
     }
+    // The order matters: `seq0` is read before the registration, so a waker that saw the
+    // registration bumps `seq` after `seq0` was read and the sleep below cannot miss it.
     let seq0 = seq.load(Ordering::SeqCst);
-    waiters.fetch_add(1, Ordering::SeqCst);
+    let registration = register(waiters);
     fence(Ordering::SeqCst);
     let result = if ready() {
         Ok(())
@@ -159,12 +206,12 @@ pub(crate) fn wait_until_counting(
             }
         }
     };
-    waiters.fetch_sub(1, Ordering::SeqCst);
+    unregister(waiters, registration);
     result
 }
 
 /// The waking side: after publishing a change that `ready()` observes, call this.
-/// Skips the syscall when nobody sleeps. `n` is how many sleepers to wake.
+/// Skips the syscall when no sleeper is registered. Wakes up to `n` sleepers.
 #[inline]
 pub(crate) fn notify(seq: &AtomicU32, waiters: &AtomicU32, n: i32) {
     fence(Ordering::SeqCst);
@@ -175,13 +222,35 @@ pub(crate) fn notify(seq: &AtomicU32, waiters: &AtomicU32, n: i32) {
 /// fence serves several notifications of the same change).
 #[inline]
 pub(crate) fn notify_fenced(seq: &AtomicU32, waiters: &AtomicU32, n: i32) {
-    if waiters.load(Ordering::Relaxed) != 0 {
-        seq.fetch_add(1, Ordering::SeqCst);
-        prim::futex_wake(seq, n);
+    let seen = waiters.load(Ordering::Relaxed);
+    if seen & ARMED != 0 {
+        wake_registered(seq, waiters, seen, n);
     }
 }
 
-/// Unconditionally bump `seq` and wake every sleeper (used by `close`).
+/// A waker that found `seen` (armed) in `waiters`: bump `seq` and wake up to `n` sleepers.
+/// Fewer than `n` woken proves that every sleeper in the kernel was woken (and one that
+/// registered before `seen` but is not in the kernel yet read its `seq0` before the bump,
+/// so its `FUTEX_WAIT` returns at once): the registrations up to `seen` are spent, so clear
+/// [`ARMED`] with a compare-and-swap from `seen`, which fails (leaving the word armed, for
+/// the next waker) if anybody registered meanwhile. With `n` woken more may sleep: the word
+/// stays armed (a woken sleeper that was the only one registered clears it itself). A dead
+/// sleeper is in no kernel queue, so a word armed only by the dead costs exactly this one
+/// `FUTEX_WAKE` (woken 0) and is cleared.
+#[cold]
+#[inline(never)]
+fn wake_registered(seq: &AtomicU32, waiters: &AtomicU32, seen: u32, n: i32) {
+    seq.fetch_add(1, Ordering::SeqCst);
+    let woken = prim::futex_wake(seq, n);
+    if woken < n.max(0) as usize {
+        // Relaxed is enough: only the modification order of `waiters` matters (any
+        // registration after `seen` makes this fail).
+        let _ = waiters.compare_exchange(seen, seen & !ARMED, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// Unconditionally bump `seq` and wake every sleeper (used by `close`). The waiters word is
+/// left as it is: the next [`notify`] clears it.
 pub(crate) fn notify_all(seq: &AtomicU32) {
     seq.fetch_add(1, Ordering::SeqCst);
     prim::futex_wake(seq, i32::MAX);
@@ -214,5 +283,67 @@ mod tests {
             || false,
         );
         assert!(matches!(r, Err(Error::Timeout)));
+    }
+
+    /// A registration nobody undoes (its sleeper was killed) costs the next waker one
+    /// wake-up (one `seq` bump: the `FUTEX_WAKE` path) and no waker after it.
+    #[test]
+    fn a_dead_registration_costs_one_wake_up() {
+        let (seq, w) = (AtomicU32::new(0), AtomicU32::new(0));
+        register(&w); // and die
+        assert_eq!(armed(w.load(Ordering::Relaxed)), 1);
+        notify(&seq, &w, 1);
+        assert_eq!(seq.load(Ordering::Relaxed), 1);
+        assert_eq!(armed(w.load(Ordering::Relaxed)), 0);
+        for _ in 0..10 {
+            notify(&seq, &w, 1);
+            notify(&seq, &w, i32::MAX);
+        }
+        assert_eq!(seq.load(Ordering::Relaxed), 1);
+    }
+
+    /// A sleeper that leaves undoes its registration only while it is the only one.
+    #[test]
+    fn a_leaving_sleeper_disarms_only_its_own_registration() {
+        let w = AtomicU32::new(0);
+        let first = register(&w);
+        let second = register(&w);
+        unregister(&w, first); // a later registration: left armed
+        assert_eq!(armed(w.load(Ordering::Relaxed)), 1);
+        unregister(&w, second); // armed before it: left armed
+        assert_eq!(armed(w.load(Ordering::Relaxed)), 1);
+        let (seq, w) = (AtomicU32::new(0), AtomicU32::new(0));
+        let only = register(&w);
+        unregister(&w, only);
+        assert_eq!(armed(w.load(Ordering::Relaxed)), 0);
+        notify(&seq, &w, 1);
+        assert_eq!(seq.load(Ordering::Relaxed), 0, "no wake-up for nobody");
+        // The registration count never goes back, so a waker's compare-and-swap from a
+        // word it read before (here: armed by `only`) fails.
+        assert_ne!(w.load(Ordering::Relaxed), only.1);
+        // A timed-out wait on an unarmed word leaves it unarmed too.
+        let r = wait_until(
+            &seq,
+            &w,
+            Duration::ZERO,
+            &Deadline::after(Duration::ZERO),
+            || false,
+        );
+        assert!(matches!(r, Err(Error::Timeout)));
+        assert_eq!(armed(w.load(Ordering::Relaxed)), 0);
+    }
+
+    /// A waker that wakes fewer than asked leaves the word armed when a sleeper registered
+    /// after the waker read it (its compare-and-swap fails).
+    #[test]
+    fn a_registration_during_a_wake_up_keeps_the_word_armed() {
+        let (seq, w) = (AtomicU32::new(0), AtomicU32::new(0));
+        register(&w);
+        let seen = w.load(Ordering::Relaxed);
+        register(&w); // between the waker's read and its compare-and-swap
+        wake_registered(&seq, &w, seen, 1);
+        assert_eq!(armed(w.load(Ordering::Relaxed)), 1);
+        wake_registered(&seq, &w, w.load(Ordering::Relaxed), 1);
+        assert_eq!(armed(w.load(Ordering::Relaxed)), 0);
     }
 }

@@ -22,9 +22,13 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     let _ = futex::wait(word, futex::Flags::empty(), expected, ts.as_ref());
 }
 
-/// `FUTEX_WAKE` (shared) up to `n` waiters on `word` (`n <= 0`: none).
+/// `FUTEX_WAKE` (shared) up to `n` waiters on `word` (`n <= 0`: none). Returns how many
+/// the kernel woke (the system call's result): fewer than `n` means every waiter queued on
+/// `word` at that moment was woken (the wake-up protocol of `crate::sync` relies on that).
 #[cfg_attr(loom, allow(dead_code))]
-pub(crate) fn wake(word: &AtomicU32, n: i32) {
-    // The only possible errors are for a bad address, which a reference is not.
-    let _ = futex::wake(word, futex::Flags::empty(), n.max(0) as u32);
+pub(crate) fn wake(word: &AtomicU32, n: i32) -> usize {
+    let n = n.max(0) as u32;
+    // The only possible errors are for a bad address, which a reference is not; should one
+    // happen anyway, report `n` (as if more might sleep: the callers then keep waking).
+    futex::wake(word, futex::Flags::empty(), n).unwrap_or(n as usize)
 }

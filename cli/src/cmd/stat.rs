@@ -174,9 +174,12 @@ pub fn run(a: StatArgs) -> CliResult<()> {
         rows.extend([
             (
                 "waiting",
+                // Yes/no, not counts: the header keeps no count of sleepers (one killed
+                // asleep must leave nothing behind that costs the others: docs/design.md).
                 format!(
-                    "{} producers (queue full), {} consumers (queue empty)",
-                    s.producers_waiting, s.consumers_waiting
+                    "producers {} (queue full), consumers {} (queue empty)",
+                    yes_no(s.producers_waiting != 0),
+                    yes_no(s.consumers_waiting != 0)
                 ),
             ),
             (
