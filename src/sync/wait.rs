@@ -238,7 +238,6 @@ pub(crate) fn notify_fenced(seq: &AtomicU32, waiters: &AtomicU32, n: i32) {
 /// sleeper is in no kernel queue, so a word armed only by the dead costs exactly this one
 /// `FUTEX_WAKE` (woken 0) and is cleared.
 #[cold]
-#[inline(never)]
 fn wake_registered(seq: &AtomicU32, waiters: &AtomicU32, seen: u32, n: i32) {
     seq.fetch_add(1, Ordering::SeqCst);
     let woken = prim::futex_wake(seq, n);
