@@ -12,14 +12,14 @@ mod common;
 use std::time::Duration;
 
 use common::{child, say, uniq};
-use shmq::{Error, Lock, Queue, RLock, RawQueue};
+use shmq::{Condition, Error, Lock, Queue, RLock, RawQueue};
 
 /// How long a role child may take before it counts as hung.
 const LIMIT: Duration = Duration::from_secs(60);
 /// How long the fork child waits for the parent to end its loan.
 const WAIT: Duration = Duration::from_secs(30);
 
-common::child_roles!(write_loan, read_loan, typed_loan, lock_fork, rlock_fork);
+common::child_roles!(write_loan, read_loan, typed_loan, lock_fork, rlock_fork, cond_fork);
 
 /// `fork()`, checked.
 fn fork() -> libc::pid_t {
@@ -313,6 +313,34 @@ fn rlock_fork(args: &[String]) {
     ));
 }
 
+/// cond_fork:<condition> — takes the `Condition`'s lock and forks; in the child the
+/// inherited guard cannot wait (typed error), its notify does nothing, and dropping it
+/// releases nothing (the child's own `lock_timeout` times out). Then the parent releases it.
+fn cond_fork(args: &[String]) {
+    let c = Condition::open(&args[0]).unwrap();
+    let mut guard = c.lock().unwrap();
+    let pid = fork();
+    if pid == 0 {
+        in_child(|| {
+            match guard.wait_timeout(Duration::from_millis(100)) {
+                Err(Error::InvalidArgument(m)) if m.contains("belongs to the parent") => {}
+                other => return Err(format!("wait with the inherited guard: {other:?}")),
+            }
+            guard.notify_all();
+            guard.notify(1);
+            drop(guard);
+            match c.lock_timeout(Duration::from_millis(100)) {
+                Err(Error::Timeout) => Ok(()),
+                other => Err(format!("lock in the child: {:?}", other.map(|_| "taken"))),
+            }
+        });
+    }
+    let status = reap(pid);
+    drop(guard);
+    let again = c.lock_timeout(Duration::from_secs(10)).map(|_| "taken");
+    say(format!("child {status} again {again:?}"));
+}
+
 /// Everything `q` holds, as text.
 fn drain(q: &RawQueue) -> Vec<String> {
     let mut got = Vec::new();
@@ -397,4 +425,12 @@ fn rlock_held_by_the_parent_is_not_the_fork_childs() {
     let out = child!(rlock_fork).arg(&name).run(LIMIT);
     assert_eq!(out, ["child 0 depth 1 held true released true"]);
     assert!(!r.is_locked());
+}
+
+#[test]
+fn condition_guard_in_a_fork_child_is_the_parents() {
+    let name = uniq("condfork");
+    let _c = Condition::create(&name).unwrap();
+    let out = child!(cond_fork).arg(&name).run(LIMIT);
+    assert_eq!(out, ["child 0 again Ok(\"taken\")"]);
 }
