@@ -36,28 +36,35 @@ thread_local! {
     /// The loans this thread holds: (the memory's identity, producer side). A put or get on the
     /// same side of the same queue from this thread would wait for the loan's own lock
     /// for ever; it fails at once instead ([`Ring::lent_by_this_thread`]).
-    static LENT: RefCell<Vec<LentKey>> = const { RefCell::new(Vec::new()) };
-    /// `LENT.len()`, read first: the put/get fast path costs one thread-local load.
-    static LENT_N: Cell<usize> = const { Cell::new(0) };
-    /// The fork generation `LENT` was written in. A fork child inherits the forking
-    /// thread's list, which names the parent's loans, not the child's: in another
+    /// With the fork generation the list was written in: a fork child inherits the forking
+    /// thread's list, which names the parent's loans, not the child's, so in another
     /// generation the list is stale and is emptied before use.
-    static LENT_GEN: Cell<u64> = const { Cell::new(0) };
+    static LENT: RefCell<(u64, Vec<LentKey>)> = const { RefCell::new((0, Vec::new())) };
+    /// `LENT`'s length, read first: the put/get fast path costs one thread-local load.
+    static LENT_N: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Run `f` on this thread's loan markers, emptied first if they are a fork parent's.
 fn with_lent<R>(f: impl FnOnce(&mut Vec<LentKey>) -> R) -> R {
     LENT.with(|l| {
-        let mut l = l.borrow_mut();
+        let (generation, l) = &mut *l.borrow_mut();
         let now = LockGuard::fork_generation();
-        if LENT_GEN.get() != now {
+        if *generation != now {
             l.clear();
-            LENT_GEN.set(now);
+            *generation = now;
         }
-        let r = f(&mut l);
+        let r = f(l);
         LENT_N.set(l.len());
         r
     })
+}
+
+/// Whether this thread's loan markers name `key` (the slow path of
+/// [`Ring::lent_by_this_thread`], out of line: the put/get fast path stays one load).
+#[cold]
+#[inline(never)]
+fn is_lent(key: LentKey) -> bool {
+    with_lent(|l| l.contains(&key))
 }
 
 fn note_lent(key: LentKey) {
@@ -90,8 +97,7 @@ impl<M: Memory> Ring<M> {
         if LENT_N.with(|n| n.get()) == 0 {
             return false;
         }
-        let key = (self.key, producer);
-        with_lent(|l| l.contains(&key))
+        is_lent((self.key, producer))
     }
 
     /// The error for a put (`producer`) or get on a side this thread holds a loan on.

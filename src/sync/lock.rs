@@ -210,9 +210,11 @@ impl<'a> RobustLock<'a> {
 impl LockGuard<'_> {
     /// The fork generation of this process now: record it beside a guard that may outlive
     /// the call that took it, and end the guard with [`release_from`](Self::release_from).
+    /// One relaxed load: the `fork` handlers that count generations were registered when
+    /// the [`Holder`] of any lock's taker was made.
     #[inline]
     pub(crate) fn fork_generation() -> u64 {
-        super::fork::fork_generation()
+        super::fork::FORK_GENERATION.load(Ordering::Relaxed)
     }
 
     /// Whether something taken in fork generation `generation` was inherited through
