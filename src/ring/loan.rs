@@ -33,12 +33,12 @@ use crate::sync::LockGuard;
 type LentKey = ((u64, u64), bool);
 
 thread_local! {
-    /// The loans this thread holds: (the memory's identity, producer side). A put or get on the
-    /// same side of the same queue from this thread would wait for the loan's own lock
-    /// for ever; it fails at once instead ([`Ring::lent_by_this_thread`]).
-    /// With the fork generation the list was written in: a fork child inherits the forking
-    /// thread's list, which names the parent's loans, not the child's, so in another
-    /// generation the list is stale and is emptied before use.
+    /// The loans this thread holds: (the memory's identity, producer side). A put or get on
+    /// the same side of the same queue from this thread would wait for the loan's own lock
+    /// for ever; it fails at once instead ([`Ring::lent_by_this_thread`]). Beside the list,
+    /// the fork generation it was written in: a fork child inherits the forking thread's
+    /// list, which names the parent's loans, not the child's, so in another generation the
+    /// list is stale and is emptied before use ([`with_lent`]).
     static LENT: RefCell<(u64, Vec<LentKey>)> = const { RefCell::new((0, Vec::new())) };
     /// `LENT`'s length, read first: the put/get fast path costs one thread-local load.
     static LENT_N: Cell<usize> = const { Cell::new(0) };
