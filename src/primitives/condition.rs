@@ -60,10 +60,26 @@ pub struct Condition {
 }
 
 /// The lock of a [`Condition`], held; waits and notifies. Releases the lock when dropped.
+///
+/// Across `fork` (without `exec`), as Python's `Condition` over an `RLock`: a guard the
+/// child inherits is the parent's hold. In the child, dropping it releases nothing,
+/// [`wait`](Self::wait) fails with [`Error::InvalidArgument`] (Python: "cannot wait on
+/// un-acquired lock"), and [`notify`](Self::notify) / [`notify_all`](Self::notify_all) do
+/// nothing (they would change the condition's state without its lock).
 pub struct CondGuard<'a> {
     cond: &'a Condition,
     guard: Option<crate::sync::LockGuard<'a>>,
+    /// The fork generation the lock was taken in.
+    generation: u64,
     recovered: bool,
+}
+
+impl Drop for CondGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(g) = self.guard.take() {
+            g.release_from(self.generation);
+        }
+    }
 }
 
 impl std::fmt::Debug for CondGuard<'_> {
@@ -116,6 +132,7 @@ impl Condition {
         Ok(CondGuard {
             cond: self,
             guard: Some(g),
+            generation: crate::sync::LockGuard::fork_generation(),
             recovered,
         })
     }
@@ -154,6 +171,13 @@ impl CondGuard<'_> {
     /// out cancels itself (`WAKEUP += 1`, `WOKEN += 1`). `notify_all` grants everybody.
     /// The futex word (`SEQ`) is bumped on every grant; the counters are the truth.
     fn wait_until(&mut self, deadline: &Deadline) -> Result<bool> {
+        if self.inherited() {
+            return Err(Error::InvalidArgument(
+                "a Condition lock taken before fork belongs to the parent process: \
+                 a fork child cannot wait with it"
+                    .into(),
+            ));
+        }
         let o = &self.cond.obj;
         let seq = o.seq();
         let (total, wakeup, woken, broadcast) = (
@@ -202,6 +226,11 @@ impl CondGuard<'_> {
         }
     }
 
+    /// Whether this guard was taken before a `fork` and this is the child.
+    fn inherited(&self) -> bool {
+        crate::sync::LockGuard::inherited(self.generation)
+    }
+
     fn relock(&mut self) -> Result<()> {
         let (g, recovered) = self.cond.obj.lock(&Deadline::never())?;
         self.guard = Some(g);
@@ -247,6 +276,9 @@ impl CondGuard<'_> {
     /// Wake up to `n` of the processes (or threads) waiting on this condition now
     /// (Python's `notify(n)`).
     pub fn notify(&self, n: u32) {
+        if self.inherited() {
+            return;
+        }
         let o = &self.cond.obj;
         let (total, wakeup) = (o.u64_at(TOTAL), o.u64_at(WAKEUP));
         let t = total.load(Ordering::Relaxed);
@@ -273,6 +305,9 @@ impl CondGuard<'_> {
 
     /// Wake every waiter (Python's `notify_all()`).
     pub fn notify_all(&self) {
+        if self.inherited() {
+            return;
+        }
         let o = &self.cond.obj;
         let t = o.u64_at(TOTAL).load(Ordering::Relaxed);
         if t == o.u64_at(WAKEUP).load(Ordering::Relaxed) {

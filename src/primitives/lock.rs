@@ -23,6 +23,13 @@ use crate::Options;
 /// of whoever took it. Handles are cheap to clone and travel to child processes as the
 /// lock's name.
 ///
+/// Across `fork` (without `exec`): a guard the child inherits is the parent's hold, not the
+/// child's. Dropping it in the child leaves the lock held by the parent (which releases it
+/// with its own guard); the child's own [`lock`](Lock::lock) waits for that like any other
+/// process. (Python's child could `release()` the parent's hold explicitly; shmq has no
+/// release other than the guard's, so a hold is only ever ended by the process that took it,
+/// or by its death.)
+///
 /// ```
 /// # shmq::process::init();
 /// use shmq::{process, Lock, Value};
@@ -54,10 +61,22 @@ pub struct Lock {
     obj: Arc<Object>,
 }
 
-/// Holds a [`Lock`]; releases it when dropped.
+/// Holds a [`Lock`]; releases it when dropped (in the process that took it: in a `fork`
+/// child the inherited guard is the parent's hold, and dropping it there releases nothing).
 pub struct LockGuard<'a> {
-    _g: crate::sync::LockGuard<'a>,
+    /// `None` only while dropping.
+    guard: Option<crate::sync::LockGuard<'a>>,
+    /// The fork generation the lock was taken in.
+    generation: u64,
     recovered: bool,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(g) = self.guard.take() {
+            g.release_from(self.generation);
+        }
+    }
 }
 
 impl std::fmt::Debug for LockGuard<'_> {
@@ -115,7 +134,11 @@ impl Lock {
 
     fn lock_until(&self, deadline: &Deadline) -> Result<LockGuard<'_>> {
         let (g, recovered) = self.obj.lock(deadline)?;
-        Ok(LockGuard { _g: g, recovered })
+        Ok(LockGuard {
+            guard: Some(g),
+            generation: crate::sync::LockGuard::fork_generation(),
+            recovered,
+        })
     }
 
     /// Take the lock, waiting as long as another live process holds it (Python's
@@ -164,6 +187,12 @@ by_name!(Lock);
 /// separately in one process are two different owners. A process killed while holding it
 /// releases it, as for [`Lock`].
 ///
+/// Across `fork` (without `exec`), as Python's `RLock` (whose `_after_fork` resets the
+/// owner and count in the child): the child does not own what its parent held. Its
+/// [`lock`](RLock::lock) waits for the parent to release the lock rather than recursing,
+/// [`depth`](RLock::depth) is 0 there, and dropping an inherited guard (or the handle)
+/// releases nothing: the parent still holds the lock and releases it itself.
+///
 /// ```
 /// # let name = format!("doc-rlock-{}", std::process::id());
 /// let r = shmq::RLock::create(&name)?;
@@ -193,6 +222,38 @@ struct RState {
     /// The robust lock while some thread of this handle holds the `RLock`. Its lifetime
     /// is really that of `RInner::obj` (see `RLock::lock_until`).
     guard: Option<crate::sync::LockGuard<'static>>,
+    /// The fork generation `owner`, `depth` and `guard` belong to. In a fork child they are
+    /// the parent's: [`RState::current`] forgets them (without releasing the lock).
+    generation: u64,
+}
+
+impl RState {
+    /// This state as this process sees it: a fork parent's hold is not ours, so in another
+    /// fork generation the state is reset to unowned, and the parent's guard forgotten
+    /// (the parent releases the lock).
+    fn current(&mut self) -> &mut Self {
+        let now = crate::sync::LockGuard::fork_generation();
+        if self.generation != now {
+            if let Some(g) = self.guard.take() {
+                g.release_from(self.generation);
+            }
+            self.owner = None;
+            self.depth = 0;
+            self.recovered = false;
+            self.generation = now;
+        }
+        self
+    }
+}
+
+impl Drop for RState {
+    fn drop(&mut self) {
+        // The last handle dropped with the lock still held: release it, unless the hold is
+        // a fork parent's.
+        if let Some(g) = self.guard.take() {
+            g.release_from(self.generation);
+        }
+    }
 }
 
 impl std::fmt::Debug for RLock {
@@ -210,6 +271,8 @@ impl std::fmt::Debug for RLock {
 pub struct RLockGuard<'a> {
     lock: &'a RLock,
     recovered: bool,
+    /// The fork generation it was taken in: in a fork child it is the parent's.
+    generation: u64,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -222,6 +285,10 @@ impl RLockGuard<'_> {
 
 impl Drop for RLockGuard<'_> {
     fn drop(&mut self) {
+        if crate::sync::LockGuard::inherited(self.generation) {
+            // A fork parent's hold: not this process's to end.
+            return;
+        }
         let release = {
             let mut st = self
                 .lock
@@ -229,6 +296,7 @@ impl Drop for RLockGuard<'_> {
                 .state
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
+            let st = st.current();
             st.depth = st.depth.saturating_sub(1);
             if st.depth == 0 {
                 st.owner = None;
@@ -281,6 +349,7 @@ impl RLock {
                     depth: 0,
                     recovered: false,
                     guard: None,
+                    generation: crate::sync::LockGuard::fork_generation(),
                 }),
                 obj: Arc::new(obj),
             }),
@@ -289,13 +358,16 @@ impl RLock {
 
     fn lock_until(&self, deadline: &Deadline) -> Result<RLockGuard<'_>> {
         let me = std::thread::current().id();
+        let generation = crate::sync::LockGuard::fork_generation();
         {
             let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            let st = st.current();
             if st.owner == Some(me) {
                 st.depth += 1;
                 return Ok(RLockGuard {
                     lock: self,
                     recovered: st.recovered,
+                    generation,
                     _not_send: PhantomData,
                 });
             }
@@ -310,13 +382,16 @@ impl RLock {
         // 'static never lets it outlive the mapping.
         let g: crate::sync::LockGuard<'static> = unsafe { std::mem::transmute(g) };
         let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        let st = st.current();
         st.owner = Some(me);
         st.depth = 1;
         st.recovered = recovered;
         st.guard = Some(g);
+        st.generation = generation;
         Ok(RLockGuard {
             lock: self,
             recovered,
+            generation,
             _not_send: PhantomData,
         })
     }
@@ -341,9 +416,10 @@ impl RLock {
     }
 
     /// How many guards the owning thread of this handle holds (0: not held through this
-    /// handle).
+    /// handle, nor in a fork child of the process that holds it).
     pub fn depth(&self) -> u32 {
-        self.inner.state.lock().map(|s| s.depth).unwrap_or_default()
+        let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.current().depth
     }
 
     /// Whether some handle holds the lock now (a snapshot).

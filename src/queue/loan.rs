@@ -12,6 +12,26 @@
 //! [`Error::InvalidArgument`](crate::Error::InvalidArgument). Other threads and processes wait for the loan to end.
 //!
 //! Delivery and the guarantee about lent bytes: see [`ReadLoan`].
+//!
+//! # Loans across `fork`
+//! A process that forks (without `exec`) while holding a loan keeps it: the loan, and the
+//! lock it holds, are the parent's. The child inherits a copy of the loan object, which it
+//! can neither end nor use to publish:
+//! * dropping it in the child does nothing to shared memory (the lock stays the parent's);
+//! * [`WriteLoan::commit`] (and [`commit_len`](WriteLoan::commit_len),
+//!   [`TypedWriteLoan::commit`]) in the child fails with
+//!   [`Error::InvalidArgument`](crate::Error::InvalidArgument) ("a loan taken before fork
+//!   belongs to the parent process") and publishes nothing;
+//! * [`ReadLoan::commit`] and [`ReadLoans::commit`]/[`commit_first`](ReadLoans::commit_first)
+//!   in the child remove nothing (they return no error: their signature has none);
+//! * the child is not "the thread holding a loan": its own `put`/`get` on the queue wait
+//!   for the parent's loan to end like any other process's, instead of failing at once.
+//!
+//! The child still sees the inherited loan's bytes, which stay the parent's: a read loan's
+//! may change once the parent ends the loan, and writing a write loan's bytes in the child
+//! rewrites the message the parent is about to publish. Leave inherited loans alone in the
+//! child (or `exec`). The lock is recorded with the fork generation the loan was taken in;
+//! see "Guards and loans across fork" in `docs/design.md`.
 
 use std::cell::OnceCell;
 use std::fmt;
@@ -34,6 +54,15 @@ use crate::segment::Segment;
 /// killed mid-loan is recovered from like one killed mid-put: nothing of the loan is
 /// published). It is not `Send`, and a `put` on the same queue from the thread holding it
 /// fails at once with [`Error::InvalidArgument`](crate::Error::InvalidArgument) instead of waiting for the loan's own lock.
+///
+/// # Across fork
+/// A loan taken before `fork` (without `exec`) belongs to the parent process, which holds
+/// the producer lock and ends the loan. In the child, [`commit`](Self::commit) fails with
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) ("a loan taken before fork
+/// belongs to the parent process") and publishes nothing, dropping the loan does nothing to
+/// the queue, and the child's own `put` waits for the parent's loan to end like any other
+/// process's. Writing the inherited loan's bytes in the child would rewrite the parent's
+/// message: leave them alone.
 ///
 /// ```
 /// # let name = format!("doc-wloan-{}", std::process::id());
@@ -66,7 +95,9 @@ impl WriteLoan<'_> {
     }
 
     /// Publish the whole reservation as one message. Errors: [`Error::Closed`](crate::Error::Closed) (nothing
-    /// published) if the queue was closed while the loan was held.
+    /// published) if the queue was closed while the loan was held;
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) (nothing published) in a
+    /// `fork` child of the process that took the loan (see [`WriteLoan`], *Across fork*).
     pub fn commit(self) -> Result<()> {
         let len = self.lease.len();
         self.lease.commit(len)
@@ -74,7 +105,8 @@ impl WriteLoan<'_> {
 
     /// Publish only the first `len` bytes (reserve the most a message can take, write it,
     /// then commit what it took). Errors: [`Error::InvalidArgument`](crate::Error::InvalidArgument) if `len` exceeds the
-    /// reservation, [`Error::Closed`](crate::Error::Closed) as for [`commit`](Self::commit).
+    /// reservation or in a `fork` child (as for [`commit`](Self::commit)),
+    /// [`Error::Closed`](crate::Error::Closed) as for [`commit`](Self::commit).
     pub fn commit_len(self, len: usize) -> Result<()> {
         self.lease.commit(len)
     }
@@ -116,6 +148,13 @@ impl fmt::Debug for WriteLoan<'_> {
 /// it has been handled gives **at-least-once** delivery (a consumer killed between handling
 /// and commit hands the message to the next one again), where a plain `get` gives
 /// at-most-once (a consumer killed after `get` returned has taken the message with it).
+///
+/// # Across fork
+/// A loan taken before `fork` (without `exec`) belongs to the parent process, which holds
+/// the consumer lock and ends the loan. In the child, [`commit`](Self::commit) removes
+/// nothing (as do [`ReadLoans::commit`] and [`ReadLoans::commit_first`]), dropping the loan
+/// does nothing to the queue, and the child's own `get` waits for the parent's loan to end
+/// like any other process's. The inherited bytes may change once the parent ends the loan.
 ///
 /// # What a loan guarantees about the bytes
 /// A read loan validates the record before lending it: its frame lies inside the ring and
@@ -197,7 +236,8 @@ impl ReadLoan<'_> {
         crate::queue::decode_whole(self.bytes())
     }
 
-    /// Remove the message from the queue.
+    /// Remove the message from the queue. (In a `fork` child of the process that took the
+    /// loan: nothing, the loan is the parent's; see [`ReadLoan`], *Across fork*.)
     pub fn commit(self) {
         self.lease.commit_first(1)
     }
@@ -283,13 +323,15 @@ impl ReadLoans<'_> {
         self.get(i).map(|(_, b)| crate::queue::decode_whole(b))
     }
 
-    /// Remove every lent message from the queue.
+    /// Remove every lent message from the queue (in a `fork` child of the process that took
+    /// the loan: nothing, see [`ReadLoan`], *Across fork*).
     pub fn commit(self) {
         let n = self.len();
         self.lease.commit_first(n)
     }
 
-    /// Remove the first `k` lent messages (all if `k` is larger); the rest stay queued.
+    /// Remove the first `k` lent messages (all if `k` is larger); the rest stay queued. (In a
+    /// `fork` child of the process that took the loan: nothing.)
     pub fn commit_first(self, k: usize) {
         self.lease.commit_first(k)
     }
@@ -448,7 +490,8 @@ impl<T> TypedWriteLoan<'_, T> {
     }
 
     /// Publish the message. Errors: [`Error::Closed`] (nothing published) if the queue was
-    /// closed while the loan was held.
+    /// closed while the loan was held; [`Error::InvalidArgument`] (nothing published) in a
+    /// `fork` child of the process that took the loan (see [`WriteLoan`], *Across fork*).
     pub fn commit(self) -> Result<()> {
         self.loan.commit_len(self.len)
     }

@@ -11,6 +11,12 @@
 //!   with `head` untouched) leaves every lent record for the next consumer.
 //!
 //! Both hold the side's lock for their whole life: other producers (consumers) wait.
+//!
+//! Across `fork`: a lease records the [fork generation](LockGuard::fork_generation) it was
+//! taken in. In a fork child the inherited lease is the parent's (the parent holds the lock
+//! and ends the lease itself): its commit publishes nothing (a write lease's commit fails
+//! with [`Error::InvalidArgument`]) and its drop touches no shared memory, and the child's
+//! thread-local loan markers inherited from the forking thread are ignored.
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering;
@@ -21,32 +27,66 @@ use super::put::{PutRound, Reserve};
 use super::{Block, Ring};
 use crate::error::{Error, Result};
 use crate::mapping::Memory;
+use crate::sync::LockGuard;
+
+/// Key of a loan marker: (the memory's identity, producer side).
+type LentKey = ((u64, u64), bool);
 
 thread_local! {
-    /// The loans this thread holds: (the memory's identity, producer side). A put or get on the
-    /// same side of the same queue from this thread would wait for the loan's own lock
-    /// for ever; it fails at once instead ([`Ring::lent_by_this_thread`]).
-    static LENT: RefCell<Vec<((u64, u64), bool)>> = const { RefCell::new(Vec::new()) };
-    /// `LENT.len()`, read first: the put/get fast path costs one thread-local load.
+    /// The loans this thread holds: (the memory's identity, producer side). A put or get on
+    /// the same side of the same queue from this thread would wait for the loan's own lock
+    /// for ever; it fails at once instead ([`Ring::lent_by_this_thread`]). Beside the list,
+    /// the fork generation it was written in: a fork child inherits the forking thread's
+    /// list, which names the parent's loans, not the child's, so in another generation the
+    /// list is stale and is emptied before use ([`with_lent`]).
+    static LENT: RefCell<(u64, Vec<LentKey>)> = const { RefCell::new((0, Vec::new())) };
+    /// `LENT`'s length, read first: the put/get fast path costs one thread-local load.
     static LENT_N: Cell<usize> = const { Cell::new(0) };
 }
 
-fn note_lent(key: ((u64, u64), bool)) {
+/// Run `f` on this thread's loan markers, emptied first if they are a fork parent's.
+fn with_lent<R>(f: impl FnOnce(&mut Vec<LentKey>) -> R) -> R {
     LENT.with(|l| {
-        let mut l = l.borrow_mut();
-        l.push(key);
-        LENT_N.with(|n| n.set(l.len()));
-    });
+        let (generation, l) = &mut *l.borrow_mut();
+        let now = LockGuard::fork_generation();
+        if *generation != now {
+            l.clear();
+            *generation = now;
+        }
+        let r = f(l);
+        LENT_N.set(l.len());
+        r
+    })
 }
 
-fn note_returned(key: ((u64, u64), bool)) {
-    LENT.with(|l| {
-        let mut l = l.borrow_mut();
+/// Whether this thread's loan markers name `key` (the slow path of
+/// [`Ring::lent_by_this_thread`], out of line: the put/get fast path stays one load).
+#[cold]
+#[inline(never)]
+fn is_lent(key: LentKey) -> bool {
+    with_lent(|l| l.contains(&key))
+}
+
+fn note_lent(key: LentKey) {
+    with_lent(|l| l.push(key));
+}
+
+fn note_returned(key: LentKey) {
+    with_lent(|l| {
         if let Some(i) = l.iter().position(|&k| k == key) {
             l.swap_remove(i);
         }
-        LENT_N.with(|n| n.set(l.len()));
     });
+}
+
+/// The error for ending a loan in a fork child of the process that took it.
+fn inherited_loan() -> Error {
+    Error::InvalidArgument(
+        "a loan taken before fork belongs to the parent process: this write loan was \
+         inherited through fork, and only the parent, which holds the queue's producer lock, \
+         can commit it (nothing was published)"
+            .into(),
+    )
 }
 
 impl<M: Memory> Ring<M> {
@@ -57,8 +97,7 @@ impl<M: Memory> Ring<M> {
         if LENT_N.with(|n| n.get()) == 0 {
             return false;
         }
-        let key = (self.key, producer);
-        LENT.with(|l| l.borrow().contains(&key))
+        is_lent((self.key, producer))
     }
 
     /// The error for a put (`producer`) or get on a side this thread holds a loan on.
@@ -79,6 +118,8 @@ pub struct WriteLease<'q, M: Memory> {
     _thread: std::marker::PhantomData<*const ()>,
     ring: &'q Ring<M>,
     round: Option<PutRound<'q>>,
+    /// The fork generation the lease was taken in (see the module docs).
+    generation: u64,
     off: u64,
     slot: Slot<'q>,
 }
@@ -106,6 +147,7 @@ impl<M: Memory> Ring<M> {
                     note_lent((self.key, true));
                     return Ok(WriteLease {
                         _thread: std::marker::PhantomData,
+                        generation: LockGuard::fork_generation(),
                         ring: self,
                         off,
                         slot: self.slot(off, len),
@@ -148,6 +190,7 @@ impl<M: Memory> Ring<M> {
         note_lent((self.key, false));
         Ok(ReadLease {
             _thread: std::marker::PhantomData,
+            generation: LockGuard::fork_generation(),
             ring: self,
             round: Some(round),
             first,
@@ -186,8 +229,13 @@ impl<M: Memory> WriteLease<'_, M> {
 
     /// Publish the first `len` bytes of the reserved payload as one message (`len` at most
     /// [`len`](Self::len)). Errors: `Closed` (nothing published) if the queue was closed
-    /// meanwhile; `InvalidArgument` if `len` exceeds the reservation.
+    /// meanwhile; `InvalidArgument` if `len` exceeds the reservation, or (nothing
+    /// published) if the lease was taken before a `fork` and this is the child.
     pub fn commit(mut self, len: usize) -> Result<()> {
+        if LockGuard::inherited(self.generation) {
+            // The drop that follows leaves the parent's round alone.
+            return Err(inherited_loan());
+        }
         if len > self.slot.capacity() {
             return Err(Error::InvalidArgument(format!(
                 "committing {len} bytes of a {}-byte write loan",
@@ -206,6 +254,12 @@ impl<M: Memory> WriteLease<'_, M> {
 impl<M: Memory> Drop for WriteLease<'_, M> {
     fn drop(&mut self) {
         if let Some(round) = self.round.take() {
+            if LockGuard::inherited(self.generation) {
+                // A fork child's copy of the parent's round: the lock and the reservation
+                // are the parent's. Touch nothing (the guard inside is not dropped).
+                std::mem::forget(round);
+                return;
+            }
             note_returned((self.ring.key, true));
             // Nothing of the reservation is published; padding published to make room was.
             self.ring.end_put(round);
@@ -227,6 +281,8 @@ pub struct ReadLease<'q, M: Memory> {
     _thread: std::marker::PhantomData<*const ()>,
     ring: &'q Ring<M>,
     round: Option<GetRound<'q>>,
+    /// The fork generation the lease was taken in (see the module docs).
+    generation: u64,
     /// The first lent message, then the others.
     first: Lent,
     rest: Vec<Lent>,
@@ -259,8 +315,14 @@ impl<M: Memory> ReadLease<'_, M> {
     }
 
     /// Remove the first `k` lent messages from the queue (all of them if `k` is larger) and
-    /// end the loan; the others stay at the head for the next consumer.
+    /// end the loan; the others stay at the head for the next consumer. In a fork child of
+    /// the process that took the lease it removes nothing: the lease is the parent's
+    /// ([`is_inherited`](Self::is_inherited)).
     pub fn commit_first(mut self, k: usize) {
+        if self.is_inherited() {
+            // The drop that follows leaves the parent's round alone.
+            return;
+        }
         let mut round = self.round.take().expect("a lease is committed once");
         note_returned((self.ring.key, false));
         match k.min(self.len()).checked_sub(1).and_then(|i| self.item(i)) {
@@ -279,11 +341,22 @@ impl<M: Memory> ReadLease<'_, M> {
             self.ring.pass_on_wake();
         }
     }
+
+    /// Whether the lease was taken before a `fork` and this is the child: the lease is the
+    /// parent's, and [`commit_first`](Self::commit_first) and drop leave it alone.
+    pub fn is_inherited(&self) -> bool {
+        LockGuard::inherited(self.generation)
+    }
 }
 
 impl<M: Memory> Drop for ReadLease<'_, M> {
     fn drop(&mut self) {
         if let Some(mut round) = self.round.take() {
+            if self.is_inherited() {
+                // As for a write lease: the parent's round, left alone.
+                std::mem::forget(round);
+                return;
+            }
             note_returned((self.ring.key, false));
             round.head = round.start;
             self.ring.end_get(round);

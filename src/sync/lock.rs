@@ -43,6 +43,14 @@ pub(crate) struct RobustLock<'a> {
 }
 
 /// Releases the lock when dropped (also on unwinding).
+///
+/// A guard that may outlive the call that took it (a loan, a primitive's guard) can be
+/// carried into a `fork` child, where dropping it would release the lock the *parent* still
+/// holds. Such holders record [`LockGuard::fork_generation`] when they take the lock and end
+/// the guard with [`release_from`](LockGuard::release_from), which leaves the lock word
+/// alone in another generation. Guards that end within the call that took them (a put or a
+/// get) need neither: a fork child has only the forking thread, which was not inside that
+/// call. (So the generation is not a field here: the put and get paths pay nothing for it.)
 pub struct LockGuard<'a> {
     word: &'a AtomicU32,
     me: u32,
@@ -195,6 +203,40 @@ impl<'a> RobustLock<'a> {
                 None => LIVENESS_SLICE,
             };
             prim::futex_wait(self.word, v | WAITERS, Some(slice));
+        }
+    }
+}
+
+impl LockGuard<'_> {
+    /// The fork generation of this process now: record it beside a guard that may outlive
+    /// the call that took it, and end the guard with [`release_from`](Self::release_from).
+    /// One relaxed load: the `fork` handlers that count generations were registered when
+    /// the [`Holder`] of any lock's taker was made.
+    #[inline]
+    pub(crate) fn fork_generation() -> u64 {
+        super::fork::FORK_GENERATION.load(Ordering::Relaxed)
+    }
+
+    /// Whether something taken in fork generation `generation` was inherited through
+    /// `fork`: this process is a fork child of the one that took it, and a lock taken then
+    /// is held by that parent (which still runs, holds it and will release it).
+    #[inline]
+    pub(crate) fn inherited(generation: u64) -> bool {
+        generation != Self::fork_generation()
+    }
+
+    /// End a guard taken in fork generation `generation`: release the lock (as dropping
+    /// the guard does) when that is this process's generation; in a fork child leave the
+    /// lock word untouched (the lock is the parent's; see [`inherited`](Self::inherited)).
+    /// Returns whether the lock was released.
+    #[inline]
+    pub(crate) fn release_from(self, generation: u64) -> bool {
+        if Self::inherited(generation) {
+            std::mem::forget(self);
+            false
+        } else {
+            drop(self);
+            true
         }
     }
 }
