@@ -12,14 +12,16 @@ mod common;
 use std::time::Duration;
 
 use common::{child, say, uniq};
-use shmq::{Condition, Error, Lock, Queue, RLock, RawQueue};
+use shmq::{Array, Condition, Error, Lock, Queue, RLock, RawQueue, Semaphore, Value};
 
 /// How long a role child may take before it counts as hung.
 const LIMIT: Duration = Duration::from_secs(60);
 /// How long the fork child waits for the parent to end its loan.
 const WAIT: Duration = Duration::from_secs(30);
 
-common::child_roles!(write_loan, read_loan, typed_loan, lock_fork, rlock_fork, cond_fork);
+common::child_roles!(
+    write_loan, read_loan, typed_loan, lock_fork, rlock_fork, cond_fork, value_fork, sem_fork
+);
 
 /// `fork()`, checked.
 fn fork() -> libc::pid_t {
@@ -273,6 +275,59 @@ fn lock_fork(args: &[String]) {
     ));
 }
 
+/// value_fork:<value> <array> — locks the `Value` and the `Array` and forks; the child drops
+/// both inherited guards, and both locks stay held (the child's `lock_timeout` times out).
+/// Then the parent writes through its guards and releases them.
+fn value_fork(args: &[String]) {
+    let v = Value::<u64>::open(&args[0]).unwrap();
+    let a = Array::<u32>::open(&args[1]).unwrap();
+    let mut vg = v.lock().unwrap();
+    let mut ag = a.lock().unwrap();
+    let pid = fork();
+    if pid == 0 {
+        in_child(|| {
+            drop(vg);
+            drop(ag);
+            let short = Duration::from_millis(50);
+            match (v.lock_timeout(short), a.lock_timeout(short)) {
+                (Err(Error::Timeout), Err(Error::Timeout)) => Ok(()),
+                (rv, ra) => Err(format!(
+                    "after dropping the inherited guards: value {:?}, array {:?}",
+                    rv.map(|_| ()),
+                    ra.map(|_| ())
+                )),
+            }
+        });
+    }
+    let status = reap(pid);
+    vg.set(7);
+    ag.set(0, 9).unwrap();
+    drop((vg, ag));
+    let short = Duration::from_secs(5);
+    let free = v.lock_timeout(short).is_ok() && a.lock_timeout(short).is_ok();
+    say(format!("child {status} free {free}"));
+}
+
+/// sem_fork:<sem> — takes a unit with `access` and forks; the child drops the inherited
+/// guard, which gives nothing back (the value stays 0). Then the parent drops its guard.
+fn sem_fork(args: &[String]) {
+    let s = Semaphore::open(&args[0]).unwrap();
+    let g = s.access().unwrap();
+    let pid = fork();
+    if pid == 0 {
+        in_child(|| {
+            drop(g);
+            match s.value() {
+                0 => Ok(()),
+                n => Err(format!("value {n} after dropping the inherited guard")),
+            }
+        });
+    }
+    let status = reap(pid);
+    drop(g);
+    say(format!("child {status} value {}", s.value()));
+}
+
 /// rlock_fork:<rlock> — takes the `RLock` and forks; in the child the hold is not its own:
 /// depth 0, `try_lock` finds it busy (no recursion), and dropping the inherited guard and
 /// the handle releases nothing. Then the parent releases it.
@@ -433,4 +488,23 @@ fn condition_guard_in_a_fork_child_is_the_parents() {
     let _c = Condition::create(&name).unwrap();
     let out = child!(cond_fork).arg(&name).run(LIMIT);
     assert_eq!(out, ["child 0 again Ok(\"taken\")"]);
+}
+
+#[test]
+fn value_and_array_guards_dropped_in_a_fork_child_keep_the_parents_hold() {
+    let (vn, an) = (uniq("valuefork"), uniq("arrayfork"));
+    let v = Value::<u64>::create(&vn, 0).unwrap();
+    let a = Array::<u32>::create(&an, &[0, 0]).unwrap();
+    let out = child!(value_fork).arg(&vn).arg(&an).run(LIMIT);
+    assert_eq!(out, ["child 0 free true"]);
+    assert_eq!((v.get().unwrap(), a.to_vec().unwrap()), (7, vec![9, 0]));
+}
+
+#[test]
+fn semaphore_guard_dropped_in_a_fork_child_gives_nothing_back() {
+    let name = uniq("semfork");
+    let s = Semaphore::create(&name, 1).unwrap();
+    let out = child!(sem_fork).arg(&name).run(LIMIT);
+    assert_eq!(out, ["child 0 value 1"]);
+    assert_eq!(s.value(), 1);
 }

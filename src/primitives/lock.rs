@@ -64,19 +64,8 @@ pub struct Lock {
 /// Holds a [`Lock`]; releases it when dropped (in the process that took it: in a `fork`
 /// child the inherited guard is the parent's hold, and dropping it there releases nothing).
 pub struct LockGuard<'a> {
-    /// `None` only while dropping.
-    guard: Option<crate::sync::LockGuard<'a>>,
-    /// The fork generation the lock was taken in.
-    generation: u64,
+    _held: super::Held<'a>,
     recovered: bool,
-}
-
-impl Drop for LockGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(g) = self.guard.take() {
-            g.release_from(self.generation);
-        }
-    }
 }
 
 impl std::fmt::Debug for LockGuard<'_> {
@@ -135,8 +124,7 @@ impl Lock {
     fn lock_until(&self, deadline: &Deadline) -> Result<LockGuard<'_>> {
         let (g, recovered) = self.obj.lock(deadline)?;
         Ok(LockGuard {
-            guard: Some(g),
-            generation: crate::sync::LockGuard::fork_generation(),
+            _held: super::Held::new(g),
             recovered,
         })
     }

@@ -329,6 +329,36 @@ macro_rules! by_name {
 }
 pub(crate) use by_name;
 
+/// A primitive's robust lock held by a guard that may outlive the call that took it
+/// ([`Lock`], [`Value`], [`Array`] guards). Dropped in the process that took it, it
+/// releases the lock; dropped in a `fork` child (which inherited it), it releases nothing:
+/// the hold is the parent's, which still runs and will release it
+/// (docs/design.md, "Guards and loans across fork").
+pub(crate) struct Held<'a> {
+    /// `None` only while dropping.
+    guard: Option<crate::sync::LockGuard<'a>>,
+    /// The fork generation the lock was taken in.
+    generation: u64,
+}
+
+impl<'a> Held<'a> {
+    /// Keep `guard`, taken just now in this process.
+    pub(crate) fn new(guard: crate::sync::LockGuard<'a>) -> Held<'a> {
+        Held {
+            guard: Some(guard),
+            generation: crate::sync::LockGuard::fork_generation(),
+        }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(g) = self.guard.take() {
+            g.release_from(self.generation);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

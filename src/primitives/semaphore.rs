@@ -52,15 +52,22 @@ pub struct Semaphore {
     obj: Arc<Object>,
 }
 
-/// A unit taken with [`Semaphore::access`]; given back when dropped.
+/// A unit taken with [`Semaphore::access`]; given back when dropped, in the process that
+/// took it. Dropped in a `fork` child (which inherited it) it gives nothing back: the unit
+/// is the parent's, which gives it back itself (giving it back twice would add a unit).
+/// An explicit [`Semaphore::release`] works from any process, as in Python.
 #[derive(Debug)]
 pub struct SemaphoreGuard<'a> {
     sem: &'a Semaphore,
+    /// The fork generation the unit was taken in.
+    generation: u64,
 }
 
 impl Drop for SemaphoreGuard<'_> {
     fn drop(&mut self) {
-        let _ = self.sem.release();
+        if !crate::sync::LockGuard::inherited(self.generation) {
+            let _ = self.sem.release();
+        }
     }
 }
 
@@ -157,7 +164,10 @@ impl Semaphore {
     /// Take a unit and give it back when the guard drops (Python's `with sem:`).
     pub fn access(&self) -> Result<SemaphoreGuard<'_>> {
         self.acquire()?;
-        Ok(SemaphoreGuard { sem: self })
+        Ok(SemaphoreGuard {
+            sem: self,
+            generation: crate::sync::LockGuard::fork_generation(),
+        })
     }
 
     /// Give a unit back and wake a waiter. [`Error::InvalidArgument`] for a bounded

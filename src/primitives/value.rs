@@ -183,7 +183,8 @@ impl<T: Pod + std::fmt::Debug> std::fmt::Debug for Value<T> {
 /// The lock of a [`Value`], held: read and write the value in several steps.
 pub struct ValueGuard<'a, T> {
     value: &'a Value<T>,
-    _g: crate::sync::LockGuard<'a>,
+    /// Released on drop, except in a `fork` child (the hold is the parent's).
+    _g: super::Held<'a>,
     recovered: bool,
 }
 
@@ -256,7 +257,7 @@ impl<T: Pod> Value<T> {
         let (g, recovered) = self.obj.lock(deadline)?;
         Ok(ValueGuard {
             value: self,
-            _g: g,
+            _g: super::Held::new(g),
             recovered,
         })
     }
@@ -374,7 +375,8 @@ impl<T> std::fmt::Debug for Array<T> {
 /// The lock of an [`Array`], held: read and write elements in several steps.
 pub struct ArrayGuard<'a, T> {
     array: &'a Array<T>,
-    _g: crate::sync::LockGuard<'a>,
+    /// Released on drop, except in a `fork` child (the hold is the parent's).
+    _g: super::Held<'a>,
     recovered: bool,
 }
 
@@ -535,7 +537,7 @@ impl<T: Pod> Array<T> {
         let (g, recovered) = self.obj.lock(deadline)?;
         Ok(ArrayGuard {
             array: self,
-            _g: g,
+            _g: super::Held::new(g),
             recovered,
         })
     }

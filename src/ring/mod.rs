@@ -30,8 +30,8 @@
 //!   [`SKIP`] records itself, so that a message of up to `capacity - 8` bytes fits into an
 //!   empty queue without waiting for a consumer. Lock order: producer, then consumer;
 //!   consumers never take the producer lock, so this cannot deadlock.
-//! * Each side bumps a sequence word and wakes sleepers only when the waiter count says
-//!   someone sleeps: on **every** move of `tail` (records or padding) and of `head`. See
+//! * Each side bumps a sequence word and wakes sleepers only when the waiters word is armed
+//!   (someone may sleep): on **every** move of `tail` (records or padding) and of `head`. See
 //!   `docs/design.md` for the table of who waits for what and who wakes them.
 //! * Message counters are repaired after a crash with a write-ahead pair
 //!   (`pending_tail`, `pending_count`) stored before the publishing store.
