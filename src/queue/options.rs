@@ -89,7 +89,10 @@ impl Options {
 
     /// How long a blocked `put`/`get` spins before sleeping in the kernel (default 20 µs).
     /// Spinning cuts wake-up latency when producer and consumer run on different CPUs;
-    /// `Duration::ZERO` sleeps at once.
+    /// `Duration::ZERO` sleeps at once. A consumer that finds the queue empty first yields
+    /// its CPU once (`sched_yield`) and reads no shared memory for 300 ns, so that a
+    /// producer in the middle of a stream is not slowed by its polls ("temporal slipping";
+    /// `docs/design.md`, "The consumer's slip").
     pub fn spin(mut self, spin: Duration) -> Options {
         self.spin = spin;
         self

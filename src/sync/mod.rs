@@ -63,7 +63,7 @@ pub(crate) use holder::LIVE_BASE;
 pub use lock::LockGuard;
 pub(crate) use lock::{Acquired, RobustLock, HOLDER_MASK};
 pub(crate) use wait::{
-    armed, notify, notify_all, notify_fenced, wait_until, wait_until_counting, Deadline,
+    armed, notify, notify_all, notify_fenced, slip, wait_until, wait_until_counting, Deadline,
 };
 
 // Informational process liveness lives in `crate::sys::proc` (no lock decision rests on

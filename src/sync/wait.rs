@@ -210,6 +210,33 @@ pub(crate) fn wait_until_counting(
     result
 }
 
+/// Wait about `d` without reading anything another process writes: one `sched_yield`,
+/// then `pause` between reads of the local clock until `d` has passed since the call
+/// (nothing under loom, whose model has no clock).
+///
+/// A consumer that finds its queue empty calls this before it starts to poll the
+/// producers' words ("temporal slipping", Giacomoni, Moseley and Vachharajani,
+/// *FastForward for Efficient Pipeline Parallelism*, PPoPP 2008): a consumer that polls
+/// while the producer writes takes the producers' cache line from it in the middle of its
+/// put, and every locked instruction of the put then waits for the line to come back.
+/// See `docs/design.md`, "The consumer's slip".
+pub(crate) fn slip(d: Duration) {
+    if cfg!(loom) || d.is_zero() {
+        return;
+    }
+    let start = Instant::now();
+    // First give the CPU away: a peer on this CPU (the producer we wait for) runs now,
+    // and with nothing else runnable `sched_yield` returns after about 0.3 µs of kernel
+    // time that reads nothing of ours...
+    prim::yield_now();
+    // ...then pause out the rest of `d`.
+    while start.elapsed() < d {
+        for _ in 0..8 {
+            prim::spin_loop();
+        }
+    }
+}
+
 /// The waking side: after publishing a change that `ready()` observes, call this.
 /// Skips the syscall when no sleeper is registered. Wakes up to `n` sleepers.
 #[inline]
@@ -258,6 +285,23 @@ pub(crate) fn notify_all(seq: &AtomicU32) {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slip_spins_at_least_its_time_and_zero_not_at_all() {
+        // A lower bound only: `slip` returns once its own clock says `d` passed. (Miri's
+        // clock advances with the interpreted code: a shorter slip there.)
+        let d = Duration::from_micros(if cfg!(miri) { 20 } else { 3000 });
+        let t = Instant::now();
+        slip(d);
+        assert!(t.elapsed() >= d);
+        let t = Instant::now();
+        for _ in 0..1000 {
+            slip(Duration::ZERO);
+        }
+        // 1000 zero slips read no clock and spin not at all: far below a second even
+        // under Miri or on a busy machine (a 3 ms slip each would take 3 s).
+        assert!(t.elapsed() < Duration::from_secs(3));
+    }
 
     #[test]
     fn deadlines_never_overflow() {
