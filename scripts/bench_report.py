@@ -64,12 +64,13 @@ DESC = {
     "shmq-batch": "shmq `put_many` / `get_many_into` (up to 256 messages per call; blocking only: the "
                   "API has no `put_many_timeout`)",
     "ipmpsc-serde": "ipmpsc 0.5 `send`/`recv` (bincode; u64 / `ByteBuf`), ring as shmq's",
-    "ipmpsc-zc": "ipmpsc 0.5 `zero_copy_context().recv::<&Bytes>()` (its fastest path), ring as shmq's",
+    "ipmpsc-zc": "ipmpsc 0.5 `zero_copy_context().recv::<&Bytes>()` (its fastest path; the consumer reads every byte in place, as shmq-loan's does), ring as shmq's",
     "ipc-typed": "ipc-channel 0.23 `IpcSender<T>` (u64 / `ByteBuf`)",
     "ipc-bytes": "ipc-channel 0.23 `IpcBytesSender`",
     "uds": "Unix stream socket, u32 length prefix, one `writev` per message",
     "crossbeam": "crossbeam-channel `bounded` between two threads (u64 / `Vec<u8>`), as many bytes in "
-                 "slots as the ring of the condition (round trips: bounded to one message)",
+                 "slots as the ring of the condition, the consumer reads every byte of what it receives "
+                 "(round trips: bounded to one message)",
     "python-mp.Queue": "Python `multiprocessing.Queue` (int / bytes), benches/mp_queue.py",
     "memcpy-hot": "`copy_from_slice` on one core, cache-hot buffers",
     "memcpy-stream": "`copy_from_slice` on one core, streaming through 1 GiB buffers",

@@ -21,6 +21,9 @@ pub fn ring_cap(size: usize) -> usize {
 pub trait Payload: Serialize + DeserializeOwned + Clone + Send + 'static {
     fn make(size: usize) -> Self;
     fn size(&self) -> usize;
+    /// Read every byte once (what a consumer that received the message by move does with
+    /// it; see `transports::checksum`).
+    fn touch(&self) -> u64;
 }
 
 impl Payload for u64 {
@@ -30,6 +33,9 @@ impl Payload for u64 {
     fn size(&self) -> usize {
         8
     }
+    fn touch(&self) -> u64 {
+        *self
+    }
 }
 
 impl Payload for ByteBuf {
@@ -38,6 +44,9 @@ impl Payload for ByteBuf {
     }
     fn size(&self) -> usize {
         self.len()
+    }
+    fn touch(&self) -> u64 {
+        crate::transports::checksum(self)
     }
 }
 

@@ -32,7 +32,10 @@ pub fn tput(
             pin(Some(cpu));
             while let Ok(n) = ctl_rx.recv() {
                 for _ in 0..n {
-                    std::hint::black_box(rx.recv().unwrap());
+                    // Read the message, as every other row's consumer does (before session
+                    // 5 this row dropped it unread: at 64 KiB and 1 MiB the payload never
+                    // crossed to the consumer's CPU).
+                    std::hint::black_box(rx.recv().unwrap().touch());
                 }
                 ack_tx.send(()).unwrap();
             }

@@ -108,3 +108,18 @@ pub fn child_link(spec: &[&str]) -> Ends {
         other => panic!("unknown row {other}"),
     }
 }
+
+/// What a zero-copy consumer (`shmq-loan`, `ipmpsc-zc`) does with a message it borrows in
+/// place: read every byte once (a wrapping sum of its 8-byte words, which the compiler
+/// vectorises). The copying rows' consumers read every byte once too, by copying it out of
+/// the ring; none does more, none less.
+pub(crate) fn checksum(bytes: &[u8]) -> u64 {
+    let mut words = bytes.chunks_exact(8);
+    let sum = words.by_ref().fold(0u64, |a, w| {
+        a.wrapping_add(u64::from_ne_bytes(w.try_into().unwrap()))
+    });
+    words
+        .remainder()
+        .iter()
+        .fold(sum, |a, &b| a.wrapping_add(u64::from(b)))
+}

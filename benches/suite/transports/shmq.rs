@@ -57,20 +57,6 @@ fn raw_ends(tx: RawQueue, rx: RawQueue, size: usize, style: Style) -> Ends {
     }
 }
 
-/// What the loan row's consumer does with a lent message: read every byte once, in place
-/// (a wrapping sum of its 8-byte words, which the compiler vectorises). The copying rows'
-/// consumers read every byte once too, by copying it out of the ring; neither does more.
-fn checksum(bytes: &[u8]) -> u64 {
-    let mut words = bytes.chunks_exact(8);
-    let sum = words.by_ref().fold(0u64, |a, w| {
-        a.wrapping_add(u64::from_ne_bytes(w.try_into().unwrap()))
-    });
-    words
-        .remainder()
-        .iter()
-        .fold(sum, |a, &b| a.wrapping_add(u64::from(b)))
-}
-
 /// `shmq-loan`: the producer reserves a write loan, fills it in place with the same copy of
 /// the same message as `put` makes, and commits; the consumer borrows the message in place
 /// with a read loan, reads every byte ([`checksum`]) and commits (removes) it.
@@ -98,7 +84,7 @@ fn loan_ends(tx: RawQueue, rx: RawQueue, size: usize, style: Style) -> Ends {
                     rx.get_loan().unwrap()
                 };
                 debug_assert_eq!(loan.len(), size);
-                std::hint::black_box(checksum(loan.bytes()));
+                std::hint::black_box(super::checksum(loan.bytes()));
                 loan.commit();
             }
         }),
