@@ -301,8 +301,9 @@ impl<M: Memory> Ring<M> {
             }
             // Before polling, let the producer write a few messages undisturbed (unless
             // the caller asked for no spinning or its deadline has passed).
-            if !self.spin.is_zero() && !deadline.expired() {
-                sync::slip(self.spin.min(slip_time()));
+            if !self.spin.is_zero() {
+                let d = self.spin.min(slip_time());
+                sync::slip(deadline.remaining().map_or(d, |left| left.min(d)));
             }
             if let Err(e) = sync::wait_until_counting(
                 &h.prod.data_seq,
@@ -414,14 +415,16 @@ impl<M: Memory> Ring<M> {
 
 /// How long a consumer that found its queue empty waits before it polls `tail`
 /// ([`sync::slip`]). 300 ns: the best trade measured on a 2-vCPU KVM guest (docs/design.md, "The
-/// consumer's slip"); `SHMQ_SLIP_NS` overrides it for experiments (read once).
+/// consumer's slip"). `SHMQ_SLIP_NS` overrides it for experiments (read once per process;
+/// at most 1 ms; a value that is not a number is ignored). A slip never outlasts the
+/// handle's spin setting nor the call's deadline.
 fn slip_time() -> std::time::Duration {
     static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let ns = *NS.get_or_init(|| {
         std::env::var("SHMQ_SLIP_NS")
             .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(300)
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(300, |ns| ns.min(1_000_000))
     });
     std::time::Duration::from_nanos(ns)
 }
