@@ -147,6 +147,8 @@ fn write_loan(args: &[String]) {
     let mut loan = q.put_loan(6).unwrap();
     loan.as_mut_slice().copy_from_slice(b"parent");
     let signal = Signal::new();
+    // The other way: the parent tells the child it has committed.
+    let back = Signal::new();
     let pid = fork();
     if pid == 0 {
         in_child(|| {
@@ -163,12 +165,27 @@ fn write_loan(args: &[String]) {
                         .put_timeout(b"child", WAIT)
                         .map_err(|e| format!("put after the parent's commit: {e:?}"));
                 }
+                "childwrite" => {
+                    // After the parent published the loan: writing the inherited loan must
+                    // not reach the ring (it writes a private buffer of the same size).
+                    back.wait();
+                    let mut loan = loan;
+                    loan.as_mut_slice().copy_from_slice(b"XXXXXX");
+                    if loan.as_mut_slice() != b"XXXXXX" {
+                        return Err("the inherited loan forgot what the child wrote".into());
+                    }
+                    return Ok(());
+                }
                 v => return Err(format!("unknown variant {v}")),
             }
             producer_lock_is_the_parents(&q)
         });
     }
-    let (status, commit) = if variant == "childput" {
+    let (status, commit) = if variant == "childwrite" {
+        let commit = loan.commit();
+        back.send();
+        (reap(pid), commit)
+    } else if variant == "childput" {
         signal.wait();
         let commit = loan.commit();
         (reap(pid), commit)
@@ -190,6 +207,7 @@ fn read_loan(args: &[String]) {
     let loan = q.get_loan().unwrap();
     let lent = String::from_utf8_lossy(&loan).into_owned();
     let signal = Signal::new();
+    let back = Signal::new();
     let pid = fork();
     if pid == 0 {
         in_child(|| {
@@ -199,6 +217,19 @@ fn read_loan(args: &[String]) {
             match variant.as_str() {
                 "childdrop" => drop(loan),
                 "childcommit" => loan.commit(),
+                "childlater" => {
+                    // The parent commits, and producers write over the message's place:
+                    // the inherited loan still shows what it showed (a private copy).
+                    signal.send();
+                    back.wait();
+                    return match loan.bytes() {
+                        b if b == lent.as_bytes() => Ok(()),
+                        b => Err(format!(
+                            "the inherited loan now shows {:?}",
+                            String::from_utf8_lossy(&b[..b.len().min(8)])
+                        )),
+                    };
+                }
                 "childget" => {
                     consumer_lock_is_the_parents(&q)?;
                     signal.send();
@@ -216,7 +247,18 @@ fn read_loan(args: &[String]) {
             consumer_lock_is_the_parents(&q)
         });
     }
-    let status = if variant == "childget" {
+    let status = if variant == "childlater" {
+        signal.wait();
+        loan.commit();
+        // Wrap the ring so that records are written over the committed message's place.
+        let mut buf = Vec::new();
+        for _ in 0..4 {
+            q.put(&[b'Z'; 2000]).unwrap();
+            while q.try_get_into(&mut buf).is_ok() {}
+        }
+        back.send();
+        reap(pid)
+    } else if variant == "childget" {
         signal.wait();
         loan.commit();
         reap(pid)
@@ -425,6 +467,11 @@ fn write_loan_committed_in_a_fork_child_fails_and_publishes_nothing() {
 }
 
 #[test]
+fn write_loan_written_in_a_fork_child_does_not_reach_the_ring() {
+    write_case("childwrite", &["parent"]);
+}
+
+#[test]
 fn fork_child_puts_despite_the_forking_threads_write_loan() {
     write_case("childput", &["parent", "child"]);
 }
@@ -437,6 +484,11 @@ fn read_case(variant: &str, expect: &[&str]) {
     let out = child!(read_loan).arg(&name).arg(variant).run(LIMIT);
     assert_eq!(out, ["child 0 lent m1"], "{variant}");
     assert_eq!(drain(&q), expect, "{variant}");
+}
+
+#[test]
+fn read_loan_in_a_fork_child_keeps_its_bytes_after_the_parent_commits() {
+    read_case("childlater", &[]);
 }
 
 #[test]

@@ -181,6 +181,11 @@ impl<T: Pod + std::fmt::Debug> std::fmt::Debug for Value<T> {
 }
 
 /// The lock of a [`Value`], held: read and write the value in several steps.
+///
+/// Across `fork` (without exec): the child's copy of a guard is not a hold of the lock (the
+/// parent's is); dropping it there releases nothing, and `get`/`set` through it race with
+/// the parent's critical section, as plain reads and writes of the shared value do in a
+/// Python child. Take the lock anew in the child ([`Value::lock`]).
 pub struct ValueGuard<'a, T> {
     value: &'a Value<T>,
     /// Released on drop, except in a `fork` child (the hold is the parent's).
@@ -373,6 +378,9 @@ impl<T> std::fmt::Debug for Array<T> {
 }
 
 /// The lock of an [`Array`], held: read and write elements in several steps.
+///
+/// Across `fork` (without exec): as for [`ValueGuard`], the child's copy holds nothing, and
+/// reads and writes through it race with the parent's; take [`Array::lock`] in the child.
 pub struct ArrayGuard<'a, T> {
     array: &'a Array<T>,
     /// Released on drop, except in a `fork` child (the hold is the parent's).

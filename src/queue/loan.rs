@@ -27,10 +27,11 @@
 //! * the child is not "the thread holding a loan": its own `put`/`get` on the queue wait
 //!   for the parent's loan to end like any other process's, instead of failing at once.
 //!
-//! The child still sees the inherited loan's bytes, which stay the parent's: a read loan's
-//! may change once the parent ends the loan, and writing a write loan's bytes in the child
-//! rewrites the message the parent is about to publish. Leave inherited loans alone in the
-//! child (or `exec`). The lock is recorded with the fork generation the loan was taken in;
+//! The child never gets a slice of ring memory through an inherited loan: a write loan's
+//! `as_mut_slice` there is a private buffer of the same size (never published), and a read
+//! loan's bytes are a private copy taken at the child's first look (what the ring held then:
+//! the parent may have ended the loan and producers may be writing over the message).
+//! Leave inherited loans alone in the child (or `exec`). The lock is recorded with the fork generation the loan was taken in;
 //! see "Guards and loans across fork" in `docs/design.md`.
 
 use std::cell::OnceCell;
@@ -61,8 +62,9 @@ use crate::segment::Segment;
 /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) ("a loan taken before fork
 /// belongs to the parent process") and publishes nothing, dropping the loan does nothing to
 /// the queue, and the child's own `put` waits for the parent's loan to end like any other
-/// process's. Writing the inherited loan's bytes in the child would rewrite the parent's
-/// message: leave them alone.
+/// process's. [`as_mut_slice`](Self::as_mut_slice) in the child is a private buffer of the
+/// loan's size, not the ring (the parent may have published the reservation and the space
+/// been reused since): what the child writes there goes nowhere.
 ///
 /// ```
 /// # let name = format!("doc-wloan-{}", std::process::id());
@@ -154,7 +156,9 @@ impl fmt::Debug for WriteLoan<'_> {
 /// the consumer lock and ends the loan. In the child, [`commit`](Self::commit) removes
 /// nothing (as do [`ReadLoans::commit`] and [`ReadLoans::commit_first`]), dropping the loan
 /// does nothing to the queue, and the child's own `get` waits for the parent's loan to end
-/// like any other process's. The inherited bytes may change once the parent ends the loan.
+/// like any other process's. The bytes the child sees are a private copy taken at its first
+/// look: the parent's message, or, if the parent had ended the loan by then, whatever the
+/// ring held there at that moment.
 ///
 /// # What a loan guarantees about the bytes
 /// A read loan validates the record before lending it: its frame lies inside the ring and

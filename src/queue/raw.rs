@@ -217,7 +217,9 @@ impl RawQueue {
     /// Append `msg`, waiting at most `timeout` for room ([`Error::Timeout`]).
     /// `Duration::MAX` (and any timeout past the clock's range) waits for ever, like
     /// [`put`](Self::put); `Duration::ZERO` gives `Timeout` (or `Full`) at once when there
-    /// is no room. The clock is read only if the call has to wait.
+    /// is no room, and also when another process holds the producer lock (where
+    /// [`try_put`](Self::try_put) waits up to 50 ms for it). The clock is read only if the
+    /// call has to wait.
     pub fn put_timeout(&self, msg: &[u8], timeout: Duration) -> Result<()> {
         self.put_block(msg, Block::timeout(timeout))
     }
@@ -244,6 +246,11 @@ impl RawQueue {
     /// messages that fit; waits for room as needed. A message larger than
     /// [`max_message`](Self::max_message) fails the call with [`Error::TooLarge`] before any
     /// message is queued.
+    ///
+    /// Not all-or-nothing when it has to wait: the runs that fit are published as they go,
+    /// so an [`Error::Closed`] (the queue closed while the call waited for room) can come
+    /// after some of the first messages were published (as many as `len()` grew by, if no
+    /// one else puts or gets). [`try_put_many`](Self::try_put_many) returns the count.
     ///
     /// ```
     /// # let name = format!("doc-rawpm-{}", std::process::id());
@@ -289,7 +296,9 @@ impl RawQueue {
     }
 
     /// Like [`get_into`](Self::get_into) but [`Error::Timeout`] after `timeout`
-    /// (`Duration::MAX`: never, which is `get_into`).
+    /// (`Duration::MAX`: never, which is `get_into`). `Duration::ZERO` looks once and never
+    /// waits, not even for a consumer lock another process holds (where
+    /// [`try_get_into`](Self::try_get_into) waits up to 50 ms).
     pub fn get_into_timeout(&self, buf: &mut Vec<u8>, timeout: Duration) -> Result<usize> {
         self.get_block(buf, Block::timeout(timeout))
     }

@@ -200,6 +200,9 @@ impl<T, C: Codec<T>> TypedQueue<T, C> {
     }
 
     /// Append all of `msgs` in order, taking the producer lock once per run that fits.
+    /// Not all-or-nothing when it has to wait: an [`Error::Closed`] (or an encoding error
+    /// in a later run) can come after the first runs were published, as for
+    /// [`RawQueue::put_many`](crate::RawQueue::put_many).
     ///
     /// ```
     /// # let name = format!("doc-qpm-{}", std::process::id());

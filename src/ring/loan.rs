@@ -122,6 +122,9 @@ pub struct WriteLease<'q, M: Memory> {
     generation: u64,
     off: u64,
     slot: Slot<'q>,
+    /// In a fork child, the private buffer [`as_mut_slice`](Self::as_mut_slice) hands out
+    /// instead of the parent's reservation (empty, unallocated, everywhere else).
+    scratch: Vec<u8>,
 }
 
 impl<M: Memory> Ring<M> {
@@ -151,6 +154,7 @@ impl<M: Memory> Ring<M> {
                         ring: self,
                         off,
                         slot: self.slot(off, len),
+                        scratch: Vec::new(),
                         round: Some(round),
                     });
                 }
@@ -195,6 +199,7 @@ impl<M: Memory> Ring<M> {
             round: Some(round),
             first,
             rest,
+            copies: std::cell::OnceCell::new(),
         })
     }
 
@@ -224,7 +229,24 @@ impl<M: Memory> WriteLease<'_, M> {
 
     /// The reserved payload, to fill in place (see [`Slot`] for why this is sound).
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        if LockGuard::inherited(self.generation) {
+            return self.scratch_slice();
+        }
         self.slot.as_mut_slice()
+    }
+
+    /// [`as_mut_slice`](Self::as_mut_slice) in a fork child of the process that took the
+    /// lease: the reservation is the parent's, which may have published it and reused the
+    /// space for later messages since, so the child gets a private buffer of the same size
+    /// (never published: `commit` there is `InvalidArgument`) rather than a `&mut` to memory
+    /// another process writes.
+    #[cold]
+    fn scratch_slice(&mut self) -> &mut [u8] {
+        let len = self.slot.capacity();
+        if self.scratch.len() != len {
+            self.scratch = vec![0; len];
+        }
+        &mut self.scratch
     }
 
     /// Publish the first `len` bytes of the reserved payload as one message (`len` at most
@@ -286,6 +308,9 @@ pub struct ReadLease<'q, M: Memory> {
     /// The first lent message, then the others.
     first: Lent,
     rest: Vec<Lent>,
+    /// In a fork child, private copies of the lent messages, taken at the child's first
+    /// [`get`](Self::get) (see there).
+    copies: std::cell::OnceCell<Vec<Vec<u8>>>,
 }
 
 impl<M: Memory> ReadLease<'_, M> {
@@ -307,11 +332,35 @@ impl<M: Memory> ReadLease<'_, M> {
     }
 
     /// Message `i`: its sequence number (the position of its record: unique for the life of
-    /// the queue and strictly increasing in queue order) and its payload in place.
+    /// the queue and strictly increasing in queue order) and its payload in place. In a fork
+    /// child of the process that took the lease the payload is a private copy taken at the
+    /// child's first call: the parent may have committed the messages by then and producers
+    /// may be writing over them, so the copy holds what the ring held at that moment, and
+    /// the child never gets a `&[u8]` to memory another process writes.
     pub fn get(&self, i: usize) -> Option<(u64, &[u8])> {
         let l = self.item(i)?;
+        if self.is_inherited() {
+            return Some((l.found.pos, &self.inherited_copies()[i]));
+        }
         let bytes = self.ring.record(l.found.off, l.found.len).into_slice();
         Some((l.found.pos, bytes))
+    }
+
+    /// The copies of [`get`](Self::get) in a fork child, taken once.
+    #[cold]
+    fn inherited_copies(&self) -> &[Vec<u8>] {
+        self.copies.get_or_init(|| {
+            (0..self.len())
+                .filter_map(|j| self.item(j))
+                .map(|l| {
+                    let mut v = Vec::with_capacity(l.found.len);
+                    self.ring
+                        .record(l.found.off, l.found.len)
+                        .extend_vec(&mut v);
+                    v
+                })
+                .collect()
+        })
     }
 
     /// Remove the first `k` lent messages from the queue (all of them if `k` is larger) and

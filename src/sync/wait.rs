@@ -156,6 +156,17 @@ pub(crate) fn wait_until_counting(
     deadline: &Deadline,
     mut ready: impl FnMut() -> bool,
 ) -> Result<()> {
+    // A deadline already passed (a `*_timeout(Duration::ZERO)` call): one look, no spinning,
+    // no registration, no system call.
+    if deadline.expired() {
+        if ready() {
+            return Ok(());
+        }
+        if let Some(sleeps) = sleeps {
+            sleeps.fetch_add(1, Ordering::Relaxed);
+        }
+        return Err(Error::Timeout);
+    }
     // (Under loom there is no clock to end a spin phase: waiters go straight to sleep.)
     if !spin.is_zero() && !cfg!(loom) {
         let start = Instant::now();
