@@ -124,7 +124,10 @@ pub struct WriteLease<'q, M: Memory> {
     slot: Slot<'q>,
     /// In a fork child, the private buffer [`as_mut_slice`](Self::as_mut_slice) hands out
     /// instead of the parent's reservation (empty, unallocated, everywhere else).
-    scratch: Vec<u8>,
+    // Boxed: one pointer wide, because the lease is moved through every layer that returns
+    // it (a bare `Vec` here cost `loan_write` +77 instructions per message, docs/design.md).
+    #[allow(clippy::box_collection)]
+    scratch: Option<Box<Vec<u8>>>,
 }
 
 impl<M: Memory> Ring<M> {
@@ -154,7 +157,7 @@ impl<M: Memory> Ring<M> {
                         ring: self,
                         off,
                         slot: self.slot(off, len),
-                        scratch: Vec::new(),
+                        scratch: None,
                         round: Some(round),
                     });
                 }
@@ -243,10 +246,7 @@ impl<M: Memory> WriteLease<'_, M> {
     #[cold]
     fn scratch_slice(&mut self) -> &mut [u8] {
         let len = self.slot.capacity();
-        if self.scratch.len() != len {
-            self.scratch = vec![0; len];
-        }
-        &mut self.scratch
+        self.scratch.get_or_insert_with(|| Box::new(vec![0; len]))
     }
 
     /// Publish the first `len` bytes of the reserved payload as one message (`len` at most
@@ -310,7 +310,9 @@ pub struct ReadLease<'q, M: Memory> {
     rest: Vec<Lent>,
     /// In a fork child, private copies of the lent messages, taken at the child's first
     /// [`get`](Self::get) (see there).
-    copies: std::cell::OnceCell<Vec<Vec<u8>>>,
+    // Boxed, one pointer wide, for the same reason as `WriteLease::scratch`.
+    #[allow(clippy::box_collection)]
+    copies: std::cell::OnceCell<Box<Vec<Vec<u8>>>>,
 }
 
 impl<M: Memory> ReadLease<'_, M> {
@@ -350,16 +352,18 @@ impl<M: Memory> ReadLease<'_, M> {
     #[cold]
     fn inherited_copies(&self) -> &[Vec<u8>] {
         self.copies.get_or_init(|| {
-            (0..self.len())
-                .filter_map(|j| self.item(j))
-                .map(|l| {
-                    let mut v = Vec::with_capacity(l.found.len);
-                    self.ring
-                        .record(l.found.off, l.found.len)
-                        .extend_vec(&mut v);
-                    v
-                })
-                .collect()
+            Box::new(
+                (0..self.len())
+                    .filter_map(|j| self.item(j))
+                    .map(|l| {
+                        let mut v = Vec::with_capacity(l.found.len);
+                        self.ring
+                            .record(l.found.off, l.found.len)
+                            .extend_vec(&mut v);
+                        v
+                    })
+                    .collect(),
+            )
         })
     }
 
