@@ -272,3 +272,45 @@ fn two_sleeping_consumers_are_both_woken_by_two_puts() {
     q.get_into(&mut buf).unwrap();
     assert_eq!(q.stats().consumers_waiting, 0);
 }
+
+/// `close` wakes every sleeper and leaves no armed word behind: before, with two consumers
+/// asleep neither was the sole registration that clears the word itself, and no put could
+/// follow on a closed queue, so `stats()` showed a waiting consumer for ever.
+#[test]
+fn close_with_two_sleeping_consumers_leaves_no_waiter_shown() {
+    let name = uniq("ghost-close");
+    let _rm = RemoveOnDrop(name.clone());
+    let q = RawQueue::create(&name, 4096).unwrap();
+    let (tids, tid_rx) = std::sync::mpsc::channel();
+    let (got, got_rx) = std::sync::mpsc::channel();
+    let consumers: Vec<_> = (0..2)
+        .map(|_| {
+            let (name, tids, got) = (name.clone(), tids.clone(), got.clone());
+            std::thread::spawn(move || {
+                let q = RawQueue::open(&name).unwrap();
+                tids.send(tid()).unwrap();
+                let mut buf = Vec::new();
+                got.send(q.get_into_timeout(&mut buf, LIMIT * 2)).unwrap();
+            })
+        })
+        .collect();
+    let t: Vec<u32> = (0..2)
+        .map(|_| tid_rx.recv_timeout(LIMIT).unwrap())
+        .collect();
+    assert!(
+        eventually(LIMIT, || t.iter().all(|&t| asleep_in_futex(t))
+            && q.stats().consumers_waiting != 0),
+        "the two consumers never both went to sleep"
+    );
+    q.close();
+    for i in 0..2 {
+        let r = got_rx
+            .recv_timeout(LIMIT)
+            .unwrap_or_else(|_| panic!("consumer {i} was not woken by close"));
+        assert!(matches!(r, Err(Error::Closed)), "consumer {i}: {r:?}");
+    }
+    for c in consumers {
+        c.join().unwrap();
+    }
+    assert_eq!(q.stats().consumers_waiting, 0);
+}

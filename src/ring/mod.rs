@@ -316,8 +316,8 @@ impl<M: Memory> Ring<M> {
     pub fn close(&self) {
         let h = self.h();
         h.prod.tail.fetch_or(CLOSED, Ordering::SeqCst);
-        sync::notify_all(&h.prod.data_seq);
-        sync::notify_all(&h.cons.space_seq);
+        sync::notify_all(&h.prod.data_seq, &h.shared.consumers_waiting);
+        sync::notify_all(&h.cons.space_seq, &h.shared.producers_waiting);
         // Callers waiting for a lock give up on a closed queue (see `lock`): wake them too.
         prim::futex_wake(&h.prod.lock, i32::MAX);
         prim::futex_wake(&h.cons.lock, i32::MAX);

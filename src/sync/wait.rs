@@ -286,11 +286,14 @@ fn wake_registered(seq: &AtomicU32, waiters: &AtomicU32, seen: u32, n: i32) {
     }
 }
 
-/// Unconditionally bump `seq` and wake every sleeper (used by `close`). The waiters word is
-/// left as it is: the next [`notify`] clears it.
-pub(crate) fn notify_all(seq: &AtomicU32) {
-    seq.fetch_add(1, Ordering::SeqCst);
-    prim::futex_wake(seq, i32::MAX);
+/// Unconditionally bump `seq` and wake every sleeper (used by `close`), then disarm
+/// `waiters` as [`wake_registered`] does (every sleeper in the kernel was woken): after a
+/// close no later put may come to clear it, and `stats()` would show sleepers for ever.
+/// `seen` is read `SeqCst` before the bump, so a sleeper whose registration it includes
+/// read its `seq0` before the bump and does not sleep on.
+pub(crate) fn notify_all(seq: &AtomicU32, waiters: &AtomicU32) {
+    let seen = waiters.load(Ordering::SeqCst);
+    wake_registered(seq, waiters, seen, i32::MAX);
 }
 
 #[cfg(all(test, not(loom)))]
