@@ -221,19 +221,18 @@ fn asleep_in_futex(tid: u32) -> bool {
     }
 }
 
-/// Disarming must not lose a sleeper: two consumers asleep on an empty queue, two puts
-/// that each wake one (a single message: `notify(.., 1)`). The first wakes one of the two
-/// and must leave the word armed for the second; each consumer gets a message.
-#[test]
-fn two_sleeping_consumers_are_both_woken_by_two_puts() {
-    let name = uniq("ghost-rearm");
-    let _rm = RemoveOnDrop(name.clone());
-    let q = RawQueue::create(&name, 4096).unwrap();
+/// What each consumer of [`two_sleeping_consumers`] got.
+type Got = std::sync::mpsc::Receiver<Result<Vec<u8>, Error>>;
+
+/// Two consumer threads blocked in `get_into_timeout` on the empty queue `name`, both asleep
+/// in the kernel with the waiters word armed when this returns: their handles and the
+/// channel on which each sends its result (the message, or the error).
+fn two_sleeping_consumers(name: &str, q: &RawQueue) -> (Vec<std::thread::JoinHandle<()>>, Got) {
     let (tids, tid_rx) = std::sync::mpsc::channel();
     let (got, got_rx) = std::sync::mpsc::channel();
     let consumers: Vec<_> = (0..2)
         .map(|_| {
-            let (name, tids, got) = (name.clone(), tids.clone(), got.clone());
+            let (name, tids, got) = (name.to_string(), tids.clone(), got.clone());
             std::thread::spawn(move || {
                 let q = RawQueue::open(&name).unwrap();
                 tids.send(tid()).unwrap();
@@ -251,6 +250,18 @@ fn two_sleeping_consumers_are_both_woken_by_two_puts() {
             && q.stats().consumers_waiting != 0),
         "the two consumers never both went to sleep"
     );
+    (consumers, got_rx)
+}
+
+/// Disarming must not lose a sleeper: two consumers asleep on an empty queue, two puts
+/// that each wake one (a single message: `notify(.., 1)`). The first wakes one of the two
+/// and must leave the word armed for the second; each consumer gets a message.
+#[test]
+fn two_sleeping_consumers_are_both_woken_by_two_puts() {
+    let name = uniq("ghost-rearm");
+    let _rm = RemoveOnDrop(name.clone());
+    let q = RawQueue::create(&name, 4096).unwrap();
+    let (consumers, got_rx) = two_sleeping_consumers(&name, &q);
     q.put(b"first").unwrap();
     q.put(b"second").unwrap();
     let mut msgs: Vec<Vec<u8>> = (0..2)
@@ -281,27 +292,7 @@ fn close_with_two_sleeping_consumers_leaves_no_waiter_shown() {
     let name = uniq("ghost-close");
     let _rm = RemoveOnDrop(name.clone());
     let q = RawQueue::create(&name, 4096).unwrap();
-    let (tids, tid_rx) = std::sync::mpsc::channel();
-    let (got, got_rx) = std::sync::mpsc::channel();
-    let consumers: Vec<_> = (0..2)
-        .map(|_| {
-            let (name, tids, got) = (name.clone(), tids.clone(), got.clone());
-            std::thread::spawn(move || {
-                let q = RawQueue::open(&name).unwrap();
-                tids.send(tid()).unwrap();
-                let mut buf = Vec::new();
-                got.send(q.get_into_timeout(&mut buf, LIMIT * 2)).unwrap();
-            })
-        })
-        .collect();
-    let t: Vec<u32> = (0..2)
-        .map(|_| tid_rx.recv_timeout(LIMIT).unwrap())
-        .collect();
-    assert!(
-        eventually(LIMIT, || t.iter().all(|&t| asleep_in_futex(t))
-            && q.stats().consumers_waiting != 0),
-        "the two consumers never both went to sleep"
-    );
+    let (consumers, got_rx) = two_sleeping_consumers(&name, &q);
     q.close();
     for i in 0..2 {
         let r = got_rx

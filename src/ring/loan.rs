@@ -353,8 +353,8 @@ impl<M: Memory> ReadLease<'_, M> {
     fn inherited_copies(&self) -> &[Vec<u8>] {
         self.copies.get_or_init(|| {
             Box::new(
-                (0..self.len())
-                    .filter_map(|j| self.item(j))
+                std::iter::once(&self.first)
+                    .chain(&self.rest)
                     .map(|l| {
                         let mut v = Vec::with_capacity(l.found.len);
                         self.ring
